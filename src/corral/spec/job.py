@@ -1,0 +1,102 @@
+"""JobSpec: what a user asks corral to run."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from corral.spec.resources import Resources
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_NAME = re.compile(NAME_PATTERN)
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_name(value: str, what: str = "name") -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid {what}: use 1-63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+class JobSpec(BaseModel):
+    """A batch job: `replicas` copies of one command, placed together as a gang."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(default=None, description="unique in the workspace; generated if empty")
+    workspace: str | None = Field(default=None, description="defaults to the CLI's workspace")
+    command: str | None = Field(default=None, description="a shell command line (run by /bin/sh -c)")
+    entrypoint: list[str] | None = Field(default=None, description="argv, run without a shell")
+    args: list[str] = Field(default_factory=list, description="appended to entrypoint")
+    env: dict[str, str] = Field(default_factory=dict)
+    working_dir: str | None = Field(
+        default=None, description="absolute directory on the node; default: the replica's own"
+    )
+    files: dict[str, str] = Field(
+        default_factory=dict, description="relative path -> content, written before start"
+    )
+    resources: Resources = Field(default_factory=Resources)
+    replicas: int = Field(default=1, ge=1, le=4096)
+    max_restarts: int = Field(default=0, ge=0, le=1000)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value, "job name")
+
+    @field_validator("workspace")
+    @classmethod
+    def _workspace(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value, "workspace name")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not _ENV_KEY.match(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+        return value
+
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("working_dir must be an absolute path on the node")
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: dict[str, str]) -> dict[str, str]:
+        for path in value:
+            parts = path.split("/")
+            if path.startswith("/") or ".." in parts or not path:
+                raise ValueError(f"{path!r} must be a relative path inside the working directory")
+        return value
+
+    @model_validator(mode="after")
+    def _one_command(self) -> JobSpec:
+        if (self.command is None) == (self.entrypoint is None):
+            raise ValueError("give exactly one of `command` (a shell line) or `entrypoint` (argv)")
+        if self.command is not None and not self.command.strip():
+            raise ValueError("`command` must not be empty")
+        if self.entrypoint is not None and not self.entrypoint:
+            raise ValueError("`entrypoint` must not be empty")
+        if self.command is not None and self.args:
+            raise ValueError("`args` goes with `entrypoint`, not with `command`")
+        return self
+
+    def argv(self) -> list[str]:
+        """The argv a node executes."""
+        if self.entrypoint is not None:
+            return [*self.entrypoint, *self.args]
+        assert self.command is not None
+        return ["/bin/sh", "-c", self.command]
+
+    def display_command(self) -> str:
+        return self.command if self.command is not None else shlex.join(self.argv())

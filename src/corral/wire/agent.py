@@ -1,0 +1,129 @@
+"""The agent channel: one outbound WebSocket from each node to the control plane.
+
+Flow: the agent POSTs /v1/agent/register with a join token once and keeps the node token it
+gets back; then it dials /v1/agent/connect (header `Authorization: Bearer <node token>`),
+sends `hello` (inventory and every replica it knows), and from then on heartbeats, replica
+reports and log chunks. The server answers `welcome` (with the log offsets it already has),
+then sends `desired` whenever the set of replicas that should run on the node changes.
+`desired` is level-triggered: it is the whole set, so a lost message is repaired by the next.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Gpu(_Msg):
+    index: int
+    uuid: str
+    model: str
+    memory_mb: int
+    healthy: bool = True
+
+
+class Inventory(_Msg):
+    hostname: str
+    cpus: float
+    memory_mb: int
+    disk_mb: int
+    gpus: list[Gpu] = Field(default_factory=list)
+    gpu_backend: Literal["nvml", "fake", "none"] = "none"
+    labels: dict[str, str] = Field(default_factory=dict)
+    agent_version: str = ""
+
+
+class RegisterRequest(_Msg):
+    join_token: str
+    name: str
+    inventory: Inventory
+
+
+class RegisterResponse(_Msg):
+    node_id: str
+    node_token: str
+
+
+ReplicaPhase = Literal["running", "exited"]
+
+
+class ReplicaReport(_Msg):
+    """What the agent knows of one replica it started."""
+
+    type: Literal["replica"] = "replica"
+    replica_id: str
+    phase: ReplicaPhase
+    pid: int | None = None
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = Field(default=None, description="why it could not start, if it could not")
+    log_bytes: int | None = Field(
+        default=None, description="final size of its log; set with phase=exited, after the last chunk"
+    )
+
+
+class Hello(_Msg):
+    type: Literal["hello"] = "hello"
+    inventory: Inventory
+    address: str = Field(description="address peers use to reach this node (MASTER_ADDR)")
+    replicas: list[ReplicaReport] = Field(default_factory=list)
+
+
+class Heartbeat(_Msg):
+    type: Literal["heartbeat"] = "heartbeat"
+    sent_at: float
+
+
+class LogChunk(_Msg):
+    """Bytes [offset, offset+nbytes) of a replica's log file, decoded as UTF-8."""
+
+    type: Literal["log"] = "log"
+    replica_id: str
+    offset: int
+    nbytes: int
+    data: str
+
+
+AgentMessage = Annotated[Hello | Heartbeat | ReplicaReport | LogChunk, Field(discriminator="type")]
+AGENT_MESSAGE: TypeAdapter[AgentMessage] = TypeAdapter(AgentMessage)
+
+
+class ReplicaAssignment(_Msg):
+    replica_id: str
+    job: str
+    workspace: str
+    attempt: int
+    rank: int
+    argv: list[str]
+    env: dict[str, str] = Field(
+        description="complete environment additions: torchrun variables, CUDA_VISIBLE_DEVICES"
+    )
+    gpus: list[int] = Field(default_factory=list)
+    working_dir: str | None = None
+    files: dict[str, str] = Field(default_factory=dict)
+
+
+class Welcome(_Msg):
+    type: Literal["welcome"] = "welcome"
+    node_id: str
+    heartbeat_interval_s: float
+    log_offsets: dict[str, int] = Field(
+        default_factory=dict, description="replica_id -> bytes the server already has"
+    )
+
+
+class Desired(_Msg):
+    """Every replica that should be running on this node now; stop any other."""
+
+    type: Literal["desired"] = "desired"
+    replicas: list[ReplicaAssignment]
+
+
+ServerMessage = Annotated[Welcome | Desired, Field(discriminator="type")]
+SERVER_MESSAGE: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)

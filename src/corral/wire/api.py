@@ -1,0 +1,144 @@
+"""Views returned by the REST API (and read by the SDK and CLI)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from corral.spec.job import JobSpec
+
+JobState = Literal["pending", "starting", "running", "cancelling", "succeeded", "failed", "cancelled"]
+TERMINAL_JOB_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+ReplicaState = Literal["assigned", "running", "succeeded", "failed", "stopped", "lost"]
+TERMINAL_REPLICA_STATES: frozenset[str] = frozenset({"succeeded", "failed", "stopped", "lost"})
+NodeCondition = Literal["ready", "cordoned", "unhealthy", "lost"]
+Role = Literal["admin", "member", "viewer"]
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ErrorDetail(_View):
+    code: str = Field(description="machine-readable kind, e.g. not_found, invalid_spec, conflict")
+    message: str
+    fields: list[dict[str, str]] = Field(default_factory=list, description="[{path, message}]")
+
+
+class ErrorBody(_View):
+    error: ErrorDetail
+
+
+class ReplicaView(_View):
+    id: str
+    rank: int
+    attempt: int
+    node: str | None
+    gpus: list[int]
+    state: ReplicaState
+    exit_code: int | None = None
+    pid: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    reason: str | None = None
+
+
+class JobView(_View):
+    name: str
+    workspace: str
+    state: JobState
+    spec: JobSpec
+    attempt: int = Field(description="1-based number of the current or last attempt; 0 before")
+    restarts: int
+    exit_code: int | None = None
+    reason: str | None = Field(default=None, description="why it ended, or why it is pending")
+    submitted_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    replicas: list[ReplicaView] = Field(default_factory=list, description="the current attempt's")
+    log_tail: list[str] = Field(default_factory=list, description="last lines, once it has failed")
+
+
+class JobList(_View):
+    jobs: list[JobView]
+
+
+class LogPage(_View):
+    replica: int
+    attempt: int
+    data: str
+    offset: int = Field(description="byte offset this page starts at")
+    next_offset: int = Field(description="pass as ?offset= to read on")
+    complete: bool = Field(description="true once the replica has ended and all its log is here")
+
+
+class GpuView(_View):
+    index: int
+    model: str
+    memory_mb: int
+    uuid: str
+    healthy: bool
+    allocated: bool
+
+
+class NodeView(_View):
+    id: str
+    name: str
+    address: str | None
+    condition: NodeCondition
+    gpu_backend: str
+    gpus: list[GpuView]
+    cpus: float
+    memory_mb: int
+    disk_mb: int
+    labels: dict[str, str]
+    agent_version: str
+    connected: bool
+    last_heartbeat_at: float | None
+    heartbeat_age_s: float | None
+    registered_at: float
+
+
+class NodeList(_View):
+    nodes: list[NodeView]
+
+
+class WorkspaceCreate(_View):
+    name: str
+
+
+class WorkspaceView(_View):
+    name: str
+    created_at: float
+
+
+class WorkspaceList(_View):
+    workspaces: list[WorkspaceView]
+
+
+class TokenCreate(_View):
+    name: str | None = None
+    role: Role = "member"
+    workspace: str | None = Field(
+        default=None, description="workspace the token acts in; omitted: the caller's"
+    )
+
+
+class TokenView(_View):
+    name: str
+    role: Role
+    workspace: str | None
+    created_at: float
+    token: str | None = Field(default=None, description="the secret; shown once, at creation")
+
+
+class JoinTokenView(_View):
+    token: str
+    created_at: float
+
+
+class WhoAmI(_View):
+    token: str
+    role: Role
+    workspace: str | None = Field(description="None for a cluster admin (all workspaces)")
