@@ -28,9 +28,13 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str | None = Field(default=None, description="unique in the workspace; generated if empty")
+    name: str | None = Field(
+        default=None, description="unique in the workspace; generated if empty"
+    )
     workspace: str | None = Field(default=None, description="defaults to the CLI's workspace")
-    command: str | None = Field(default=None, description="a shell command line (run by /bin/sh -c)")
+    command: str | None = Field(
+        default=None, description="a shell command line (run by /bin/sh -c)"
+    )
     entrypoint: list[str] | None = Field(default=None, description="argv, run without a shell")
     args: list[str] = Field(default_factory=list, description="appended to entrypoint")
     env: dict[str, str] = Field(default_factory=dict)

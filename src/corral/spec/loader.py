@@ -14,7 +14,9 @@ from corral.spec.job import JobSpec
 
 def parse_job_spec(data: Any, source: str = "") -> JobSpec:
     if not isinstance(data, dict):
-        raise SpecError(source, [FieldError("", "expected a mapping of job fields at the top level")])
+        raise SpecError(
+            source, [FieldError("", "expected a mapping of job fields at the top level")]
+        )
     data = {k: v for k, v in data.items() if k != "kind"} if data.get("kind") == "job" else data
     try:
         return JobSpec.model_validate(data)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from corral.spec.units import parse_size_mib
+
+
+def _mib(value: int | None) -> str | None:
+    # Sizes leave as explicit "NMi" strings so a stored spec reads back as the same size.
+    return None if value is None else f"{value}Mi"
+
 
 _GPU_SHORT = re.compile(r"^(?:(?P<type>[A-Za-z][\w.-]*)(?::(?P<count>-?\d+))?|(?P<only>-?\d+))$")
 
@@ -27,6 +33,10 @@ class GpuRequest(BaseModel):
     @classmethod
     def _size(cls, value: Any) -> Any:
         return None if value is None else parse_size_mib(value)
+
+    @field_serializer("min_memory")
+    def _dump_min_memory(self, value: int | None) -> str | None:
+        return _mib(value)
 
     @field_validator("type")
     @classmethod
@@ -81,3 +91,7 @@ class Resources(BaseModel):
     @classmethod
     def _sizes(cls, value: Any) -> Any:
         return parse_size_mib(value)
+
+    @field_serializer("memory", "disk")
+    def _dump_size(self, value: int) -> str | None:
+        return _mib(value)

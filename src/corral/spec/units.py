@@ -30,7 +30,7 @@ def parse_size_mib(value: object, *, default_unit: str = "Gi") -> int:
     factor = _BINARY[prefix] if "i" in unit else _DECIMAL[prefix]
     if number < 0:
         raise ValueError("a size cannot be negative")
-    return int(round(number * factor))
+    return round(number * factor)
 
 
 def format_mib(mib: int) -> str:

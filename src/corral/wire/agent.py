@@ -64,7 +64,8 @@ class ReplicaReport(_Msg):
     finished_at: float | None = None
     error: str | None = Field(default=None, description="why it could not start, if it could not")
     log_bytes: int | None = Field(
-        default=None, description="final size of its log; set with phase=exited, after the last chunk"
+        default=None,
+        description="final size of its log; set with phase=exited, after the last chunk",
     )
 
 

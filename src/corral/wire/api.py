@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corral.spec.job import JobSpec
 
-JobState = Literal["pending", "starting", "running", "cancelling", "succeeded", "failed", "cancelled"]
+JobState = Literal[
+    "pending", "starting", "running", "cancelling", "succeeded", "failed", "cancelled"
+]
 TERMINAL_JOB_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 ReplicaState = Literal["assigned", "running", "succeeded", "failed", "stopped", "lost"]
 TERMINAL_REPLICA_STATES: frozenset[str] = frozenset({"succeeded", "failed", "stopped", "lost"})

@@ -1,0 +1,1 @@
+"""Pure decision logic: snapshot + now -> decisions. No I/O, no clock reads."""

@@ -1,0 +1,122 @@
+"""/v1/agent: node registration and the agent channel (one WebSocket per node, dialled out)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from corral.server.api.deps import CP, retry_stale
+from corral.server.api.errors import ApiError
+from corral.server.runtime import ControlPlane
+from corral.server.services import nodes as service
+from corral.server.services.effects import Effects
+from corral.server.services.identity import join_token_valid
+from corral.wire import agent as wire
+
+router = APIRouter(prefix="/v1/agent", tags=["agent"])
+log = logging.getLogger("corral.server.agent")
+HELLO_TIMEOUT_S = 15.0
+T = TypeVar("T")
+
+
+@router.post("/register")
+def register(body: wire.RegisterRequest, cp: CP) -> wire.RegisterResponse:
+    def run() -> wire.RegisterResponse:
+        with cp.store.transaction() as session:
+            if not join_token_valid(session, body.join_token):
+                raise ApiError(401, "unauthorized", "the join token is not valid on this server")
+            node, secret = service.register_node(session, body, cp.clock.now())
+            return wire.RegisterResponse(node_id=node.id, node_token=secret)
+
+    return retry_stale(run)
+
+
+async def _reject(ws: WebSocket, message: str) -> None:
+    body = {"error": {"code": "unauthorized", "message": message, "fields": []}}
+    try:
+        await ws.send_denial_response(JSONResponse(body, status_code=401))
+    except RuntimeError:  # the ASGI server cannot send HTTP denials: plain close (HTTP 403)
+        await ws.close(code=1008, reason=message)
+
+
+@router.websocket("/connect")
+async def connect(ws: WebSocket) -> None:
+    cp: ControlPlane = ws.app.state.cp
+    scheme, _, token = ws.headers.get("authorization", "").partition(" ")
+
+    def lookup() -> str | None:
+        with cp.store.read() as session:
+            node = service.node_by_token(session, token.strip())
+            return node.id if node else None
+
+    node_id = await asyncio.to_thread(lookup) if scheme.lower() == "bearer" else None
+    if node_id is None:
+        await _reject(ws, "unknown node token; register the agent again with a join token")
+        return
+    await ws.accept()
+    try:
+        await _serve(cp, ws, node_id)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        cp.hub.detach(node_id, ws.send_text)
+        await asyncio.to_thread(_disconnect, cp, node_id)
+
+
+def _disconnect(cp: ControlPlane, node_id: str) -> None:
+    retry_stale(lambda: _in_tx(cp, lambda s: service.disconnect(s, node_id)))
+
+
+def _in_tx(cp: ControlPlane, fn: Callable[[Session], T]) -> T:
+    with cp.store.transaction() as session:
+        return fn(session)
+
+
+async def _serve(cp: ControlPlane, ws: WebSocket, node_id: str) -> None:
+    first = await asyncio.wait_for(ws.receive_text(), HELLO_TIMEOUT_S)
+    hello = wire.AGENT_MESSAGE.validate_json(first)
+    if not isinstance(hello, wire.Hello):
+        await ws.close(code=1002, reason="expected hello first")
+        return
+
+    def on_hello() -> tuple[dict[str, int], Effects]:
+        return retry_stale(
+            lambda: _in_tx(cp, lambda s: service.connect(s, node_id, hello, cp.clock.now()))
+        )
+
+    offsets, effects = await asyncio.to_thread(on_hello)
+    welcome = wire.Welcome(
+        node_id=node_id, heartbeat_interval_s=cp.options.heartbeat_interval_s, log_offsets=offsets
+    )
+    await ws.send_text(welcome.model_dump_json())
+    cp.hub.attach(node_id, ws.send_text)
+    cp.apply(effects)
+    log.info("node %s connected from %s", node_id, hello.address)
+    while True:
+        text = await ws.receive_text()
+        try:
+            message = wire.AGENT_MESSAGE.validate_json(text)
+        except ValidationError as exc:
+            log.warning("node %s sent a message we cannot read: %s", node_id, exc)
+            continue
+        await asyncio.to_thread(_handle, cp, node_id, message)
+
+
+def _handle(cp: ControlPlane, node_id: str, message: wire.AgentMessage) -> None:
+    now = cp.clock.now()
+    if isinstance(message, wire.Heartbeat):
+        retry_stale(lambda: _in_tx(cp, lambda s: service.heartbeat(s, node_id, now)))
+    elif isinstance(message, wire.ReplicaReport):
+        effects = retry_stale(
+            lambda: _in_tx(cp, lambda s: service.replica_report(s, node_id, message, now))
+        )
+        cp.apply(effects)
+    elif isinstance(message, wire.LogChunk):
+        retry_stale(lambda: _in_tx(cp, lambda s: service.append_log(s, node_id, message)))

@@ -1,0 +1,72 @@
+"""/v1/workspaces/{workspace}/jobs"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Response
+
+from corral.server.api.deps import CP, ReadableWorkspace, WritableWorkspace, retry_stale
+from corral.server.services import jobs as service
+from corral.server.services.effects import Effects
+from corral.spec.job import JobSpec
+from corral.wire.api import JobList, JobView, LogPage
+
+router = APIRouter(prefix="/v1/workspaces/{workspace}/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=201)
+def submit_job(spec: JobSpec, workspace: WritableWorkspace, cp: CP) -> JobView:
+    with cp.store.transaction() as session:
+        job = service.submit_job(session, workspace, spec, cp.clock.now())
+        view = service.job_view(session, job, workspace.name)
+    cp.wake_scheduler()
+    return view
+
+
+@router.get("")
+def list_jobs(workspace: ReadableWorkspace, cp: CP) -> JobList:
+    with cp.store.read() as session:
+        return JobList(jobs=service.list_jobs(session, workspace))
+
+
+@router.get("/{name}")
+def get_job(name: str, workspace: ReadableWorkspace, cp: CP) -> JobView:
+    with cp.store.read() as session:
+        return service.job_view(session, service.get_job(session, workspace, name), workspace.name)
+
+
+@router.post("/{name}/cancel")
+def cancel_job(name: str, workspace: WritableWorkspace, cp: CP) -> JobView:
+    def cancel() -> tuple[JobView, Effects]:
+        with cp.store.transaction() as session:
+            job = service.get_job(session, workspace, name)
+            effects = service.cancel_job(session, job, cp.clock.now())
+            session.flush()
+            return service.job_view(session, job, workspace.name), effects
+
+    view, effects = retry_stale(cancel)
+    cp.apply(effects)
+    return view
+
+
+@router.delete("/{name}", status_code=204)
+def delete_job(name: str, workspace: WritableWorkspace, cp: CP) -> Response:
+    def delete() -> None:
+        with cp.store.transaction() as session:
+            service.delete_job(session, service.get_job(session, workspace, name))
+
+    retry_stale(delete)
+    return Response(status_code=204)
+
+
+@router.get("/{name}/logs")
+def job_logs(
+    name: str,
+    workspace: ReadableWorkspace,
+    cp: CP,
+    replica: int = Query(0, ge=0, description="replica rank"),
+    offset: int = Query(0, ge=0, description="byte offset to read from"),
+    attempt: int | None = Query(None, ge=1, description="default: the current attempt"),
+) -> LogPage:
+    with cp.store.read() as session:
+        job = service.get_job(session, workspace, name)
+        return service.read_logs(session, job, replica, offset, attempt)

@@ -1,0 +1,44 @@
+"""Server settings, from options and environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORT = 7390
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("CORRAL_HOME") or Path.home() / ".corral")
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    home: Path = field(default_factory=default_home)
+    database_url: str | None = None  # default: CORRAL_DATABASE_URL, else SQLite under home
+    heartbeat_interval_s: float = 1.0
+    node_lost_after_s: float = 10.0
+    scheduler_interval_s: float = 1.0
+    bootstrap_admin_token: str | None = None
+    bootstrap_join_token: str | None = None
+
+    def resolved_database_url(self) -> str:
+        url = self.database_url or os.environ.get("CORRAL_DATABASE_URL")
+        return url or f"sqlite:///{self.home / 'corral.db'}"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> ServerOptions:
+        env = os.environ
+        values: dict[str, object] = {
+            "bootstrap_admin_token": env.get("CORRAL_BOOTSTRAP_ADMIN_TOKEN") or None,
+            "bootstrap_join_token": env.get("CORRAL_BOOTSTRAP_JOIN_TOKEN") or None,
+        }
+        if "CORRAL_NODE_LOST_AFTER" in env:
+            values["node_lost_after_s"] = float(env["CORRAL_NODE_LOST_AFTER"])
+        if "CORRAL_HEARTBEAT_INTERVAL" in env:
+            values["heartbeat_interval_s"] = float(env["CORRAL_HEARTBEAT_INTERVAL"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

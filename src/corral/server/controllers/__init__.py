@@ -1,0 +1,1 @@
+"""Reconcile loops: load a snapshot, call the pure core, apply in one transaction, notify."""

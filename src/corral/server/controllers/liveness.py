@@ -1,0 +1,29 @@
+"""The liveness controller: silent nodes become `lost`, and their replicas with them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from corral.server.runtime import ControlPlane
+from corral.server.services.effects import Effects
+from corral.server.services.nodes import mark_lost_nodes
+
+log = logging.getLogger("corral.server.liveness")
+
+
+def check_once(cp: ControlPlane) -> Effects:
+    with cp.store.transaction() as session:
+        return mark_lost_nodes(session, cp.clock.now(), cp.options.node_lost_after_s, cp.started_at)
+
+
+async def run(cp: ControlPlane) -> None:
+    period = max(0.2, min(1.0, cp.options.node_lost_after_s / 5))
+    while True:
+        await asyncio.sleep(period)
+        try:
+            effects = await asyncio.to_thread(check_once, cp)
+        except Exception:
+            log.exception("liveness check failed; retrying")
+            continue
+        cp.apply(effects)

@@ -1,0 +1,97 @@
+"""Connected agents, and sending each its desired set when it changes.
+
+Anything may ask for a node to be synced (`sync`, thread-safe); one sender task per
+connection coalesces requests, loads the desired set outside the event loop, and sends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from corral.server.services.assignments import build_assignments
+from corral.server.store.db import Store
+from corral.wire.agent import Desired
+
+log = logging.getLogger("corral.server.hub")
+Send = Callable[[str], Awaitable[None]]
+
+
+class _Connection:
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.dirty = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class AgentHub:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._conns: dict[str, _Connection] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def attach(self, node_id: str, send: Send) -> None:
+        old = self._conns.pop(node_id, None)
+        if old and old.task:
+            old.task.cancel()
+        conn = _Connection(send)
+        conn.task = asyncio.create_task(self._sender(node_id, conn), name=f"sync-{node_id}")
+        self._conns[node_id] = conn
+        conn.dirty.set()
+
+    def detach(self, node_id: str, send: Send) -> None:
+        conn = self._conns.get(node_id)
+        if conn is not None and conn.send is send:
+            del self._conns[node_id]
+            if conn.task:
+                conn.task.cancel()
+
+    def connected(self) -> set[str]:
+        return set(self._conns)
+
+    def sync(self, node_ids: Iterable[str]) -> None:
+        """Mark nodes dirty; callable from any thread."""
+        ids = list(node_ids)
+        if not ids or self._loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._mark(ids)
+        else:
+            self._loop.call_soon_threadsafe(self._mark, ids)
+
+    def _mark(self, ids: list[str]) -> None:
+        for node_id in ids:
+            conn = self._conns.get(node_id)
+            if conn is not None:
+                conn.dirty.set()
+
+    async def _sender(self, node_id: str, conn: _Connection) -> None:
+        while True:
+            await conn.dirty.wait()
+            conn.dirty.clear()
+            try:
+                desired = await asyncio.to_thread(self._desired, node_id)
+                await conn.send(desired.model_dump_json())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the connection's own loop notices a dead socket
+                log.warning("could not sync node %s: %s", node_id, exc)
+                return
+
+    def _desired(self, node_id: str) -> Desired:
+        with self._store.read() as session:
+            return Desired(replicas=build_assignments(session, node_id))
+
+    async def close(self) -> None:
+        for conn in self._conns.values():
+            if conn.task:
+                conn.task.cancel()
+        self._conns.clear()

@@ -1,0 +1,29 @@
+"""`corral server`: run the control plane in this process."""
+
+from __future__ import annotations
+
+import logging
+
+from corral.server.config import ServerOptions
+
+
+def serve(options: ServerOptions) -> None:
+    import uvicorn
+
+    from corral.server.app import create_app
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    options.home.mkdir(parents=True, exist_ok=True)
+    config = uvicorn.Config(
+        create_app(options),
+        host=options.host,
+        port=options.port,
+        log_level="warning",
+        lifespan="on",
+        ws_ping_interval=10.0,
+        ws_ping_timeout=10.0,
+    )
+    uvicorn.Server(config).run()

@@ -1,0 +1,1 @@
+"""Use cases: each a transaction boundary over the store. No network calls inside."""

@@ -1,0 +1,100 @@
+"""The desired set a node is sent: each replica with its argv and environment."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from corral.server.store.tables import Job, Node, Replica, Workspace
+from corral.spec.job import JobSpec
+from corral.wire.agent import ReplicaAssignment
+
+
+def torchrun_env(
+    *, rank: int, nnodes: int, nproc_per_node: int, master_addr: str, master_port: int
+) -> dict[str, str]:
+    """The torch.distributed environment for one replica.
+
+    WORLD_SIZE counts processes (NNODES x NPROC_PER_NODE) and RANK is the replica's first
+    global rank, so a one-process-per-replica script can `init_process_group("env://")`
+    directly, and a script launched with torchrun gets its flags from the same variables.
+    """
+    return {
+        "MASTER_ADDR": master_addr,
+        "MASTER_PORT": str(master_port),
+        "NNODES": str(nnodes),
+        "NODE_RANK": str(rank),
+        "NPROC_PER_NODE": str(nproc_per_node),
+        "WORLD_SIZE": str(nnodes * nproc_per_node),
+        "RANK": str(rank * nproc_per_node),
+        "LOCAL_RANK": "0",
+    }
+
+
+def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]:
+    rows = session.execute(
+        select(Replica, Job, Workspace.name)
+        .join(Job, Replica.job_id == Job.id)
+        .join(Workspace, Job.workspace_id == Workspace.id)
+        .where(
+            Replica.node_id == node_id,
+            Replica.state.in_(("assigned", "running")),
+            Replica.desired == "run",
+        )
+        .order_by(Replica.created_at, Replica.rank)
+    ).all()
+    masters = _master_addresses(session, [(job.id, replica.attempt) for replica, job, _ in rows])
+    result: list[ReplicaAssignment] = []
+    for replica, job, workspace in rows:
+        spec = JobSpec.model_validate(job.spec)
+        env = dict(spec.env)
+        env.update(
+            torchrun_env(
+                rank=replica.rank,
+                nnodes=spec.replicas,
+                nproc_per_node=max(1, spec.resources.gpus.count),
+                master_addr=masters.get((job.id, replica.attempt)) or "127.0.0.1",
+                master_port=job.master_port or 29500,
+            )
+        )
+        env.update(
+            {
+                "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in replica.gpus),
+                "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # so indices match NVML's
+                "CORRAL_JOB": job.name,
+                "CORRAL_WORKSPACE": workspace,
+                "CORRAL_REPLICA_ID": replica.id,
+                "CORRAL_RANK": str(replica.rank),
+                "CORRAL_ATTEMPT": str(replica.attempt),
+            }
+        )
+        result.append(
+            ReplicaAssignment(
+                replica_id=replica.id,
+                job=job.name,
+                workspace=workspace,
+                attempt=replica.attempt,
+                rank=replica.rank,
+                argv=spec.argv(),
+                env=env,
+                gpus=list(replica.gpus),
+                working_dir=spec.working_dir,
+                files=dict(spec.files),
+            )
+        )
+    return result
+
+
+def _master_addresses(
+    session: Session, attempts: list[tuple[str, int]]
+) -> dict[tuple[str, int], str | None]:
+    if not attempts:
+        return {}
+    job_ids = {job_id for job_id, _ in attempts}
+    rows = session.execute(
+        select(Replica.job_id, Replica.attempt, Node.address)
+        .join(Node, Replica.node_id == Node.id)
+        .where(Replica.job_id.in_(job_ids), Replica.rank == 0)
+    )
+    wanted = set(attempts)
+    return {(j, a): addr for j, a, addr in rows if (j, a) in wanted}

@@ -1,0 +1,282 @@
+"""Job use cases: submit, read, cancel, delete, logs; settling a job when its replicas change."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from corral.core.lifecycle import ACTIVE_REPLICA_STATES, JobFacts, ReplicaFacts, decide_job
+from corral.server.api.errors import ApiError, not_found
+from corral.server.services.effects import Effects
+from corral.server.services.identity import new_id
+from corral.server.services.names import generate_job_name
+from corral.server.store.tables import Job, LogChunk, Node, Replica, Workspace
+from corral.spec.job import JobSpec
+from corral.wire.api import TERMINAL_JOB_STATES, JobView, LogPage, ReplicaView
+
+LOG_TAIL_LINES = 20
+LOG_PAGE_BYTES = 1 << 20
+
+
+def submit_job(session: Session, workspace: Workspace, spec: JobSpec, now: float) -> Job:
+    name = spec.name
+    for _ in range(5):
+        name = spec.name or generate_job_name()
+        if _job_by_name(session, workspace.id, name) is None:
+            break
+        if spec.name:
+            existing = _job_by_name(session, workspace.id, name)
+            assert existing is not None
+            raise ApiError(
+                409,
+                "conflict",
+                f"job '{name}' already exists in workspace '{workspace.name}' (it is "
+                f"{existing.state}); choose another name or delete it with "
+                f"`corral job delete {name}`",
+            )
+    assert name is not None
+    stored = spec.model_copy(update={"name": name, "workspace": workspace.name})
+    job = Job(
+        id=new_id(),
+        workspace_id=workspace.id,
+        name=name,
+        spec=stored.model_dump(mode="json"),
+        state="pending",
+        priority=spec.priority,
+        attempt=0,
+        restarts=0,
+        submitted_at=now,
+        reason="waiting for the scheduler",
+    )
+    session.add(job)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise ApiError(
+            409, "conflict", f"job '{name}' already exists in workspace '{workspace.name}'"
+        ) from None
+    return job
+
+
+def _job_by_name(session: Session, workspace_id: str, name: str) -> Job | None:
+    return session.scalars(
+        select(Job).where(Job.workspace_id == workspace_id, Job.name == name)
+    ).first()
+
+
+def get_job(session: Session, workspace: Workspace, name: str) -> Job:
+    job = _job_by_name(session, workspace.id, name)
+    if job is None:
+        raise not_found(f"job '{name}' in workspace '{workspace.name}'")
+    return job
+
+
+def current_replicas(session: Session, job: Job) -> list[Replica]:
+    return list(
+        session.scalars(
+            select(Replica)
+            .where(Replica.job_id == job.id, Replica.attempt == job.attempt)
+            .order_by(Replica.rank)
+        )
+    )
+
+
+def job_view(session: Session, job: Job, workspace: str, *, with_tail: bool = True) -> JobView:
+    replicas = current_replicas(session, job) if job.attempt else []
+    nodes = _node_names(session, {r.node_id for r in replicas})
+    tail: list[str] = []
+    if with_tail and job.state == "failed":
+        failed = [r for r in replicas if r.state == "failed"] or replicas
+        if failed:
+            tail = log_tail(session, failed[0].id)
+    return JobView(
+        name=job.name,
+        workspace=workspace,
+        state=job.state,
+        spec=JobSpec.model_validate(job.spec),
+        attempt=job.attempt,
+        restarts=job.restarts,
+        exit_code=job.exit_code,
+        reason=job.reason,
+        submitted_at=job.submitted_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        replicas=[_replica_view(r, nodes.get(r.node_id)) for r in replicas],
+        log_tail=tail,
+    )
+
+
+def list_jobs(session: Session, workspace: Workspace) -> list[JobView]:
+    jobs = session.scalars(
+        select(Job).where(Job.workspace_id == workspace.id).order_by(Job.submitted_at)
+    ).all()
+    return [job_view(session, job, workspace.name, with_tail=False) for job in jobs]
+
+
+def _node_names(session: Session, ids: set[str]) -> dict[str, str]:
+    if not ids:
+        return {}
+    return dict(session.execute(select(Node.id, Node.name).where(Node.id.in_(ids))).all())
+
+
+def _replica_view(replica: Replica, node: str | None) -> ReplicaView:
+    return ReplicaView(
+        id=replica.id,
+        rank=replica.rank,
+        attempt=replica.attempt,
+        node=node,
+        gpus=list(replica.gpus),
+        state=replica.state,
+        exit_code=replica.exit_code,
+        pid=replica.pid,
+        started_at=replica.started_at,
+        finished_at=replica.finished_at,
+        reason=replica.reason,
+    )
+
+
+def log_tail(session: Session, replica_id: str, lines: int = LOG_TAIL_LINES) -> list[str]:
+    chunks = session.scalars(
+        select(LogChunk.data)
+        .where(LogChunk.replica_id == replica_id)
+        .order_by(LogChunk.offset.desc())
+        .limit(16)
+    ).all()
+    text = "".join(reversed(chunks))
+    return text.rstrip("\n").split("\n")[-lines:] if text else []
+
+
+def cancel_job(session: Session, job: Job, now: float) -> Effects:
+    effects = Effects()
+    if job.state in TERMINAL_JOB_STATES or job.state == "cancelling":
+        return effects
+    replicas = [r for r in current_replicas(session, job) if r.state in ACTIVE_REPLICA_STATES]
+    if job.state == "pending" and not replicas:
+        job.state = "cancelled"
+        job.reason = "cancelled by user"
+        job.finished_at = now
+        return effects
+    job.state = "cancelling"
+    job.reason = "stopping its replicas"
+    effects.merge(_stop(replicas))
+    if not replicas:
+        job.state = "cancelled"
+        job.finished_at = now
+        job.reason = "cancelled by user"
+    return effects
+
+
+def _stop(replicas: list[Replica]) -> Effects:
+    effects = Effects()
+    for replica in replicas:
+        if replica.state in ACTIVE_REPLICA_STATES and replica.desired != "stop":
+            replica.desired = "stop"
+            effects.sync_nodes.add(replica.node_id)
+    return effects
+
+
+def delete_job(session: Session, job: Job) -> None:
+    if job.state not in TERMINAL_JOB_STATES:
+        raise ApiError(
+            409,
+            "conflict",
+            f"job '{job.name}' is {job.state}; cancel it first (`corral job cancel {job.name}`)",
+        )
+    active = session.scalar(
+        select(func.count())
+        .select_from(Replica)
+        .where(Replica.job_id == job.id, Replica.state.in_(ACTIVE_REPLICA_STATES))
+    )
+    if active:
+        raise ApiError(
+            409,
+            "conflict",
+            f"job '{job.name}' still has {active} replica(s) stopping; try again in a few seconds",
+        )
+    replica_ids = select(Replica.id).where(Replica.job_id == job.id)
+    session.execute(delete(LogChunk).where(LogChunk.replica_id.in_(replica_ids)))
+    session.execute(delete(Replica).where(Replica.job_id == job.id))
+    session.delete(job)
+
+
+def read_logs(
+    session: Session, job: Job, rank: int, offset: int, attempt: int | None = None
+) -> LogPage:
+    attempt = attempt or job.attempt
+    if rank < 0 or rank >= JobSpec.model_validate(job.spec).replicas:
+        raise ApiError(404, "not_found", f"job '{job.name}' has no replica {rank}")
+    replica = session.scalars(
+        select(Replica).where(
+            Replica.job_id == job.id, Replica.attempt == attempt, Replica.rank == rank
+        )
+    ).first()
+    if replica is None:
+        # Not started yet (or the attempt is unknown): nothing to read; complete if finished.
+        done = job.state in TERMINAL_JOB_STATES
+        return LogPage(
+            replica=rank, attempt=attempt, data="", offset=offset, next_offset=offset, complete=done
+        )
+    chunks = session.execute(
+        select(LogChunk.offset, LogChunk.nbytes, LogChunk.data)
+        .where(LogChunk.replica_id == replica.id, LogChunk.offset >= offset)
+        .order_by(LogChunk.offset)
+    )
+    parts: list[str] = []
+    next_offset = offset
+    size = 0
+    for chunk_offset, nbytes, data in chunks:
+        if size and size + nbytes > LOG_PAGE_BYTES:
+            break
+        parts.append(data)
+        next_offset = chunk_offset + nbytes
+        size += nbytes
+    terminal = replica.state not in ACTIVE_REPLICA_STATES
+    all_here = replica.log_bytes is None or replica.received_bytes >= replica.log_bytes
+    complete = terminal and all_here and next_offset >= replica.received_bytes
+    return LogPage(
+        replica=rank,
+        attempt=attempt,
+        data="".join(parts),
+        offset=offset,
+        next_offset=next_offset,
+        complete=complete,
+    )
+
+
+def settle_job(session: Session, job: Job, now: float) -> Effects:
+    """Move the job on from what its current attempt's replicas say (idempotent)."""
+    replicas = current_replicas(session, job)
+    facts = JobFacts(
+        job.state, job.attempt, job.restarts, JobSpec.model_validate(job.spec).max_restarts
+    )
+    names = _node_names(session, {r.node_id for r in replicas})
+    decision = decide_job(
+        facts,
+        [
+            ReplicaFacts(r.rank, r.state, r.exit_code, names.get(r.node_id), r.reason)
+            for r in replicas
+        ],
+    )
+    effects = Effects()
+    if decision.stop_replicas:
+        effects.merge(_stop(replicas))
+    if decision.state == job.state and decision.reason is None:
+        return effects
+    job.state = decision.state
+    if decision.reason is not None or decision.state != "pending":
+        job.reason = decision.reason
+    if decision.exit_code is not None:
+        job.exit_code = decision.exit_code
+    if decision.count_restart:
+        job.restarts += 1
+    if decision.mark_started and job.started_at is None:
+        job.started_at = now
+    if decision.mark_finished:
+        job.finished_at = now
+        if job.started_at is None:
+            starts = [r.started_at for r in replicas if r.started_at is not None]
+            job.started_at = min(starts, default=None)
+    if decision.state == "pending":
+        effects.wake_scheduler = True
+    return effects

@@ -1,0 +1,218 @@
+"""Node use cases: registration, the agent channel's messages, liveness, and views."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from corral.core.lifecycle import ACTIVE_REPLICA_STATES, replica_outcome
+from corral.server.api.errors import ApiError
+from corral.server.auth import NODE_PREFIX, hash_token, new_secret
+from corral.server.services.effects import Effects
+from corral.server.services.identity import new_id
+from corral.server.services.jobs import settle_job
+from corral.server.store.tables import Job, LogChunk, Node, Replica
+from corral.wire import agent as wire
+from corral.wire.api import GpuView, NodeView
+
+
+def register_node(session: Session, request: wire.RegisterRequest, now: float) -> tuple[Node, str]:
+    """Create the node, or re-key an existing one of the same name (a reinstalled agent)."""
+    secret = new_secret(NODE_PREFIX)
+    node = session.scalars(select(Node).where(Node.name == request.name)).first()
+    if node is None:
+        node = Node(
+            id=new_id(), name=request.name, registered_at=now, condition="ready", connected=False
+        )
+        session.add(node)
+    node.token_hash = hash_token(secret)
+    _apply_inventory(node, request.inventory)
+    session.flush()
+    return node, secret
+
+
+def _apply_inventory(node: Node, inventory: wire.Inventory) -> None:
+    node.hostname = inventory.hostname
+    node.cpus = inventory.cpus
+    node.memory_mb = inventory.memory_mb
+    node.disk_mb = inventory.disk_mb
+    node.gpus = [g.model_dump() for g in inventory.gpus]
+    node.gpu_backend = inventory.gpu_backend
+    node.labels = dict(inventory.labels)
+    node.agent_version = inventory.agent_version
+
+
+def node_by_token(session: Session, token: str) -> Node | None:
+    return session.scalars(select(Node).where(Node.token_hash == hash_token(token))).first()
+
+
+def connect(
+    session: Session, node_id: str, hello: wire.Hello, now: float
+) -> tuple[dict[str, int], Effects]:
+    """A node (re)connected: take its inventory and its replicas' news; return log offsets."""
+    node = session.get(Node, node_id)
+    if node is None:
+        raise ApiError(401, "unauthorized", "unknown node")
+    _apply_inventory(node, hello.inventory)
+    node.address = hello.address
+    node.connected = True
+    node.last_heartbeat_at = now
+    if node.condition == "lost":
+        node.condition = "ready"
+    effects = Effects(sync_nodes={node.id}, wake_scheduler=True)
+    for report in hello.replicas:
+        effects.merge(replica_report(session, node.id, report, now))
+    offsets = dict(
+        session.execute(
+            select(Replica.id, Replica.received_bytes).where(
+                Replica.node_id == node.id,
+                (Replica.state.in_(ACTIVE_REPLICA_STATES))
+                | (Replica.log_bytes.is_(None))
+                | (Replica.received_bytes < Replica.log_bytes),
+            )
+        ).all()
+    )
+    return offsets, effects
+
+
+def disconnect(session: Session, node_id: str) -> None:
+    node = session.get(Node, node_id)
+    if node is not None:
+        node.connected = False
+
+
+def heartbeat(session: Session, node_id: str, now: float) -> None:
+    node = session.get(Node, node_id)
+    if node is not None:
+        node.last_heartbeat_at = now
+
+
+def replica_report(
+    session: Session, node_id: str, report: wire.ReplicaReport, now: float
+) -> Effects:
+    replica = session.get(Replica, report.replica_id)
+    if replica is None or replica.node_id != node_id:
+        return Effects()  # not ours (or long gone): the desired set will tell the agent to stop it
+    if report.log_bytes is not None:
+        replica.log_bytes = report.log_bytes
+    if replica.state not in ACTIVE_REPLICA_STATES:
+        return Effects()
+    changed = False
+    if report.pid is not None and replica.pid != report.pid:
+        replica.pid = report.pid
+    if report.started_at is not None and replica.started_at is None:
+        replica.started_at = report.started_at
+        changed = True
+    if report.phase == "running" and replica.state == "assigned":
+        replica.state = "running"
+        replica.started_at = replica.started_at or now
+        changed = True
+    elif report.phase == "exited":
+        replica.state = replica_outcome(replica.desired, report.exit_code)
+        replica.exit_code = report.exit_code
+        replica.finished_at = report.finished_at or now
+        if report.error:
+            replica.reason = report.error
+        changed = True
+    if not changed:
+        return Effects()
+    session.flush()
+    job = session.get(Job, replica.job_id)
+    if job is None or job.attempt != replica.attempt:
+        return Effects()
+    return settle_job(session, job, now)
+
+
+def append_log(session: Session, node_id: str, chunk: wire.LogChunk) -> None:
+    replica = session.get(Replica, chunk.replica_id)
+    if replica is None or replica.node_id != node_id:
+        return
+    end = chunk.offset + chunk.nbytes
+    if end <= replica.received_bytes:
+        return  # a resend of what we have
+    session.add(
+        LogChunk(replica_id=replica.id, offset=chunk.offset, nbytes=chunk.nbytes, data=chunk.data)
+    )
+    replica.received_bytes = end
+
+
+def mark_lost_nodes(
+    session: Session, now: float, lost_after_s: float, alive_since: float
+) -> Effects:
+    """Nodes silent for `lost_after_s` are lost; their replicas are lost with them.
+
+    `alive_since` is when this server started: a node cannot have been heard from before,
+    so silence is only counted from then (a server restart must not lose the fleet).
+    """
+    effects = Effects()
+    cutoff = now - lost_after_s
+    if alive_since > cutoff:
+        return effects
+    nodes = session.scalars(
+        select(Node).where(
+            Node.condition != "lost",
+            (Node.last_heartbeat_at.is_(None)) | (Node.last_heartbeat_at < cutoff),
+        )
+    ).all()
+    for node in nodes:
+        node.condition = "lost"
+        node.connected = False
+        silent = now - max(node.last_heartbeat_at or 0.0, alive_since)
+        replicas = session.scalars(
+            select(Replica).where(
+                Replica.node_id == node.id, Replica.state.in_(ACTIVE_REPLICA_STATES)
+            )
+        ).all()
+        jobs: set[str] = set()
+        for replica in replicas:
+            replica.state = "lost"
+            replica.finished_at = now
+            replica.reason = f"node {node.name} lost (no heartbeat for {silent:.0f}s)"
+            jobs.add(replica.job_id)
+        session.flush()
+        for job_id in sorted(jobs):
+            job = session.get(Job, job_id)
+            if job is not None:
+                effects.merge(settle_job(session, job, now))
+    return effects
+
+
+def node_views(session: Session, now: float) -> list[NodeView]:
+    nodes = session.scalars(select(Node).order_by(Node.name)).all()
+    used: dict[str, set[int]] = {}
+    for node_id, gpus in session.execute(
+        select(Replica.node_id, Replica.gpus).where(Replica.state.in_(ACTIVE_REPLICA_STATES))
+    ):
+        used.setdefault(node_id, set()).update(gpus)
+    return [_node_view(n, used.get(n.id, set()), now) for n in nodes]
+
+
+def _node_view(node: Node, used: set[int], now: float) -> NodeView:
+    age = None if node.last_heartbeat_at is None else max(0.0, now - node.last_heartbeat_at)
+    return NodeView(
+        id=node.id,
+        name=node.name,
+        address=node.address,
+        condition=node.condition,
+        gpu_backend=node.gpu_backend,
+        gpus=[
+            GpuView(
+                index=g["index"],
+                model=g["model"],
+                memory_mb=g["memory_mb"],
+                uuid=g["uuid"],
+                healthy=g.get("healthy", True),
+                allocated=g["index"] in used,
+            )
+            for g in node.gpus
+        ],
+        cpus=node.cpus,
+        memory_mb=node.memory_mb,
+        disk_mb=node.disk_mb,
+        labels=node.labels,
+        agent_version=node.agent_version,
+        connected=node.connected,
+        last_heartbeat_at=node.last_heartbeat_at,
+        heartbeat_age_s=age,
+        registered_at=node.registered_at,
+    )

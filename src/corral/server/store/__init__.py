@@ -1,0 +1,1 @@
+"""The store: SQLAlchemy tables, sessions and migrations. The store is the truth."""

@@ -1,0 +1,81 @@
+"""Engine and sessions: SQLite (WAL) by default, PostgreSQL via CORRAL_DATABASE_URL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def normalize_url(url: str) -> str:
+    # Users paste libpq-style URLs; SQLAlchemy needs the driver named to pick psycopg 3.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str, *, immediate: bool = False) -> Engine:
+    """An engine; `immediate` makes SQLite take the write lock at BEGIN.
+
+    A deferred SQLite transaction that reads and then writes fails at once with "database is
+    locked" when another writer committed in between; BEGIN IMMEDIATE waits its turn instead.
+    """
+    url = normalize_url(url)
+    if is_sqlite(url):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is always deferred).
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    # WAL lets readers go on while the one writer commits; NORMAL sync is durable in WAL mode
+    # across a process crash (only an OS crash can lose the last commits).
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Store:
+    """The engine plus a session factory; `transaction()` is the unit of every state change."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        self.engine = make_engine(self.url, immediate=True)
+        # SQLite readers get their own engine so a read never holds the write lock.
+        self.read_engine = make_engine(self.url) if is_sqlite(self.url) else self.engine
+        self._writes = sessionmaker(self.engine, expire_on_commit=False)
+        self._reads = sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self._writes() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._reads() as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.read_engine.dispose()
