@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# System packages the test suite needs: PostgreSQL (the store tests run on SQLite and
+# PostgreSQL) and procps. Installs them from Debian's packages when missing.
+set -euo pipefail
+need=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v ps >/dev/null 2>&1 || need+=(procps)
+if ((${#need[@]} == 0)); then
+  exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "error: the tests need these Debian packages: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2
+  exit 1
+fi
+echo "installing ${need[*]} from Debian's packages"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian starts a cluster of its own on install; the tests start private ones instead.
+service postgresql stop >/dev/null 2>&1 || true

@@ -1,0 +1,41 @@
+"""Integration fixtures: a real control plane and real agents, as processes on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.cluster import Cluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    c.start_server()
+    try:
+        yield c
+    except BaseException:
+        raise
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def one_node(cluster: Cluster) -> Cluster:
+    cluster.agent("node-a", "--fake-gpus", "H100:4")
+    cluster.wait_node_ready("node-a")
+    return cluster
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    # On failure, show the server's and agents' logs: they say why.
+    if call.when != "call" or call.excinfo is None:
+        return
+    c = item.funcargs.get("cluster") if hasattr(item, "funcargs") else None
+    if isinstance(c, Cluster):
+        parts = [f"--- server log ---\n{c.server.output()[-4000:]}"]
+        for name, proc in c.agents.items():
+            parts.append(f"--- agent {name} log ---\n{proc.output()[-4000:]}")
+        item.add_report_section("call", "cluster logs", "\n".join(parts))
