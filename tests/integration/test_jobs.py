@@ -135,7 +135,7 @@ def test_cancel_kills_the_whole_process_group(one_node: Cluster, tmp_path: Path)
     procs = [psutil.Process(int(p)) for p in found]
     with one_node.client() as client:
         client.cancel_job("tree")
-    gone, alive = psutil.wait_procs(procs, timeout=10)
+    _gone, alive = psutil.wait_procs(procs, timeout=10)
     assert alive == []
     assert wait_state(one_node, "tree", "cancelled").replicas[0].state == "stopped"
 

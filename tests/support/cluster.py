@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -177,13 +178,9 @@ def _kill_replicas(agents_dir: Path) -> None:
         for key in ("pgid", "workload_pgid"):
             pgid = info.get(key)
             if isinstance(pgid, int) and pgid > 1:
-                try:
+                with contextlib.suppress(OSError):
                     os.killpg(pgid, signal.SIGKILL)
-                except OSError:
-                    pass
         pid = info.get("shim_pid") or info.get("pid")
         if isinstance(pid, int) and pid > 1:
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
