@@ -6,6 +6,7 @@ signature `place(snapshot, now) -> PlacementPlan` stays. Pure: no I/O, no clock 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 FIRST_MASTER_PORT = 29500
@@ -34,6 +35,9 @@ class NodeState:
     used_memory_mb: int = 0
     used_disk_mb: int = 0
     used_ports: frozenset[int] = frozenset()
+    # provider/region/zone/rack/node; a rack is one NVLink domain. Empty: unknown (flat).
+    topology: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -59,12 +63,26 @@ class PendingJob:
     demand: Demand
     priority: int
     submitted_at: float
+    workspace: str = "default"
+    preemptible: bool = False
+    topology: str | None = None  # required domain for the whole gang: node|rack|zone|region
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    max_runtime_s: float | None = None  # runtime estimate; needed for backfill guarantees
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    nodes: tuple[NodeState, ...]
-    pending: tuple[PendingJob, ...]
+class RunningJob:
+    """A job holding resources now: a possible preemption victim, and quota usage."""
+
+    id: str
+    workspace: str
+    priority: int
+    preemptible: bool
+    demand: Demand
+    replicas: tuple[ReplicaPlacement, ...]
+    started_at: float
+    last_checkpoint_at: float | None = None
+    expected_end: float | None = None  # started_at + max_runtime, when known
 
 
 @dataclass(frozen=True)
@@ -75,6 +93,15 @@ class ReplicaPlacement:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    nodes: tuple[NodeState, ...]
+    pending: tuple[PendingJob, ...]
+    running: tuple[RunningJob, ...] = ()
+    # workspace -> GPU model -> guaranteed GPUs ("*" for any model)
+    quotas: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class GangPlacement:
     job_id: str
     replicas: tuple[ReplicaPlacement, ...]
@@ -82,9 +109,17 @@ class GangPlacement:
 
 
 @dataclass(frozen=True)
+class Preemption:
+    job_id: str  # the victim: its whole gang is stopped
+    for_job_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class PlacementPlan:
     placements: tuple[GangPlacement, ...]
     pending_reasons: dict[str, str] = field(default_factory=dict)
+    preemptions: tuple[Preemption, ...] = ()
 
 
 @dataclass
