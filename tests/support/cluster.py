@@ -64,14 +64,14 @@ class Proc:
         )
         out.close()
 
-    def signal(self, sig: int) -> None:
+    def send(self, sig: int) -> None:
         if self.popen and self.popen.poll() is None:
             os.kill(self.popen.pid, sig)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         if self.popen is None:
             return None
-        self.signal(sig)
+        self.send(sig)
         try:
             return self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -180,7 +180,8 @@ def _kill_replicas(agents_dir: Path) -> None:
             if isinstance(pgid, int) and pgid > 1:
                 with contextlib.suppress(OSError):
                     os.killpg(pgid, signal.SIGKILL)
-        pid = info.get("shim_pid") or info.get("pid")
-        if isinstance(pid, int) and pid > 1:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        for key in ("shim_pid", "pid"):
+            pid = info.get(key)
+            if isinstance(pid, int) and pid > 1:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,217 @@
+"""One connection of the agent channel (see corral.wire.agent for the protocol).
+
+A `Session` lives as long as one WebSocket: it says hello, takes the welcome, and then runs
+three loops until the connection ends — heartbeats, the server's desired sets (applied to
+the runner), and a pump that ships replica reports and log chunks. The pump is the only
+sender of both, which is what guarantees a replica's last log chunk goes out before the
+report that it exited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ValidationError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+import corral
+from corral.agent.errors import NodeTokenRejected, RetryLater
+from corral.agent.logs import LogTailer
+from corral.agent.runner import Runner
+from corral.wire.agent import (
+    SERVER_MESSAGE,
+    Desired,
+    Heartbeat,
+    Hello,
+    Inventory,
+    Welcome,
+)
+
+log = logging.getLogger("corral.agent.channel")
+
+OPEN_TIMEOUT_S = 10.0
+WELCOME_TIMEOUT_S = 30.0
+LOG_POLL_S = 0.1
+LOG_BUDGET_BYTES = 1024 * 1024  # per replica per poll, so one chatty log cannot starve others
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a desired set carries files; allow large ones
+
+
+class ChannelClosed(Exception):
+    """The connection ended; the message says how."""
+
+
+def connect_url(server: str) -> str:
+    parts = urlsplit(server)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    path = parts.path.rstrip("/") + "/v1/agent/connect"
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+async def dial(server: str, node_token: str) -> ClientConnection:
+    """Open the channel. Raises NodeTokenRejected or RetryLater."""
+    try:
+        return await connect(
+            connect_url(server),
+            additional_headers={"Authorization": f"Bearer {node_token}"},
+            user_agent_header=f"corral-agent/{corral.__version__}",
+            open_timeout=OPEN_TIMEOUT_S,
+            max_size=MAX_MESSAGE_BYTES,
+        )
+    except InvalidStatus as exc:
+        # 403 too: a server that cannot send an HTTP 401 on a WebSocket closes with 1008,
+        # which reaches us as 403.
+        if exc.response.status_code in (401, 403):
+            raise NodeTokenRejected(f"{server} rejected the node token") from exc
+        raise RetryLater(f"{server} answered HTTP {exc.response.status_code}") from exc
+    except (OSError, TimeoutError, WebSocketException) as exc:
+        raise RetryLater(f"cannot reach {server} ({exc or type(exc).__name__})") from exc
+
+
+class Session:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        runner: Runner,
+        changes: asyncio.Queue[str],
+        inventory: Inventory,
+        address: str | None,
+    ) -> None:
+        self.ws = ws
+        self.runner = runner
+        self.changes = changes
+        self.inventory = inventory
+        self.address = address or str(ws.local_address[0])
+        self.tailer = LogTailer()
+        self.welcome: Welcome | None = None
+        # Replicas the server has heard of on this connection (in the hello, or reported
+        # since): logs wait for that, so the server sees running, then logs, then exited.
+        self._announced: set[str] = set()
+
+    async def run(self) -> None:
+        """Run until the connection ends (ChannelClosed or websockets' ConnectionClosed)."""
+        try:
+            await self._greet()
+            tasks = [
+                asyncio.create_task(self._heartbeats(), name="heartbeats"),
+                asyncio.create_task(self._receive(), name="receive"),
+                asyncio.create_task(self._pump(), name="pump"),
+            ]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self.tailer.close()
+
+    async def _greet(self) -> None:
+        # The hello carries every replica's current state, so changes queued until now
+        # (while disconnected, say) need no report of their own.
+        while not self.changes.empty():
+            self.changes.get_nowait()
+            self.changes.task_done()
+        records = self.runner.records.values()
+        hello = Hello(
+            inventory=self.inventory,
+            address=self.address,
+            replicas=[record.report() for record in records],
+        )
+        await self._send(hello)
+        self._announced.update(r.replica_id for r in hello.replicas)
+        try:
+            async with asyncio.timeout(WELCOME_TIMEOUT_S):
+                first = SERVER_MESSAGE.validate_json(await self.ws.recv())
+        except TimeoutError as exc:
+            raise ChannelClosed(f"no welcome within {WELCOME_TIMEOUT_S:.0f}s") from exc
+        except ValidationError as exc:
+            raise ChannelClosed(f"unreadable first message from the server: {exc}") from exc
+        if not isinstance(first, Welcome):
+            raise ChannelClosed(f"expected welcome first, got {first.type}")
+        self.welcome = first
+        for replica_id, offset in first.log_offsets.items():
+            record = self.runner.records.get(replica_id)
+            if record is not None:
+                self.tailer.follow(replica_id, record.log_path, offset)
+        running = sum(1 for r in records if not r.exited)
+        log.info(
+            "connected as node %s (address %s, replicas running: %d)",
+            first.node_id,
+            self.address,
+            running,
+        )
+
+    async def _heartbeats(self) -> None:
+        assert self.welcome is not None
+        interval = max(0.05, self.welcome.heartbeat_interval_s)
+        while True:
+            await asyncio.sleep(interval)
+            await self._send(Heartbeat(sent_at=time.time()))
+
+    async def _receive(self) -> None:
+        async for text in self.ws:
+            try:
+                message = SERVER_MESSAGE.validate_json(text)
+            except ValidationError as exc:
+                log.warning("ignoring a message from the server we cannot read: %s", exc)
+                continue
+            if isinstance(message, Desired):
+                self._apply(message)
+        raise ChannelClosed("the server closed the connection")
+
+    def _apply(self, desired: Desired) -> None:
+        plan = self.runner.apply(desired.replicas)
+        for assignment in plan.start:
+            record = self.runner.records.get(assignment.replica_id)
+            if record is not None:
+                self.tailer.follow(record.replica_id, record.log_path, 0)
+        if plan.start or plan.stop:
+            log.info(
+                "desired set of %d: starting %d, stopping %d",
+                len(desired.replicas),
+                len(plan.start),
+                len(plan.stop),
+            )
+
+    async def _pump(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(LOG_POLL_S):
+                    replica_id = await self.changes.get()
+            except TimeoutError:
+                pass
+            else:
+                try:
+                    await self._report(replica_id)
+                finally:
+                    self.changes.task_done()
+            await self._ship_logs()
+
+    async def _report(self, replica_id: str) -> None:
+        record = self.runner.records.get(replica_id)
+        if record is None:
+            return
+        if record.exited:
+            while self.tailer.following(replica_id):
+                for chunk in self.tailer.read(replica_id, final=True, budget=LOG_BUDGET_BYTES):
+                    await self._send(chunk)
+        await self._send(record.report())
+        self._announced.add(replica_id)
+
+    async def _ship_logs(self) -> None:
+        for replica_id in self.tailer.replica_ids():
+            if replica_id not in self._announced:
+                continue
+            record = self.runner.records.get(replica_id)
+            final = record is None or record.exited
+            for chunk in self.tailer.read(replica_id, final=final, budget=LOG_BUDGET_BYTES):
+                await self._send(chunk)
+
+    async def _send(self, message: BaseModel) -> None:
+        await self.ws.send(message.model_dump_json())

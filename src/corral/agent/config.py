@@ -1,0 +1,47 @@
+"""The agent's settings, as the CLI (`corral agent`, `corral up`) hands them over."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from corral.agent.gpu.fake import parse_fake_gpus
+
+
+class AgentConfigError(ValueError):
+    """A setting is wrong; the message names it and says what was expected."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    server: str  # http://host:port
+    state_dir: Path
+    join_token: str | None = None
+    name: str | None = None  # node name; default hostname
+    fake_gpus: str | None = None  # "H100:8"
+    address: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    stop_replicas_on_exit: bool = False
+    stop_grace_s: float = 5.0
+
+
+def check_config(config: AgentConfig) -> None:
+    """Raise AgentConfigError for a setting the agent cannot run with."""
+    parts = urlsplit(config.server)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise AgentConfigError(
+            f"server {config.server!r}: expected an http:// or https:// URL, "
+            "e.g. http://10.0.0.5:7390"
+        )
+    if config.fake_gpus is not None:
+        try:
+            parse_fake_gpus(config.fake_gpus)
+        except ValueError as exc:
+            raise AgentConfigError(f"fake GPUs: {exc}") from exc
+    if config.name is not None and not config.name.strip():
+        raise AgentConfigError("name: must not be empty")
+    if config.join_token is not None and not config.join_token.strip():
+        raise AgentConfigError("join token: must not be empty")
+    if not config.stop_grace_s >= 0:
+        raise AgentConfigError(f"stop grace: {config.stop_grace_s} is not >= 0 seconds")

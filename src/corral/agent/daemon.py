@@ -1,0 +1,204 @@
+"""The agent's life: adopt replicas, register if need be, stay connected, shut down.
+
+```
+ start ── runner.load() (adopt live replicas, settle exits that happened while away)
+   │
+   ▼
+ node.json for this server? ──no──► register with the join token ──► save node.json
+   │ yes                                 ▲ (401: exit "join token rejected by SERVER")
+   ▼                                     │
+ dial /v1/agent/connect ──401/403───────┘ (only with a join token; else exit)
+   │        │ unreachable: retry, 0.2 s doubling to 5 s
+   ▼
+ Session: hello → welcome → heartbeats, desired → runner, reports and logs → server
+   │ connection lost: replicas keep running; dial again
+   ▼
+ SIGTERM/SIGINT: close and exit 0, replicas untouched (or stopped and reported first,
+ with stop_replicas_on_exit)
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+from websockets.exceptions import ConnectionClosed
+
+from corral.agent import inventory
+from corral.agent.channel import ChannelClosed, Session, dial
+from corral.agent.config import AgentConfig
+from corral.agent.errors import FatalError, NodeTokenRejected, RetryLater
+from corral.agent.identity import NodeIdentity, load_identity, register, save_identity
+from corral.agent.runner import Runner
+from corral.wire.agent import Inventory, RegisterRequest
+
+log = logging.getLogger("corral.agent")
+
+FIRST_DELAY_S = 0.2
+MAX_DELAY_S = 5.0
+DRAIN_TIMEOUT_S = 10.0
+
+
+class Backoff:
+    def __init__(self, first: float = FIRST_DELAY_S, cap: float = MAX_DELAY_S) -> None:
+        self.first = first
+        self.cap = cap
+        self._next = first
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self.cap, delay * 2)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.changes: asyncio.Queue[str] = asyncio.Queue()
+        self.runner = Runner(
+            config.state_dir, stop_grace_s=config.stop_grace_s, on_change=self.changes.put_nowait
+        )
+        self.session: Session | None = None
+        self._stop = asyncio.Event()
+        self._inventory: Inventory | None = None
+
+    def stop(self) -> None:
+        """Ask the agent to shut down (safe to call from a signal handler in the loop)."""
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Run until stopped (0) or until the server turns the node away for good (1)."""
+        try:
+            self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.runner.load()
+        except OSError as exc:
+            log.error("cannot use the state directory %s: %s", self.config.state_dir, exc)
+            return 1
+        hostname = socket.gethostname()
+        gpus = await asyncio.to_thread(inventory.detect_gpus, self.config.fake_gpus, hostname)
+        if gpus.backend == "fake":
+            log.warning("%s", gpus.note)
+        else:
+            log.info("%s", gpus.note)
+        self._inventory = inventory.collect(self.config.state_dir, gpus, self.config.labels)
+        connected = asyncio.create_task(self._stay_connected(), name="channel")
+        stopped = asyncio.create_task(self._stop.wait(), name="stop")
+        await asyncio.wait({connected, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        failure = connected.exception() if connected.done() else None
+        try:
+            if self.config.stop_replicas_on_exit:
+                await self._stop_replicas()
+        finally:
+            stopped.cancel()
+            connected.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await connected
+            self.runner.close()
+        if failure is not None and not isinstance(failure, FatalError):
+            raise failure  # our bug: let it show
+        if failure is not None:
+            log.error("%s", failure)
+            return 1
+        log.info("agent stopped")
+        return 0
+
+    async def _stop_replicas(self) -> None:
+        live = [r for r in self.runner.records.values() if not r.exited]
+        if not live:
+            return
+        log.info("stopping %d replicas before exiting", len(live))
+        await self.runner.stop_all()
+        if self.session is not None:
+            # Let the session ship their last logs and exit reports before closing.
+            try:
+                async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                    await self.changes.join()
+            except TimeoutError:
+                log.warning("could not report every stopped replica before exiting")
+
+    async def _stay_connected(self) -> None:
+        config = self.config
+        backoff = Backoff()
+        identity = load_identity(config.state_dir, config.server)
+        while True:
+            if identity is None:
+                identity = await self._register()
+            try:
+                ws = await dial(config.server, identity.node_token)
+            except NodeTokenRejected as exc:
+                if not config.join_token:
+                    raise FatalError(
+                        f"node token rejected by {config.server}; "
+                        "run the agent with --join-token to register again"
+                    ) from exc
+                delay = backoff.next()
+                log.warning("%s; registering again with the join token in %.1fs", exc, delay)
+                identity = None
+                await asyncio.sleep(delay)
+                continue
+            except RetryLater as exc:
+                delay = backoff.next()
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            assert self._inventory is not None
+            session = Session(ws, self.runner, self.changes, self._inventory, config.address)
+            self.session = session
+            try:
+                await session.run()
+            except (ChannelClosed, ConnectionClosed, OSError) as exc:
+                if session.welcome is not None:
+                    backoff.reset()  # it worked for a while: start again at the short delay
+                delay = backoff.next()
+                log.warning(
+                    "connection to %s lost (%s); reconnecting in %.1fs",
+                    config.server,
+                    _why(exc),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            finally:
+                self.session = None
+                await ws.close()
+
+    async def _register(self) -> NodeIdentity:
+        config = self.config
+        if not config.join_token:
+            raise FatalError(
+                f"this node has no identity for {config.server} in "
+                f"{config.state_dir / 'node.json'}; give a join token to register it"
+            )
+        assert self._inventory is not None
+        request = RegisterRequest(
+            join_token=config.join_token,
+            name=config.name or self._inventory.hostname,
+            inventory=self._inventory,
+        )
+        backoff = Backoff()
+        while True:
+            try:
+                identity = await register(config.server, request)
+            except RetryLater as exc:
+                delay = backoff.next()
+                log.warning("%s; retrying registration in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            save_identity(config.state_dir, identity)
+            log.info(
+                "registered with %s as node %s (%s)", config.server, request.name, identity.node_id
+            )
+            return identity
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionClosed):
+        if exc.rcvd is not None:
+            return f"closed by the server, code {exc.rcvd.code} {exc.rcvd.reason}".strip()
+        return "connection dropped"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,133 @@
+"""What the agent knows of each replica it started, read back from the replica's directory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from corral.agent.layout import ASSIGNMENT, EXIT, OUTPUT, SHIM, read_json
+from corral.agent.reconcile import RecordState
+from corral.wire.agent import ReplicaAssignment, ReplicaReport
+
+log = logging.getLogger("corral.agent.runner")
+
+# A replica_id becomes a directory name: nothing that could climb out of replicas/.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+
+
+def safe_replica_id(replica_id: str) -> bool:
+    return bool(_SAFE_ID.match(replica_id))
+
+
+@dataclass
+class ReplicaRecord:
+    replica_id: str
+    path: Path
+    assignment: ReplicaAssignment | None = None
+    # From shim.json, once the workload runs.
+    pid: int | None = None
+    pgid: int | None = None
+    start_time: int | None = None
+    shim_pid: int | None = None
+    shim_start_time: int | None = None
+    started_at: float | None = None
+    # From exit.json.
+    exited: bool = False
+    exit_code: int | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    stopping: bool = False
+    # Set once shim.json or exit.json has been read: a stop then knows what to signal.
+    settled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @property
+    def state(self) -> RecordState:
+        if self.exited:
+            return "exited"
+        return "stopping" if self.stopping else "running"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / OUTPUT
+
+    def log_size(self) -> int:
+        try:
+            return os.stat(self.log_path).st_size
+        except FileNotFoundError:
+            return 0
+
+    def report(self) -> ReplicaReport:
+        return ReplicaReport(
+            replica_id=self.replica_id,
+            phase="exited" if self.exited else "running",
+            pid=self.pid,
+            exit_code=self.exit_code,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            error=self.error,
+            log_bytes=self.log_size() if self.exited else None,
+        )
+
+    def take_shim(self, shim: dict[str, Any]) -> None:
+        self.pid = shim.get("pid")
+        self.pgid = shim.get("pgid")
+        self.start_time = shim.get("start_time")
+        self.shim_pid = shim.get("shim_pid")
+        self.shim_start_time = shim.get("shim_start_time")
+        self.started_at = shim.get("started_at")
+        self.settled.set()
+
+    def take_exit(self, exit_info: dict[str, Any]) -> None:
+        self.exited = True
+        self.exit_code = exit_info.get("exit_code")
+        self.finished_at = exit_info.get("finished_at")
+        self.error = exit_info.get("error") or self.error
+        self.settled.set()
+        self.done.set()
+
+    def read_shim(self) -> bool:
+        """Take shim.json if it is there yet."""
+        shim = _read(self.path / SHIM)
+        if shim is not None:
+            self.take_shim(shim)
+        return shim is not None
+
+    def read_exit(self) -> bool:
+        """Take exit.json if it is there yet."""
+        try:
+            exit_info = read_json(self.path / EXIT)
+        except (OSError, ValueError) as exc:
+            exit_info = {"exit_code": None, "error": f"unreadable {EXIT}: {exc}"}
+        if exit_info is not None:
+            self.take_exit(exit_info)
+        return exit_info is not None
+
+
+def load_record(path: Path) -> ReplicaRecord:
+    """The record in `path` as it is on disk now (the processes are not looked at)."""
+    record = ReplicaRecord(replica_id=path.name, path=path)
+    try:
+        record.assignment = ReplicaAssignment.model_validate_json((path / ASSIGNMENT).read_bytes())
+    except FileNotFoundError:
+        pass
+    except (OSError, ValidationError) as exc:
+        log.warning("replica %s: unreadable %s (%s)", path.name, ASSIGNMENT, exc)
+    record.read_shim()
+    record.read_exit()
+    return record
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable (%s)", path, exc)
+        return None

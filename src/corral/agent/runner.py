@@ -1,0 +1,275 @@
+"""Starting, stopping and adopting replicas. Each runs under its own shim (see shim.py).
+
+The directory `<state_dir>/replicas/<replica_id>` is the record: it is created exclusively
+before anything is started, and never removed here, so no replica_id is ever started twice,
+by this agent or by a later one.
+
+A new Runner (an agent restart) adopts every record without exit.json whose shim is still
+alive (pid and process start time match) and waits for it like its own. When a shim is
+gone without having written exit.json (it was SIGKILLed, the node rebooted), the exit
+status is unknown: the runner kills what is left of the workload's process group and
+records `exit_code=None` with an `error` saying so, rather than inventing a code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from corral.agent import reconcile
+from corral.agent.layout import ASSIGNMENT, EXIT, OUTPUT, is_alive, write_json_atomic
+from corral.agent.process import signal_group, wait_gone
+from corral.agent.records import ReplicaRecord, load_record, safe_replica_id
+from corral.wire.agent import ReplicaAssignment
+
+log = logging.getLogger("corral.agent.runner")
+
+SHIM_START_TIMEOUT_S = 30.0  # how long a shim may take to write shim.json
+_STARTUP_POLL_S = 0.02
+SHIM_VANISHED = "the replica's shim died without recording an exit status (killed, or a reboot)"
+SHIM_NEVER_STARTED = "the replica's shim never started (the agent stopped while starting it)"
+
+
+def _shim_environment() -> dict[str, str]:
+    # The agent's own settings (CORRAL_JOIN_TOKEN above all) are not the workload's business;
+    # the assignment carries every CORRAL_* variable a replica should see.
+    return {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+
+
+class Runner:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        stop_grace_s: float = 5.0,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
+        self.root = state_dir / "replicas"
+        self.stop_grace_s = stop_grace_s
+        self._on_change = on_change or (lambda _rid: None)
+        self._records: dict[str, ReplicaRecord] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stops: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def records(self) -> Mapping[str, ReplicaRecord]:
+        return self._records
+
+    def load(self) -> None:
+        """Read every record and adopt the live ones. Call inside the running event loop."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        adopted = 0
+        for path in sorted(self.root.iterdir()):
+            if path.is_dir() and safe_replica_id(path.name):
+                adopted += self._adopt(load_record(path))
+        if self._records:
+            log.info(
+                "found %d replica records: %d still running (adopted), %d exited",
+                len(self._records),
+                adopted,
+                len(self._records) - adopted,
+            )
+
+    def _adopt(self, record: ReplicaRecord) -> bool:
+        """Take over a record from disk. True if its replica is still running."""
+        self._records[record.replica_id] = record
+        if record.exited:
+            return False
+        if record.shim_pid is not None and not is_alive(record.shim_pid, record.shim_start_time):
+            # Settled now, not in a task, so that the first hello already carries the exit.
+            if not record.read_exit():
+                self._vanished(record, SHIM_VANISHED)
+            return False
+        if record.assignment is None and record.shim_pid is None:
+            self._finish(record, None, SHIM_NEVER_STARTED)
+            return False
+        self._supervise(record, None)
+        return True
+
+    def apply(self, desired: Sequence[ReplicaAssignment]) -> reconcile.Plan:
+        """Reconcile with the server's desired set: start the unknown, stop the unwanted."""
+        known = {rid: record.state for rid, record in self._records.items()}
+        plan = reconcile.plan(known, desired)
+        for assignment in plan.start:
+            self.start(assignment)
+        for replica_id in plan.stop:
+            self.stop(replica_id)
+        return plan
+
+    def start(self, assignment: ReplicaAssignment) -> bool:
+        """Start the replica unless it has a record already. True if it was started."""
+        rid = assignment.replica_id
+        if rid in self._records:
+            return False
+        if not safe_replica_id(rid):
+            log.error("refusing replica id %r: not usable as a directory name", rid)
+            return False
+        path = self.root / rid
+        try:
+            path.mkdir(mode=0o700)  # exclusive: whoever creates it owns the one start
+        except FileExistsError:
+            log.warning("replica %s already has a record on disk; not starting it again", rid)
+            self._adopt(load_record(path))
+            return False
+        except OSError as exc:
+            log.error("replica %s: cannot create %s: %s", rid, path, exc)
+            return False
+        record = ReplicaRecord(replica_id=rid, path=path, assignment=assignment)
+        self._records[rid] = record
+        try:
+            write_json_atomic(path / ASSIGNMENT, assignment.model_dump(mode="json"))
+        except OSError as exc:
+            self._finish(record, None, f"cannot record the replica: {exc}")
+            return True
+        try:
+            with open(path / OUTPUT, "ab") as output:
+                # Output goes to the replica's log so that even a shim that dies on
+                # start-up leaves its reason where the user looks.
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "corral.agent.shim", str(path)],
+                    cwd=path,
+                    env=_shim_environment(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=output,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            self._finish(record, None, f"cannot start the shim: {exc}")
+            return True
+        log.info(
+            "starting replica %s (job %s, rank %d, attempt %d): %s",
+            rid,
+            assignment.job,
+            assignment.rank,
+            assignment.attempt,
+            " ".join(assignment.argv),
+        )
+        self._supervise(record, proc)
+        return True
+
+    def stop(self, replica_id: str) -> None:
+        """Begin stopping a replica: SIGTERM to its process group, SIGKILL after the grace."""
+        record = self._records.get(replica_id)
+        if record is None or record.exited or replica_id in self._stops:
+            return
+        record.stopping = True
+        self._stops[replica_id] = asyncio.create_task(self._stop(record), name=f"stop-{replica_id}")
+
+    async def stop_all(self) -> None:
+        """Stop every live replica and return once each has exited."""
+        live = [r for r in self._records.values() if not r.exited]
+        for record in live:
+            self.stop(record.replica_id)
+        await asyncio.gather(*(r.done.wait() for r in live))
+
+    def close(self) -> None:
+        """Stop watching. The replicas themselves keep running, for the next agent to adopt."""
+        for task in [*self._tasks.values(), *self._stops.values()]:
+            task.cancel()
+        self._tasks.clear()
+        self._stops.clear()
+
+    async def _stop(self, record: ReplicaRecord) -> None:
+        await record.settled.wait()
+        if record.exited or record.pgid is None:
+            return
+        log.info("stopping replica %s (SIGTERM)", record.replica_id)
+        signal_group(record.pgid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(record.done.wait(), self.stop_grace_s)
+        except TimeoutError:
+            if not record.exited:
+                log.info(
+                    "replica %s still running %.1fs after SIGTERM: SIGKILL",
+                    record.replica_id,
+                    self.stop_grace_s,
+                )
+                signal_group(record.pgid, signal.SIGKILL)
+
+    def _supervise(self, record: ReplicaRecord, proc: subprocess.Popen[bytes] | None) -> None:
+        task = asyncio.create_task(self._watch(record, proc), name=f"watch-{record.replica_id}")
+        self._tasks[record.replica_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(record.replica_id, None))
+
+    async def _watch(self, record: ReplicaRecord, proc: subprocess.Popen[bytes] | None) -> None:
+        if record.shim_pid is None and not await self._await_shim(record, proc):
+            return
+        assert record.shim_pid is not None
+        await wait_gone(record.shim_pid, record.shim_start_time)
+        if proc is not None:
+            proc.wait()  # our child: reap it (it has exited, so this does not block)
+        if record.read_exit():
+            self._exited(record)
+        else:
+            self._vanished(record, SHIM_VANISHED)
+
+    async def _await_shim(
+        self, record: ReplicaRecord, proc: subprocess.Popen[bytes] | None
+    ) -> bool:
+        """Wait for the shim to report the workload started. False if it ended instead."""
+        deadline = _mtime(record.path / ASSIGNMENT) + SHIM_START_TIMEOUT_S
+        while True:
+            # exit.json first: a workload that could not start has one and no shim.json;
+            # one that ran and ended quickly has both (shim.json written first).
+            if record.read_exit():
+                record.read_shim()
+                if proc is not None:
+                    proc.wait()
+                self._exited(record)
+                return False
+            if record.read_shim():
+                log.info("replica %s running, pid %s", record.replica_id, record.pid)
+                self._on_change(record.replica_id)
+                return True
+            if proc is not None and proc.poll() is not None:
+                if not record.read_exit():
+                    self._vanished(record, f"the shim exited with status {proc.returncode}")
+                else:
+                    self._exited(record)
+                return False
+            if proc is None and time.time() > deadline:
+                self._finish(record, None, SHIM_NEVER_STARTED)
+                return False
+            await asyncio.sleep(_STARTUP_POLL_S)
+
+    def _vanished(self, record: ReplicaRecord, why: str) -> None:
+        if record.pgid is not None and is_alive(record.pid, record.start_time):
+            # Nobody would ever wait for this workload again: end it now.
+            signal_group(record.pgid, signal.SIGKILL)
+        log.warning("replica %s: %s", record.replica_id, why)
+        self._finish(record, None, why)
+
+    def _finish(self, record: ReplicaRecord, exit_code: int | None, error: str) -> None:
+        """Record an exit the shim could not write, so that it is final for later agents."""
+        info = {"exit_code": exit_code, "finished_at": time.time(), "error": error}
+        try:
+            write_json_atomic(record.path / EXIT, info)
+        except OSError as exc:
+            log.error("replica %s: cannot write %s: %s", record.replica_id, EXIT, exc)
+        record.take_exit(info)
+        self._exited(record)
+
+    def _exited(self, record: ReplicaRecord) -> None:
+        if record.error:
+            log.info(
+                "replica %s exited (code %s): %s", record.replica_id, record.exit_code, record.error
+            )
+        else:
+            log.info("replica %s exited with code %s", record.replica_id, record.exit_code)
+        self._stops.pop(record.replica_id, None)
+        self._on_change(record.replica_id)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
