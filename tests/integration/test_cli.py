@@ -79,9 +79,10 @@ def test_pending_reason_is_shown_by_job_get(one_node: Cluster) -> None:
     )
     shown = wait_for(
         "the pending reason",
-        lambda: "needs 1×" in (r := corral(one_node, "job", "get", "huge")).stdout and r,
+        lambda: "needs 8" in (r := corral(one_node, "job", "get", "huge")).stdout and r,
     )
     assert "pending" in shown.stdout
+    assert "largest ready node has 4" in shown.stdout
 
 
 def test_bad_input_gets_one_clear_line(one_node: Cluster, tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""The `corral` command line: one module per noun, assembled in `main`."""

@@ -1,0 +1,119 @@
+"""How jobs look in a terminal: the `job ls` table and the `job get` page."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from corral.cli.output import (
+    JOB_STATE_STYLE,
+    REPLICA_STATE_STYLE,
+    age,
+    duration,
+    esc,
+    format_mib,
+    styled,
+    table,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from corral.spec import JobSpec
+    from corral.wire.api import JobView
+
+
+def resources_text(spec: JobSpec) -> str:
+    r = spec.resources
+    parts = []
+    if r.gpus.count:
+        gpus = str(r.gpus)
+        if r.gpus.min_memory:
+            gpus += f" (≥{format_mib(r.gpus.min_memory)} each)"
+        parts.append(f"{gpus} GPUs" if not r.gpus.type else gpus)
+    parts.append(f"{r.cpus:g} CPU" + ("" if r.cpus == 1 else "s"))
+    parts.append(f"{format_mib(r.memory)} memory")
+    if r.disk:
+        parts.append(f"{format_mib(r.disk)} disk")
+    per = ", ".join(parts)
+    return f"{spec.replicas} replicas × {per}" if spec.replicas > 1 else per
+
+
+def state_text(job: JobView) -> str:
+    text = styled(job.state, JOB_STATE_STYLE.get(job.state))
+    if job.exit_code is not None and job.state in ("failed", "succeeded"):
+        text += f" (exit code {job.exit_code})"
+    return text
+
+
+def jobs_table(jobs: list[JobView], now: float | None = None) -> RenderableType:
+    now = time.time() if now is None else now
+    t = table("NAME", "STATE", "RUNNING", "GPUS", "ATTEMPT", "SUBMITTED", "REASON")
+    for job in jobs:
+        running = sum(1 for r in job.replicas if r.state == "running")
+        gpus = job.spec.resources.gpus
+        t.add_row(
+            esc(job.name),
+            state_text(job),
+            f"{running}/{job.spec.replicas}",
+            esc(gpus) if gpus.count else "-",
+            str(job.attempt) if job.attempt else "-",
+            age(job.submitted_at, now),
+            esc(job.reason or ""),
+        )
+    return t
+
+
+def print_job(console: Console, job: JobView, now: float | None = None) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    now = time.time() if now is None else now
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    grid.add_row("name", esc(job.name))
+    grid.add_row("workspace", esc(job.workspace))
+    grid.add_row("state", state_text(job))
+    if job.reason:
+        grid.add_row("reason", esc(job.reason))
+    grid.add_row(
+        "attempt",
+        f"{job.attempt or '-'} (restarts: {job.restarts} of {job.spec.max_restarts} allowed)",
+    )
+    grid.add_row("command", esc(job.spec.display_command()))
+    grid.add_row("resources", esc(resources_text(job.spec)))
+    times = [f"submitted {age(job.submitted_at, now)}"]
+    if job.started_at is not None:
+        times.append(f"started {age(job.started_at, now)}")
+    if job.finished_at is not None:
+        times.append(f"finished {age(job.finished_at, now)}")
+        if job.started_at is not None:
+            times.append(f"ran {duration(job.finished_at - job.started_at)}")
+    grid.add_row("time", " · ".join(times))
+    console.print(grid)
+
+    if job.replicas:
+        t = table("RANK", "NODE", "GPUS", "STATE", "EXIT", "PID", "STARTED", "REASON")
+        for r in sorted(job.replicas, key=lambda r: r.rank):
+            t.add_row(
+                str(r.rank),
+                esc(r.node or "-"),
+                ",".join(str(g) for g in r.gpus) or "-",
+                styled(r.state, REPLICA_STATE_STYLE.get(r.state)),
+                "-" if r.exit_code is None else str(r.exit_code),
+                "-" if r.pid is None else str(r.pid),
+                age(r.started_at, now),
+                esc(r.reason or ""),
+            )
+        console.print()
+        console.print(f"[bold]replicas[/] (attempt {job.attempt})")
+        console.print(t)
+
+    if job.log_tail:
+        console.print()
+        console.print("[bold]log tail[/]")
+        for line in job.log_tail:
+            console.print(Text("  " + line.rstrip("\n")))
+        console.print()
+        console.print(f"[dim]full log: corral job logs {esc(job.name)}[/]")

@@ -1,0 +1,53 @@
+"""`corral token`: API tokens for people and automation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+
+from corral.cli.config import state
+from corral.cli.light import LightGroup
+from corral.cli.output import err, esc, out, print_json
+
+app = typer.Typer(cls=LightGroup, help="API tokens.", no_args_is_help=True)
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    role: Annotated[
+        Literal["admin", "member", "viewer"],
+        typer.Option(
+            help="admin: everything in its workspace (or the cluster); member: run "
+            "and manage workloads; viewer: read only."
+        ),
+    ] = "member",
+    workspace: Annotated[
+        str | None,
+        typer.Option(
+            "--workspace",
+            "-w",
+            help="Workspace the token acts in (default: yours).",
+            show_default=False,
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="A label to recognise it by.", show_default=False)
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")] = False,
+) -> None:
+    """Create a token. Its secret is printed once and cannot be shown again."""
+    with state(ctx).client() as client:
+        tok = client.create_token(role=role, workspace=workspace, name=name)
+    if json_:
+        print_json(tok.model_dump(mode="json"))
+        return
+    where = f"workspace {esc(tok.workspace)}" if tok.workspace else "the whole cluster"
+    err().print(f"created {esc(tok.role)} token [bold]{esc(tok.name)}[/] for {where}")
+    # The secret alone on stdout, so that `TOKEN=$(corral token create)` works.
+    out().print(esc(tok.token or ""), soft_wrap=True)
+    err().print(
+        "[yellow]save it now: it will not be shown again[/] "
+        '(use it as CORRAL_TOKEN, or as "token" in config.json)'
+    )

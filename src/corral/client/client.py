@@ -1,0 +1,310 @@
+"""The corral SDK: a small synchronous client over the REST API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel
+
+from corral import __version__
+from corral.client.config import resolve_settings
+from corral.client.errors import (
+    ConfigError,
+    ConnectionFailed,
+    CorralError,
+    FieldProblem,
+    ProtocolError,
+    ServerUnreachable,
+    api_error,
+)
+from corral.client.wire import parse_view
+from corral.spec import JobSpec
+from corral.wire.api import (
+    TERMINAL_JOB_STATES,
+    JobList,
+    JobView,
+    JoinTokenView,
+    LogPage,
+    NodeList,
+    NodeView,
+    Role,
+    TokenCreate,
+    TokenView,
+    WhoAmI,
+    WorkspaceCreate,
+    WorkspaceList,
+    WorkspaceView,
+)
+
+V = TypeVar("V", bound=BaseModel)
+
+# How long follow_logs keeps reading an attempt that has ended (the job finished or restarted)
+# but whose log the server has not marked complete: the last chunks may still be on the way.
+_LOG_GRACE_S = 3.0
+# How often follow_logs asks whether the job has ended while no log arrives.
+_JOB_CHECK_S = 2.0
+
+
+class Client:
+    """One server, one token, one workspace; no global state.
+
+    `transport` replaces the network (e.g. `httpx.MockTransport` in tests). Close it, or
+    use it as a context manager, to release its connections.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        workspace: str = "default",
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.workspace = workspace
+        self.timeout = timeout
+        headers = {"User-Agent": f"corral-python/{__version__}", "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            self._http = httpx.Client(
+                base_url=self.server, headers=headers, timeout=timeout, transport=transport
+            )
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ConfigError(f"{server!r} is not a valid server URL: {exc}") from None
+        # Kept as attributes so a test can run follow_logs/wait_job without real sleeping.
+        self._sleep: Callable[[float], None] = time.sleep
+        self._clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def from_config(
+        cls,
+        home: Path | None = None,
+        *,
+        server: str | None = None,
+        token: str | None = None,
+        workspace: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 30.0,
+    ) -> Client:
+        """A client set up like the CLI: `$CORRAL_HOME/config.json`, then CORRAL_* variables,
+        then these arguments."""
+        s = resolve_settings(home, server=server, token=token, workspace=workspace)
+        return cls(s.server, s.token, s.workspace, transport=transport, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"Client(server={self.server!r}, workspace={self.workspace!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- cluster -------------------------------------------------------------------------
+
+    def health(self) -> bool:
+        """True when the server answers /healthz with ok; never raises for a down server."""
+        try:
+            body = self._json(self._request("GET", "/healthz"))
+        except CorralError:
+            return False
+        return isinstance(body, dict) and body.get("ok") is True
+
+    def whoami(self) -> WhoAmI:
+        return self._get(WhoAmI, "/v1/whoami")
+
+    def list_nodes(self) -> list[NodeView]:
+        return self._get(NodeList, "/v1/nodes").nodes
+
+    def list_workspaces(self) -> list[WorkspaceView]:
+        return self._get(WorkspaceList, "/v1/workspaces").workspaces
+
+    def create_workspace(self, name: str) -> WorkspaceView:
+        body = WorkspaceCreate(name=name).model_dump(mode="json")
+        return self._send(WorkspaceView, "POST", "/v1/workspaces", body)
+
+    def create_token(
+        self, role: Role = "member", workspace: str | None = None, name: str | None = None
+    ) -> TokenView:
+        """A new API token; its secret is in `.token` and is never shown again."""
+        body = TokenCreate(name=name, role=role, workspace=workspace).model_dump(
+            mode="json", exclude_none=True
+        )
+        return self._send(TokenView, "POST", "/v1/tokens", body)
+
+    def create_join_token(self) -> JoinTokenView:
+        return self._send(JoinTokenView, "POST", "/v1/join-tokens", None)
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def submit_job(self, spec: JobSpec) -> JobView:
+        """Submit to `spec.workspace` when the spec names one, else to this client's."""
+        path = f"{self._ws(spec.workspace)}/jobs"
+        # The spec writes sizes as "NMi", so the server reads back exactly these MiB.
+        return self._send(JobView, "POST", path, spec.model_dump(mode="json", exclude_none=True))
+
+    def list_jobs(self) -> list[JobView]:
+        return self._get(JobList, f"{self._ws()}/jobs").jobs
+
+    def get_job(self, name: str) -> JobView:
+        return self._get(JobView, self._job(name))
+
+    def cancel_job(self, name: str) -> JobView:
+        return self._send(JobView, "POST", f"{self._job(name)}/cancel", None)
+
+    def delete_job(self, name: str) -> None:
+        self._request("DELETE", self._job(name))
+
+    def job_logs(
+        self, name: str, replica: int = 0, offset: int = 0, attempt: int | None = None
+    ) -> LogPage:
+        """One page of a replica's log from byte `offset`; of the current attempt by default."""
+        params: dict[str, Any] = {"replica": replica, "offset": offset}
+        if attempt is not None:
+            params["attempt"] = attempt
+        return self._get(LogPage, f"{self._job(name)}/logs", params)
+
+    def follow_logs(self, name: str, replica: int = 0, poll_s: float = 0.25) -> Iterator[str]:
+        """Yield a replica's log text as it is written, until the job has ended and all of
+        its log is read. When the job restarts, goes on with the new attempt's log."""
+        for page in self.follow_log_pages(name, replica, poll_s):
+            if page.data:
+                yield page.data
+
+    def follow_log_pages(
+        self, name: str, replica: int = 0, poll_s: float = 0.25
+    ) -> Iterator[LogPage]:
+        """Like `follow_logs`, but yields each LogPage that has data, so a caller sees
+        `attempt` change. Each attempt is read to its end before the next one."""
+        offset = 0
+        attempt: int | None = None  # pinned once the job has started
+        last_check = self._clock()
+        waiting_since: float | None = None  # something follows, but this log is not complete
+        while True:
+            page = self.job_logs(name, replica, offset, attempt)
+            if attempt is None and page.attempt >= 1:
+                attempt = page.attempt
+            offset = page.next_offset
+            if page.data:
+                yield page
+                if not page.complete:
+                    continue  # there may be more right away: read on without sleeping
+            now = self._clock()
+            if page.complete or waiting_since is not None or now - last_check >= _JOB_CHECK_S:
+                last_check = now
+                job = self.get_job(name)
+                newer = attempt is not None and job.attempt > attempt
+                if newer or job.state in TERMINAL_JOB_STATES:
+                    if waiting_since is None:
+                        waiting_since = now
+                    if page.complete or now - waiting_since >= _LOG_GRACE_S:
+                        if not newer:
+                            return
+                        # One attempt at a time: none of their logs is skipped.
+                        attempt, offset, waiting_since = (attempt or 0) + 1, 0, None
+                        continue
+                else:
+                    waiting_since = None
+            self._sleep(poll_s)
+
+    def wait_job(self, name: str, timeout: float | None = None, poll_s: float = 0.1) -> JobView:
+        """Poll until the job is succeeded, failed or cancelled; TimeoutError after `timeout` s."""
+        deadline = None if timeout is None else self._clock() + timeout
+        while True:
+            job = self.get_job(name)
+            if job.state in TERMINAL_JOB_STATES:
+                return job
+            if deadline is not None and self._clock() >= deadline:
+                raise TimeoutError(
+                    f"job {name!r} did not finish within {timeout:g} s (it is {job.state})"
+                )
+            self._sleep(poll_s)
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _ws(self, workspace: str | None = None) -> str:
+        return f"/v1/workspaces/{quote(workspace or self.workspace, safe='')}"
+
+    def _job(self, name: str) -> str:
+        return f"{self._ws()}/jobs/{quote(name, safe='')}"
+
+    def _get(self, kind: type[V], path: str, params: dict[str, Any] | None = None) -> V:
+        return self._parse(kind, self._request("GET", path, params=params))
+
+    def _send(self, kind: type[V], method: str, path: str, body: Any) -> V:
+        return self._parse(kind, self._request(method, path, json=body))
+
+    def _parse(self, kind: type[V], response: httpx.Response) -> V:
+        return parse_view(kind, self._json(response))
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise ProtocolError(
+                f"{self.server}{response.request.url.path} answered HTTP {response.status_code} "
+                "without JSON; is this a corral server?"
+            ) from None
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, json=json, params=params)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise ServerUnreachable(self.server, str(exc)) from exc
+        except httpx.TimeoutException as exc:
+            raise ConnectionFailed(self.server, f"no answer within {self.timeout:g} s") from exc
+        except httpx.UnsupportedProtocol as exc:
+            raise ConfigError(f"{self.server!r} is not a valid server URL: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(self.server, str(exc) or type(exc).__name__) from exc
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response
+
+
+def _error_from(response: httpx.Response) -> CorralError:
+    status = response.status_code
+    code = f"http_{status}"
+    message = f"HTTP {status} {response.reason_phrase}".strip()
+    fields: list[FieldProblem] = []
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+        text = response.text.strip()
+        if text:
+            message = f"{message}: {text[:300]}"
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        err = body["error"]
+        code = str(err.get("code") or code)
+        message = str(err.get("message") or message)
+        for item in err.get("fields") or []:
+            if isinstance(item, dict):
+                fields.append(FieldProblem(str(item.get("path", "")), str(item.get("message", ""))))
+    elif isinstance(body, dict) and isinstance(body.get("detail"), str):
+        # A plain FastAPI/Starlette error, e.g. a route this server version does not have.
+        message = body["detail"]
+    return api_error(status, code, message, fields)
