@@ -1,13 +1,19 @@
-"""First placement: gangs all-or-nothing on nodes with enough free resources.
+"""Placement: the public seam between the server (or the simulator) and the scheduler.
 
-The scheduler issue replaces the insides (filter -> score -> gang place -> preempt); the
-signature `place(snapshot, now) -> PlacementPlan` stays. Pure: no I/O, no clock reads.
+`place(snapshot, now, config=None) -> PlacementPlan` is pure: no I/O, no clock reads, no
+unseeded randomness. The types here are the contract; the decision itself is made by the
+stages in `corral.core.scheduler` (see its README for the pipeline).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from corral.core.scheduler.config import SchedulerConfig
 
 FIRST_MASTER_PORT = 29500
 
@@ -65,7 +71,9 @@ class PendingJob:
     submitted_at: float
     workspace: str = "default"
     preemptible: bool = False
-    topology: str | None = None  # required domain for the whole gang: node|rack|zone|region
+    # Widest domain the whole gang may span: node|rack|zone|region|provider|any.
+    # None: the scheduler's default (SchedulerConfig.max_spread, one region).
+    topology: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
     max_runtime_s: float | None = None  # runtime estimate; needed for backfill guarantees
 
@@ -106,6 +114,8 @@ class GangPlacement:
     job_id: str
     replicas: tuple[ReplicaPlacement, ...]
     master_port: int
+    # Placed beyond its workspace's guarantee on idle GPUs: reclaimable by preemption.
+    borrowed: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,128 +126,58 @@ class Preemption:
 
 
 @dataclass(frozen=True)
-class PlacementPlan:
-    placements: tuple[GangPlacement, ...]
-    pending_reasons: dict[str, str] = field(default_factory=dict)
+class Reservation:
+    """EASY backfill: where and when the blocked head of the queue is expected to start."""
+
+    job_id: str
+    start_at: float
+    node_ids: tuple[str, ...]
+
+
+class Outcome(enum.Enum):
+    """What the queue should do with a job next (the Kubernetes result codes, trimmed)."""
+
+    PLACED = "placed"
+    UNSCHEDULABLE = "unschedulable"  # may fit later, or after preemption: keep it queued
+    UNRESOLVABLE = "unresolvable"  # never fits as asked on the nodes ready now
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One job's decision, as `corral.core.scheduler.Round.decisions()` yields it."""
+
+    job_id: str
+    outcome: Outcome
+    reason: str | None = None
+    placement: GangPlacement | None = None
     preemptions: tuple[Preemption, ...] = ()
 
 
-@dataclass
-class _Free:
-    gpus: list[GpuSlot]
-    cpus: float
-    memory_mb: int
-    disk_mb: int
-    ports: set[int]
+@dataclass(frozen=True)
+class PlacementPlan:
+    placements: tuple[GangPlacement, ...]
+    # Every pending job not placed, with the reason a user reads.
+    pending_reasons: dict[str, str] = field(default_factory=dict)
+    # Victims to stop. A placement may reuse a victim's GPUs: stop the victim first.
+    preemptions: tuple[Preemption, ...] = ()
+    # The subset of pending_reasons that never fits as asked (Outcome.UNRESOLVABLE).
+    never_fits: dict[str, str] = field(default_factory=dict)
+    reservations: tuple[Reservation, ...] = ()
+
+    def outcome(self, job_id: str) -> Outcome:
+        if job_id in self.never_fits:
+            return Outcome.UNRESOLVABLE
+        if job_id in self.pending_reasons:
+            return Outcome.UNSCHEDULABLE
+        return Outcome.PLACED
 
 
-def _free(node: NodeState) -> _Free:
-    return _Free(
-        gpus=[g for g in node.gpus if g.healthy and g.index not in node.used_gpus],
-        cpus=node.cpus - node.used_cpus,
-        memory_mb=node.memory_mb - node.used_memory_mb,
-        disk_mb=node.disk_mb - node.used_disk_mb,
-        ports=set(node.used_ports),
-    )
+def place(snapshot: Snapshot, now: float, config: SchedulerConfig | None = None) -> PlacementPlan:
+    """Place pending gangs: filter -> score -> gang place -> preempt -> reserve (backfill).
 
-
-def _gpu_matches(slot: GpuSlot, demand: Demand) -> bool:
-    if demand.gpu_type and demand.gpu_type.upper() not in slot.model.upper():
-        return False
-    return demand.gpu_min_memory_mb is None or slot.memory_mb >= demand.gpu_min_memory_mb
-
-
-def _take(free: _Free, demand: Demand) -> tuple[int, ...] | None:
-    """GPUs taken from `free` for one replica, or None when it does not fit (free unchanged)."""
-    if free.cpus + 1e-9 < demand.cpus or free.memory_mb < demand.memory_mb:
-        return None
-    if free.disk_mb < demand.disk_mb:
-        return None
-    matching = [g for g in free.gpus if _gpu_matches(g, demand)]
-    if len(matching) < demand.gpus:
-        return None
-    chosen = sorted(matching, key=lambda g: g.index)[: demand.gpus]
-    taken = {g.index for g in chosen}
-    free.gpus = [g for g in free.gpus if g.index not in taken]
-    free.cpus -= demand.cpus
-    free.memory_mb -= demand.memory_mb
-    free.disk_mb -= demand.disk_mb
-    return tuple(sorted(taken))
-
-
-def _fits(free: _Free, demand: Demand) -> bool:
-    return (
-        free.cpus + 1e-9 >= demand.cpus
-        and free.memory_mb >= demand.memory_mb
-        and free.disk_mb >= demand.disk_mb
-        and sum(1 for g in free.gpus if _gpu_matches(g, demand)) >= demand.gpus
-    )
-
-
-def _leftover(free: _Free) -> tuple[int, float]:
-    return (len(free.gpus), free.cpus)
-
-
-def _why(job: PendingJob, frees: dict[str, _Free], names: dict[str, str]) -> str:
-    if not frees:
-        return "waiting for a ready node: none is connected"
-    need = f"needs {job.replicas}× ({job.demand.describe()})"
-    best = max(frees.items(), key=lambda kv: (_matching_gpus(kv[1], job.demand), kv[1].cpus))
-    node, free = best
-    have = (
-        f"most free: node {names[node]} with {_matching_gpus(free, job.demand)} matching GPUs, "
-        f"{free.cpus:g} CPUs, {free.memory_mb}Mi memory"
-    )
-    return f"{need}; {have}"
-
-
-def _matching_gpus(free: _Free, demand: Demand) -> int:
-    return sum(1 for g in free.gpus if _gpu_matches(g, demand))
-
-
-def place(snapshot: Snapshot, now: float) -> PlacementPlan:
-    """Place pending gangs, highest priority first, then oldest; each all or nothing.
-
-    Within a gang each replica goes to the node it fits tightest (best fit), keeping large
-    holes for large jobs. `now` is part of the signature for the scheduler that replaces this.
+    Each gang is placed whole or not at all; see corral/core/scheduler/README.md.
     """
-    del now
-    frees = {n.id: _free(n) for n in snapshot.nodes}
-    names = {n.id: n.name for n in snapshot.nodes}
-    order = sorted(snapshot.pending, key=lambda j: (-j.priority, j.submitted_at, j.id))
-    placements: list[GangPlacement] = []
-    reasons: dict[str, str] = {}
-    for job in order:
-        trial = {node_id: _copy(free) for node_id, free in frees.items()}
-        chosen: list[ReplicaPlacement] = []
-        for rank in range(job.replicas):
-            candidates = [nid for nid, free in trial.items() if _fits(free, job.demand)]
-            if not candidates:
-                break
-            # Best fit: the node left with the fewest free GPUs, then CPUs; name breaks ties.
-            node_id = min(
-                candidates,
-                key=lambda nid: (
-                    _leftover(trial[nid])[0] - job.demand.gpus,
-                    trial[nid].cpus,
-                    names[nid],
-                ),
-            )
-            gpus = _take(trial[node_id], job.demand)
-            assert gpus is not None
-            chosen.append(ReplicaPlacement(rank, node_id, gpus))
-        if len(chosen) < job.replicas:
-            reasons[job.id] = _why(job, frees, names)
-            continue
-        master = trial[chosen[0].node_id]
-        port = FIRST_MASTER_PORT
-        while port in master.ports:
-            port += 1
-        master.ports.add(port)
-        frees = trial
-        placements.append(GangPlacement(job.id, tuple(chosen), port))
-    return PlacementPlan(tuple(placements), reasons)
+    # Imported here because the scheduler package imports this module's types.
+    from corral.core.scheduler.pipeline import Round
 
-
-def _copy(free: _Free) -> _Free:
-    return _Free(list(free.gpus), free.cpus, free.memory_mb, free.disk_mb, set(free.ports))
+    return Round(snapshot, now, config).run()

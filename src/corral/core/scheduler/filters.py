@@ -1,0 +1,166 @@
+"""Feasibility: which nodes and GPU classes a job's replicas can use, and what never fits.
+
+A job is compiled once per round into a `Shape` (jobs that ask for the same thing share
+one), which holds the matching GPU classes, the widest domain the gang may span and the
+nodes its selector admits. A shape that cannot fit even on an empty fleet gets `never`:
+the job is unresolvable as asked (Kubernetes' UnschedulableAndUnresolvable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from corral.core.placement import PendingJob
+from corral.core.scheduler import reasons
+from corral.core.scheduler.config import Level, SchedulerConfig
+from corral.core.scheduler.domains import slots
+from corral.core.scheduler.state import ClusterState
+
+CPU_ONLY = -2  # pseudo class of a shape without GPUs: any node may hold it
+EPS = 1e-9  # CPUs are floats; 0.1 * 3 must fit in 0.3
+LEVEL_WORDS = {level.word: level for level in Level}
+
+ShapeKey = tuple[object, ...]
+
+
+@dataclass(frozen=True)
+class Shape:
+    key: ShapeKey
+    replicas: int
+    gpus: int
+    cpus: float
+    memory_mb: int
+    disk_mb: int
+    what: str  # "H100" or "GPUs": words for reasons
+    classes: tuple[int, ...]  # matching GPU classes, least capable first; (CPU_ONLY,)
+    spread: Level  # widest domain the whole gang may span
+    eligible: frozenset[int] | None  # nodes the selector admits; None: all
+    never: str | None = None  # why it can never fit as asked; None: it may
+
+
+def shape_key(job: PendingJob) -> ShapeKey:
+    return (job.replicas, job.demand, job.topology, tuple(sorted(job.node_selector.items())))
+
+
+def compile_shape(job: PendingJob, st: ClusterState, config: SchedulerConfig) -> Shape:
+    d = job.demand
+    what = d.gpu_type or "GPUs"
+    spread = config.max_spread if job.topology is None else LEVEL_WORDS.get(job.topology)
+    eligible = _eligible(st, job.node_selector)
+    classes = matching_classes(st, job) if d.gpus > 0 else (CPU_ONLY,)
+    base = Shape(
+        key=shape_key(job),
+        replicas=job.replicas,
+        gpus=d.gpus,
+        cpus=d.cpus,
+        memory_mb=d.memory_mb,
+        disk_mb=d.disk_mb,
+        what=what,
+        classes=classes,
+        spread=spread if spread is not None else Level.NODE,
+        eligible=eligible,
+    )
+    never = _never(job, base, st, spread)
+    if never is None:
+        return base
+    return Shape(**{**base.__dict__, "never": never})
+
+
+def matching_classes(st: ClusterState, job: PendingJob) -> tuple[int, ...]:
+    want = job.demand.gpu_type.upper() if job.demand.gpu_type else None
+    low = job.demand.gpu_min_memory_mb
+    found = [
+        g
+        for g in st.classes
+        if (want is None or want in g.model.upper()) and (low is None or g.memory_mb >= low)
+    ]
+    # A job that did not ask for the big GPUs takes the smaller ones first.
+    found.sort(key=lambda g: (g.memory_mb, g.model, g.id))
+    return tuple(g.id for g in found)
+
+
+def node_slots(st: ClusterState, node: int, c: int, shape: Shape) -> int:
+    """Replicas of this shape the node can hold now (exact: GPUs, CPUs, memory, disk)."""
+    n = shape.replicas
+    if shape.gpus:
+        n = min(n, len(st.free_of(node).get(c, ())) // shape.gpus)
+    if shape.cpus > 0:
+        n = min(n, int((st.cpu[node] + EPS) // shape.cpus))
+    if shape.memory_mb > 0:
+        n = min(n, st.mem[node] // shape.memory_mb)
+    if shape.disk_mb > 0:
+        n = min(n, st.disk[node] // shape.disk_mb)
+    return max(n, 0)
+
+
+def _eligible(st: ClusterState, selector: Mapping[str, str]) -> frozenset[int] | None:
+    if not selector:
+        return None
+    items = selector.items()
+    return frozenset(
+        i for i, n in enumerate(st.nodes) if all(n.labels.get(k) == v for k, v in items)
+    )
+
+
+def _never(job: PendingJob, shape: Shape, st: ClusterState, spread: Level | None) -> str | None:
+    d = job.demand
+    if job.replicas < 1:
+        return reasons.NO_REPLICAS
+    if spread is None:
+        return reasons.UNKNOWN_TOPOLOGY.format(topology=job.topology, levels=", ".join(LEVEL_WORDS))
+    if shape.eligible is not None and not shape.eligible:
+        return reasons.SELECTOR_MATCHES_NONE.format(selector=_selector(job.node_selector))
+    if not st.nodes:
+        return None  # no ready node at all: that changes when one connects
+    if shape.eligible is None:
+        cpus, memory, disk = st.largest
+    else:
+        chosen = [st.nodes[i] for i in shape.eligible]
+        cpus = max(n.cpus for n in chosen)
+        memory = max(n.memory_mb for n in chosen)
+        disk = max(n.disk_mb for n in chosen)
+    for need, have, unit in (
+        (d.cpus, cpus, "CPUs"),
+        (d.memory_mb, memory, "Mi memory"),
+        (d.disk_mb, disk, "Mi disk"),
+    ):
+        if need > have + EPS:
+            return reasons.NODE_TOO_SMALL.format(need=f"{need:g}", unit=unit, have=f"{have:g}")
+    if d.gpus == 0:
+        return None
+    if not shape.classes:
+        models = sorted({g.model for g in st.classes}) or ["none"]
+        each = f" with at least {d.gpu_min_memory_mb}Mi each" if d.gpu_min_memory_mb else ""
+        return reasons.NO_SUCH_GPU.format(what=shape.what, memory=each, models=", ".join(models))
+    widest = max(st.width[c] - 1 for c in shape.classes)
+    if d.gpus > widest:
+        return reasons.REPLICA_TOO_BIG.format(gpus=d.gpus, what=shape.what, have=widest)
+    return _gang_never(shape, st)
+
+
+def _gang_never(shape: Shape, st: ClusterState) -> str | None:
+    if shape.replicas == 1:
+        return None
+    if shape.spread == Level.NODE:
+        best = max((st.width[c] - 1) // shape.gpus for c in shape.classes)
+    else:
+        domains = st.topology.domains
+        best = max(
+            slots(domains[dom].cap[c], shape.gpus)
+            for c in shape.classes
+            for dom in st.topology.with_class(shape.spread, c)
+        )
+    if best >= shape.replicas:
+        return None
+    return reasons.GANG_TOO_BIG.format(
+        replicas=shape.replicas,
+        gpus=shape.gpus,
+        what=shape.what,
+        level=shape.spread.word,
+        best=best,
+    )
+
+
+def _selector(selector: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(selector.items()))

@@ -1,0 +1,65 @@
+"""Reasons a user reads in `corral job get`: why a job is pending, or why it was stopped.
+
+Constants and templates only, so a reason's wording lives in one place and tests can
+refer to it. A pending job's reason is composed as: the blocking fact first, then what
+preemption could or could not do, then the backfill reservation.
+"""
+
+from __future__ import annotations
+
+# -- never fits as asked (Outcome.UNRESOLVABLE) -------------------------------------------
+NO_REPLICAS = "needs at least 1 replica"
+UNKNOWN_TOPOLOGY = "unknown topology {topology!r}; expected one of: {levels}"
+SELECTOR_MATCHES_NONE = "node_selector {selector} matches no ready node"
+NODE_TOO_SMALL = "needs {need} {unit} per replica; the largest ready node has {have}"
+NO_SUCH_GPU = "no ready node has {what} GPUs{memory} (models here: {models})"
+REPLICA_TOO_BIG = "needs {gpus}×{what} per replica; the largest ready node has {have}"
+GANG_TOO_BIG = (
+    "needs {replicas}× {gpus} {what} in one {level}; "
+    "the largest {level} holds {best} such replicas even when empty"
+)
+QUOTA_NEVER = (
+    "workspace {workspace} is guaranteed {guarantee} {what} and this non-preemptible job "
+    "needs {need}; mark it preemptible to borrow idle GPUs"
+)
+
+# -- may fit later (Outcome.UNSCHEDULABLE) -----------------------------------------------
+NO_NODES = "waiting for a ready node: none is connected"
+NO_ROOM = "needs {replicas}× {gpus} {what} in one {level}; the freest {level} has {free} free"
+NO_ROOM_CPU = "needs {replicas}× ({demand}) in one {level}; no {level} has room now"
+SHORT_OF_OTHER = "; CPUs, memory or disk are short where those GPUs are free"
+RESERVED_EXCLUDED = "; nodes reserved for {head} are left out"
+QUOTA_EXHAUSTED = (
+    "quota {workspace} is exhausted: {used} of {guarantee} guaranteed {what} held by "
+    "non-preemptible jobs, and only preemptible jobs may borrow idle GPUs"
+)
+COULD_PREEMPT_BUT_QUOTA = (
+    "; {victims} lower-priority jobs could be preempted but quota {workspace} is exhausted"
+)
+PREEMPTION_WOULD_NOT_FIT = (
+    "; preempting all {victims} lower-priority jobs in the way would still not make room"
+)
+RESERVED = (
+    "; reserved: expected to start in {eta} on {where}, and smaller jobs backfill only if "
+    "they end first"
+)
+NO_ESTIMATE = "; no start-time guarantee: the running jobs in its way have no max_runtime"
+
+# -- why a running job is stopped (Preemption.reason) -------------------------------------
+PREEMPTED_FOR_PRIORITY = "preempted for {job} (priority {priority} > {victim_priority})"
+PREEMPTED_TO_RECLAIM = (
+    "reclaimed for {job}: it ran on {what} borrowed beyond workspace {victim_workspace}'s "
+    "guarantee, and workspace {workspace} needs its guarantee back"
+)
+
+
+def eta(seconds: float) -> str:
+    """A short duration: 45s, 12m, 3h05m, 2d4h."""
+    s = max(0, int(seconds + 0.5))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"

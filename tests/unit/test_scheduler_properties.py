@@ -1,0 +1,438 @@
+"""Invariants of a round, on random fleets, running jobs, quotas and queues (Hypothesis).
+
+- no node is over-committed (GPUs: healthy, existing, never twice; CPUs, memory, disk);
+- a gang is all-or-nothing, of one GPU class, within the domain it may span;
+- every pending job is decided exactly once; never-fits are pending;
+- quota: non-preemptible GPUs stay within the guarantee; all borrowing is preemptible;
+- preemption: only preemptible victims, never of higher priority (equal only to reclaim
+  borrowed GPUs), and only for a job the same plan places;
+- backfill: nothing placed after the reservation uses its nodes unless it ends first;
+- the plan does not depend on input order, nor on a Scheduler's kept index.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from corral.core.placement import (
+    Demand,
+    GpuSlot,
+    NodeState,
+    PendingJob,
+    PlacementPlan,
+    ReplicaPlacement,
+    RunningJob,
+    Snapshot,
+    place,
+)
+from corral.core.scheduler import Level, Reclaim, Round, Scheduler, SchedulerConfig
+
+MODELS = {"H100": 81_920, "A100": 40_960}
+TOPOLOGIES = [
+    (),
+    ("p1", "r1", "z1", "ra"),
+    ("p1", "r1", "z1", "rb"),
+    ("p1", "r1", "z2", "rc"),
+    ("p1", "r2", "z3", "rd"),
+    ("p2", "r3", "z4", ""),
+]
+WORKSPACES = ["a", "b", "c"]
+LEVELS = {level.word: level for level in Level}
+NOW = 100.0
+
+
+@st.composite
+def nodes(draw: st.DrawFn) -> list[NodeState]:
+    out = []
+    for i in range(draw(st.integers(0, 8))):
+        gpus = draw(st.sampled_from([0, 2, 4, 8, 8, 8]))
+        model = draw(st.sampled_from(["H100", "H100", "A100"]))
+        bad = draw(st.sampled_from([set(), set(), set(), {0}, {3, 5}]))
+        topo = draw(st.sampled_from(TOPOLOGIES))
+        out.append(
+            NodeState(
+                id=f"n{i}",
+                name=f"n{i}",
+                gpus=tuple(GpuSlot(g, model, MODELS[model], g not in bad) for g in range(gpus)),
+                cpus=draw(st.sampled_from([2.0, 16.0, 64.0, 64.0])),
+                memory_mb=draw(st.sampled_from([8_000, 256_000, 256_000])),
+                disk_mb=draw(st.sampled_from([0, 100_000, 100_000])),
+                topology=(*topo, f"n{i}") if topo else (),
+                labels=draw(st.sampled_from([{}, {}, {"pool": "x"}])),
+            )
+        )
+    return out
+
+
+def _demand(draw: st.DrawFn, gpus: int) -> Demand:
+    return Demand(
+        gpus=gpus,
+        gpu_type=draw(st.sampled_from([None, None, "H100", "H100", "a100"])),
+        gpu_min_memory_mb=draw(st.sampled_from([None] * 5 + [50_000])),
+        cpus=draw(st.sampled_from([0.0, 0.5, 1.0, 1.0, 4.0])),
+        memory_mb=draw(st.sampled_from([0, 1_000, 1_000, 16_000])),
+        disk_mb=draw(st.sampled_from([0, 0, 0, 50_000])),
+    )
+
+
+@st.composite
+def running_jobs(draw: st.DrawFn, fleet: list[NodeState]) -> list[RunningJob]:
+    """Jobs already holding resources, allotted first-fit so the fleet stays consistent."""
+    free = {n.id: [g.index for g in n.gpus if g.healthy] for n in fleet}
+    cpu = {n.id: n.cpus for n in fleet}
+    out: list[RunningJob] = []
+    for i in range(draw(st.integers(0, 10))):
+        replicas, gpus = draw(st.integers(1, 2)), draw(st.sampled_from([1, 2, 4, 4, 8]))
+        d = replace(_demand(draw, gpus), gpu_type=None, memory_mb=0, disk_mb=0)
+        placed = []
+        for n in fleet:
+            while len(placed) < replicas and len(free[n.id]) >= gpus and cpu[n.id] >= d.cpus:
+                taken, free[n.id] = free[n.id][:gpus], free[n.id][gpus:]
+                cpu[n.id] -= d.cpus
+                placed.append(ReplicaPlacement(len(placed), n.id, tuple(taken)))
+        if len(placed) < replicas:
+            continue  # did not fit: what it took is simply not given back (held by others)
+        start = draw(st.floats(0, NOW))
+        out.append(
+            RunningJob(
+                id=f"r{i}",
+                workspace=draw(st.sampled_from(WORKSPACES)),
+                priority=draw(st.integers(0, 3)),
+                preemptible=draw(st.sampled_from([True, True, False])),
+                demand=d,
+                replicas=tuple(placed),
+                started_at=start,
+                last_checkpoint_at=draw(st.sampled_from([None, start, NOW - 1])),
+                expected_end=draw(st.sampled_from([None, NOW + 10, NOW + 500, NOW - 5])),
+            )
+        )
+    return out
+
+
+@st.composite
+def pending_jobs(draw: st.DrawFn) -> list[PendingJob]:
+    out = []
+    for i in range(draw(st.integers(0, 10))):
+        out.append(
+            PendingJob(
+                id=f"j{i}",
+                replicas=draw(st.sampled_from([1, 1, 1, 2, 3])),
+                demand=_demand(draw, draw(st.sampled_from([0, 1, 2, 4, 4, 8, 8]))),
+                priority=draw(st.integers(0, 3)),
+                submitted_at=float(draw(st.integers(0, 5))),
+                workspace=draw(st.sampled_from(WORKSPACES)),
+                preemptible=draw(st.booleans()),
+                topology=draw(st.sampled_from([None, None, "node", "rack", "zone", "any"])),
+                node_selector=draw(st.sampled_from([{}, {}, {}, {"pool": "x"}])),
+                max_runtime_s=draw(st.sampled_from([None, 5.0, 50.0, 1000.0])),
+            )
+        )
+    return out
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> tuple[Snapshot, SchedulerConfig]:
+    fleet = draw(nodes())
+    run = draw(running_jobs(fleet))
+    used: dict[str, list[tuple[tuple[int, ...], Demand]]] = {n.id: [] for n in fleet}
+    for r in run:
+        for rep in r.replicas:
+            used[rep.node_id].append((rep.gpus, r.demand))
+    fleet = [
+        replace(
+            n,
+            used_gpus=frozenset(g for gpus, _ in used[n.id] for g in gpus),
+            used_cpus=sum(d.cpus for _, d in used[n.id]),
+            used_memory_mb=sum(d.memory_mb for _, d in used[n.id]),
+        )
+        for n in fleet
+    ]
+    quota = st.dictionaries(
+        st.sampled_from(["H100", "*", "A100"]), st.sampled_from([0, 4, 8, 16]), max_size=2
+    )
+    quotas = draw(
+        st.one_of(st.just({}), st.dictionaries(st.sampled_from(WORKSPACES), quota, min_size=1))
+    )
+    config = SchedulerConfig(
+        reclaim=draw(st.sampled_from(list(Reclaim))),
+        backfill=draw(st.booleans()),
+        fair_share=draw(st.booleans()),
+        max_spread=draw(st.sampled_from([Level.REGION, Level.ZONE])),
+    )
+    return Snapshot(tuple(fleet), tuple(draw(pending_jobs())), tuple(run), quotas), config
+
+
+@st.composite
+def contended_worlds(draw: st.DrawFn) -> tuple[Snapshot, SchedulerConfig]:
+    """A full fleet of 8-GPU racks: borrowers of workspace b hold most of it, and owners of
+    workspace a (with a guarantee) queue gangs: reclaim and multi-node preemption."""
+    fleet = [
+        NodeState(
+            id=f"n{i}",
+            name=f"n{i}",
+            gpus=tuple(GpuSlot(g, "H100", 81_920) for g in range(8)),
+            cpus=64.0,
+            memory_mb=256_000,
+            disk_mb=0,
+            topology=("p1", "r1", "z1", f"rack{i // 2}", f"n{i}"),
+        )
+        for i in range(draw(st.integers(2, 6)))
+    ]
+    run: list[RunningJob] = []
+    used: dict[str, set[int]] = {n.id: set() for n in fleet}
+    for n in fleet:
+        start = 0
+        while start < 8:
+            size = draw(st.sampled_from([1, 2, 4, 8]))
+            if start + size > 8 or draw(st.integers(0, 5)) == 0:
+                break
+            gpus = tuple(range(start, start + size))
+            used[n.id] |= set(gpus)
+            run.append(
+                RunningJob(
+                    id=f"r{len(run)}",
+                    workspace=draw(st.sampled_from(["a", "b", "b", "b"])),
+                    priority=draw(st.integers(0, 2)),
+                    preemptible=draw(st.sampled_from([True, True, False])),
+                    demand=Demand(size, None, None, 1.0, 0, 0),
+                    replicas=(ReplicaPlacement(0, n.id, gpus),),
+                    started_at=0.0,
+                    last_checkpoint_at=draw(st.sampled_from([None, 50.0])),
+                    expected_end=draw(st.sampled_from([None, NOW + 100])),
+                )
+            )
+            start += size
+    fleet = [
+        replace(
+            n,
+            used_gpus=frozenset(used[n.id]),
+            used_cpus=float(sum(1 for r in run if r.replicas[0].node_id == n.id)),
+        )
+        for n in fleet
+    ]
+    pending = [
+        PendingJob(
+            id=f"j{i}",
+            replicas=draw(st.sampled_from([1, 2, 3])),
+            demand=Demand(draw(st.sampled_from([2, 4, 8])), "H100", None, 1.0, 0, 0),
+            priority=draw(st.integers(0, 3)),
+            submitted_at=float(i),
+            workspace=draw(st.sampled_from(["a", "a", "b"])),
+            preemptible=draw(st.booleans()),
+            topology=draw(st.sampled_from([None, "rack"])),
+            max_runtime_s=draw(st.sampled_from([None, 50.0])),
+        )
+        for i in range(draw(st.integers(1, 5)))
+    ]
+    quotas = {"a": {"H100": draw(st.sampled_from([8, 16, 32]))}}
+    config = SchedulerConfig(reclaim=draw(st.sampled_from(list(Reclaim))))
+    return Snapshot(tuple(fleet), tuple(pending), tuple(run), quotas), config
+
+
+# -- the invariants ---------------------------------------------------------------------
+
+
+def _domain(node: NodeState, level: Level) -> tuple[str, ...]:
+    provider, region, zone, rack = (*node.topology[:4], "", "", "", "")[:4]
+    return {
+        Level.NODE: (node.id,),
+        Level.RACK: (provider, region, zone, rack) if rack else ("node", node.id),
+        Level.ZONE: (provider, region, zone),
+        Level.REGION: (provider, region),
+        Level.PROVIDER: (provider,),
+        Level.ANY: (),
+    }[level]
+
+
+def _bucket(quotas: dict[str, dict[str, int]], ws: str, model: str) -> str | None:
+    keys = quotas.get(ws, {})
+    named = sorted(k for k in keys if k != "*" and k.upper() in model.upper())
+    return named[0] if named else ("*" if "*" in keys else None)
+
+
+def check(snapshot: Snapshot, plan: PlacementPlan, config: SchedulerConfig) -> None:
+    nodes = {n.id: n for n in snapshot.nodes}
+    pending = {j.id: j for j in snapshot.pending}
+    running = {r.id: r for r in snapshot.running}
+    placed = {g.job_id: g for g in plan.placements}
+
+    # Every pending job decided exactly once.
+    assert len(placed) == len(plan.placements)
+    assert placed.keys().isdisjoint(plan.pending_reasons)
+    assert placed.keys() | plan.pending_reasons.keys() == pending.keys()
+    assert plan.never_fits.keys() <= plan.pending_reasons.keys()
+
+    # Preemption: preemptible, lower priority (equal only to reclaim), for a placed job.
+    victims = [p.job_id for p in plan.preemptions]
+    assert len(victims) == len(set(victims))
+    for p in plan.preemptions:
+        v, j = running[p.job_id], pending[p.for_job_id]
+        assert p.for_job_id in placed
+        assert v.preemptible
+        assert v.priority <= j.priority
+        if v.priority == j.priority:
+            assert snapshot.quotas and v.workspace != j.workspace
+            assert config.reclaim == Reclaim.LOWER_OR_EQUAL_PRIORITY
+
+    # Capacity after the plan: the snapshot's use, less the victims, plus the placements.
+    gpus = {n.id: set(n.used_gpus) for n in snapshot.nodes}
+    cpus = {n.id: n.used_cpus for n in snapshot.nodes}
+    memory = {n.id: n.used_memory_mb for n in snapshot.nodes}
+    disk = {n.id: n.used_disk_mb for n in snapshot.nodes}
+    for vid in victims:
+        v = running[vid]
+        for rep in v.replicas:
+            gpus[rep.node_id] -= set(rep.gpus)
+            cpus[rep.node_id] -= v.demand.cpus
+            memory[rep.node_id] -= v.demand.memory_mb
+    for g in plan.placements:
+        j, d = pending[g.job_id], pending[g.job_id].demand
+        assert [r.rank for r in g.replicas] == list(range(j.replicas))  # whole gang
+        classes, domains = set(), set()
+        for r in g.replicas:
+            n = nodes[r.node_id]
+            slots = {s.index: s for s in n.gpus}
+            assert len(r.gpus) == d.gpus
+            for index in r.gpus:
+                assert index in slots and slots[index].healthy
+                assert index not in gpus[n.id], "a GPU given twice"
+                gpus[n.id].add(index)
+                s = slots[index]
+                classes.add((s.model, s.memory_mb))
+                assert d.gpu_type is None or d.gpu_type.upper() in s.model.upper()
+                assert d.gpu_min_memory_mb is None or s.memory_mb >= d.gpu_min_memory_mb
+            assert all(n.labels.get(k) == v for k, v in j.node_selector.items())
+            cpus[n.id] += d.cpus
+            memory[n.id] += d.memory_mb
+            disk[n.id] += d.disk_mb
+            level = config.max_spread if j.topology is None else LEVELS[j.topology]
+            domains.add(_domain(n, level))
+        assert len(classes) <= 1, "a gang of two GPU models"
+        assert len(domains) == 1, "a gang beyond the domain it may span"
+    for n in snapshot.nodes:
+        assert cpus[n.id] <= n.cpus + 1e-6
+        assert memory[n.id] <= n.memory_mb
+        assert disk[n.id] <= n.disk_mb
+
+    # Quota: non-preemptible GPUs within the guarantee; beyond it, only preemptible jobs.
+    quotas = {ws: dict(q) for ws, q in snapshot.quotas.items()}
+    if not quotas:
+        assert not any(g.borrowed for g in plan.placements)
+        return
+    firm: dict[tuple[str, str | None], int] = {}
+    grew: set[tuple[str, str | None]] = set()
+    for r in snapshot.running:
+        if not r.preemptible and r.id not in victims:
+            for rep in r.replicas:
+                for index in rep.gpus:
+                    model = next(s.model for s in nodes[rep.node_id].gpus if s.index == index)
+                    key = (r.workspace, _bucket(quotas, r.workspace, model))
+                    firm[key] = firm.get(key, 0) + 1
+    for g in plan.placements:
+        j = pending[g.job_id]
+        if g.borrowed:
+            assert j.preemptible, "a non-preemptible job borrowed"
+        if j.preemptible:
+            continue
+        for r in g.replicas:
+            for index in r.gpus:
+                model = next(s.model for s in nodes[r.node_id].gpus if s.index == index)
+                key = (j.workspace, _bucket(quotas, j.workspace, model))
+                firm[key] = firm.get(key, 0) + 1
+                grew.add(key)
+    for ws, b in grew:
+        assert b is not None, "a non-preemptible job ran without a guarantee"
+        assert firm[(ws, b)] <= quotas[ws][b], "quota exceeded by a non-preemptible job"
+
+
+@settings(max_examples=400, deadline=None)
+@given(worlds())
+def test_invariants_hold(world: tuple[Snapshot, SchedulerConfig]) -> None:
+    snapshot, config = world
+    check(snapshot, place(snapshot, NOW, config), config)
+
+
+@settings(max_examples=300, deadline=None)
+@given(contended_worlds())
+def test_invariants_hold_under_contention(world: tuple[Snapshot, SchedulerConfig]) -> None:
+    snapshot, config = world
+    check(snapshot, place(snapshot, NOW, config), config)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(worlds(), contended_worlds()))
+def test_nothing_placed_after_the_reservation_delays_it(
+    world: tuple[Snapshot, SchedulerConfig],
+) -> None:
+    snapshot, config = world
+    rnd = Round(snapshot, NOW, config)
+    pending = {j.id: j for j in snapshot.pending}
+    for decision in rnd.decisions():
+        r = rnd.reservation
+        if decision.placement is None or r is None or r.job_id == decision.job_id:
+            continue
+        job = pending[decision.job_id]
+        ends_first = job.max_runtime_s is not None and NOW + job.max_runtime_s <= r.start_at
+        on_reserved = {p.node_id for p in decision.placement.replicas} & set(r.node_ids)
+        assert ends_first or not on_reserved
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(worlds(), contended_worlds()), st.randoms(use_true_random=False))
+def test_the_plan_does_not_depend_on_input_order(
+    world: tuple[Snapshot, SchedulerConfig], rng: random.Random
+) -> None:
+    snapshot, config = world
+    shuffled = Snapshot(
+        tuple(rng.sample(snapshot.nodes, len(snapshot.nodes))),
+        tuple(rng.sample(snapshot.pending, len(snapshot.pending))),
+        tuple(rng.sample(snapshot.running, len(snapshot.running))),
+        snapshot.quotas,
+    )
+    assert place(shuffled, NOW, config) == place(snapshot, NOW, config)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(worlds(), contended_worlds()), st.randoms(use_true_random=False))
+def test_a_scheduler_that_keeps_its_index_plans_as_place_does(
+    world: tuple[Snapshot, SchedulerConfig], rng: random.Random
+) -> None:
+    snapshot, config = world
+    scheduler = Scheduler(config)
+    assert scheduler.place(snapshot, NOW) == place(snapshot, NOW, config)
+    # Next round: some jobs ended (their nodes are new objects, the rest the same ones).
+    ended = {r.id for r in snapshot.running if rng.random() < 0.5}
+    freed: dict[str, set[int]] = {}
+    for r in snapshot.running:
+        if r.id in ended:
+            for rep in r.replicas:
+                freed.setdefault(rep.node_id, set()).update(rep.gpus)
+    later = Snapshot(
+        tuple(
+            replace(n, used_gpus=n.used_gpus - freed[n.id]) if n.id in freed else n
+            for n in snapshot.nodes
+        ),
+        snapshot.pending,
+        tuple(r for r in snapshot.running if r.id not in ended),
+        snapshot.quotas,
+    )
+    assert scheduler.place(later, NOW + 1) == place(later, NOW + 1, config)
+    assert scheduler.place(snapshot, NOW) == place(snapshot, NOW, config)
+
+
+def test_a_scheduler_survives_a_running_job_listed_twice() -> None:
+    # One object twice, or two objects with one job id: the first counts, in both paths.
+    slots = tuple(GpuSlot(g, "H100", 81_920) for g in range(8))
+    n = NodeState("a", "a", slots, 64.0, 256_000, 0, used_gpus=frozenset(range(8)))
+    d = Demand(4, None, None, 1.0, 0, 0)
+    r = RunningJob("r", "a", 0, True, d, (ReplicaPlacement(0, "a", (0, 1, 2, 3)),), 0.0)
+    r2 = RunningJob("r", "a", 0, True, d, (ReplicaPlacement(0, "a", (4, 5, 6, 7)),), 0.0)
+    pending = (PendingJob("j", 1, Demand(4), 5, 0.0),)
+    scheduler = Scheduler()
+    for run in [(r, r), (r, r2), (r,), (r, r), (), (r2,), (r,)]:
+        snapshot = Snapshot((n,), pending, run)
+        assert scheduler.place(snapshot, NOW) == place(snapshot, NOW)
