@@ -1,0 +1,170 @@
+"""The event loop: arrivals, placement rounds, completions, failures, repairs, preemptions.
+
+    ARRIVE ─► queue ─► ROUND: snapshot ─► policy(snapshot, now) ─► plan
+                         ▲                                        │ preempt victims (requeue,
+                         │                                        │   lose work since their
+    COMPLETE / FAIL / REPAIR ◄── virtual clock (events.py) ◄──────┘   checkpoint), start gangs
+
+A round runs only when something changed (a job arrived, ended or was interrupted, a node
+came back), after every event of its instant — or, with `round_s > 0`, at the next multiple
+of `round_s`, like a controller that wakes up periodically. A plan is checked before it is
+applied: a plan that over-commits a node is a scheduler bug and stops the run (PlanError).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from corral.sim.cluster import Cluster
+from corral.sim.events import EventQueue, Kind
+from corral.sim.failures import Failure, FailureProfile, NodeFailures
+from corral.sim.metrics import Fragmentation, Series, workload_mix
+from corral.sim.policies import Policy
+from corral.sim.state import JobRun, PlanError, check_gang
+from corral.sim.workload import Job
+from corral.sim.world import Counters, World
+
+ROUNDS_PER_INSTANT = 4  # rounds re-run at one instant after preemptions free room
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    policy: Policy
+    checkpoint_interval_s: float | None = 1800.0  # None: a job never checkpoints
+    round_s: float = 0.0
+    failures: FailureProfile | None = None
+    seed: int = 0
+    # Fill experiments: a job the round after its arrival does not place is dropped.
+    drop_unplaced: bool = False
+    until_s: float | None = None
+
+
+@dataclass
+class Outcome:
+    jobs: list[JobRun]
+    series: Series
+    counters: Counters
+    pending_reasons: dict[str, str]  # from the last round: why the jobs left were waiting
+
+
+class Engine:
+    def __init__(self, cluster: Cluster, jobs: list[Job], config: EngineConfig) -> None:
+        self.config = config
+        self.queue = EventQueue()
+        self.world = World(cluster, jobs, config.checkpoint_interval_s)
+        self.frag = Fragmentation(workload_mix(jobs), len(cluster.nodes))
+        self.series = Series()
+        self.arrivals_left = len(jobs)
+        self.round_at: float | None = None
+        self.rounds_now = 0
+        self.last_round = -math.inf
+        self.reasons: dict[str, str] = {}
+        self.processes: list[NodeFailures] = []
+        self.next_failure: list[Failure | None] = []
+
+    def run(self) -> Outcome:
+        w = self.world
+        for run in w.jobs:
+            self.queue.push(run.job.submit_s, Kind.ARRIVE, run.index)
+        if self.config.failures is not None:
+            for i, n in enumerate(w.nodes):
+                self.processes.append(
+                    NodeFailures(self.config.failures, n.spec.id, n.spec.gpus, self.config.seed)
+                )
+                self.next_failure.append(None)
+                self._schedule_failure(i, 0.0)
+        until = math.inf if self.config.until_s is None else self.config.until_s
+        while self.queue:
+            # Done when no job can arrive, run or be helped by a repair; jobs still queued
+            # then fit nowhere the policy would put them, and are reported unfinished.
+            if self.arrivals_left == 0 and not w.running and not w.down and self.round_at is None:
+                break
+            if (self.queue.peek_time() or 0.0) > until:
+                break
+            event = self.queue.pop()
+            now = event.time
+            if event.kind is Kind.ARRIVE:
+                self.arrivals_left -= 1
+                w.arrive(w.jobs[event.subject])
+                self._want_round()
+            elif event.kind is Kind.COMPLETE:
+                run = w.jobs[event.subject]
+                if run.state == "running" and run.attempt == event.tag:
+                    w.complete(run, now)
+                    self._want_round()
+                # else: the attempt this completion belonged to was interrupted
+            elif event.kind is Kind.FAIL:
+                self._fail(event.subject, event.tag)
+            elif event.kind is Kind.REPAIR:
+                w.node_up(event.subject)
+                self._schedule_failure(event.subject, now)
+                self._want_round()
+            else:
+                self._round()
+            if self.queue.peek_time() != now:
+                self._sample()
+        return Outcome(w.jobs, self.series, w.counters, self.reasons)
+
+    def _want_round(self) -> None:
+        if self.round_at is not None:
+            return
+        now, step = self.queue.now, self.config.round_s
+        self.round_at = max(now, math.ceil(now / step) * step) if step > 0 else now
+        self.queue.push(self.round_at, Kind.ROUND)
+
+    def _schedule_failure(self, node: int, up_since: float) -> None:
+        failure = self.processes[node].next(up_since)
+        self.next_failure[node] = failure
+        if failure is not None:
+            self.queue.push(failure.at, Kind.FAIL, node, failure.cause)
+
+    def _fail(self, node: int, cause: int) -> None:
+        failure, profile = self.next_failure[node], self.config.failures
+        assert failure is not None and profile is not None
+        c = self.world.counters
+        c.node_failures += 1
+        c.failures_by_cause[profile.causes[cause].name] += 1
+        c.interrupted_attempts += self.world.node_down(node, self.queue.now)
+        self.queue.push(self.queue.now + failure.repair_s, Kind.REPAIR, node)
+        self._want_round()
+
+    def _round(self) -> None:
+        w, now = self.world, self.queue.now
+        self.round_at = None
+        if not w.pending:
+            return
+        self.rounds_now = self.rounds_now + 1 if self.last_round == now else 1
+        self.last_round = now
+        plan = self.config.policy(w.snapshot(now), now)
+        w.counters.rounds += 1
+        self.reasons = plan.pending_reasons
+        for p in plan.preemptions:
+            victim = w.job_by_id.get(p.job_id)
+            if victim is None or victim.state != "running":
+                raise PlanError(f"preemption of {p.job_id}, which is not running")
+            w.counters.preemptions += 1
+            w.interrupt(victim, now)
+        for gang in plan.placements:
+            run = w.job_by_id.get(gang.job_id)
+            if run is None or run.state != "pending":
+                raise PlanError(f"placement of {gang.job_id}, which is not pending")
+            check_gang(gang, run, w.nodes, w.node_index)
+            w.start(run, gang, now)
+            if run.remaining_s < math.inf:
+                self.queue.push(now + run.remaining_s, Kind.COMPLETE, run.index, run.attempt)
+        if self.config.drop_unplaced:
+            w.drop_pending()
+        if plan.preemptions and w.pending and self.rounds_now < ROUNDS_PER_INSTANT:
+            self._want_round()  # the victims' room may serve jobs this plan did not place
+
+    def _sample(self) -> None:
+        w = self.world
+        for i in w.changed:
+            n = w.nodes[i]
+            free_cpus = n.spec.cpus - n.used_cpus
+            self.frag.update(i, n.free_models(), free_cpus, n.spec.memory_mb - n.used_memory_mb)
+        w.changed.clear()
+        self.series.add(
+            self.queue.now, w.used_gpus, w.up_gpus, w.queued_gpus, w.arrived_gpus, self.frag.total
+        )
