@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -33,8 +34,14 @@ def main() -> None:
     env = {**os.environ, "CORRAL_HOME": str(home)}
     for key in ("CORRAL_SERVER", "CORRAL_TOKEN", "CORRAL_WORKSPACE"):
         env.pop(key, None)
+    with socket.socket() as probe:  # any free port; `up` moves on if it is taken meanwhile
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     subprocess.run(
-        [corral, "up", "--detach", "--port", "0"], env=env, check=True, stdout=subprocess.DEVNULL
+        [corral, "up", "--detach", "--port", str(port)],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     try:
         config = json.loads((home / "config.json").read_text())
