@@ -113,3 +113,52 @@ def test_join_tokens_register_nodes_and_user_tokens_do_not(api: TestClient) -> N
         api.get(JOB, headers={"Authorization": f"Bearer {r.json()['node_token']}"}).status_code
         == 401
     )
+
+
+def test_quotas_validate_replace_and_are_admin_only(api: TestClient) -> None:
+    quota = "/v1/workspaces/default/quota"
+    bad = api.put(quota, json={"gpus": {"H100": -2}}, headers=ADMIN)
+    assert bad.status_code == 422
+    assert "cannot be negative" in bad.text and bad.json()["error"]["fields"][0]["path"] == "gpus"
+    unknown = api.put(quota, json={"gpu": {"H100": 2}}, headers=ADMIN)
+    assert unknown.status_code == 422
+    assert api.get(quota, headers=ADMIN).json()["guaranteed"] == {}
+    ok = api.put(quota, json={"gpus": {"h100": 8, "*": 2}}, headers=ADMIN)
+    assert ok.status_code == 200 and ok.json()["guaranteed"] == {"*": 2, "H100": 8}
+    replaced = api.put(quota, json={"gpus": {"A100": 4, "H100": 0}}, headers=ADMIN).json()
+    assert replaced["guaranteed"] == {"A100": 4}
+    member = token(api, "member", "default")
+    denied = api.put(quota, json={"gpus": {"A100": 99}}, headers=member)
+    assert denied.status_code == 403 and "cluster admin" in denied.json()["error"]["message"]
+    listed = api.get("/v1/quotas", headers=member).json()["quotas"]
+    assert [(q["workspace"], q["guaranteed"]) for q in listed] == [("default", {"A100": 4})]
+
+
+def test_scheduling_fields_round_trip_and_bad_ones_are_named(api: TestClient) -> None:
+    r = api.post(
+        JOB,
+        json={
+            "name": "t",
+            "command": "true",
+            "priority": "dev",
+            "preemptible": True,
+            "topology": "rack",
+            "node_selector": {"pool": "a"},
+            "max_runtime": "1h30m",
+        },
+        headers=ADMIN,
+    )
+    assert r.status_code == 201, r.text
+    spec = r.json()["spec"]
+    assert (spec["priority"], spec["max_runtime"], spec["topology"]) == (200, 5400.0, "rack")
+    bad = api.post(
+        JOB,
+        json={"command": "x", "priority": "urgent", "topology": "planet", "max_runtime": "soon"},
+        headers=ADMIN,
+    )
+    assert bad.status_code == 422
+    assert {f["path"] for f in bad.json()["error"]["fields"]} == {
+        "priority",
+        "topology",
+        "max_runtime",
+    }

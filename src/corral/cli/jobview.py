@@ -39,6 +39,27 @@ def resources_text(spec: JobSpec) -> str:
     return f"{spec.replicas} replicas × {per}" if spec.replicas > 1 else per
 
 
+def scheduling_text(job: JobView) -> str:
+    """Priority (and class), preemptibility, topology, selector, runtime limit, history."""
+    from corral.core.priorities import class_name
+
+    spec = job.spec
+    named = class_name(spec.priority)
+    parts = [f"priority {spec.priority}" + (f" ({named})" if named else "")]
+    parts.append("preemptible" if spec.preemptible else "not preemptible")
+    if spec.topology:
+        parts.append(f"within one {spec.topology}")
+    if spec.node_selector:
+        parts.append("on " + ",".join(f"{k}={v}" for k, v in sorted(spec.node_selector.items())))
+    if spec.max_runtime is not None:
+        parts.append(f"max runtime {duration(spec.max_runtime)}")
+    if job.borrowed:
+        parts.append("on borrowed quota")
+    if job.preemptions:
+        parts.append(f"preempted {job.preemptions}×")
+    return " · ".join(parts)
+
+
 def state_text(job: JobView) -> str:
     text = styled(job.state, JOB_STATE_STYLE.get(job.state))
     if job.exit_code is not None and job.state in ("failed", "succeeded"):
@@ -83,6 +104,7 @@ def print_job(console: Console, job: JobView, now: float | None = None) -> None:
     )
     grid.add_row("command", esc(job.spec.display_command()))
     grid.add_row("resources", esc(resources_text(job.spec)))
+    grid.add_row("scheduling", esc(scheduling_text(job)))
     times = [f"submitted {age(job.submitted_at, now)}"]
     if job.started_at is not None:
         times.append(f"started {age(job.started_at, now)}")

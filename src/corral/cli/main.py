@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from corral.cli import agent, job, node, server, token, up, whoami, workspace
+from corral.cli import agent, job, node, quota, server, sim, token, up, whoami, workspace
 from corral.cli.config import CliDeps, CliState
 from corral.cli.errors import report
 from corral.cli.light import LightGroup
@@ -88,11 +88,13 @@ def build_app(deps: CliDeps | None = None) -> typer.Typer:
     app.add_typer(node.app, name="node", rich_help_panel="Cluster")
     app.add_typer(workspace.app, name="workspace", rich_help_panel="Cluster")
     app.add_typer(token.app, name="token", rich_help_panel="Cluster")
+    app.add_typer(quota.app, name="quota", rich_help_panel="Cluster")
     app.command("whoami", rich_help_panel="Cluster")(whoami.whoami)
     app.command("up", rich_help_panel="Run corral")(up.up)
     app.command("down", rich_help_panel="Run corral")(up.down)
     app.command("server", rich_help_panel="Run corral")(server.server)
     app.command("agent", rich_help_panel="Run corral")(agent.agent)
+    app.command("sim", rich_help_panel="Plan")(sim.sim)
     return app
 
 

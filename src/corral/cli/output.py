@@ -94,13 +94,14 @@ def error_line(message: str, hint: str | None = None) -> None:
     console = err()
     for i, line in enumerate(message.splitlines() or [""]):
         prefix = "[bold red]error:[/] " if i == 0 else "       "
-        console.print(prefix + esc(line))
+        # One message, one line, however narrow the terminal: scripts grep these.
+        console.print(prefix + esc(line), soft_wrap=True)
     if hint:
-        console.print("[dim]hint:[/] " + esc(hint))
+        console.print("[dim]hint:[/] " + esc(hint), soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    err().print("[yellow]warning:[/] " + esc(message))
+    err().print("[yellow]warning:[/] " + esc(message), soft_wrap=True)
 
 
 def note(message: str) -> None:

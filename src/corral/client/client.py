@@ -33,6 +33,9 @@ from corral.wire.api import (
     LogPage,
     NodeList,
     NodeView,
+    QuotaList,
+    QuotaSet,
+    QuotaView,
     Role,
     TokenCreate,
     TokenView,
@@ -150,6 +153,19 @@ class Client:
 
     def create_join_token(self) -> JoinTokenView:
         return self._send(JoinTokenView, "POST", "/v1/join-tokens", None)
+
+    # -- quotas --------------------------------------------------------------------------
+
+    def list_quotas(self) -> list[QuotaView]:
+        return self._get(QuotaList, "/v1/quotas").quotas
+
+    def get_quota(self, workspace: str | None = None) -> QuotaView:
+        return self._get(QuotaView, f"{self._ws(workspace)}/quota")
+
+    def set_quota(self, workspace: str, gpus: dict[str, int]) -> QuotaView:
+        """Replace `workspace`'s guaranteed GPUs per model (cluster admins only)."""
+        body = QuotaSet(gpus=gpus).model_dump(mode="json")
+        return self._send(QuotaView, "PUT", f"{self._ws(workspace)}/quota", body)
 
     # -- jobs ----------------------------------------------------------------------------
 

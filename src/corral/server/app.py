@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from corral import __version__
-from corral.server.api import agent, errors, identity, jobs, nodes
+from corral.server.api import agent, errors, identity, jobs, nodes, quotas
 from corral.server.clock import Clock, SystemClock
 from corral.server.config import ServerOptions
 from corral.server.controllers import liveness, scheduler
@@ -69,6 +69,6 @@ def create_app(options: ServerOptions, clock: Clock | None = None) -> FastAPI:
     def healthz() -> dict[str, object]:
         return {"ok": True, "version": __version__}
 
-    for module in (jobs, nodes, identity, agent):
+    for module in (jobs, nodes, identity, quotas, agent):
         app.include_router(module.router)
     return app

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 import shlex
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from corral.core.priorities import DEFAULT_PRIORITY_CLASSES
 from corral.spec.resources import Resources
+from corral.spec.units import parse_duration_s
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 _NAME = re.compile(NAME_PATTERN)
@@ -47,7 +50,47 @@ class JobSpec(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     replicas: int = Field(default=1, ge=1, le=4096)
     max_restarts: int = Field(default=0, ge=0, le=1000)
-    priority: int = Field(default=0, ge=-1000, le=1000)
+    priority: int = Field(
+        default=0,
+        ge=-1000,
+        le=1000,
+        description="a number, or a class: endpoint (300) > dev (200) > train (100) > batch (0)",
+    )
+    preemptible: bool = Field(
+        default=False,
+        description="may be stopped (and queued again) for higher-priority work, and may "
+        "borrow GPUs beyond its workspace's quota",
+    )
+    topology: Literal["node", "rack", "zone", "region", "provider", "any"] | None = Field(
+        default=None,
+        description="the widest domain the gang may span; default: one region",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="node labels every replica's node must carry"
+    )
+    max_runtime: float | None = Field(
+        default=None,
+        description="seconds (or 30m, 2h): stopped after this long; lets smaller jobs "
+        "backfill around it",
+    )
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.lstrip("-").isdigit():
+            try:
+                return DEFAULT_PRIORITY_CLASSES[value]
+            except KeyError:
+                known = ", ".join(DEFAULT_PRIORITY_CLASSES)
+                raise ValueError(
+                    f"unknown priority class {value!r}; expected a number or one of {known}"
+                ) from None
+        return value
+
+    @field_validator("max_runtime", mode="before")
+    @classmethod
+    def _max_runtime(cls, value: Any) -> Any:
+        return None if value is None else parse_duration_s(value)
 
     @field_validator("name")
     @classmethod

@@ -39,3 +39,30 @@ def format_mib(mib: int) -> str:
     if mib >= 1024:
         return f"{mib / 1024:.1f}Gi"
     return f"{mib}Mi"
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])", re.IGNORECASE)
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration_s(value: object) -> float:
+    """Seconds from "90", 90, "30m", "2h", "1h30m" or "1d"."""
+    message = f"{value!r} is not a duration; expected e.g. 90 (seconds), 30m, 2h or 1h30m"
+    if isinstance(value, bool):
+        raise ValueError(message)
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION.findall(text)
+            if not parts or "".join(n + u for n, u in parts).lower() != text.lower():
+                raise ValueError(message) from None
+            seconds = sum(float(n) * _SECONDS[u.lower()] for n, u in parts)
+    else:
+        raise ValueError(message)
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from corral.spec.job import JobSpec
 
@@ -53,6 +53,10 @@ class JobView(_View):
     spec: JobSpec
     attempt: int = Field(description="1-based number of the current or last attempt; 0 before")
     restarts: int
+    preemptions: int = Field(default=0, description="times stopped for higher-priority work")
+    borrowed: bool = Field(
+        default=False, description="runs on GPUs beyond its workspace's quota (reclaimable)"
+    )
     exit_code: int | None = None
     reason: str | None = Field(default=None, description="why it ended, or why it is pending")
     submitted_at: float
@@ -144,3 +148,33 @@ class WhoAmI(_View):
     token: str
     role: Role
     workspace: str | None = Field(description="None for a cluster admin (all workspaces)")
+
+
+class QuotaSet(BaseModel):
+    """Guaranteed GPUs per model ("*": any model); replaces the workspace's guarantees."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpus: dict[str, int] = Field(
+        description='GPU model -> guaranteed GPUs, e.g. {"H100": 16}; "*" counts any model'
+    )
+
+    @field_validator("gpus")
+    @classmethod
+    def _counts(cls, value: dict[str, int]) -> dict[str, int]:
+        for model, count in value.items():
+            if not model or len(model) > 64:
+                raise ValueError(f"{model!r} is not a GPU model name")
+            if count < 0:
+                raise ValueError(f"{model}: a guarantee cannot be negative (got {count})")
+        return value
+
+
+class QuotaView(_View):
+    workspace: str
+    guaranteed: dict[str, int] = Field(description="GPU model -> guaranteed GPUs")
+    used: dict[str, int] = Field(description="GPU model -> GPUs its running replicas hold")
+
+
+class QuotaList(_View):
+    quotas: list[QuotaView]

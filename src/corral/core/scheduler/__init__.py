@@ -1,7 +1,7 @@
 """The scheduler: filter -> score -> gang place -> preempt -> backfill. See README.md."""
 
+from corral.core.priorities import DEFAULT_PRIORITY_CLASSES
 from corral.core.scheduler.config import (
-    DEFAULT_PRIORITY_CLASSES,
     Level,
     Reclaim,
     SchedulerConfig,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 from corral.core.placement import FIRST_MASTER_PORT
+from corral.core.priorities import DEFAULT_PRIORITY_CLASSES
 
 
 class Level(enum.IntEnum):
@@ -33,11 +33,6 @@ class Reclaim(enum.Enum):
     # Default: a guarantee holds between equal-priority teams (the common case: everyone
     # submits `train`); a higher-priority borrower still keeps its GPUs.
     LOWER_OR_EQUAL_PRIORITY = "lower-or-equal-priority"
-
-
-DEFAULT_PRIORITY_CLASSES: Mapping[str, int] = MappingProxyType(
-    {"endpoint": 300, "dev": 200, "train": 100, "batch": 0}
-)
 
 
 @dataclass(frozen=True)

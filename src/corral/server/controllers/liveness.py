@@ -1,4 +1,5 @@
-"""The liveness controller: silent nodes become `lost`, and their replicas with them."""
+"""The liveness controller: silent nodes become `lost`, and their replicas with them; jobs
+past their max_runtime are stopped."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import logging
 
 from corral.server.runtime import ControlPlane
 from corral.server.services.effects import Effects
+from corral.server.services.jobs import stop_overdue_jobs
 from corral.server.services.nodes import mark_lost_nodes
 
 log = logging.getLogger("corral.server.liveness")
 
 
 def check_once(cp: ControlPlane) -> Effects:
+    now = cp.clock.now()
     with cp.store.transaction() as session:
-        return mark_lost_nodes(session, cp.clock.now(), cp.options.node_lost_after_s, cp.started_at)
+        effects = mark_lost_nodes(session, now, cp.options.node_lost_after_s, cp.started_at)
+        return effects.merge(stop_overdue_jobs(session, now))
 
 
 async def run(cp: ControlPlane) -> None:

@@ -44,8 +44,11 @@ def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]
         .order_by(Replica.created_at, Replica.rank)
     ).all()
     masters = _master_addresses(session, [(job.id, replica.attempt) for replica, job, _ in rows])
+    releasing = _releasing_gpus(session, node_id)
     result: list[ReplicaAssignment] = []
     for replica, job, workspace in rows:
+        if releasing.intersection(replica.gpus):
+            continue  # placed over a preemption victim still stopping: wait for its GPUs
         spec = JobSpec.model_validate(job.spec)
         env = dict(spec.env)
         env.update(
@@ -83,6 +86,18 @@ def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]
             )
         )
     return result
+
+
+def _releasing_gpus(session: Session, node_id: str) -> set[int]:
+    """GPUs on the node still held by replicas told to stop."""
+    held = session.scalars(
+        select(Replica.gpus).where(
+            Replica.node_id == node_id,
+            Replica.state.in_(("assigned", "running")),
+            Replica.desired == "stop",
+        )
+    )
+    return {gpu for gpus in held for gpu in gpus}
 
 
 def _master_addresses(

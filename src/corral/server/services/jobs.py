@@ -46,6 +46,8 @@ def submit_job(session: Session, workspace: Workspace, spec: JobSpec, now: float
         priority=spec.priority,
         attempt=0,
         restarts=0,
+        preemptions=0,
+        borrowed=False,
         submitted_at=now,
         reason="waiting for the scheduler",
     )
@@ -97,6 +99,8 @@ def job_view(session: Session, job: Job, workspace: str, *, with_tail: bool = Tr
         spec=JobSpec.model_validate(job.spec),
         attempt=job.attempt,
         restarts=job.restarts,
+        preemptions=job.preemptions,
+        borrowed=job.borrowed,
         exit_code=job.exit_code,
         reason=job.reason,
         submitted_at=job.submitted_at,
@@ -173,6 +177,24 @@ def _stop(replicas: list[Replica]) -> Effects:
         if replica.state in ACTIVE_REPLICA_STATES and replica.desired != "stop":
             replica.desired = "stop"
             effects.sync_nodes.add(replica.node_id)
+    return effects
+
+
+def stop_overdue_jobs(session: Session, now: float) -> Effects:
+    """Fail jobs that ran past their spec's max_runtime (backfill relies on the limit)."""
+    effects = Effects()
+    for job in session.scalars(
+        select(Job).where(Job.state.in_(("starting", "running")), Job.started_at.is_not(None))
+    ):
+        limit = JobSpec.model_validate(job.spec).max_runtime
+        assert job.started_at is not None
+        if limit is None or now < job.started_at + limit:
+            continue
+        job.state = "failed"
+        job.finished_at = now
+        job.reason = f"exceeded its max_runtime of {limit:g}s; stopped"
+        effects.merge(_stop(current_replicas(session, job)))
+        effects.wake_scheduler = True
     return effects
 
 

@@ -116,11 +116,18 @@ def replica_report(
         changed = True
     if not changed:
         return Effects()
+    effects = Effects()
+    if replica.state not in ACTIVE_REPLICA_STATES:
+        # Its resources are free: pending work may fit, and replicas held back until
+        # these GPUs were released (placed over a preemption victim) may now start.
+        effects.wake_scheduler = True
+        effects.sync_nodes.add(node_id)
     session.flush()
     job = session.get(Job, replica.job_id)
     if job is None or job.attempt != replica.attempt:
-        return Effects()
-    return settle_job(session, job, now)
+        return effects
+    effects.merge(settle_job(session, job, now))
+    return effects
 
 
 def append_log(session: Session, node_id: str, chunk: wire.LogChunk) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
@@ -13,12 +15,24 @@ from corral.core.placement import (
     NodeState,
     PendingJob,
     PlacementPlan,
+    Preemption,
+    ReplicaPlacement,
+    RunningJob,
     Snapshot,
 )
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
-from corral.server.store.tables import Job, Node, Replica
+from corral.server.store.tables import Job, Node, Quota, Replica, Workspace
 from corral.spec.job import JobSpec
+
+# Node labels that place a node in the topology tree provider/region/zone/rack/node.
+TOPOLOGY_LABELS = ("provider", "region", "zone", "rack")
+
+
+def node_topology(labels: Mapping[str, str]) -> tuple[str, ...]:
+    """The node's topology path from its labels; () when it reports none (a flat fleet)."""
+    path = tuple(labels.get(key, "") for key in TOPOLOGY_LABELS)
+    return path if any(path) else ()
 
 
 def load_snapshot(session: Session) -> tuple[Snapshot, dict[str, int]]:
@@ -27,13 +41,13 @@ def load_snapshot(session: Session) -> tuple[Snapshot, dict[str, int]]:
         select(Node).where(Node.condition == "ready", Node.connected.is_(True))
     ).all()
     held: dict[str, list[Replica]] = {n.id: [] for n in nodes}
-    if nodes:
-        for replica in session.scalars(
-            select(Replica).where(
-                Replica.state.in_(ACTIVE_REPLICA_STATES), Replica.node_id.in_(held)
-            )
-        ):
+    # Every active replica: those on ready nodes hold resources, and every running job's
+    # replicas describe it as a possible preemption victim and as quota usage.
+    by_job: dict[str, list[Replica]] = {}
+    for replica in session.scalars(select(Replica).where(Replica.state.in_(ACTIVE_REPLICA_STATES))):
+        if replica.node_id in held:
             held[replica.node_id].append(replica)
+        by_job.setdefault(replica.job_id, []).append(replica)
     ports: dict[str, set[int]] = {}
     for node_id, port in session.execute(
         select(Replica.node_id, Job.master_port)
@@ -47,9 +61,30 @@ def load_snapshot(session: Session) -> tuple[Snapshot, dict[str, int]]:
         if port is not None:
             ports.setdefault(node_id, set()).add(port)
     node_states = tuple(_node_state(n, held[n.id], ports.get(n.id, set())) for n in nodes)
+    workspaces = {
+        ws_id: name for ws_id, name in session.execute(select(Workspace.id, Workspace.name))
+    }
     jobs = session.scalars(select(Job).where(Job.state == "pending")).all()
-    pending = tuple(_pending(job) for job in jobs)
-    return Snapshot(node_states, pending), {job.id: job.version for job in jobs}
+    pending = tuple(_pending(job, workspaces[job.workspace_id]) for job in jobs)
+    running: list[RunningJob] = []
+    versions = {job.id: job.version for job in jobs}
+    if by_job:
+        for job in session.scalars(
+            select(Job).where(
+                Job.id.in_(by_job), Job.state.in_(("starting", "running")), Job.attempt > 0
+            )
+        ):
+            current = [r for r in by_job[job.id] if r.attempt == job.attempt]
+            # A replica already told to stop is on its way out: not a victim to pick again.
+            if current and all(r.desired == "run" for r in current):
+                running.append(_running(job, workspaces[job.workspace_id], current))
+                versions[job.id] = job.version
+    quotas: dict[str, dict[str, int]] = {}
+    for workspace_id, model, gpus in session.execute(
+        select(Quota.workspace_id, Quota.gpu_model, Quota.gpus)
+    ):
+        quotas.setdefault(workspaces[workspace_id], {})[model] = gpus
+    return Snapshot(node_states, pending, tuple(running), quotas), versions
 
 
 def _node_state(node: Node, replicas: list[Replica], ports: set[int]) -> NodeState:
@@ -68,25 +103,56 @@ def _node_state(node: Node, replicas: list[Replica], ports: set[int]) -> NodeSta
         used_memory_mb=sum(r.memory_mb for r in replicas),
         used_disk_mb=sum(r.disk_mb for r in replicas),
         used_ports=frozenset(ports),
+        topology=node_topology(node.labels),
+        labels=dict(node.labels),
     )
 
 
-def _pending(job: Job) -> PendingJob:
-    spec = JobSpec.model_validate(job.spec)
+def _demand(spec: JobSpec) -> Demand:
     res = spec.resources
+    return Demand(
+        gpus=res.gpus.count,
+        gpu_type=res.gpus.type,
+        gpu_min_memory_mb=res.gpus.min_memory,
+        cpus=res.cpus,
+        memory_mb=res.memory,
+        disk_mb=res.disk,
+    )
+
+
+def _pending(job: Job, workspace: str) -> PendingJob:
+    spec = JobSpec.model_validate(job.spec)
     return PendingJob(
         id=job.id,
         replicas=spec.replicas,
-        demand=Demand(
-            gpus=res.gpus.count,
-            gpu_type=res.gpus.type,
-            gpu_min_memory_mb=res.gpus.min_memory,
-            cpus=res.cpus,
-            memory_mb=res.memory,
-            disk_mb=res.disk,
-        ),
+        demand=_demand(spec),
         priority=job.priority,
         submitted_at=job.submitted_at,
+        workspace=workspace,
+        preemptible=spec.preemptible,
+        topology=spec.topology,
+        node_selector=dict(spec.node_selector),
+        max_runtime_s=spec.max_runtime,
+    )
+
+
+def _running(job: Job, workspace: str, replicas: list[Replica]) -> RunningJob:
+    spec = JobSpec.model_validate(job.spec)
+    started = job.started_at
+    if started is None:
+        started = min(r.created_at for r in replicas)
+    return RunningJob(
+        id=job.id,
+        workspace=workspace,
+        priority=job.priority,
+        preemptible=spec.preemptible,
+        demand=_demand(spec),
+        replicas=tuple(
+            ReplicaPlacement(r.rank, r.node_id, tuple(r.gpus))
+            for r in sorted(replicas, key=lambda r: r.rank)
+        ),
+        started_at=started,
+        expected_end=None if spec.max_runtime is None else started + spec.max_runtime,
     )
 
 
@@ -95,7 +161,12 @@ def apply_plan(
 ) -> Effects:
     """Store the plan. A job changed since the snapshot (cancelled, say) is skipped."""
     effects = Effects()
+    # Victims first: a placement may take their GPUs, and its replicas are only sent to
+    # the node once the victim's replicas there have exited (see assignments).
+    preempted = {p.job_id for p in plan.preemptions if _preempt(session, p, versions, effects)}
     for gang in plan.placements:
+        if gang.job_id in preempted:
+            continue
         if _claim(session, gang, versions[gang.job_id], now):
             effects.sync_nodes |= {r.node_id for r in gang.replicas}
     for job_id, reason in plan.pending_reasons.items():
@@ -126,6 +197,7 @@ def _claim(session: Session, gang: GangPlacement, version: int, now: float) -> b
             attempt=attempt,
             master_port=gang.master_port,
             reason=None,
+            borrowed=gang.borrowed,
             version=Job.version + 1,
         )
         .execution_options(synchronize_session="fetch")
@@ -151,4 +223,36 @@ def _claim(session: Session, gang: GangPlacement, version: int, now: float) -> b
                 received_bytes=0,
             )
         )
+    return True
+
+
+def _preempt(
+    session: Session, preemption: Preemption, versions: dict[str, int], effects: Effects
+) -> bool:
+    """Stop the victim's current attempt and queue it again; False if it changed meanwhile."""
+    job = session.get(Job, preemption.job_id)
+    version = versions.get(preemption.job_id)
+    if job is None or job.version != version or job.state not in ("starting", "running"):
+        return False
+    replicas = session.scalars(
+        select(Replica).where(
+            Replica.job_id == job.id,
+            Replica.attempt == job.attempt,
+            Replica.state.in_(ACTIVE_REPLICA_STATES),
+        )
+    ).all()
+    # The scheduler knows jobs by id; a user knows them by name.
+    for_job = session.get(Job, preemption.for_job_id)
+    reason = preemption.reason
+    if for_job is not None:
+        reason = reason.replace(preemption.for_job_id, f"job '{for_job.name}'")
+    for replica in replicas:
+        replica.desired = "stop"
+        replica.reason = reason
+        effects.sync_nodes.add(replica.node_id)
+    job.state = "pending"
+    job.preemptions += 1
+    job.borrowed = False
+    job.reason = f"attempt {job.attempt} {reason}; queued again"
+    effects.wake_scheduler = True
     return True

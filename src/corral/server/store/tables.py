@@ -94,6 +94,10 @@ class Job(Base):
     priority: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     restarts: Mapped[int] = mapped_column(Integer, default=0)
+    # Times it was stopped for higher-priority work or to give back borrowed quota.
+    preemptions: Mapped[int] = mapped_column(Integer, default=0)
+    # Its current attempt runs on GPUs beyond its workspace's guarantee (reclaimable).
+    borrowed: Mapped[bool] = mapped_column(Boolean, default=False)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     master_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -103,6 +107,18 @@ class Job(Base):
     version: Mapped[int] = mapped_column(Integer, nullable=False)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class Quota(Base):
+    """A workspace's guaranteed GPUs of one model ("*": any model)."""
+
+    __tablename__ = "quotas"
+
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    gpu_model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gpus: Mapped[int] = mapped_column(Integer)
 
 
 class Replica(Base):
