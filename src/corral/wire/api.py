@@ -41,6 +41,7 @@ class ReplicaView(_View):
     state: ReplicaState
     exit_code: int | None = None
     pid: int | None = None
+    assigned_at: float | None = Field(default=None, description="when the scheduler placed it")
     started_at: float | None = None
     finished_at: float | None = None
     reason: str | None = None

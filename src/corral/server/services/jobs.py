@@ -134,6 +134,7 @@ def _replica_view(replica: Replica, node: str | None) -> ReplicaView:
         state=replica.state,
         exit_code=replica.exit_code,
         pid=replica.pid,
+        assigned_at=replica.created_at,
         started_at=replica.started_at,
         finished_at=replica.finished_at,
         reason=replica.reason,
