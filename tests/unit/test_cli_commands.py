@@ -456,3 +456,54 @@ def test_an_unreachable_server_is_exit_1_with_how_to_start_one(cli: CliRunner, h
     )
     assert "corral up" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_usage_mistakes_are_one_line_with_a_help_hint() -> None:
+    import subprocess
+    import sys
+
+    for argv, needle in (
+        (["job", "run", "--preemptibl", "--", "true"], "No such option: --preemptibl"),
+        (["nope"], "No such command 'nope'"),
+        (["up", "--port", "0"], "--port"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "corral.cli.main", *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 2, result
+        lines = result.stderr.strip().splitlines()
+        assert lines[0].startswith("error: ") and needle in lines[0], result.stderr
+        assert lines[1].startswith("hint: see `corral") and len(lines) == 2
+
+
+def test_inline_scheduling_flags_shape_the_spec_and_bad_ones_name_the_flag() -> None:
+    import pytest
+
+    from corral.cli.jobspec import RunFlags, build_job_spec
+    from corral.cli.output import CliError
+    from corral.spec.errors import SpecError
+
+    flags = RunFlags(
+        priority="train",
+        preemptible=True,
+        topology="rack",
+        max_runtime="2h",
+        selector=["rack=r1", "pool=a"],
+    )
+    spec = build_job_spec([], ["python", "train.py"], flags)
+    assert (spec.priority, spec.preemptible, spec.topology, spec.max_runtime) == (
+        100,
+        True,
+        "rack",
+        7200.0,
+    )
+    assert spec.node_selector == {"rack": "r1", "pool": "a"}
+    with pytest.raises(SpecError) as bad:
+        build_job_spec([], ["true"], RunFlags(priority="urgent", topology="planet"))
+    assert {str(e).split(":")[0] for e in bad.value.errors} == {"--priority", "--topology"}
+    with pytest.raises(CliError, match="--selector 'rack'"):
+        build_job_spec([], ["true"], RunFlags(selector=["rack"]))

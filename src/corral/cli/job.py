@@ -89,7 +89,37 @@ def run(
         int | None, typer.Option(help="Restarts allowed after a failure.", show_default=False)
     ] = None,
     priority: Annotated[
-        int | None, typer.Option(help="-1000..1000; higher runs first.", show_default=False)
+        str | None,
+        typer.Option(
+            help="endpoint, dev, train or batch, or a number -1000..1000; higher runs first.",
+            show_default=False,
+        ),
+    ] = None,
+    preemptible: Annotated[
+        bool | None,
+        typer.Option(
+            "--preemptible/--not-preemptible",
+            help="May be stopped and queued again for higher-priority work, and may borrow "
+            "idle GPUs beyond the workspace's quota.",
+            show_default=False,
+        ),
+    ] = None,
+    topology: Annotated[
+        str | None,
+        typer.Option(
+            help="Widest domain the gang may span: node, rack, zone, region, provider, any.",
+            show_default=False,
+        ),
+    ] = None,
+    max_runtime: Annotated[
+        str | None,
+        typer.Option(help="Stop it after this long: 90 (s), 30m, 2h.", show_default=False),
+    ] = None,
+    selector: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--selector", help="LABEL=VALUE the node must carry (repeatable).", show_default=False
+        ),
     ] = None,
     env: Annotated[
         list[str] | None,
@@ -112,6 +142,10 @@ def run(
         replicas=replicas,
         max_restarts=max_restarts,
         priority=priority,
+        preemptible=preemptible,
+        topology=topology,
+        max_runtime=max_runtime,
+        selector=selector or [],
         env=env or [],
     )
     spec = build_job_spec(file or [], ctx.meta.get(_INLINE_ARGV), flags)

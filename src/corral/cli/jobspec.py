@@ -23,6 +23,10 @@ _FLAG_FOR_PATH = {
     "replicas": "--replicas",
     "max_restarts": "--max-restarts",
     "priority": "--priority",
+    "preemptible": "--preemptible",
+    "topology": "--topology",
+    "max_runtime": "--max-runtime",
+    "node_selector": "--selector",
     "env": "--env",
 }
 
@@ -39,16 +43,25 @@ class RunFlags:
     memory: str | None = None
     replicas: int | None = None
     max_restarts: int | None = None
-    priority: int | None = None
+    priority: str | None = None  # a number or a class name; the spec checks which
+    preemptible: bool | None = None
+    topology: str | None = None
+    max_runtime: str | None = None
+    selector: list[str] = field(default_factory=list)
     env: list[str] = field(default_factory=list)
 
     def top_level(self) -> dict[str, Any]:
-        values = {
+        values: dict[str, Any] = {
             "name": self.name,
             "replicas": self.replicas,
             "max_restarts": self.max_restarts,
             "priority": self.priority,
+            "preemptible": self.preemptible,
+            "topology": self.topology,
+            "max_runtime": self.max_runtime,
         }
+        if self.selector:
+            values["node_selector"] = parse_selector(self.selector)
         return {k: v for k, v in values.items() if v is not None}
 
     def resources(self) -> dict[str, Any]:
@@ -57,6 +70,16 @@ class RunFlags:
 
     def given(self) -> bool:
         return bool(self.top_level() or self.resources() or self.env)
+
+
+def parse_selector(items: list[str]) -> dict[str, str]:
+    selector: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--selector {item!r}: expected LABEL=VALUE, e.g. rack=r12", code=2)
+        selector[key] = value
+    return selector
 
 
 def parse_env(items: list[str], environ: Mapping[str, str]) -> dict[str, str]:

@@ -33,8 +33,19 @@ class CorralGroup(LightGroup):
     """Reports a user's mistakes and the server's refusals as `error: …` lines, not tracebacks."""
 
     def invoke(self, ctx: Any) -> Any:
+        from typer.core import _click  # type: ignore[attr-defined]  # typer vendors click
+
         try:
             return super().invoke(ctx)
+        except _click.exceptions.NoArgsIsHelpError:
+            raise  # typer shows the help screen
+        except _click.exceptions.UsageError as exc:
+            # A mistyped flag is one readable line; typer would draw a box around it.
+            from corral.cli.output import error_line
+
+            where = exc.ctx.command_path if exc.ctx is not None else "corral"
+            error_line(exc.format_message(), hint=f"see `{where} --help`")
+            raise typer.Exit(exc.exit_code) from None
         except Exception as exc:
             code = report(exc)
             if code is None:
@@ -99,7 +110,7 @@ def build_app(deps: CliDeps | None = None) -> typer.Typer:
 
 
 def main() -> None:
-    build_app()()
+    build_app()(prog_name="corral")
 
 
 if __name__ == "__main__":
