@@ -5,6 +5,10 @@ three loops until the connection ends — heartbeats, the server's desired sets 
 the runner), and a pump that ships replica reports and log chunks. The pump is the only
 sender of both, which is what guarantees a replica's last log chunk goes out before the
 report that it exited.
+
+The pump also reads each running replica's progress.json every `progress_poll_s` and sends
+a report when its step or checkpoint moved: at most one per replica per poll, however fast
+the script steps. The exit report carries the final progress.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ WELCOME_TIMEOUT_S = 30.0
 LOG_POLL_S = 0.1
 LOG_BUDGET_BYTES = 1024 * 1024  # per replica per poll, so one chatty log cannot starve others
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a desired set carries files; allow large ones
+PROGRESS_POLL_S = 1.0
 
 
 class ChannelClosed(Exception):
@@ -79,8 +84,11 @@ class Session:
         changes: asyncio.Queue[str],
         inventory: Inventory,
         address: str | None,
+        *,
+        progress_poll_s: float = PROGRESS_POLL_S,
     ) -> None:
         self.ws = ws
+        self.progress_poll_s = progress_poll_s
         self.runner = runner
         self.changes = changes
         self.inventory = inventory
@@ -118,6 +126,8 @@ class Session:
             self.changes.get_nowait()
             self.changes.task_done()
         records = self.runner.records.values()
+        for known in records:
+            known.read_progress()
         hello = Hello(
             inventory=self.inventory,
             address=self.address,
@@ -180,6 +190,7 @@ class Session:
             )
 
     async def _pump(self) -> None:
+        next_progress = time.monotonic() + self.progress_poll_s
         while True:
             try:
                 async with asyncio.timeout(LOG_POLL_S):
@@ -192,6 +203,9 @@ class Session:
                 finally:
                     self.changes.task_done()
             await self._ship_logs()
+            if time.monotonic() >= next_progress:
+                next_progress = time.monotonic() + self.progress_poll_s
+                await self._ship_progress()
 
     async def _report(self, replica_id: str) -> None:
         record = self.runner.records.get(replica_id)
@@ -201,8 +215,17 @@ class Session:
             while self.tailer.following(replica_id):
                 for chunk in self.tailer.read(replica_id, final=True, budget=LOG_BUDGET_BYTES):
                     await self._send(chunk)
+        record.read_progress()
         await self._send(record.report())
         self._announced.add(replica_id)
+
+    async def _ship_progress(self) -> None:
+        for replica_id in sorted(self._announced):
+            record = self.runner.records.get(replica_id)
+            # An exited replica's progress goes with its exit report, after its last logs.
+            if record is None or record.exited or not record.read_progress():
+                continue
+            await self._send(record.report())
 
     async def _ship_logs(self) -> None:
         for replica_id in self.tailer.replica_ids():

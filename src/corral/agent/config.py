@@ -24,6 +24,7 @@ class AgentConfig:
     labels: dict[str, str] = field(default_factory=dict)
     stop_replicas_on_exit: bool = False
     stop_grace_s: float = 5.0
+    progress_poll_s: float = 1.0  # how often replicas' progress files are read
 
 
 def check_config(config: AgentConfig) -> None:
@@ -45,3 +46,5 @@ def check_config(config: AgentConfig) -> None:
         raise AgentConfigError("join token: must not be empty")
     if not config.stop_grace_s >= 0:
         raise AgentConfigError(f"stop grace: {config.stop_grace_s} is not >= 0 seconds")
+    if not config.progress_poll_s > 0:
+        raise AgentConfigError(f"progress poll: {config.progress_poll_s} is not > 0 seconds")

@@ -148,7 +148,14 @@ class Agent:
                 await asyncio.sleep(delay)
                 continue
             assert self._inventory is not None
-            session = Session(ws, self.runner, self.changes, self._inventory, config.address)
+            session = Session(
+                ws,
+                self.runner,
+                self.changes,
+                self._inventory,
+                config.address,
+                progress_poll_s=config.progress_poll_s,
+            )
             self.session = session
             try:
                 await session.run()

@@ -7,6 +7,8 @@
     shim.json        written by the shim once the workload runs: pids and process start times
     output.log       the workload's stdout and stderr (and the shim's own complaints)
     exit.json        written once, when the workload is gone: exit_code, finished_at, error
+    progress.json    written by the workload (corral.train.report, at $CORRAL_PROGRESS_FILE):
+                     step, checkpoint_step, time; read by the agent
     work/            the default working directory
 ```
 """
@@ -23,6 +25,8 @@ ASSIGNMENT = "assignment.json"
 SHIM = "shim.json"
 OUTPUT = "output.log"
 EXIT = "exit.json"
+PROGRESS = "progress.json"
+PROGRESS_FILE_ENV = "CORRAL_PROGRESS_FILE"  # as corral.train reads it
 WORK = "work"
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from corral.agent.layout import ASSIGNMENT, EXIT, OUTPUT, SHIM, read_json
+from corral.agent.layout import ASSIGNMENT, EXIT, OUTPUT, PROGRESS, SHIM, read_json
 from corral.agent.reconcile import RecordState
 from corral.wire.agent import ReplicaAssignment, ReplicaReport
 
@@ -44,6 +44,10 @@ class ReplicaRecord:
     finished_at: float | None = None
     error: str | None = None
     stopping: bool = False
+    # From progress.json, written by the workload through corral.train.report.
+    step: int | None = None
+    checkpoint_step: int | None = None
+    progress_at: float | None = None
     # Set once shim.json or exit.json has been read: a stop then knows what to signal.
     settled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -74,6 +78,9 @@ class ReplicaRecord:
             finished_at=self.finished_at,
             error=self.error,
             log_bytes=self.log_size() if self.exited else None,
+            step=self.step,
+            checkpoint_step=self.checkpoint_step,
+            progress_at=self.progress_at,
         )
 
     def take_shim(self, shim: dict[str, Any]) -> None:
@@ -110,6 +117,30 @@ class ReplicaRecord:
             self.take_exit(exit_info)
         return exit_info is not None
 
+    def read_progress(self) -> bool:
+        """Take progress.json if it says something new. True if the step or checkpoint moved.
+
+        The workload writes it, so anything unreadable or ill-typed is ignored, not fatal.
+        """
+        try:
+            data = read_json(self.path / PROGRESS)
+        except (OSError, ValueError):
+            return False
+        if data is None:
+            return False
+        step, checkpoint, at = data.get("step"), data.get("checkpoint_step"), data.get("time")
+        if not _count(step) or not (checkpoint is None or _count(checkpoint)):
+            return False
+        if (step, checkpoint) == (self.step, self.checkpoint_step):
+            return False
+        self.step, self.checkpoint_step = step, checkpoint
+        self.progress_at = float(at) if isinstance(at, int | float) else None
+        return True
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
 
 def load_record(path: Path) -> ReplicaRecord:
     """The record in `path` as it is on disk now (the processes are not looked at)."""
@@ -122,6 +153,7 @@ def load_record(path: Path) -> ReplicaRecord:
         log.warning("replica %s: unreadable %s (%s)", path.name, ASSIGNMENT, exc)
     record.read_shim()
     record.read_exit()
+    record.read_progress()
     return record
 
 

@@ -6,6 +6,7 @@ shim from `shim.json`. The shim
 
 1. prepares the working directory and writes `assignment.files` into it,
 2. runs `assignment.argv` in its own process group, stdout and stderr appended to output.log,
+   with CORRAL_PROGRESS_FILE naming progress.json in the replica's directory,
 3. records pids and start times in shim.json,
 4. waits, then kills whatever is left of the workload's process group (like a container
    whose init exits) and writes exit.json: exit_code (signal N is 128+N), finished_at and,
@@ -32,6 +33,8 @@ from corral.agent.layout import (
     ASSIGNMENT,
     EXIT,
     OUTPUT,
+    PROGRESS,
+    PROGRESS_FILE_ENV,
     SHIM,
     WORK,
     process_start_time,
@@ -112,6 +115,8 @@ def _prepare(
             target.chmod(0o755)  # a script shipped with its shebang is meant to be run
     env = dict(os.environ)
     env.update({str(k): str(v) for k, v in (assignment.get("env") or {}).items()})
+    # Set last: the agent reads this very file, so an assignment cannot point it elsewhere.
+    env[PROGRESS_FILE_ENV] = os.path.abspath(replica_dir / PROGRESS)
     return argv, cwd, env
 
 

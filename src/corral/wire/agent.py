@@ -67,6 +67,16 @@ class ReplicaReport(_Msg):
         default=None,
         description="final size of its log; set with phase=exited, after the last chunk",
     )
+    # From the workload's progress file (corral.train.report); None until it reports.
+    step: int | None = Field(default=None, description="the last training step it finished")
+    checkpoint_step: int | None = Field(
+        default=None, description="the step of its last complete checkpoint"
+    )
+    progress_at: float | None = Field(
+        default=None,
+        description="when it reported `step`, by the node's clock (judge staleness by when "
+        "the report arrived, not by this)",
+    )
 
 
 class Hello(_Msg):
