@@ -156,3 +156,14 @@ def test_never_fits_is_a_subset_of_pending_reasons() -> None:
     assert set(plan.never_fits) == {"x"}
     assert plan.never_fits["x"] == plan.pending_reasons["x"]
     assert plan.outcome("y") == Outcome.PLACED
+
+
+def test_excluded_nodes_are_avoided_and_when_none_is_left_the_reason_says_so() -> None:
+    from dataclasses import replace
+
+    pending = replace(job("j", 8), excluded_nodes=frozenset({"a"}))
+    outcome, _, plan = _decide([node("a"), node("b")], pending)
+    assert outcome is Outcome.PLACED and where(plan) == {"j": ["b"]}
+    outcome, says, _ = _decide([node("a")], pending)
+    assert outcome is not Outcome.PLACED
+    assert "every ready node is excluded for this job (1 failed it recently)" in says

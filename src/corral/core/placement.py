@@ -76,6 +76,8 @@ class PendingJob:
     topology: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
     max_runtime_s: float | None = None  # runtime estimate; needed for backfill guarantees
+    # Node ids this job must avoid (they failed it recently: core.recovery excludes them).
+    excluded_nodes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

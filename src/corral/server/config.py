@@ -20,10 +20,21 @@ class ServerOptions:
     home: Path = field(default_factory=default_home)
     database_url: str | None = None  # default: CORRAL_DATABASE_URL, else SQLite under home
     heartbeat_interval_s: float = 1.0
-    node_lost_after_s: float = 10.0
+    # A silent node is lost after this long; bounds failure detection (DESIGN: detect ≤ 10 s).
+    node_lost_after_s: float = 8.0
     scheduler_interval_s: float = 1.0
     bootstrap_admin_token: str | None = None
     bootstrap_join_token: str | None = None
+    # Jobs that name no checkpoint_dir get <root>/<workspace>/<job>: a path every node sees
+    # (a shared mount) or an object-store URI. Default: <home>/checkpoints (one machine).
+    checkpoint_root: str | None = None
+
+    def resolved_checkpoint_root(self) -> str:
+        return (
+            self.checkpoint_root
+            or os.environ.get("CORRAL_CHECKPOINT_ROOT")
+            or str(self.home / "checkpoints")
+        )
 
     def resolved_database_url(self) -> str:
         url = self.database_url or os.environ.get("CORRAL_DATABASE_URL")

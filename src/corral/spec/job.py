@@ -74,6 +74,37 @@ class JobSpec(BaseModel):
         "backfill around it",
     )
 
+    checkpoint_dir: str | None = Field(
+        default=None,
+        description="where checkpoints live across attempts and nodes: a shared filesystem "
+        "path or an object-store URI (s3://…); default: the server's checkpoint root "
+        "(CORRAL_CHECKPOINT_ROOT) / workspace / job. Given to replicas as "
+        "CORRAL_CHECKPOINT_DIR",
+    )
+    progress_timeout: float | None = Field(
+        default=None,
+        description="seconds (or 10m) without a new step (corral.train.report) after which "
+        "the attempt is treated as hung and restarted",
+    )
+    min_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="elastic: after a failure, restart on as few as this many replicas "
+        "rather than wait for a replacement node",
+    )
+
+    @field_validator("progress_timeout", mode="before")
+    @classmethod
+    def _progress_timeout(cls, value: Any) -> Any:
+        return None if value is None else parse_duration_s(value)
+
+    @field_validator("checkpoint_dir")
+    @classmethod
+    def _checkpoint_dir(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith("/") or "://" in value):
+            raise ValueError("expected an absolute path (a shared mount) or a URI like s3://b/p")
+        return value
+
     @field_validator("priority", mode="before")
     @classmethod
     def _priority(cls, value: Any) -> Any:
@@ -136,6 +167,10 @@ class JobSpec(BaseModel):
             raise ValueError("`entrypoint` must not be empty")
         if self.command is not None and self.args:
             raise ValueError("`args` goes with `entrypoint`, not with `command`")
+        if self.min_replicas is not None and self.min_replicas > self.replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) cannot exceed replicas ({self.replicas})"
+            )
         return self
 
     def argv(self) -> list[str]:

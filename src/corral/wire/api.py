@@ -42,9 +42,36 @@ class ReplicaView(_View):
     exit_code: int | None = None
     pid: int | None = None
     assigned_at: float | None = Field(default=None, description="when the scheduler placed it")
+    step: int | None = Field(default=None, description="its last reported training step")
     started_at: float | None = None
     finished_at: float | None = None
     reason: str | None = None
+
+
+class AttemptView(_View):
+    attempt: int
+    replicas: int
+    started_at: float
+    ended_at: float | None = None
+    end_cause: str | None = Field(
+        default=None,
+        description="node_lost, gpu_xid, hang, user_error, preempted …; null: succeeded, "
+        "cancelled or still running",
+    )
+    reason: str | None = None
+    start_step: int = Field(default=0, description="the checkpoint step it resumed from")
+    step: int | None = Field(default=None, description="the last step it reached")
+    checkpoint_step: int | None = None
+
+
+class GoodputView(_View):
+    ettr: float = Field(description="effective training time ratio: productive ÷ wall time")
+    wall_s: float = Field(description="since the first attempt started")
+    productive_s: float
+    startup_s: float
+    lost_by_cause: dict[str, float] = Field(
+        default_factory=dict, description="seconds lost to each cause of interruption"
+    )
 
 
 class JobView(_View):
@@ -64,6 +91,10 @@ class JobView(_View):
     started_at: float | None = None
     finished_at: float | None = None
     replicas: list[ReplicaView] = Field(default_factory=list, description="the current attempt's")
+    step: int | None = Field(default=None, description="the last training step reported")
+    checkpoint_step: int | None = Field(default=None, description="the newest checkpoint's step")
+    attempts: list[AttemptView] = Field(default_factory=list)
+    goodput: GoodputView | None = None
     log_tail: list[str] = Field(default_factory=list, description="last lines, once it has failed")
 
 

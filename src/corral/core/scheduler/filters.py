@@ -40,14 +40,20 @@ class Shape:
 
 
 def shape_key(job: PendingJob) -> ShapeKey:
-    return (job.replicas, job.demand, job.topology, tuple(sorted(job.node_selector.items())))
+    return (
+        job.replicas,
+        job.demand,
+        job.topology,
+        tuple(sorted(job.node_selector.items())),
+        tuple(sorted(job.excluded_nodes)),
+    )
 
 
 def compile_shape(job: PendingJob, st: ClusterState, config: SchedulerConfig) -> Shape:
     d = job.demand
     what = d.gpu_type or "GPUs"
     spread = config.max_spread if job.topology is None else LEVEL_WORDS.get(job.topology)
-    eligible = _eligible(st, job.node_selector)
+    eligible = _eligible(st, job.node_selector, job.excluded_nodes)
     classes = matching_classes(st, job) if d.gpus > 0 else (CPU_ONLY,)
     base = Shape(
         key=shape_key(job),
@@ -94,12 +100,16 @@ def node_slots(st: ClusterState, node: int, c: int, shape: Shape) -> int:
     return max(n, 0)
 
 
-def _eligible(st: ClusterState, selector: Mapping[str, str]) -> frozenset[int] | None:
-    if not selector:
+def _eligible(
+    st: ClusterState, selector: Mapping[str, str], excluded: frozenset[str] = frozenset()
+) -> frozenset[int] | None:
+    if not selector and not excluded:
         return None
     items = selector.items()
     return frozenset(
-        i for i, n in enumerate(st.nodes) if all(n.labels.get(k) == v for k, v in items)
+        i
+        for i, n in enumerate(st.nodes)
+        if n.id not in excluded and all(n.labels.get(k) == v for k, v in items)
     )
 
 
@@ -110,6 +120,8 @@ def _never(job: PendingJob, shape: Shape, st: ClusterState, spread: Level | None
     if spread is None:
         return reasons.UNKNOWN_TOPOLOGY.format(topology=job.topology, levels=", ".join(LEVEL_WORDS))
     if shape.eligible is not None and not shape.eligible:
+        if not job.node_selector:
+            return reasons.ALL_EXCLUDED.format(count=len(job.excluded_nodes))
         return reasons.SELECTOR_MATCHES_NONE.format(selector=_selector(job.node_selector))
     if not st.nodes:
         return None  # no ready node at all: that changes when one connects

@@ -11,6 +11,10 @@ from __future__ import annotations
 NO_REPLICAS = "needs at least 1 replica"
 UNKNOWN_TOPOLOGY = "unknown topology {topology!r}; expected one of: {levels}"
 SELECTOR_MATCHES_NONE = "node_selector {selector} matches no ready node"
+ALL_EXCLUDED = (
+    "every ready node is excluded for this job ({count} failed it recently); waiting for "
+    "another node"
+)
 NODE_TOO_SMALL = "needs {need} {unit} per replica; the largest ready node has {have}"
 NO_SUCH_GPU = "no ready node has {what} GPUs{memory} (models here: {models})"
 REPLICA_TOO_BIG = "needs {gpus}×{what} per replica; the largest ready node has {have}"

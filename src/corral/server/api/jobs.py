@@ -16,7 +16,9 @@ router = APIRouter(prefix="/v1/workspaces/{workspace}/jobs", tags=["jobs"])
 @router.post("", status_code=201)
 def submit_job(spec: JobSpec, workspace: WritableWorkspace, cp: CP) -> JobView:
     with cp.store.transaction() as session:
-        job = service.submit_job(session, workspace, spec, cp.clock.now())
+        job = service.submit_job(
+            session, workspace, spec, cp.clock.now(), cp.options.resolved_checkpoint_root()
+        )
         view = service.job_view(session, job, workspace.name)
     cp.wake_scheduler()
     return view
@@ -31,7 +33,8 @@ def list_jobs(workspace: ReadableWorkspace, cp: CP) -> JobList:
 @router.get("/{name}")
 def get_job(name: str, workspace: ReadableWorkspace, cp: CP) -> JobView:
     with cp.store.read() as session:
-        return service.job_view(session, service.get_job(session, workspace, name), workspace.name)
+        job = service.get_job(session, workspace, name)
+        return service.job_view(session, job, workspace.name, now=cp.clock.now())
 
 
 @router.post("/{name}/cancel")

@@ -8,7 +8,7 @@ import logging
 
 from corral.server.runtime import ControlPlane
 from corral.server.services.effects import Effects
-from corral.server.services.jobs import stop_overdue_jobs
+from corral.server.services.jobs import recheck_jobs, stop_overdue_jobs
 from corral.server.services.nodes import mark_lost_nodes
 
 log = logging.getLogger("corral.server.liveness")
@@ -18,7 +18,8 @@ def check_once(cp: ControlPlane) -> Effects:
     now = cp.clock.now()
     with cp.store.transaction() as session:
         effects = mark_lost_nodes(session, now, cp.options.node_lost_after_s, cp.started_at)
-        return effects.merge(stop_overdue_jobs(session, now))
+        effects.merge(stop_overdue_jobs(session, now))
+        return effects.merge(recheck_jobs(session, now))
 
 
 async def run(cp: ControlPlane) -> None:

@@ -19,7 +19,7 @@ log = logging.getLogger("corral.server.scheduler")
 def schedule_once(cp: ControlPlane) -> Effects:
     now = cp.clock.now()
     with cp.store.read() as session:
-        snapshot, versions = load_snapshot(session)
+        snapshot, versions = load_snapshot(session, now)
     if not snapshot.pending:
         return Effects()
     plan = place(snapshot, now)  # pure: no session is open while deciding

@@ -54,7 +54,7 @@ def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]
         env.update(
             torchrun_env(
                 rank=replica.rank,
-                nnodes=spec.replicas,
+                nnodes=job.next_replicas or spec.replicas,
                 nproc_per_node=max(1, spec.resources.gpus.count),
                 master_addr=masters.get((job.id, replica.attempt)) or "127.0.0.1",
                 master_port=job.master_port or 29500,
@@ -71,6 +71,8 @@ def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]
                 "CORRAL_ATTEMPT": str(replica.attempt),
             }
         )
+        if job.checkpoint_dir:
+            env["CORRAL_CHECKPOINT_DIR"] = job.checkpoint_dir
         result.append(
             ReplicaAssignment(
                 replica_id=replica.id,

@@ -6,8 +6,10 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from corral.core import recovery as core_recovery
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES, JobFacts, ReplicaFacts, decide_job
 from corral.server.api.errors import ApiError, not_found
+from corral.server.services import recovery
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
 from corral.server.services.names import generate_job_name
@@ -19,7 +21,13 @@ LOG_TAIL_LINES = 20
 LOG_PAGE_BYTES = 1 << 20
 
 
-def submit_job(session: Session, workspace: Workspace, spec: JobSpec, now: float) -> Job:
+def submit_job(
+    session: Session,
+    workspace: Workspace,
+    spec: JobSpec,
+    now: float,
+    checkpoint_root: str | None = None,
+) -> Job:
     name = spec.name
     for _ in range(5):
         name = spec.name or generate_job_name()
@@ -48,6 +56,9 @@ def submit_job(session: Session, workspace: Workspace, spec: JobSpec, now: float
         restarts=0,
         preemptions=0,
         borrowed=False,
+        checkpoint_dir=spec.checkpoint_dir
+        or (f"{checkpoint_root.rstrip('/')}/{workspace.name}/{name}" if checkpoint_root else None),
+        recovery={},
         submitted_at=now,
         reason="waiting for the scheduler",
     )
@@ -84,8 +95,20 @@ def current_replicas(session: Session, job: Job) -> list[Replica]:
     )
 
 
-def job_view(session: Session, job: Job, workspace: str, *, with_tail: bool = True) -> JobView:
+def job_view(
+    session: Session,
+    job: Job,
+    workspace: str,
+    *,
+    with_tail: bool = True,
+    now: float | None = None,
+) -> JobView:
     replicas = current_replicas(session, job) if job.attempt else []
+    attempts, goodput = (
+        recovery.attempt_views(session, job, now if now is not None else job.submitted_at)
+        if with_tail
+        else ([], None)
+    )
     nodes = _node_names(session, {r.node_id for r in replicas})
     tail: list[str] = []
     if with_tail and job.state == "failed":
@@ -108,6 +131,12 @@ def job_view(session: Session, job: Job, workspace: str, *, with_tail: bool = Tr
         finished_at=job.finished_at,
         replicas=[_replica_view(r, nodes.get(r.node_id)) for r in replicas],
         log_tail=tail,
+        step=max((r.step for r in replicas if r.step is not None), default=None),
+        checkpoint_step=max(
+            (a.checkpoint_step for a in attempts if a.checkpoint_step is not None), default=None
+        ),
+        attempts=attempts,
+        goodput=goodput,
     )
 
 
@@ -135,6 +164,7 @@ def _replica_view(replica: Replica, node: str | None) -> ReplicaView:
         exit_code=replica.exit_code,
         pid=replica.pid,
         assigned_at=replica.created_at,
+        step=replica.step,
         started_at=replica.started_at,
         finished_at=replica.finished_at,
         reason=replica.reason,
@@ -164,6 +194,8 @@ def cancel_job(session: Session, job: Job, now: float) -> Effects:
         return effects
     job.state = "cancelling"
     job.reason = "stopping its replicas"
+    job.recheck_at = None
+    recovery.close_attempt(session, job, now, None, "cancelled by user")
     effects.merge(_stop(replicas))
     if not replicas:
         job.state = "cancelled"
@@ -194,6 +226,7 @@ def stop_overdue_jobs(session: Session, now: float) -> Effects:
         job.state = "failed"
         job.finished_at = now
         job.reason = f"exceeded its max_runtime of {limit:g}s; stopped"
+        recovery.close_attempt(session, job, now, None, job.reason)
         effects.merge(_stop(current_replicas(session, job)))
         effects.wake_scheduler = True
     return effects
@@ -270,6 +303,14 @@ def read_logs(
 def settle_job(session: Session, job: Job, now: float) -> Effects:
     """Move the job on from what its current attempt's replicas say (idempotent)."""
     replicas = current_replicas(session, job)
+    if (
+        job.state in ("starting", "running")
+        and replicas
+        and not all(r.state == "succeeded" for r in replicas)
+    ):
+        effects = _recover(session, job, replicas, now)
+        if effects is not None:
+            return effects
     facts = JobFacts(
         job.state, job.attempt, job.restarts, JobSpec.model_validate(job.spec).max_restarts
     )
@@ -297,9 +338,74 @@ def settle_job(session: Session, job: Job, now: float) -> Effects:
         job.started_at = now
     if decision.mark_finished:
         job.finished_at = now
+        job.recheck_at = None
+        recovery.close_attempt(session, job, now, None, decision.reason)
         if job.started_at is None:
             starts = [r.started_at for r in replicas if r.started_at is not None]
             job.started_at = min(starts, default=None)
     if decision.state == "pending":
         effects.wake_scheduler = True
+    return effects
+
+
+def _recover(session: Session, job: Job, replicas: list[Replica], now: float) -> Effects | None:
+    """Apply core.recovery to a running attempt; None when nothing is wrong with it."""
+    decision, _ = recovery.decide_attempt(session, job, replicas, now)
+    verdict = decision.verdict
+    spec = JobSpec.model_validate(job.spec)
+    if verdict is core_recovery.Verdict.CONTINUE:
+        # A hang is only seen by looking again: come back when it would become one.
+        job.recheck_at = _hang_check_at(spec, replicas, job, now)
+        return None
+    recovery.remember(job, decision)
+    effects = _stop(replicas) if decision.stop_replicas else Effects()
+    if verdict is core_recovery.Verdict.HOLD:
+        job.reason = decision.reason
+        job.recheck_at = decision.recheck_at
+        return effects
+    recovery.close_attempt(session, job, now, decision.cause, decision.reason)
+    if decision.cause is core_recovery.Cause.USER_ERROR:
+        job.restarts += 1
+    job.reason = decision.reason
+    if verdict is core_recovery.Verdict.GIVE_UP:
+        job.state = "failed"
+        failed = [r for r in replicas if r.state == "failed" and r.exit_code is not None]
+        job.exit_code = min(failed, key=lambda r: r.rank).exit_code if failed else None
+        job.finished_at = now
+        job.recheck_at = None
+        return effects
+    # RESTART or WAIT: queued again; the scheduler places it when (and where) it fits.
+    job.state = "pending"
+    job.next_replicas = (
+        decision.replicas
+        if decision.replicas is not None and decision.replicas != spec.replicas
+        else None
+    )
+    job.recheck_at = decision.recheck_at
+    effects.wake_scheduler = True
+    return effects
+
+
+def _hang_check_at(spec: JobSpec, replicas: list[Replica], job: Job, now: float) -> float | None:
+    """When the attempt would count as hung if no replica reports a new step before then."""
+    if spec.progress_timeout is None:
+        return None
+    started = min(r.created_at for r in replicas)
+    running = [r for r in replicas if r.state == "running"]
+    last = min((r.progress_at or started for r in running), default=now)
+    return max(now, last + spec.progress_timeout)
+
+
+def recheck_jobs(session: Session, now: float) -> Effects:
+    """Decide again about jobs that asked for it: a possible hang, a failure being
+    attributed, an elastic job waiting for a replacement node."""
+    effects = Effects()
+    for job in session.scalars(
+        select(Job).where(Job.recheck_at.is_not(None), Job.recheck_at <= now)
+    ):
+        job.recheck_at = None
+        if job.state in ("starting", "running"):
+            effects.merge(settle_job(session, job, now))
+        elif job.state == "pending":
+            effects.merge(recovery.replan_waiting(session, job, now))
     return effects

@@ -11,6 +11,7 @@ from corral.server.auth import NODE_PREFIX, hash_token, new_secret
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
 from corral.server.services.jobs import settle_job
+from corral.server.services.recovery import record_progress
 from corral.server.store.tables import Job, LogChunk, Node, Replica
 from corral.wire import agent as wire
 from corral.wire.api import GpuView, NodeView
@@ -97,6 +98,7 @@ def replica_report(
         replica.log_bytes = report.log_bytes
     if replica.state not in ACTIVE_REPLICA_STATES:
         return Effects()
+    record_progress(session, replica, report, now)
     changed = False
     if report.pid is not None and replica.pid != report.pid:
         replica.pid = report.pid

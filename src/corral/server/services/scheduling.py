@@ -20,6 +20,8 @@ from corral.core.placement import (
     RunningJob,
     Snapshot,
 )
+from corral.core.recovery import Cause
+from corral.server.services import recovery
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
 from corral.server.store.tables import Job, Node, Quota, Replica, Workspace
@@ -35,7 +37,7 @@ def node_topology(labels: Mapping[str, str]) -> tuple[str, ...]:
     return path if any(path) else ()
 
 
-def load_snapshot(session: Session) -> tuple[Snapshot, dict[str, int]]:
+def load_snapshot(session: Session, now: float = 0.0) -> tuple[Snapshot, dict[str, int]]:
     """The snapshot, and each pending job's version (re-checked when the plan is applied)."""
     nodes = session.scalars(
         select(Node).where(Node.condition == "ready", Node.connected.is_(True))
@@ -65,7 +67,8 @@ def load_snapshot(session: Session) -> tuple[Snapshot, dict[str, int]]:
         ws_id: name for ws_id, name in session.execute(select(Workspace.id, Workspace.name))
     }
     jobs = session.scalars(select(Job).where(Job.state == "pending")).all()
-    pending = tuple(_pending(job, workspaces[job.workspace_id]) for job in jobs)
+    node_ids = {n.name: n.id for n in nodes}
+    pending = tuple(_pending(job, workspaces[job.workspace_id], node_ids, now) for job in jobs)
     running: list[RunningJob] = []
     versions = {job.id: job.version for job in jobs}
     if by_job:
@@ -120,11 +123,11 @@ def _demand(spec: JobSpec) -> Demand:
     )
 
 
-def _pending(job: Job, workspace: str) -> PendingJob:
+def _pending(job: Job, workspace: str, node_ids: Mapping[str, str], now: float) -> PendingJob:
     spec = JobSpec.model_validate(job.spec)
     return PendingJob(
         id=job.id,
-        replicas=spec.replicas,
+        replicas=job.next_replicas or spec.replicas,
         demand=_demand(spec),
         priority=job.priority,
         submitted_at=job.submitted_at,
@@ -133,6 +136,7 @@ def _pending(job: Job, workspace: str) -> PendingJob:
         topology=spec.topology,
         node_selector=dict(spec.node_selector),
         max_runtime_s=spec.max_runtime,
+        excluded_nodes=recovery.excluded_node_ids(job, node_ids, now),
     )
 
 
@@ -163,7 +167,7 @@ def apply_plan(
     effects = Effects()
     # Victims first: a placement may take their GPUs, and its replicas are only sent to
     # the node once the victim's replicas there have exited (see assignments).
-    preempted = {p.job_id for p in plan.preemptions if _preempt(session, p, versions, effects)}
+    preempted = {p.job_id for p in plan.preemptions if _preempt(session, p, versions, effects, now)}
     for gang in plan.placements:
         if gang.job_id in preempted:
             continue
@@ -197,6 +201,7 @@ def _claim(session: Session, gang: GangPlacement, version: int, now: float) -> b
             attempt=attempt,
             master_port=gang.master_port,
             reason=None,
+            recheck_at=None,
             borrowed=gang.borrowed,
             version=Job.version + 1,
         )
@@ -204,6 +209,7 @@ def _claim(session: Session, gang: GangPlacement, version: int, now: float) -> b
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
+    recovery.open_attempt(session, job, attempt, len(gang.replicas), now)
     res = spec.resources
     for placed in gang.replicas:
         session.add(
@@ -227,7 +233,11 @@ def _claim(session: Session, gang: GangPlacement, version: int, now: float) -> b
 
 
 def _preempt(
-    session: Session, preemption: Preemption, versions: dict[str, int], effects: Effects
+    session: Session,
+    preemption: Preemption,
+    versions: dict[str, int],
+    effects: Effects,
+    now: float,
 ) -> bool:
     """Stop the victim's current attempt and queue it again; False if it changed meanwhile."""
     job = session.get(Job, preemption.job_id)
@@ -250,6 +260,7 @@ def _preempt(
         replica.desired = "stop"
         replica.reason = reason
         effects.sync_nodes.add(replica.node_id)
+    recovery.close_attempt(session, job, now, Cause.PREEMPTED, reason)
     job.state = "pending"
     job.preemptions += 1
     job.borrowed = False

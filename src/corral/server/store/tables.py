@@ -100,6 +100,15 @@ class Job(Base):
     borrowed: Mapped[bool] = mapped_column(Boolean, default=False)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Where its checkpoints live, across attempts and nodes (CORRAL_CHECKPOINT_DIR).
+    checkpoint_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # core.recovery's memory across attempts: {"counts": {cause: n}, "excluded": {node:
+    # until}, "hang_streak": n}.
+    recovery: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Decide about it again at this time even if nothing is reported (a hang, a held failure).
+    recheck_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The next attempt's size when an elastic job shrank; None: spec.replicas.
+    next_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
     master_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     submitted_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -149,9 +158,32 @@ class Replica(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     received_bytes: Mapped[int] = mapped_column(Integer, default=0)
     log_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Training progress, from the workload's corral.train.report.
+    step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    checkpoint_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    progress_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # server clock
     version: Mapped[int] = mapped_column(Integer, nullable=False)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class Attempt(Base):
+    """One run of a job's gang: when, how far it got, and why it ended (goodput)."""
+
+    __tablename__ = "attempts"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    replicas: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    end_cause: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    start_step: Mapped[int] = mapped_column(Integer, default=0)
+    first_step_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    checkpoint_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    checkpoint_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class LogChunk(Base):

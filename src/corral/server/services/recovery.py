@@ -1,0 +1,292 @@
+"""Training recovery in the store: attempts, progress, and core.recovery's decisions applied.
+
+core/recovery.py decides (pure); this module reads what it needs from the store, asks it,
+and writes the outcome: the job queued again with nodes to avoid, held while a failure is
+attributed, or given up; each attempt's record for goodput accounting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from corral.core import recovery as core
+from corral.core.lifecycle import ACTIVE_REPLICA_STATES
+from corral.server.services.effects import Effects
+from corral.server.store.tables import Attempt, Job, Node, Replica
+from corral.spec.job import JobSpec
+from corral.wire import agent as wire
+from corral.wire.api import AttemptView, GoodputView
+
+# A peer's death makes the survivors exit within milliseconds, before its node is known
+# lost: a gang's non-zero exit is blamed on the script only after every node of the gang
+# has been heard from since (heartbeats are 1 s apart) and this long has passed.
+ATTRIBUTION_WINDOW_S = 2.0
+
+_PHASES = {
+    "assigned": core.ReplicaPhase.STARTING,
+    "running": core.ReplicaPhase.RUNNING,
+    "succeeded": core.ReplicaPhase.SUCCEEDED,
+    "failed": core.ReplicaPhase.FAILED,
+    "stopped": core.ReplicaPhase.STOPPED,
+    "lost": core.ReplicaPhase.LOST,
+}
+_CONDITIONS = {c.value: c for c in core.NodeCondition}
+
+
+def policy_for(replicas: int) -> core.RecoveryPolicy:
+    # One replica has no peer to outlive it: its own exit needs no attribution wait.
+    window = ATTRIBUTION_WINDOW_S if replicas > 1 else 0.0
+    return core.RecoveryPolicy(attribution_window_s=window)
+
+
+# -- attempts -----------------------------------------------------------------------------
+
+
+def open_attempt(session: Session, job: Job, attempt: int, replicas: int, now: float) -> None:
+    """Record a new attempt; it resumes from the newest checkpoint any earlier one reported."""
+    start = session.scalar(
+        select(Attempt.checkpoint_step)
+        .where(Attempt.job_id == job.id, Attempt.checkpoint_step.is_not(None))
+        .order_by(Attempt.checkpoint_step.desc())
+        .limit(1)
+    )
+    session.add(
+        Attempt(
+            job_id=job.id,
+            attempt=attempt,
+            replicas=replicas,
+            started_at=now,
+            start_step=start or 0,
+        )
+    )
+
+
+def close_attempt(
+    session: Session, job: Job, now: float, cause: core.Cause | None, reason: str | None
+) -> None:
+    row = session.get(Attempt, (job.id, job.attempt))
+    if row is not None and row.ended_at is None:
+        row.ended_at = now
+        row.end_cause = None if cause is None else cause.value
+        row.reason = reason
+
+
+def record_progress(
+    session: Session, replica: Replica, report: wire.ReplicaReport, now: float
+) -> bool:
+    """Take a replica's reported step and checkpoint; True if it advanced (now is its time)."""
+    advanced = False
+    if report.step is not None and (replica.step is None or report.step > replica.step):
+        replica.step = report.step
+        replica.progress_at = now  # the server's clock: nodes' clocks may disagree
+        advanced = True
+    new_checkpoint = report.checkpoint_step is not None and (
+        replica.checkpoint_step is None or report.checkpoint_step > replica.checkpoint_step
+    )
+    if new_checkpoint:
+        replica.checkpoint_step = report.checkpoint_step
+    if not (advanced or new_checkpoint):
+        return False
+    row = session.get(Attempt, (replica.job_id, replica.attempt))
+    if row is None:
+        return advanced
+    if advanced and replica.step is not None:
+        if row.first_step_at is None and replica.step > row.start_step:
+            row.first_step_at = now
+        row.step = max(row.step or 0, replica.step)
+    if new_checkpoint and replica.rank == 0:
+        # Rank 0's checkpoint is the job's (DDP saves once, from rank 0).
+        row.checkpoint_step = replica.checkpoint_step
+        row.checkpoint_at = now
+    return advanced
+
+
+def attempt_views(
+    session: Session, job: Job, now: float
+) -> tuple[list[AttemptView], GoodputView | None]:
+    rows = list(
+        session.scalars(select(Attempt).where(Attempt.job_id == job.id).order_by(Attempt.attempt))
+    )
+    if not rows:
+        return [], None
+    views = [
+        AttemptView(
+            attempt=r.attempt,
+            replicas=r.replicas,
+            started_at=r.started_at,
+            ended_at=r.ended_at,
+            end_cause=r.end_cause,
+            reason=r.reason,
+            start_step=r.start_step,
+            step=r.step,
+            checkpoint_step=r.checkpoint_step,
+        )
+        for r in rows
+    ]
+    end = job.finished_at if job.finished_at is not None else now
+    g = core.goodput([_record(r) for r in rows], end)
+    return views, GoodputView(
+        ettr=round(g.ettr, 4),
+        wall_s=round(g.wall_s, 3),
+        productive_s=round(g.productive_s, 3),
+        startup_s=round(g.startup_s, 3),
+        lost_by_cause={
+            c.value: round(s, 3)
+            for c, s in sorted(g.lost_by_cause.items(), key=lambda i: i[0].value)
+        },
+    )
+
+
+def _record(row: Attempt) -> core.AttemptRecord:
+    return core.AttemptRecord(
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        end_cause=None if row.end_cause is None else core.Cause(row.end_cause),
+        start_step=row.start_step,
+        first_step_at=row.first_step_at,
+        step=row.step,
+        checkpoint_step=row.checkpoint_step,
+        checkpoint_at=row.checkpoint_at,
+    )
+
+
+# -- deciding -----------------------------------------------------------------------------
+
+
+def decide_attempt(
+    session: Session, job: Job, replicas: list[Replica], now: float
+) -> tuple[core.Decision, Mapping[str, str]]:
+    """core.recovery's decision for the job's current attempt, and node name -> id."""
+    spec = JobSpec.model_validate(job.spec)
+    size = len(replicas) or spec.replicas
+    memory: dict[str, Any] = job.recovery or {}
+    nodes = _nodes(session, {r.node_id for r in replicas})
+    names = {n.id: n.name for n in nodes.values()}
+    attempt_row = session.get(Attempt, (job.id, job.attempt))
+    state = core.AttemptState(
+        attempt=job.attempt,
+        started_at=attempt_row.started_at if attempt_row else min(r.created_at for r in replicas),
+        spec=core.JobRecoverySpec(
+            replicas=spec.replicas,  # the full size: recovery may shrink an elastic job
+            max_restarts=spec.max_restarts,
+            min_replicas=spec.min_replicas,
+            progress_timeout_s=spec.progress_timeout,
+        ),
+        replicas=tuple(
+            core.ReplicaView(
+                rank=r.rank,
+                node=names.get(r.node_id, r.node_id),
+                phase=_PHASES[r.state],
+                exit_code=r.exit_code,
+                finished_at=r.finished_at,
+                step=r.step,
+                progress_at=r.progress_at,
+            )
+            for r in replicas
+        ),
+        nodes={
+            n.name: core.NodeView(
+                condition=_CONDITIONS.get(n.condition, core.NodeCondition.READY),
+                last_heard_at=n.last_heartbeat_at,
+            )
+            for n in nodes.values()
+        },
+        counts={core.Cause(c): k for c, k in memory.get("counts", {}).items()},
+        excluded=dict(memory.get("excluded", {})),
+        hang_streak=int(memory.get("hang_streak", 0)),
+        start_step=attempt_row.start_step if attempt_row else None,
+        slots=free_slots(session, spec, job.id),
+    )
+    decision = core.decide(state, now, policy_for(size))
+    return decision, {n.name: n.id for n in nodes.values()}
+
+
+def _nodes(session: Session, ids: Iterable[str]) -> dict[str, Node]:
+    wanted = set(ids)
+    rows = session.scalars(select(Node).where((Node.condition == "ready") | Node.id.in_(wanted)))
+    return {n.id: n for n in rows}
+
+
+def free_slots(session: Session, spec: JobSpec, job_id: str) -> dict[str, int]:
+    """Ready node name -> replicas of this job that fit there, its own replicas released."""
+    res = spec.resources
+    nodes = list(
+        session.scalars(select(Node).where(Node.condition == "ready", Node.connected.is_(True)))
+    )
+    held: dict[str, list[Replica]] = {n.id: [] for n in nodes}
+    for r in session.scalars(
+        select(Replica).where(Replica.state.in_(ACTIVE_REPLICA_STATES), Replica.job_id != job_id)
+    ):
+        if r.node_id in held:
+            held[r.node_id].append(r)
+    slots: dict[str, int] = {}
+    for n in nodes:
+        mine = held[n.id]
+        used = {g for r in mine for g in r.gpus}
+        free_gpus = sum(
+            1
+            for g in n.gpus
+            if g["index"] not in used
+            and g.get("healthy", True)
+            and (res.gpus.type is None or res.gpus.type.upper() in str(g["model"]).upper())
+        )
+        limits = [
+            (n.cpus - sum(r.cpus for r in mine)) / res.cpus if res.cpus > 0 else float("inf"),
+            (n.memory_mb - sum(r.memory_mb for r in mine)) / res.memory
+            if res.memory > 0
+            else float("inf"),
+        ]
+        if res.gpus.count > 0:
+            limits.append(free_gpus / res.gpus.count)
+        fit = min(limits)
+        slots[n.name] = max(0, int(fit)) if fit != float("inf") else spec.replicas
+    return slots
+
+
+def replan_waiting(session: Session, job: Job, now: float) -> Effects:
+    """An elastic job waiting for a replacement node: shrink once the wait is over."""
+    spec = JobSpec.model_validate(job.spec)
+    last = session.get(Attempt, (job.id, job.attempt))
+    failed_at = last.ended_at if last is not None and last.ended_at is not None else now
+    nodes = {
+        n.name: core.NodeView(condition=_CONDITIONS.get(n.condition, core.NodeCondition.READY))
+        for n in _nodes(session, ()).values()
+    }
+    excluded = {n: t for n, t in (job.recovery or {}).get("excluded", {}).items() if t > now}
+    nxt = core.plan_next_attempt(
+        core.JobRecoverySpec(spec.replicas, spec.max_restarts, spec.min_replicas),
+        free_slots(session, spec, job.id),
+        nodes,
+        excluded,
+        failed_at,
+        now,
+        policy_for(spec.replicas),
+    )
+    job.next_replicas = nxt.replicas if nxt.replicas != spec.replicas else None
+    job.recheck_at = nxt.recheck_at
+    job.reason = nxt.reason
+    return Effects(wake_scheduler=True)
+
+
+def remember(job: Job, decision: core.Decision) -> None:
+    """Keep the counters and exclusions core.recovery needs at the next decision."""
+    job.recovery = {
+        "counts": {c.value: n for c, n in decision.counts.items()},
+        "excluded": dict(decision.exclude),
+        "hang_streak": decision.hang_streak,
+    }
+
+
+def excluded_node_ids(job: Job, name_to_id: Mapping[str, str], now: float) -> frozenset[str]:
+    excluded: Mapping[str, float] = (job.recovery or {}).get("excluded", {})
+    return frozenset(
+        name_to_id[n] for n, until in excluded.items() if until > now and n in name_to_id
+    )
+
+
+def needs_recheck(job: Job, now: float) -> bool:
+    return job.recheck_at is not None and job.recheck_at <= now
