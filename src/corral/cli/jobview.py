@@ -113,7 +113,38 @@ def print_job(console: Console, job: JobView, now: float | None = None) -> None:
         if job.started_at is not None:
             times.append(f"ran {duration(job.finished_at - job.started_at)}")
     grid.add_row("time", " · ".join(times))
+    if job.step is not None or job.checkpoint_step is not None:
+        progress = [] if job.step is None else [f"step {job.step}"]
+        if job.checkpoint_step is not None:
+            progress.append(f"checkpoint at step {job.checkpoint_step}")
+        grid.add_row("progress", " · ".join(progress))
+    if job.goodput is not None and job.goodput.wall_s > 0:
+        g = job.goodput
+        text = f"ETTR {g.ettr:.1%} of {duration(g.wall_s)}"
+        if g.lost_by_cause:
+            lost = ", ".join(
+                f"{cause.replace('_', ' ')} {duration(s)}" for cause, s in g.lost_by_cause.items()
+            )
+            text += f" · lost: {lost}"
+        grid.add_row("goodput", esc(text))
     console.print(grid)
+
+    if len(job.attempts) > 1 or any(a.end_cause for a in job.attempts):
+        t = table("ATTEMPT", "REPLICAS", "STARTED", "RAN", "STEPS", "ENDED BY")
+        for a in job.attempts:
+            end = a.ended_at if a.ended_at is not None else now
+            steps = f"{a.start_step}→{a.step}" if a.step is not None else f"{a.start_step}→"
+            t.add_row(
+                str(a.attempt),
+                str(a.replicas),
+                age(a.started_at, now),
+                duration(end - a.started_at),
+                steps,
+                esc((a.end_cause or "").replace("_", " ") or ("-" if a.ended_at else "running")),
+            )
+        console.print()
+        console.print("[bold]attempts[/]")
+        console.print(t)
 
     if job.replicas:
         t = table("RANK", "NODE", "GPUS", "STATE", "EXIT", "PID", "STARTED", "REASON")
