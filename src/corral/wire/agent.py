@@ -67,6 +67,12 @@ class ReplicaReport(_Msg):
         default=None,
         description="final size of its log; set with phase=exited, after the last chunk",
     )
+    # From the agent's probes of a serving replica (ReplicaAssignment.probe); None: no probe.
+    ready: bool | None = Field(
+        default=None,
+        description="true once its readiness probe passed; false again after failure_threshold "
+        "liveness failures in a row",
+    )
     # From the workload's progress file (corral.train.report); None until it reports.
     step: int | None = Field(default=None, description="the last training step it finished")
     checkpoint_step: int | None = Field(
@@ -105,6 +111,21 @@ AgentMessage = Annotated[Hello | Heartbeat | ReplicaReport | LogChunk, Field(dis
 AGENT_MESSAGE: TypeAdapter[AgentMessage] = TypeAdapter(AgentMessage)
 
 
+class Probe(_Msg):
+    """HTTP health checks the agent runs against a serving replica on its own node."""
+
+    port: int = Field(ge=1, le=65535, description="the replica listens on 127.0.0.1:port")
+    readiness_path: str = Field(default="/health", description="2xx: ready for traffic")
+    liveness_path: str | None = Field(
+        default=None, description="checked once ready; default: the readiness path"
+    )
+    period_s: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=2.0, gt=0, description="one probe's HTTP timeout")
+    failure_threshold: int = Field(
+        default=3, ge=1, description="consecutive failed liveness probes that make it unready"
+    )
+
+
 class ReplicaAssignment(_Msg):
     replica_id: str
     job: str
@@ -118,6 +139,7 @@ class ReplicaAssignment(_Msg):
     gpus: list[int] = Field(default_factory=list)
     working_dir: str | None = None
     files: dict[str, str] = Field(default_factory=dict)
+    probe: Probe | None = Field(default=None, description="for serving replicas (endpoints)")
 
 
 class Welcome(_Msg):
