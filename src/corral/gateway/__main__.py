@@ -1,0 +1,3 @@
+from corral.gateway.main import main
+
+main()
