@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from corral import __version__
-from corral.server.api import agent, errors, identity, jobs, nodes, quotas
+from corral.server.api import agent, endpoints, errors, identity, jobs, nodes, quotas
 from corral.server.clock import Clock, SystemClock
 from corral.server.config import ServerOptions
+from corral.server.controllers import endpoints as endpoint_controller
 from corral.server.controllers import liveness, scheduler
 from corral.server.hub import AgentHub
 from corral.server.runtime import ControlPlane
@@ -52,6 +53,7 @@ def create_app(options: ServerOptions, clock: Clock | None = None) -> FastAPI:
         tasks = [
             asyncio.create_task(scheduler.run(cp), name="scheduler"),
             asyncio.create_task(liveness.run(cp), name="liveness"),
+            asyncio.create_task(endpoint_controller.run(cp), name="endpoints"),
         ]
         try:
             yield
@@ -69,6 +71,7 @@ def create_app(options: ServerOptions, clock: Clock | None = None) -> FastAPI:
     def healthz() -> dict[str, object]:
         return {"ok": True, "version": __version__}
 
-    for module in (jobs, nodes, identity, quotas, agent):
+    for module in (jobs, endpoints, nodes, identity, quotas, agent):
         app.include_router(module.router)
+    app.include_router(endpoints.gateway_router)
     return app

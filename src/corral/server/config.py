@@ -28,6 +28,9 @@ class ServerOptions:
     # Jobs that name no checkpoint_dir get <root>/<workspace>/<job>: a path every node sees
     # (a shared mount) or an object-store URI. Default: <home>/checkpoints (one machine).
     checkpoint_root: str | None = None
+    # The gateway's base URL as users reach it (shown in `corral endpoint get`).
+    gateway_public_url: str | None = None
+    gateway_domain: str | None = None  # Host NAME.<domain> routes to endpoint NAME
 
     def resolved_checkpoint_root(self) -> str:
         return (
@@ -49,6 +52,8 @@ class ServerOptions:
         }
         if "CORRAL_NODE_LOST_AFTER" in env:
             values["node_lost_after_s"] = float(env["CORRAL_NODE_LOST_AFTER"])
+        values["gateway_public_url"] = env.get("CORRAL_GATEWAY_PUBLIC_URL") or None
+        values["gateway_domain"] = env.get("CORRAL_GATEWAY_DOMAIN") or None
         if "CORRAL_HEARTBEAT_INTERVAL" in env:
             values["heartbeat_interval_s"] = float(env["CORRAL_HEARTBEAT_INTERVAL"])
         values.update({k: v for k, v in overrides.items() if v is not None})

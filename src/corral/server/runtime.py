@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from corral.server.clock import Clock
 from corral.server.config import ServerOptions
 from corral.server.hub import AgentHub
+from corral.server.loads import LoadBoard
+from corral.server.routes import RouteBoard
 from corral.server.services.effects import Effects
 from corral.server.store.db import Store
 
@@ -21,15 +23,33 @@ class ControlPlane:
     started_at: float
     loop: asyncio.AbstractEventLoop | None = None
     scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    endpoints_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    routes: RouteBoard = field(default_factory=RouteBoard)
+    loads: LoadBoard = field(default_factory=LoadBoard)
+    # Requests the gateways hold per (workspace, endpoint), from their wake-ups.
+    held: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def apply(self, effects: Effects) -> None:
         """Carry out a committed change's effects; callable from any thread."""
         if effects.sync_nodes:
             self.hub.sync(effects.sync_nodes)
+            # A replica started or stopped somewhere: it may be an endpoint's.
+            self._set(self.routes.changed)
+            self._set(self.endpoints_wakeup)
         if effects.wake_scheduler:
             self.wake_scheduler()
+        if effects.routes_changed:
+            self._set(self.routes.changed)
+        if effects.wake_endpoints:
+            self._set(self.endpoints_wakeup)
 
     def wake_scheduler(self) -> None:
+        self._set(self.scheduler_wakeup)
+
+    def wake_endpoints(self) -> None:
+        self._set(self.endpoints_wakeup)
+
+    def _set(self, event: asyncio.Event) -> None:
         if self.loop is None:
             return
         try:
@@ -37,6 +57,6 @@ class ControlPlane:
         except RuntimeError:
             running = None
         if running is self.loop:
-            self.scheduler_wakeup.set()
+            event.set()
         else:
-            self.loop.call_soon_threadsafe(self.scheduler_wakeup.set)
+            self.loop.call_soon_threadsafe(event.set)

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from corral.spec.endpoint import EndpointSpec
 from corral.spec.job import JobSpec
 
 JobState = Literal[
@@ -210,3 +211,41 @@ class QuotaView(_View):
 
 class QuotaList(_View):
     quotas: list[QuotaView]
+
+
+EndpointState = Literal[
+    "starting", "ready", "scaling", "updating", "scaled-to-zero", "deleting"
+]
+EndpointReplicaState = Literal["starting", "ready", "unready", "draining"]
+
+
+class EndpointReplicaView(_View):
+    job: str = Field(description="the job running this replica (`corral job logs JOB`)")
+    revision: int
+    state: EndpointReplicaState
+    node: str | None = None
+    url: str | None = Field(default=None, description="the replica itself, behind the gateway")
+    started_at: float | None = None
+    ready_at: float | None = None
+
+
+class EndpointView(_View):
+    name: str
+    workspace: str
+    state: EndpointState
+    path: str = Field(description="on the gateway: http://GATEWAY/ep/NAME/")
+    url: str | None = Field(default=None, description="the full URL, when a gateway is known")
+    revision: int
+    desired_replicas: int
+    ready_replicas: int
+    min_replicas: int
+    max_replicas: int
+    reason: str | None = None
+    spec: EndpointSpec
+    replicas: list[EndpointReplicaView] = Field(default_factory=list)
+    created_at: float
+    updated_at: float
+
+
+class EndpointList(_View):
+    endpoints: list[EndpointView]

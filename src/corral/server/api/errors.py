@@ -32,7 +32,8 @@ def _body(code: str, message: str, fields: list[dict[str, str]] | None = None) -
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
-    parts = [p for p in loc if p not in ("body", "query", "path")]
+    # FastAPI's first element says where (body, query, path); a field may be named "path".
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
     parts = [p for p in parts if not (isinstance(p, str) and p.startswith("function-"))]
     out = ""
     for part in parts:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from corral.server.store.tables import Job, Node, Replica, Workspace
+from corral.server.services.endpoints import probe_for
+from corral.server.store.tables import Endpoint, Job, Node, Replica, Workspace
+from corral.spec.endpoint import EndpointSpec
 from corral.spec.job import JobSpec
 from corral.wire.agent import ReplicaAssignment
 
@@ -73,6 +75,13 @@ def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]
         )
         if job.checkpoint_dir:
             env["CORRAL_CHECKPOINT_DIR"] = job.checkpoint_dir
+        probe = None
+        if job.endpoint_id is not None and job.master_port is not None:
+            # A serving replica listens on its job's port, unique on the node.
+            env["PORT"] = str(job.master_port)
+            endpoint = session.get(Endpoint, job.endpoint_id)
+            if endpoint is not None:
+                probe = probe_for(EndpointSpec.model_validate(endpoint.spec), job.master_port)
         result.append(
             ReplicaAssignment(
                 replica_id=replica.id,
@@ -85,6 +94,7 @@ def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]
                 gpus=list(replica.gpus),
                 working_dir=spec.working_dir,
                 files=dict(spec.files),
+                probe=probe,
             )
         )
     return result

@@ -99,6 +99,12 @@ def replica_report(
     if replica.state not in ACTIVE_REPLICA_STATES:
         return Effects()
     record_progress(session, replica, report, now)
+    routes = False
+    if report.ready is not None and report.ready != replica.ready:
+        replica.ready = report.ready
+        if report.ready:
+            replica.ready_at = now
+        routes = True
     changed = False
     if report.pid is not None and replica.pid != report.pid:
         replica.pid = report.pid
@@ -117,8 +123,8 @@ def replica_report(
             replica.reason = report.error
         changed = True
     if not changed:
-        return Effects()
-    effects = Effects()
+        return Effects(routes_changed=routes, wake_endpoints=routes)
+    effects = Effects(routes_changed=routes, wake_endpoints=routes)
     if replica.state not in ACTIVE_REPLICA_STATES:
         # Its resources are free: pending work may fit, and replicas held back until
         # these GPUs were released (placed over a preemption victim) may now start.

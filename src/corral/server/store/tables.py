@@ -109,10 +109,40 @@ class Job(Base):
     recheck_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     # The next attempt's size when an elastic job shrank; None: spec.replicas.
     next_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A serving replica of an endpoint (one job per replica), and the spec revision it runs.
+    endpoint_id: Mapped[str | None] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    endpoint_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # When the gateway was told to stop sending it requests (it finishes what it has).
+    draining_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     master_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     submitted_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class Endpoint(Base):
+    """An inference endpoint: its spec, revision, and the autoscaler's memory."""
+
+    __tablename__ = "endpoints"
+    __table_args__ = (UniqueConstraint("workspace_id", "name", name="uq_endpoints_workspace_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    revision: Mapped[int] = mapped_column(Integer)
+    desired_replicas: Mapped[int] = mapped_column(Integer)
+    # core.autoscale's state between decisions, and the last decision's reason.
+    autoscale: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    deleting: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
@@ -162,6 +192,9 @@ class Replica(Base):
     step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     checkpoint_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     progress_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # server clock
+    # Serving replicas: the agent's probes say whether it takes traffic (None: not probed).
+    ready: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    ready_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
