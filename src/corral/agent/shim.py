@@ -114,6 +114,8 @@ def _prepare(
         if content.startswith("#!"):
             target.chmod(0o755)  # a script shipped with its shebang is meant to be run
     env = dict(os.environ)
+    # The Python that runs corral here: `corral.serve` endpoints start with it.
+    env["CORRAL_PYTHON"] = sys.executable
     env.update({str(k): str(v) for k, v in (assignment.get("env") or {}).items()})
     # Set last: the agent reads this very file, so an assignment cannot point it elsewhere.
     env[PROGRESS_FILE_ENV] = os.path.abspath(replica_dir / PROGRESS)

@@ -95,6 +95,7 @@ class HttpRouteSource:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"authorization": f"Bearer {token}"} if token else {}
+        headers["content-type"] = "application/json"  # wake and load bodies are JSON
         self._client = httpx.AsyncClient(
             base_url=server.rstrip("/"),
             headers=headers,
