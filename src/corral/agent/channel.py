@@ -9,6 +9,9 @@ report that it exited.
 The pump also reads each running replica's progress.json every `progress_poll_s` and sends
 a report when its step or checkpoint moved: at most one per replica per poll, however fast
 the script steps. The exit report carries the final progress.
+
+Serving replicas' probe verdicts (prober.py) arrive through the same change queue as the
+runner's, so a `ready` change is reported at once, after the replica's running report.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 ```
  start ── runner.load() (adopt live replicas, settle exits that happened while away)
+   │        prober.watch(each): probe serving replicas again, from scratch
    │
    ▼
  node.json for this server? ──no──► register with the join token ──► save node.json
@@ -32,6 +33,7 @@ from corral.agent.channel import ChannelClosed, Session, dial
 from corral.agent.config import AgentConfig
 from corral.agent.errors import FatalError, NodeTokenRejected, RetryLater
 from corral.agent.identity import NodeIdentity, load_identity, register, save_identity
+from corral.agent.prober import Prober
 from corral.agent.runner import Runner
 from corral.wire.agent import Inventory, RegisterRequest
 
@@ -62,11 +64,20 @@ class Agent:
         self.config = config
         self.changes: asyncio.Queue[str] = asyncio.Queue()
         self.runner = Runner(
-            config.state_dir, stop_grace_s=config.stop_grace_s, on_change=self.changes.put_nowait
+            config.state_dir, stop_grace_s=config.stop_grace_s, on_change=self._changed
         )
+        # Probes outlive connections, like the replicas: readiness is known while away.
+        self.prober = Prober(on_change=self.changes.put_nowait)
         self.session: Session | None = None
         self._stop = asyncio.Event()
         self._inventory: Inventory | None = None
+
+    def _changed(self, replica_id: str) -> None:
+        """A replica began running or exited: (re)consider its probes, and report it."""
+        record = self.runner.records.get(replica_id)
+        if record is not None:
+            self.prober.watch(record)
+        self.changes.put_nowait(replica_id)
 
     def stop(self) -> None:
         """Ask the agent to shut down (safe to call from a signal handler in the loop)."""
@@ -80,6 +91,8 @@ class Agent:
         except OSError as exc:
             log.error("cannot use the state directory %s: %s", self.config.state_dir, exc)
             return 1
+        for record in self.runner.records.values():
+            self.prober.watch(record)  # adopted serving replicas: probed again from scratch
         hostname = socket.gethostname()
         gpus = await asyncio.to_thread(inventory.detect_gpus, self.config.fake_gpus, hostname)
         if gpus.backend == "fake":
@@ -99,6 +112,7 @@ class Agent:
             connected.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await connected
+            self.prober.close()
             self.runner.close()
         if failure is not None and not isinstance(failure, FatalError):
             raise failure  # our bug: let it show

@@ -48,6 +48,8 @@ class ReplicaRecord:
     step: int | None = None
     checkpoint_step: int | None = None
     progress_at: float | None = None
+    # From the agent's probes (prober.py), in memory only: None until the first verdict.
+    ready: bool | None = None
     # Set once shim.json or exit.json has been read: a stop then knows what to signal.
     settled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -78,10 +80,16 @@ class ReplicaRecord:
             finished_at=self.finished_at,
             error=self.error,
             log_bytes=self.log_size() if self.exited else None,
+            ready=self._ready(),
             step=self.step,
             checkpoint_step=self.checkpoint_step,
             progress_at=self.progress_at,
         )
+
+    def _ready(self) -> bool | None:
+        if self.assignment is None or self.assignment.probe is None:
+            return None
+        return False if self.exited else self.ready  # an exited replica serves nothing
 
     def take_shim(self, shim: dict[str, Any]) -> None:
         self.pid = shim.get("pid")
