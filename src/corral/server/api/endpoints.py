@@ -28,6 +28,7 @@ def deploy(spec: EndpointSpec, workspace: WritableWorkspace, cp: CP) -> Endpoint
         endpoint = service.deploy(session, workspace, spec, cp.clock.now())
         view = service.endpoint_view(session, endpoint, workspace.name)
     cp.wake_endpoints()
+    cp.routes.poke()
     return _url(view, cp)
 
 
@@ -61,6 +62,7 @@ def update_endpoint(
 
     view = retry_stale(update)
     cp.wake_endpoints()
+    cp.routes.poke()
     return _url(view, cp)
 
 
@@ -77,6 +79,7 @@ def delete_endpoint(name: str, workspace: WritableWorkspace, cp: CP) -> Endpoint
 
     view = retry_stale(delete)
     cp.wake_endpoints()
+    cp.routes.poke()
     return _url(view, cp)
 
 

@@ -1,0 +1,229 @@
+"""Inference endpoints end to end: control plane, agent (with probes), gateway, real replicas.
+
+Replicas are the mock OpenAI server (tests/support/mock_openai.py), started by the agent
+on $PORT like any model server; requests go through the gateway at /ep/NAME/.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from support.cluster import ADMIN_TOKEN, Cluster, Proc, free_port, wait_for
+
+MOCK = Path(__file__).resolve().parents[1] / "support" / "mock_openai.py"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+EP = "/v1/workspaces/default/endpoints"
+
+
+class Fleet:
+    def __init__(self, cluster: Cluster, gateway_port: int) -> None:
+        self.cluster = cluster
+        self.gateway = f"http://127.0.0.1:{gateway_port}"
+        self.api = httpx.Client(base_url=cluster.url, headers=ADMIN, timeout=30)
+        self.http = httpx.Client(base_url=self.gateway, timeout=60)
+
+    def deploy(self, spec: dict[str, Any]) -> dict[str, Any]:
+        r = self.api.post(EP, json=spec)
+        assert r.status_code == 201, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    def routed(self, name: str) -> None:
+        """Wait until the gateway has the endpoint in its route table."""
+        wait_for(
+            f"the gateway to route {name}",
+            lambda: any(
+                e["name"] == name
+                for e in httpx.get(f"{self.gateway}/_corral/load").json()["endpoints"]
+            ),
+        )
+
+    def get(self, name: str) -> dict[str, Any]:
+        r = self.api.get(f"{EP}/{name}")
+        assert r.status_code == 200, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    def chat(self, name: str, **headers: str) -> httpx.Response:
+        return self.http.post(
+            f"/ep/{name}/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            headers=headers,
+        )
+
+    def stream(self, name: str) -> tuple[int, str]:
+        with self.http.stream(
+            "POST",
+            f"/ep/{name}/v1/chat/completions",
+            json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+        ) as r:
+            return r.status_code, "".join(r.iter_text())
+
+
+def mock_command(*args: str) -> str:
+    return f"{sys.executable} {MOCK} --port $PORT --host 0.0.0.0 " + " ".join(args)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    cluster = Cluster(tmp_path)
+    gateway_port = free_port()
+    cluster.env["CORRAL_GATEWAY_PUBLIC_URL"] = f"http://127.0.0.1:{gateway_port}"
+    cluster.start_server()
+    gateway = Proc(
+        [
+            sys.executable,
+            "-m",
+            "corral.gateway",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(gateway_port),
+            "--server",
+            cluster.url,
+            "--token",
+            ADMIN_TOKEN,
+            "--id",
+            "gw-test",
+        ],
+        cluster.env,
+        tmp_path / "gateway.log",
+    )
+    gateway.start()
+    try:
+        cluster.agent("node-a")
+        cluster.wait_node_ready("node-a")
+        wait_for(
+            "the gateway to answer",
+            lambda: httpx.get(f"http://127.0.0.1:{gateway_port}/_corral/load").status_code == 200,
+        )
+        yield Fleet(cluster, gateway_port)
+    finally:
+        gateway.stop()
+        cluster.close()
+
+
+def test_scale_from_zero_holds_requests_and_answers_them_all(fleet: Fleet) -> None:
+    view = fleet.deploy(
+        {
+            "name": "chat",
+            "command": mock_command("--startup-delay", "1.0", "--delay", "0.05"),
+            "min_replicas": 0,
+            "max_replicas": 2,
+            "scale_to_zero_after": "10m",
+            "auth": "public",
+            "resources": {"cpus": 0.1, "memory": "64Mi"},
+        }
+    )
+    assert view["state"] == "scaled-to-zero" and view["url"].endswith("/ep/chat/")
+    fleet.routed("chat")
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: fleet.chat("chat"), range(8)))
+    assert [r.status_code for r in answers] == [200] * 8, answers[0].text
+    assert all(r.json()["choices"] for r in answers)
+    shown = fleet.get("chat")
+    assert shown["ready_replicas"] >= 1 and shown["replicas"][0]["state"] == "ready"
+
+
+def test_load_step_scales_out_and_a_rolling_update_drops_no_stream(fleet: Fleet) -> None:
+    fleet.deploy(
+        {
+            "name": "llm",
+            "command": mock_command("--chunk-interval", "0.05", "--chunks", "10"),
+            "min_replicas": 1,
+            "max_replicas": 3,
+            "target_in_flight": 2,
+            "drain_timeout": 30,
+            "auth": "public",
+            "resources": {"cpus": 0.1, "memory": "64Mi"},
+        }
+    )
+    wait_for("llm to be ready", lambda: fleet.get("llm")["state"] == "ready", timeout=30)
+
+    stop = time.monotonic() + 6.0
+
+    def client_loop(_: int) -> list[tuple[int, str]]:
+        results = []
+        while time.monotonic() < stop:
+            results.append(fleet.stream("llm"))
+        return results
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(client_loop, i) for i in range(8)]
+        wait_for(
+            "llm to scale out under load",
+            lambda: fleet.get("llm")["desired_replicas"] == 3,
+            timeout=15,
+        )
+        done = [r for f in futures for r in f.result()]
+    assert done and all(code == 200 and "[DONE]" in body for code, body in done)
+    wait_for("3 ready replicas", lambda: fleet.get("llm")["ready_replicas"] == 3, timeout=30)
+
+    # Roll out a new revision under constant streaming load.
+    spec = fleet.get("llm")["spec"]
+    spec["env"] = {"REVISION": "2"}
+    r = fleet.api.put(f"{EP}/llm", json=spec)
+    assert r.status_code == 200 and r.json()["revision"] == 2
+    stop = time.monotonic() + 600
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(client_loop, i) for i in range(6)]
+        wait_for(
+            "every replica to run revision 2",
+            lambda: (
+                (v := fleet.get("llm"))["replicas"]
+                and all(rep["revision"] == 2 and rep["state"] == "ready" for rep in v["replicas"])
+            ),
+            timeout=60,
+        )
+        stop = time.monotonic()
+        during = [r for f in futures for r in f.result()]
+    assert during, "no request ran during the update"
+    bad = [(code, body[-80:]) for code, body in during if code != 200 or "[DONE]" not in body]
+    assert bad == [], f"{len(bad)} of {len(during)} streams failed or were cut"
+
+
+def test_delete_drains_and_removes_and_workspace_auth_needs_a_token(fleet: Fleet) -> None:
+    fleet.deploy(
+        {
+            "name": "private",
+            "command": mock_command(),
+            "resources": {"cpus": 0.1, "memory": "64Mi"},
+        }
+    )
+    wait_for("private to be ready", lambda: fleet.get("private")["state"] == "ready", timeout=30)
+    assert fleet.chat("private").status_code == 401
+    assert fleet.chat("private", authorization=f"Bearer {ADMIN_TOKEN}").status_code == 200
+    r = fleet.api.delete(f"{EP}/private")
+    assert r.status_code == 202 and r.json()["state"] == "deleting"
+    wait_for(
+        "private to be gone",
+        lambda: fleet.api.get(f"{EP}/private").status_code == 404,
+        timeout=30,
+    )
+    # Its replica jobs were stopped first, then forgotten with it.
+    assert fleet.api.get("/v1/workspaces/default/jobs").json()["jobs"] == []
+
+
+def test_the_embeddings_example_served_by_corral_serve_answers_384_dimensions(
+    fleet: Fleet,
+) -> None:
+    app = Path(__file__).resolve().parents[2] / "examples" / "embeddings" / "app.py"
+    fleet.deploy(
+        {
+            "name": "embeddings",
+            "app": f"{app}:Embedder",
+            "auth": "public",
+            "resources": {"cpus": 0.5, "memory": "512Mi"},
+        }
+    )
+    wait_for("embeddings to be ready", lambda: fleet.get("embeddings")["state"] == "ready", 60)
+    r = fleet.http.post("/ep/embeddings/v1/embeddings", json={"input": ["hello", "corral"]})
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert [len(d["embedding"]) for d in data] == [384, 384]
