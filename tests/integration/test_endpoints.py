@@ -227,3 +227,33 @@ def test_the_embeddings_example_served_by_corral_serve_answers_384_dimensions(
     assert r.status_code == 200, r.text
     data = r.json()["data"]
     assert [len(d["embedding"]) for d in data] == [384, 384]
+
+
+def test_a_replica_that_dies_is_replaced(fleet: Fleet) -> None:
+    import os
+    import signal
+
+    fleet.deploy(
+        {
+            "name": "flaky",
+            "command": "exec " + mock_command(),
+            "auth": "public",
+            "resources": {"cpus": 0.1, "memory": "64Mi"},
+        }
+    )
+    wait_for("flaky to be ready", lambda: fleet.get("flaky")["state"] == "ready", timeout=30)
+    (first,) = fleet.get("flaky")["replicas"]
+    job = fleet.api.get(f"/v1/workspaces/default/jobs/{first['job']}").json()
+    os.kill(job["replicas"][0]["pid"], signal.SIGKILL)
+    replaced = wait_for(
+        "a new ready replica",
+        lambda: (
+            (v := fleet.get("flaky"))["ready_replicas"] == 1
+            and v["replicas"][0]["job"] != first["job"]
+            and v
+        ),
+        timeout=30,
+    )
+    assert replaced["state"] == "ready"
+    fleet.routed("flaky")
+    assert fleet.chat("flaky").status_code == 200
