@@ -184,6 +184,12 @@ def test_load_step_scales_out_and_a_rolling_update_drops_no_stream(fleet: Fleet)
         stop = time.monotonic()
         during = [r for f in futures for r in f.result()]
     assert during, "no request ran during the update"
+    # Idle old replicas are stopped once the gateways show them empty, not at drain_timeout.
+    wait_for(
+        "the old revision's replicas to be gone",
+        lambda: all(rep["revision"] == 2 for rep in fleet.get("llm")["replicas"]),
+        timeout=15,
+    )
     bad = [(code, body[-80:]) for code, body in during if code != 200 or "[DONE]" not in body]
     assert bad == [], f"{len(bad)} of {len(during)} streams failed or were cut"
 

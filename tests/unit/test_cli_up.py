@@ -50,20 +50,24 @@ record("start", argv=args, env={k: v for k, v in os.environ.items() if k.startsw
 if role == "agent":
     while True:
         time.sleep(0.05)
-if mode == "crash":
+if mode == "gateway-crash" and role == "gateway":
+    print("OSError: [Errno 98] address already in use", flush=True)
+    sys.exit(4)
+if mode == "crash" and role == "server":
     print("boom: database is locked", flush=True)
     sys.exit(3)
-if mode == "mute":
+if mode == "mute" and role == "server":
     print("migrating forever", flush=True)
     while True:
         time.sleep(0.05)
 port = int(args[args.index("--port") + 1])
-admin = os.environ["CORRAL_BOOTSTRAP_ADMIN_TOKEN"]
+# The gateway stand-in only answers its health check; the admin token is the server's.
+admin = os.environ.get("CORRAL_BOOTSTRAP_ADMIN_TOKEN")
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        if self.path == "/healthz":
+        if self.path in ("/healthz", "/_corral/healthz"):
             self.reply(200, {"ok": True})
         elif self.headers.get("Authorization") != f"Bearer {admin}":
             self.reply(401, {"error": {"code": "unauthorized", "message": "bad token"}})
@@ -108,7 +112,7 @@ def home(tmp_path: Path) -> Iterator[Path]:
     home = tmp_path / "home"
     yield home
     # Whatever a failing test left running: stop it, by the pids the stand-ins recorded.
-    for role in ("agent", "server"):
+    for role in ("gateway", "agent", "server"):
         for event in events(home, role):
             if event["event"] == "start":
                 stop_pid(event["pid"], 1.0)
@@ -155,7 +159,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_up_detach_starts_both_then_down_stops_the_agent_first(fake: list[str], home: Path) -> None:
+def test_up_detach_starts_all_three_then_down_stops_them_in_order(
+    fake: list[str], home: Path
+) -> None:
     home.mkdir()
     remote = {"server": "https://corral.example.com", "token": "crl_remote", "workspace": "ml"}
     (home / "config.json").write_text(json.dumps(remote))
@@ -163,16 +169,30 @@ def test_up_detach_starts_both_then_down_stops_the_agent_first(fake: list[str], 
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     taken = busy.getsockname()[1]
+    gw_port = free_port()
     try:
-        result = cli(fake, home, "up", "--detach", "--port", str(taken), "--fake-gpus", "H100:2")
+        result = cli(
+            fake,
+            home,
+            "up",
+            "--detach",
+            "--port",
+            str(taken),
+            "--gateway-port",
+            str(gw_port),
+            "--fake-gpus",
+            "H100:2",
+        )
     finally:
         busy.close()
     assert result.exit_code == 0, result.output
     up_state = json.loads((home / "up.json").read_text())
     port = up_state["port"]
     url = f"http://127.0.0.1:{port}"
+    gw_url = f"http://127.0.0.1:{gw_port}"
     assert port != taken and f"port {taken} is in use; using {port}" in result.stderr
     assert url in result.stdout and "2×H100 (fake)" in result.stdout
+    assert f"gateway {gw_url} (endpoints at /ep/NAME/)" in result.stdout
 
     config_path = home / "config.json"
     config = json.loads(config_path.read_text())
@@ -186,8 +206,15 @@ def test_up_detach_starts_both_then_down_stops_the_agent_first(fake: list[str], 
     assert server["argv"] == ["--host", "127.0.0.1", "--port", str(port), "--home", str(home)]
     assert server["env"]["CORRAL_HOME"] == str(home)
     assert server["env"]["CORRAL_BOOTSTRAP_ADMIN_TOKEN"] == config["token"]
+    # The server knows the gateway's address from its start, to show it in endpoint views.
+    assert server["env"]["CORRAL_GATEWAY_PUBLIC_URL"] == gw_url
     join = server["env"]["CORRAL_BOOTSTRAP_JOIN_TOKEN"]
     assert join.startswith("crj_")
+
+    gateway = started(home, "gateway")
+    assert gateway["argv"] == ["--host", "127.0.0.1", "--port", str(gw_port), "--server", url]
+    assert gateway["env"]["CORRAL_TOKEN"] == config["token"]  # an admin's: it reads routes
+    assert gateway["t"] > server["t"]
 
     agent = started(home, "agent")
     assert agent["argv"][:2] == ["--server", url]
@@ -195,8 +222,13 @@ def test_up_detach_starts_both_then_down_stops_the_agent_first(fake: list[str], 
     assert agent["argv"][agent["argv"].index("--state-dir") + 1] == str(home / "agent")
     assert agent["argv"][agent["argv"].index("--fake-gpus") + 1] == "H100:2"
     assert agent["env"]["CORRAL_JOIN_TOKEN"] == join
+    assert "CORRAL_TOKEN" not in agent["env"]
     assert join not in " ".join(agent["argv"])  # kept out of `ps`
-    assert up_state["pids"] == {"server": server["pid"], "agent": agent["pid"]}
+    assert up_state["pids"] == {
+        "server": server["pid"],
+        "gateway": gateway["pid"],
+        "agent": agent["pid"],
+    }
 
     again = cli(fake, home, "up", "--detach", "--port", str(port))
     assert again.exit_code == 1
@@ -204,16 +236,61 @@ def test_up_detach_starts_both_then_down_stops_the_agent_first(fake: list[str], 
 
     down = cli(fake, home, "down")
     assert down.exit_code == 0, down.output
-    assert sigterm_at(home, "agent") < sigterm_at(home, "server")
-    assert gone(server["pid"]) and gone(agent["pid"])
+    assert "gateway (pid" in down.stdout
+    # The gateway finishes open requests while replicas serve; the agent stops them while
+    # the server listens.
+    assert sigterm_at(home, "gateway") < sigterm_at(home, "agent") < sigterm_at(home, "server")
+    assert gone(server["pid"]) and gone(agent["pid"]) and gone(gateway["pid"])
     assert not (home / "up.json").exists()
     assert "nothing is running" in cli(fake, home, "down").stdout
 
     # The next `corral up` of this home keeps the admin token the server already has.
-    reup = cli(fake, home, "up", "--detach", "--port", str(port))
+    reup = cli(fake, home, "up", "--detach", "--port", str(port), "--no-gateway")
     assert reup.exit_code == 0, reup.output
     assert json.loads(config_path.read_text())["token"] == config["token"]
     assert cli(fake, home, "down").exit_code == 0
+
+
+def test_no_gateway_starts_none_and_tells_the_server_of_none(fake: list[str], home: Path) -> None:
+    result = cli(fake, home, "up", "--detach", "--port", str(free_port()), "--no-gateway")
+    assert result.exit_code == 0, result.output
+    try:
+        assert "  gateway " not in result.stdout and "/ep/NAME/" not in result.stdout
+        assert "CORRAL_GATEWAY_PUBLIC_URL" not in started(home, "server")["env"]
+        assert events(home, "gateway") == []
+        assert set(json.loads((home / "up.json").read_text())["pids"]) == {"server", "agent"}
+    finally:
+        assert cli(fake, home, "down").exit_code == 0
+
+
+def test_a_gateway_that_exits_is_reported_and_everything_stopped(
+    fake: list[str], home: Path
+) -> None:
+    result = cli(
+        fake,
+        home,
+        "up",
+        "--detach",
+        "--port",
+        str(free_port()),
+        "--gateway-port",
+        str(free_port()),
+        env={"FAKE_MODE": "gateway-crash"},
+    )
+    assert result.exit_code == 1
+    assert "error: the gateway exited with code 4 while starting; see " in result.stderr
+    assert str(home / "logs" / "gateway.log") in result.stderr
+    assert "address already in use" in result.stderr
+    assert gone(started(home, "server")["pid"]) and gone(started(home, "agent")["pid"])
+    assert not (home / "up.json").exists()
+
+
+def test_the_gateway_port_is_never_the_one_picked_for_the_api() -> None:
+    from corral.cli.localrun import pick_port
+
+    port = free_port()
+    assert pick_port("127.0.0.1", port) == port
+    assert pick_port("127.0.0.1", port, avoid=frozenset({port})) != port
 
 
 def test_a_server_that_exits_is_reported_with_its_log(fake: list[str], home: Path) -> None:
@@ -277,8 +354,9 @@ def test_foreground_up_stops_everything_on_ctrl_c(fake: list[str], home: Path) -
             proc.kill()
     assert proc.returncode == 0, err
     assert "corral is up" in out and "corral is down" in err
-    assert sigterm_at(home, "agent") < sigterm_at(home, "server")
+    assert sigterm_at(home, "gateway") < sigterm_at(home, "agent") < sigterm_at(home, "server")
     assert gone(started(home, "server")["pid"]) and gone(started(home, "agent")["pid"])
+    assert gone(started(home, "gateway")["pid"])
     assert not (home / "up.json").exists()
 
 

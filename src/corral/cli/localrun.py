@@ -1,15 +1,22 @@
-"""The one-machine control plane behind `corral up`: a server and an agent as child processes.
+"""The one-machine control plane behind `corral up`: a server, a gateway and an agent as
+child processes.
 
 No printing here: the `up` and `down` commands report; this module starts, watches and stops.
 
-    corral up ──spawn──▶ corral server   (env CORRAL_HOME, CORRAL_BOOTSTRAP_*; logs/server.log)
+    corral up ──pick───▶ the API port and the gateway port (the server must know the
+                         gateway's URL when it starts: it shows it in endpoint views)
+              ──spawn──▶ corral server   (env CORRAL_HOME, CORRAL_BOOTSTRAP_*,
+                                          CORRAL_GATEWAY_PUBLIC_URL; logs/server.log)
               ──poll───▶ GET /healthz
+              ──spawn──▶ corral gateway  (env CORRAL_TOKEN: the admin token; logs/gateway.log)
               ──spawn──▶ corral agent    (env CORRAL_JOIN_TOKEN; logs/agent.log)
-              ──poll───▶ GET /v1/nodes until a fresh node is ready
+              ──poll───▶ GET /v1/nodes until a fresh node is ready,
+                         then the gateway's GET /_corral/healthz (up long before)
               ──write──▶ config.json (server, admin token), up.json (pids)
 
 Children get sessions of their own, so a Ctrl-C in the terminal reaches only `corral up`,
-which then stops them in order: the agent first (it stops its replicas), then the server.
+which then stops them in order: the gateway first (it finishes open requests while the
+replicas still serve), then the agent (it stops its replicas), then the server.
 """
 
 from __future__ import annotations
@@ -49,6 +56,21 @@ class Timeouts:
     # The agent gives its replicas their grace (5 s by default), then needs time to exit.
     stop_agent_s: float = 15.0
     stop_server_s: float = 10.0
+    # The gateway drains open requests (streams too) for up to 30 s on SIGTERM; a local
+    # plane being stopped does not wait that long for them.
+    stop_gateway_s: float = 10.0
+
+    def stop_grace(self, role: str) -> float:
+        grace = {
+            "gateway": self.stop_gateway_s,
+            "agent": self.stop_agent_s,
+            "server": self.stop_server_s,
+        }
+        return grace.get(role, 10.0)
+
+
+# The order in which a plane stops: see the module's docstring.
+STOP_ORDER: tuple[Role, ...] = ("gateway", "agent", "server")
 
 
 def local_url(host: str, port: int) -> str:
@@ -70,12 +92,16 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def pick_port(host: str, port: int, tries: int = 50) -> int:
+def pick_port(
+    host: str, port: int, tries: int = 50, avoid: frozenset[int] = frozenset(), flag: str = "--port"
+) -> int:
+    """`port`, or the next free one; never one in `avoid` (picked for another child, which
+    has not bound it yet)."""
     for candidate in range(port, min(port + tries, 65536)):
-        if port_free(host, candidate):
+        if candidate not in avoid and port_free(host, candidate):
             return candidate
     last = min(port + tries, 65536) - 1
-    raise StartupError(f"no free port in {port}..{last} on {host}; pick one with --port")
+    raise StartupError(f"no free port in {port}..{last} on {host}; pick one with {flag}")
 
 
 def running_pids(st: UpState) -> dict[str, int]:
@@ -96,12 +122,22 @@ class LocalPlane:
     timeouts: Timeouts = field(default_factory=Timeouts)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     sleep: Callable[[float], None] = time.sleep
+    # None: no gateway (`corral up --no-gateway`).
+    gateway_port: int | None = None
     server: Child | None = None
+    gateway: Child | None = None
     agent: Child | None = None
 
     @property
     def url(self) -> str:
         return local_url(self.host, self.port)
+
+    @property
+    def gateway_url(self) -> str | None:
+        return None if self.gateway_port is None else local_url(self.host, self.gateway_port)
+
+    def children(self) -> list[Child]:
+        return [c for c in (self.server, self.gateway, self.agent) if c is not None]
 
     @property
     def logs(self) -> Path:
@@ -123,13 +159,13 @@ class LocalPlane:
             "--home",
             str(self.home),
         ]
-        env = self._env(
-            {
-                "CORRAL_BOOTSTRAP_ADMIN_TOKEN": tokens.admin,
-                "CORRAL_BOOTSTRAP_JOIN_TOKEN": tokens.join,
-            }
-        )
-        self.server = spawn("server", argv, env, self.logs / "server.log")
+        extra = {
+            "CORRAL_BOOTSTRAP_ADMIN_TOKEN": tokens.admin,
+            "CORRAL_BOOTSTRAP_JOIN_TOKEN": tokens.join,
+        }
+        if self.gateway_url is not None:
+            extra["CORRAL_GATEWAY_PUBLIC_URL"] = self.gateway_url
+        self.server = spawn("server", argv, self._env(extra), self.logs / "server.log")
 
     def wait_healthy(self) -> None:
         from corral.client import Client
@@ -146,6 +182,47 @@ class LocalPlane:
                         f"the server did not become healthy within "
                         f"{self.timeouts.server_healthy_s:g} s; see {self.server.log}",
                         self.server.tail(),
+                    )
+                self.sleep(0.1)
+
+    def start_gateway(self, tokens: Tokens) -> None:
+        """The gateway, on the API's address, following this server's routes."""
+        assert self.gateway_port is not None
+        argv = [
+            *self.self_argv,
+            "gateway",
+            "--host",
+            self.host,
+            "--port",
+            str(self.gateway_port),
+            "--server",
+            self.url,
+        ]
+        # It reads the route table, which takes a cluster admin: the admin token, by
+        # environment and not argv, where `ps` would show it.
+        env = self._env({"CORRAL_TOKEN": tokens.admin})
+        self.gateway = spawn("gateway", argv, env, self.logs / "gateway.log")
+
+    def wait_gateway_healthy(self) -> None:
+        import httpx
+
+        if self.gateway is None:
+            return
+        url = f"{self.gateway_url}/_corral/healthz"
+        deadline = time.monotonic() + self.timeouts.server_healthy_s
+        with httpx.Client(timeout=1.0) as http:
+            while True:
+                self._check_alive(self.gateway)
+                try:
+                    if http.get(url).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() >= deadline:
+                    raise StartupError(
+                        f"the gateway did not answer at {url} within "
+                        f"{self.timeouts.server_healthy_s:g} s; see {self.gateway.log}",
+                        self.gateway.tail(),
                     )
                 self.sleep(0.1)
 
@@ -209,9 +286,7 @@ class LocalPlane:
             )
 
     def record(self, detached: bool) -> UpState:
-        pids: dict[str, int] = {
-            c.role: c.proc.pid for c in (self.server, self.agent) if c is not None
-        }
+        pids: dict[str, int] = {c.role: c.proc.pid for c in self.children()}
         st = UpState(
             host=self.host,
             port=self.port,
@@ -225,20 +300,20 @@ class LocalPlane:
         return st
 
     def exited(self) -> Child | None:
-        for child in (self.server, self.agent):
-            if child is not None and child.exit_code() is not None:
+        for child in self.children():
+            if child.exit_code() is not None:
                 return child
         return None
 
     def stop(self) -> list[tuple[Role, StopResult]]:
-        """Agent first, so it can stop its replicas while the server still listens."""
+        """In STOP_ORDER: the agent stops its replicas while the server still listens."""
         results: list[tuple[Role, StopResult]] = []
-        for child, grace in (
-            (self.agent, self.timeouts.stop_agent_s),
-            (self.server, self.timeouts.stop_server_s),
-        ):
+        by_role = {c.role: c for c in self.children()}
+        for role in STOP_ORDER:
+            child = by_role.get(role)
             if child is not None:
-                results.append((child.role, stop_pid(child.proc.pid, grace)))
+                grace = self.timeouts.stop_grace(role)
+                results.append((role, stop_pid(child.proc.pid, grace)))
                 child.proc.poll()  # let Popen know, or it warns that the child still runs
         return results
 
@@ -246,14 +321,15 @@ class LocalPlane:
 def stop_recorded(
     home: Path, st: UpState, timeouts: Timeouts | None = None
 ) -> list[tuple[str, int, StopResult]]:
-    """`corral down`: stop what up.json names, agent first, then forget it."""
+    """`corral down`: stop what up.json names, in STOP_ORDER, then forget it."""
     timeouts = timeouts or Timeouts()
     write_up(home, replace(st, stopping=True))
-    grace = {"agent": timeouts.stop_agent_s, "server": timeouts.stop_server_s}
+    order: tuple[str, ...] = STOP_ORDER
     results: list[tuple[str, int, StopResult]] = []
-    for role in sorted(st.pids, key=lambda r: r != "agent"):
+    for role in sorted(st.pids, key=lambda r: order.index(r) if r in order else len(order)):
         pid = st.pids[role]
-        result: StopResult = stop_pid(pid, grace.get(role, 10.0)) if is_ours(pid) else "gone"
+        grace = timeouts.stop_grace(role)
+        result: StopResult = stop_pid(pid, grace) if is_ours(pid) else "gone"
         results.append((role, pid, result))
     remove_up(home)
     return results

@@ -11,7 +11,21 @@ from typing import Annotated, Any
 
 import typer
 
-from corral.cli import agent, job, node, quota, server, sim, token, up, whoami, workspace
+from corral.cli import (
+    agent,
+    endpoint,
+    gateway,
+    job,
+    node,
+    quota,
+    serve,
+    server,
+    sim,
+    token,
+    up,
+    whoami,
+    workspace,
+)
 from corral.cli.config import CliDeps, CliState
 from corral.cli.errors import report
 from corral.cli.light import LightGroup
@@ -96,6 +110,8 @@ def build_app(deps: CliDeps | None = None) -> typer.Typer:
         ctx.obj = CliState(deps, server=server_url, workspace=workspace_name)
 
     app.add_typer(job.app, name="job", rich_help_panel="Workloads")
+    app.add_typer(endpoint.app, name="endpoint", rich_help_panel="Workloads")
+    app.command("serve", rich_help_panel="Workloads")(serve.serve)
     app.add_typer(node.app, name="node", rich_help_panel="Cluster")
     app.add_typer(workspace.app, name="workspace", rich_help_panel="Cluster")
     app.add_typer(token.app, name="token", rich_help_panel="Cluster")
@@ -105,6 +121,7 @@ def build_app(deps: CliDeps | None = None) -> typer.Typer:
     app.command("down", rich_help_panel="Run corral")(up.down)
     app.command("server", rich_help_panel="Run corral")(server.server)
     app.command("agent", rich_help_panel="Run corral")(agent.agent)
+    app.command("gateway", rich_help_panel="Run corral")(gateway.gateway)
     app.command("sim", rich_help_panel="Plan")(sim.sim)
     return app
 

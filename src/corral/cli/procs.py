@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-Role = Literal["server", "agent"]
+Role = Literal["server", "gateway", "agent"]
 StopResult = Literal["stopped", "killed", "gone"]
 
 

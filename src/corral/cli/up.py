@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from corral.wire.api import NodeView
 
 DEFAULT_PORT = 7390
+DEFAULT_GATEWAY_PORT = 8080
 
 
 def up(
@@ -53,8 +54,19 @@ def up(
             min=1,
         ),
     ] = 20.0,
+    gateway_port: Annotated[
+        int,
+        typer.Option(
+            help="Gateway port (endpoints at /ep/NAME/); the next free one if it is taken.",
+            min=1,
+            max=65535,
+        ),
+    ] = DEFAULT_GATEWAY_PORT,
+    no_gateway: Annotated[
+        bool, typer.Option("--no-gateway", help="Do not start a gateway for endpoints.")
+    ] = False,
 ) -> None:
-    """Start a one-machine corral: API server, scheduler and a local agent.
+    """Start a one-machine corral: API server, scheduler, gateway and a local agent.
 
     In the foreground it runs until Ctrl-C, then stops everything cleanly. With --detach it
     returns once the node is ready; `corral down` stops it. State lives in $CORRAL_HOME.
@@ -80,7 +92,12 @@ def up(
 
     timeouts = Timeouts(server_healthy_s=timeout, node_ready_s=max(30.0, timeout))
     plane = LocalPlane(
-        home=home, host=host, port=port, self_argv=st.deps.self_argv, timeouts=timeouts
+        home=home,
+        host=host,
+        port=port,
+        self_argv=st.deps.self_argv,
+        timeouts=timeouts,
+        gateway_port=None if no_gateway else gateway_port,
     )
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     # SIGTERM must unwind like Ctrl-C, or the children outlive us half-started.
@@ -102,6 +119,14 @@ def _up(plane: LocalPlane, spec: JobSpec | None, fake: str | None, detach: bool)
         if chosen != plane.port:
             note(f"port {plane.port} is in use; using {chosen}")
         plane.port = chosen
+        if plane.gateway_port is not None:
+            # Chosen before the server starts: it is told the gateway's URL at start.
+            wanted = plane.gateway_port
+            plane.gateway_port = pick_port(
+                plane.host, wanted, avoid=frozenset({chosen}), flag="--gateway-port"
+            )
+            if plane.gateway_port != wanted:
+                note(f"gateway port {wanted} is in use; using {plane.gateway_port}")
         tokens = choose_tokens(plane.home)
         node = _start(plane, tokens, fake)
         _save(plane, tokens, detached=detach)
@@ -165,9 +190,14 @@ def _start(plane: LocalPlane, tokens: Tokens, fake: str | None) -> NodeView:
     plane.start_server(tokens)
     with console.status(f"starting the server at {plane.url}…"):
         plane.wait_healthy()
+    if plane.gateway_port is not None:
+        plane.start_gateway(tokens)  # comes up while the agent does
     plane.start_agent(tokens, fake)
     with console.status("starting the local agent…"):
-        return plane.wait_node_ready(tokens.admin)
+        node = plane.wait_node_ready(tokens.admin)
+    with console.status("starting the gateway…"):
+        plane.wait_gateway_healthy()
+    return node
 
 
 def _save(plane: LocalPlane, tokens: Tokens, detached: bool) -> None:
@@ -189,6 +219,8 @@ def _print_ready(plane: LocalPlane, node: NodeView, home: Path, detach: bool) ->
     mode = "in the background" if detach else "in the foreground"
     console.print(f"[bold green]corral is up[/] ({mode})")
     console.print(f"  API     {plane.url}")
+    if plane.gateway_url is not None:
+        console.print(f"  gateway {plane.gateway_url} (endpoints at /ep/NAME/)")
     console.print(
         f"  node    {esc(node.name)}: {esc(node.condition)}"
         + (f", {esc(gpus)}" if gpus != "-" else ", no GPUs")
@@ -199,6 +231,9 @@ def _print_ready(plane: LocalPlane, node: NodeView, home: Path, detach: bool) ->
     console.print("  corral node ls")
     console.print("  corral job run -- python -c \"print('hello from corral')\"")
     console.print("  corral job ls")
+    if plane.gateway_url is not None:
+        console.print("  corral endpoint deploy web --auth public --readiness-path / -- \\")
+        console.print("      python -m http.server '$PORT'")
     console.print()
     if detach:
         console.print("stop it with: corral down")
@@ -260,7 +295,7 @@ def _stop(plane: LocalPlane, quiet: bool) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         if not quiet:
-            note("stopping the agent, then the server…")
+            note("stopping the gateway, the agent, then the server…")
         for role, how in plane.stop():
             if not quiet and how != "gone":
                 note(f"  {role} {how}")
@@ -272,7 +307,7 @@ def _stop(plane: LocalPlane, quiet: bool) -> None:
 
 
 def down(ctx: typer.Context) -> None:
-    """Stop the corral that `corral up` started here (agent first, then server)."""
+    """Stop the corral that `corral up` started here (gateway, agent, then server)."""
     from corral.cli.localfiles import read_up
     from corral.cli.localrun import stop_recorded
 
@@ -281,7 +316,7 @@ def down(ctx: typer.Context) -> None:
     if recorded is None:
         out().print(f"nothing is running (no {esc(home / 'up.json')})")
         return
-    with err().status("stopping the agent, then the server…"):
+    with err().status("stopping the gateway, the agent, then the server…"):
         results = stop_recorded(home, recorded)
     for role, pid, how in results:
         out().print(f"{role} (pid {pid}): {'was not running' if how == 'gone' else how}")

@@ -213,9 +213,7 @@ class QuotaList(_View):
     quotas: list[QuotaView]
 
 
-EndpointState = Literal[
-    "starting", "ready", "scaling", "updating", "scaled-to-zero", "deleting"
-]
+EndpointState = Literal["starting", "ready", "scaling", "updating", "scaled-to-zero", "deleting"]
 EndpointReplicaState = Literal["starting", "ready", "unready", "draining"]
 
 

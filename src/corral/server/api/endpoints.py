@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from corral.server.api.deps import CP, Caller, ReadableWorkspace, WritableWorkspace, retry_stale
 from corral.server.runtime import ControlPlane
@@ -85,6 +85,7 @@ def delete_endpoint(name: str, workspace: WritableWorkspace, cp: CP) -> Endpoint
 
 @gateway_router.get("/routes")
 async def routes(
+    request: Request,
     caller: Caller,
     cp: CP,
     after: int | None = Query(default=None, description="the version the gateway has"),
@@ -99,6 +100,8 @@ async def routes(
         remaining = deadline - loop.time()
         if after is None or table.version != after or remaining <= 0:
             return table
+        if await request.is_disconnected():
+            return table  # the gateway hung up (or the server is stopping): stop holding
         await cp.routes.wait(min(remaining, 1.0))
 
 
