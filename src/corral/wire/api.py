@@ -96,6 +96,7 @@ class JobView(_View):
     checkpoint_step: int | None = Field(default=None, description="the newest checkpoint's step")
     attempts: list[AttemptView] = Field(default_factory=list)
     goodput: GoodputView | None = None
+    endpoint: str | None = Field(default=None, description="the endpoint it serves, if any")
     log_tail: list[str] = Field(default_factory=list, description="last lines, once it has failed")
 
 

@@ -13,7 +13,7 @@ from corral.server.services import recovery
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
 from corral.server.services.names import generate_job_name
-from corral.server.store.tables import Job, LogChunk, Node, Replica, Workspace
+from corral.server.store.tables import Endpoint, Job, LogChunk, Node, Replica, Workspace
 from corral.spec.job import JobSpec
 from corral.wire.api import TERMINAL_JOB_STATES, JobView, LogPage, ReplicaView
 
@@ -137,6 +137,9 @@ def job_view(
         ),
         attempts=attempts,
         goodput=goodput,
+        endpoint=None
+        if job.endpoint_id is None
+        else session.scalar(select(Endpoint.name).where(Endpoint.id == job.endpoint_id)),
     )
 
 
