@@ -34,6 +34,17 @@ def store(database_url: str, tmp_path) -> Iterator[Store]:  # type: ignore[no-un
 def test_migrations_build_exactly_the_tables_the_code_uses(store: Store) -> None:
     with store.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    if store.engine.dialect.name == "sqlite":
+        # SQLite's reflection does not read ON DELETE of a foreign key declared inline in
+        # ADD COLUMN (0004, jobs.endpoint_id): the same key shows as removed and re-added.
+        def key(d: tuple) -> tuple:  # type: ignore[type-arg]
+            return tuple((e.parent.name, e.target_fullname) for e in d[1].elements)
+
+        removed = {key(d) for d in diffs if d[0] == "remove_fk"}
+        added = {key(d) for d in diffs if d[0] == "add_fk"}
+        diffs = [
+            d for d in diffs if d[0] not in ("remove_fk", "add_fk") or key(d) not in removed & added
+        ]
     assert diffs == []
     assert current_revision(store.engine) == HEAD_REVISION
     script = ScriptDirectory.from_config(alembic_config(store.url))  # type: ignore[arg-type]

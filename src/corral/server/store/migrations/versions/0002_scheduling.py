@@ -25,11 +25,12 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["workspace_id"], ["workspaces.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("workspace_id", "gpu_model"),
     )
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("preemptions", sa.Integer(), nullable=False, server_default="0"))
-        batch.add_column(
-            sa.Column("borrowed", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
+    op.add_column(
+        "jobs", sa.Column("preemptions", sa.Integer(), nullable=False, server_default="0")
+    )
+    op.add_column(
+        "jobs", sa.Column("borrowed", sa.Boolean(), nullable=False, server_default=sa.false())
+    )
 
 
 def downgrade() -> None:

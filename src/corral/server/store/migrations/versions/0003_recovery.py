@@ -34,15 +34,13 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("job_id", "attempt"),
     )
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("checkpoint_dir", sa.Text(), nullable=True))
-        batch.add_column(sa.Column("recovery", sa.JSON(), nullable=False, server_default="{}"))
-        batch.add_column(sa.Column("recheck_at", sa.Float(), nullable=True))
-        batch.add_column(sa.Column("next_replicas", sa.Integer(), nullable=True))
-    with op.batch_alter_table("replicas") as batch:
-        batch.add_column(sa.Column("step", sa.Integer(), nullable=True))
-        batch.add_column(sa.Column("checkpoint_step", sa.Integer(), nullable=True))
-        batch.add_column(sa.Column("progress_at", sa.Float(), nullable=True))
+    op.add_column("jobs", sa.Column("checkpoint_dir", sa.Text(), nullable=True))
+    op.add_column("jobs", sa.Column("recovery", sa.JSON(), nullable=False, server_default="{}"))
+    op.add_column("jobs", sa.Column("recheck_at", sa.Float(), nullable=True))
+    op.add_column("jobs", sa.Column("next_replicas", sa.Integer(), nullable=True))
+    op.add_column("replicas", sa.Column("step", sa.Integer(), nullable=True))
+    op.add_column("replicas", sa.Column("checkpoint_step", sa.Integer(), nullable=True))
+    op.add_column("replicas", sa.Column("progress_at", sa.Float(), nullable=True))
 
 
 def downgrade() -> None:

@@ -35,14 +35,22 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("workspace_id", "name", name="uq_endpoints_workspace_name"),
     )
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("endpoint_id", sa.String(length=36), nullable=True))
-        batch.add_column(sa.Column("endpoint_revision", sa.Integer(), nullable=True))
-        batch.add_column(sa.Column("draining_at", sa.Float(), nullable=True))
-        batch.create_index("ix_jobs_endpoint_id", ["endpoint_id"])
-        batch.create_foreign_key(
-            "fk_jobs_endpoint_id", "endpoints", ["endpoint_id"], ["id"], ondelete="CASCADE"
+    # Plain ADD COLUMNs: a batch "recreate" of jobs on SQLite would drop the old table, and
+    # with foreign_keys=ON that cascades to every replica. SQLite takes the foreign key
+    # inline in ADD COLUMN, which Alembic will not emit; PostgreSQL adds it as a constraint.
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute(
+            "ALTER TABLE jobs ADD COLUMN endpoint_id VARCHAR(36) "
+            "REFERENCES endpoints (id) ON DELETE CASCADE"
         )
+    else:
+        op.add_column("jobs", sa.Column("endpoint_id", sa.String(length=36), nullable=True))
+        op.create_foreign_key(
+            "fk_jobs_endpoint_id", "jobs", "endpoints", ["endpoint_id"], ["id"], ondelete="CASCADE"
+        )
+    op.add_column("jobs", sa.Column("endpoint_revision", sa.Integer(), nullable=True))
+    op.add_column("jobs", sa.Column("draining_at", sa.Float(), nullable=True))
+    op.create_index("ix_jobs_endpoint_id", "jobs", ["endpoint_id"])
     with op.batch_alter_table("replicas") as batch:
         batch.add_column(sa.Column("ready", sa.Boolean(), nullable=True))
         batch.add_column(sa.Column("ready_at", sa.Float(), nullable=True))
