@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import TypeVar
@@ -65,6 +66,8 @@ async def connect(ws: WebSocket) -> None:
         await _serve(cp, ws, node_id)
     except WebSocketDisconnect:
         pass
+    except RuntimeError as exc:  # starlette: the socket closed under a receive or a send
+        log.info("node %s connection ended: %s", node_id, exc)
     finally:
         cp.hub.detach(node_id, ws.send_text)
         await asyncio.to_thread(_disconnect, cp, node_id)
@@ -99,14 +102,42 @@ async def _serve(cp: ControlPlane, ws: WebSocket, node_id: str) -> None:
     cp.hub.attach(node_id, ws.send_text)
     cp.apply(effects)
     log.info("node %s connected from %s", node_id, hello.address)
+    # Messages are handled in order by a worker while this loop keeps reading: a reader
+    # waiting on the database would leave the agent's pings unanswered and the connection
+    # would be dropped under load.
+    queue: asyncio.Queue[wire.AgentMessage] = asyncio.Queue()
+    worker = asyncio.create_task(_work(cp, ws, node_id, queue), name=f"node-{node_id}")
+    try:
+        while True:
+            text = await ws.receive_text()
+            try:
+                message = wire.AGENT_MESSAGE.validate_json(text)
+            except ValidationError as exc:
+                log.warning("node %s sent a message we cannot read: %s", node_id, exc)
+                continue
+            queue.put_nowait(message)
+    finally:
+        worker.cancel()
+
+
+async def _work(
+    cp: ControlPlane, ws: WebSocket, node_id: str, queue: asyncio.Queue[wire.AgentMessage]
+) -> None:
     while True:
-        text = await ws.receive_text()
-        try:
-            message = wire.AGENT_MESSAGE.validate_json(text)
-        except ValidationError as exc:
-            log.warning("node %s sent a message we cannot read: %s", node_id, exc)
+        message = await queue.get()
+        if isinstance(message, wire.Heartbeat) and any(
+            isinstance(m, wire.Heartbeat)
+            for m in queue._queue  # type: ignore[attr-defined]  # a newer one is waiting
+        ):
             continue
-        await asyncio.to_thread(_handle, cp, node_id, message)
+        try:
+            await asyncio.to_thread(_handle, cp, node_id, message)
+        except Exception:
+            # Drop the connection: the agent dials again and its hello re-reports everything.
+            log.exception("node %s: handling a %s failed", node_id, type(message).__name__)
+            with contextlib.suppress(Exception):
+                await ws.close(code=1011, reason="server error; reconnect")
+            return
 
 
 def _handle(cp: ControlPlane, node_id: str, message: wire.AgentMessage) -> None:

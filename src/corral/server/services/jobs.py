@@ -222,7 +222,8 @@ def stop_overdue_jobs(session: Session, now: float) -> Effects:
     for job in session.scalars(
         select(Job).where(Job.state.in_(("starting", "running")), Job.started_at.is_not(None))
     ):
-        limit = JobSpec.model_validate(job.spec).max_runtime
+        # The stored spec is already valid: read the one field, not the whole model.
+        limit = job.spec.get("max_runtime")
         assert job.started_at is not None
         if limit is None or now < job.started_at + limit:
             continue
@@ -310,6 +311,7 @@ def settle_job(session: Session, job: Job, now: float) -> Effects:
         job.state in ("starting", "running")
         and replicas
         and not all(r.state == "succeeded" for r in replicas)
+        and _needs_recovery(job, replicas, now)
     ):
         effects = _recover(session, job, replicas, now)
         if effects is not None:
@@ -349,6 +351,17 @@ def settle_job(session: Session, job: Job, now: float) -> Effects:
     if decision.state == "pending":
         effects.wake_scheduler = True
     return effects
+
+
+def _needs_recovery(job: Job, replicas: list[Replica], now: float) -> bool:
+    """Whether core.recovery has anything to say. The common case — a replica reporting that
+    it runs — must not pay for a look at the whole cluster."""
+    if any(r.state in ("failed", "lost", "stopped") for r in replicas):
+        return True
+    if job.recheck_at is not None:
+        return job.recheck_at <= now
+    # A hang is only seen by looking again later: the first look sets when.
+    return job.spec.get("progress_timeout") is not None
 
 
 def _recover(session: Session, job: Job, replicas: list[Replica], now: float) -> Effects | None:
