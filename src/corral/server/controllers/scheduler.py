@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import logging
 
+from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
 from corral.core.placement import place
 from corral.server.runtime import ControlPlane
 from corral.server.services.effects import Effects
 from corral.server.services.scheduling import apply_plan, load_snapshot
+from corral.server.store.tables import Job
 
 log = logging.getLogger("corral.server.scheduler")
 
@@ -19,6 +21,8 @@ log = logging.getLogger("corral.server.scheduler")
 def schedule_once(cp: ControlPlane) -> Effects:
     now = cp.clock.now()
     with cp.store.read() as session:
+        if session.scalar(select(Job.id).where(Job.state == "pending").limit(1)) is None:
+            return Effects()  # nothing to place: skip loading the fleet
         snapshot, versions = load_snapshot(session, now)
     if not snapshot.pending:
         return Effects()

@@ -6,9 +6,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from corral.server.services.endpoints import probe_for
+from corral.server.services.scheduling import job_spec
 from corral.server.store.tables import Endpoint, Job, Node, Replica, Workspace
 from corral.spec.endpoint import EndpointSpec
-from corral.spec.job import JobSpec
 from corral.wire.agent import ReplicaAssignment
 
 
@@ -51,7 +51,7 @@ def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]
     for replica, job, workspace in rows:
         if releasing.intersection(replica.gpus):
             continue  # placed over a preemption victim still stopping: wait for its GPUs
-        spec = JobSpec.model_validate(job.spec)
+        spec = job_spec(job)
         env = dict(spec.env)
         env.update(
             torchrun_env(

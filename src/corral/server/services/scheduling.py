@@ -27,6 +27,21 @@ from corral.server.services.identity import new_id
 from corral.server.store.tables import Job, Node, Quota, Replica, Workspace
 from corral.spec.job import JobSpec
 
+# A job's spec never changes after submission, and validating it is most of what a round's
+# snapshot costs at thousands of running jobs: keep each parsed spec, by job id.
+_SPECS: dict[str, JobSpec] = {}
+_SPECS_MAX = 200_000
+
+
+def job_spec(job: Job) -> JobSpec:
+    spec = _SPECS.get(job.id)
+    if spec is None:
+        if len(_SPECS) >= _SPECS_MAX:
+            _SPECS.clear()
+        spec = _SPECS[job.id] = JobSpec.model_validate(job.spec)
+    return spec
+
+
 # Node labels that place a node in the topology tree provider/region/zone/rack/node.
 TOPOLOGY_LABELS = ("provider", "region", "zone", "rack")
 
@@ -124,7 +139,7 @@ def _demand(spec: JobSpec) -> Demand:
 
 
 def _pending(job: Job, workspace: str, node_ids: Mapping[str, str], now: float) -> PendingJob:
-    spec = JobSpec.model_validate(job.spec)
+    spec = job_spec(job)
     return PendingJob(
         id=job.id,
         replicas=job.next_replicas or spec.replicas,
@@ -141,7 +156,7 @@ def _pending(job: Job, workspace: str, node_ids: Mapping[str, str], now: float) 
 
 
 def _running(job: Job, workspace: str, replicas: list[Replica]) -> RunningJob:
-    spec = JobSpec.model_validate(job.spec)
+    spec = job_spec(job)
     started = job.started_at
     if started is None:
         started = min(r.created_at for r in replicas)
@@ -191,7 +206,7 @@ def _claim(session: Session, gang: GangPlacement, version: int, now: float) -> b
     job = session.get(Job, gang.job_id)
     if job is None or job.version != version or job.state != "pending":
         return False
-    spec = JobSpec.model_validate(job.spec)
+    spec = job_spec(job)
     attempt = job.attempt + 1
     result = session.execute(
         update(Job)
