@@ -7,10 +7,10 @@ attributed, or given up; each attempt's record for goodput accounting.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from corral.core import recovery as core
@@ -79,6 +79,7 @@ def record_progress(
     session: Session, replica: Replica, report: wire.ReplicaReport, now: float
 ) -> bool:
     """Take a replica's reported step and checkpoint; True if it advanced (now is its time)."""
+    first_report = replica.step is None
     advanced = False
     if report.step is not None and (replica.step is None or report.step > replica.step):
         replica.step = report.step
@@ -94,6 +95,9 @@ def record_progress(
     row = session.get(Attempt, (replica.job_id, replica.attempt))
     if row is None:
         return advanced
+    resumed = _resumed_from(session, row, report) if first_report else None
+    if resumed is not None:
+        row.start_step = resumed
     if advanced and replica.step is not None:
         if row.first_step_at is None and replica.step > row.start_step:
             row.first_step_at = now
@@ -103,6 +107,30 @@ def record_progress(
         row.checkpoint_step = replica.checkpoint_step
         row.checkpoint_at = now
     return advanced
+
+
+def _resumed_from(session: Session, row: Attempt, report: wire.ReplicaReport) -> int | None:
+    """The checkpoint a replica's first report shows it resumed from, when it is newer
+    than the one the attempt was opened with; else None.
+
+    An attempt opens from the newest checkpoint rank 0 reported, but a node lost within a
+    progress poll (1 s) of saving one takes that report with it, while the script finds
+    the checkpoint on disk and resumes from it. A replica's progress file is new with each
+    attempt, so the checkpoint_step of its first report is this attempt's own: the one it
+    resumed from, or one it saved since. Believed only if a replica of an earlier attempt
+    (a survivor's exit report, say) had already reported it complete: then it existed
+    before this attempt started, and a script that resumes from its newest checkpoint
+    cannot have started from an older one.
+    """
+    claimed = report.checkpoint_step
+    if claimed is None or claimed <= row.start_step:
+        return None
+    known = session.scalar(
+        select(func.max(Replica.checkpoint_step)).where(
+            Replica.job_id == row.job_id, Replica.attempt < row.attempt
+        )
+    )
+    return claimed if known is not None and claimed <= known else None
 
 
 def attempt_views(
@@ -199,10 +227,33 @@ def decide_attempt(
         excluded=dict(memory.get("excluded", {})),
         hang_streak=int(memory.get("hang_streak", 0)),
         start_step=attempt_row.start_step if attempt_row else None,
-        slots=free_slots(session, spec, job.id),
+        slots=_LazySlots(lambda: free_slots(session, spec, job.id)),
     )
     decision = core.decide(state, now, policy_for(size))
     return decision, {n.name: n.id for n in nodes.values()}
+
+
+class _LazySlots(Mapping[str, int]):
+    """Free slots per node, computed on first use: only a failed attempt needs them, and
+    they cost a look at every node and active replica."""
+
+    def __init__(self, compute: Callable[[], dict[str, int]]) -> None:
+        self._compute = compute
+        self._value: dict[str, int] | None = None
+
+    def _get(self) -> dict[str, int]:
+        if self._value is None:
+            self._value = self._compute()
+        return self._value
+
+    def __getitem__(self, key: str) -> int:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
 
 
 def _nodes(session: Session, ids: Iterable[str]) -> dict[str, Node]:
