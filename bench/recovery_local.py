@@ -105,7 +105,6 @@ def job_spec(args: argparse.Namespace, interface: str) -> Any:
         ),
     )
     data["resources"]["gpus"] = 1  # each host has one: the gang spans two hosts
-    data["env"]["GLOO_SOCKET_IFNAME"] = interface  # namespaces share one hostname
     return JobSpec.model_validate(data)
 
 

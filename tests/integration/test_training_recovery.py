@@ -73,8 +73,8 @@ def ddp_job(hc: HostCluster, name: str, *args: str, **fields: object) -> JobSpec
     )
     data.update(name=name, command=command, **fields)
     data["resources"]["gpus"] = 1  # one per host: a gang of two spans two hosts
-    # Every namespace shares the machine's hostname: tell gloo which interface is the host's.
-    data["env"]["GLOO_SOCKET_IFNAME"] = "eth0" if hc.hosts.kind == "netns" else "lo"
+    # Every namespace shares the machine's hostname, so gloo would bind 127.0.0.1 on its
+    # own: the agent sets GLOO_SOCKET_IFNAME from the node's address (not set here).
     return JobSpec.model_validate(data)
 
 

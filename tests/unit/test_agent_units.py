@@ -165,3 +165,14 @@ def test_reconcile_starts_the_unknown_and_stops_the_unwanted(
 @pytest.mark.parametrize(("returncode", "code"), [(0, 0), (3, 3), (-15, 143), (-9, 137)])
 def test_exit_codes_are_shell_style(returncode: int, code: int) -> None:
     assert shell_exit_code(returncode) == code
+
+
+def test_workloads_get_the_collectives_interface_of_the_nodes_address() -> None:
+    from corral.agent.network import collective_env, interface_of
+    from corral.agent.runner import _shim_environment
+
+    assert interface_of("127.0.0.1") == "lo"
+    assert collective_env("127.0.0.1") == {"GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo"}
+    assert collective_env("203.0.113.77") == {}  # not an address of this machine
+    env = _shim_environment({"GLOO_SOCKET_IFNAME": "lo", "PATH": "/nowhere"})
+    assert env["GLOO_SOCKET_IFNAME"] == "lo" and env["PATH"] != "/nowhere"

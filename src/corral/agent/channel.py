@@ -28,6 +28,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 import corral
 from corral.agent.errors import NodeTokenRejected, RetryLater
 from corral.agent.logs import LogTailer
+from corral.agent.network import collective_env
 from corral.agent.runner import Runner
 from corral.wire.agent import (
     SERVER_MESSAGE,
@@ -96,6 +97,7 @@ class Session:
         self.changes = changes
         self.inventory = inventory
         self.address = address or str(ws.local_address[0])
+        runner.network_env = collective_env(self.address)
         self.tailer = LogTailer()
         self.welcome: Welcome | None = None
         # Replicas the server has heard of on this connection (in the hello, or reported

@@ -37,10 +37,13 @@ SHIM_VANISHED = "the replica's shim died without recording an exit status (kille
 SHIM_NEVER_STARTED = "the replica's shim never started (the agent stopped while starting it)"
 
 
-def _shim_environment() -> dict[str, str]:
+def _shim_environment(defaults: dict[str, str] | None = None) -> dict[str, str]:
     # The agent's own settings (CORRAL_JOIN_TOKEN above all) are not the workload's business;
     # the assignment carries every CORRAL_* variable a replica should see.
-    return {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    for key, value in (defaults or {}).items():
+        env.setdefault(key, value)  # the operator's own setting wins; the assignment's too
+    return env
 
 
 class Runner:
@@ -57,6 +60,8 @@ class Runner:
         self._records: dict[str, ReplicaRecord] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stops: dict[str, asyncio.Task[None]] = {}
+        # Defaults for every workload's environment, set once the node's address is known.
+        self.network_env: dict[str, str] = {}
 
     @property
     def records(self) -> Mapping[str, ReplicaRecord]:
@@ -135,7 +140,7 @@ class Runner:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "corral.agent.shim", str(path)],
                     cwd=path,
-                    env=_shim_environment(),
+                    env=_shim_environment(self.network_env),
                     stdin=subprocess.DEVNULL,
                     stdout=output,
                     stderr=output,

@@ -142,6 +142,13 @@ def _up(plane: LocalPlane, spec: JobSpec | None, fake: str | None, detach: bool)
 
     try:
         return _after_start(plane, node, tokens, spec, detach)
+    except KeyboardInterrupt:
+        # Ctrl-C before the supervisor took over its signals: still a clean stop.
+        if detach:
+            raise
+        _stop(plane, quiet=False)
+        remove_up(plane.home)
+        return 0
     except BaseException:
         # A foreground plane never outlives its `corral up`, whatever went wrong.
         if not detach:
