@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from corral.core.goodput import AttemptRecord, goodput
 from corral.core.recovery import (
-    AttemptRecord,
     AttemptState,
     Cause,
     JobRecoverySpec,
@@ -22,7 +22,6 @@ from corral.core.recovery import (
     Signal,
     Verdict,
     decide,
-    goodput,
     plan_next_attempt,
     young_interval_s,
 )

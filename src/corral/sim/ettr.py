@@ -28,12 +28,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 
+from corral.core.goodput import AttemptRecord, Goodput, goodput
 from corral.core.recovery import (
-    AttemptRecord,
     AttemptState,
     Cause,
     Decision,
-    Goodput,
     JobRecoverySpec,
     NodeCondition,
     NodeView,
@@ -43,7 +42,6 @@ from corral.core.recovery import (
     Signal,
     Verdict,
     decide,
-    goodput,
     plan_next_attempt,
     young_interval_s,
 )

@@ -9,11 +9,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from corral.core.priorities import DEFAULT_PRIORITY_CLASSES
-from corral.spec.job import check_name
+from corral.spec.job import check_env, check_name, priority_value
 from corral.spec.resources import Resources
 from corral.spec.units import parse_duration_s
 
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _APP = re.compile(r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_.]*$")
 
 
@@ -117,12 +116,9 @@ class EndpointSpec(BaseModel):
     @field_validator("env")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not _ENV_KEY.match(key):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
-            if key == "PORT":
-                raise ValueError("PORT is set by corral: serve on $PORT")
-        return value
+        if "PORT" in value:
+            raise ValueError("PORT is set by corral: serve on $PORT")
+        return check_env(value)
 
     @field_validator("app")
     @classmethod
@@ -139,15 +135,7 @@ class EndpointSpec(BaseModel):
     @field_validator("priority", mode="before")
     @classmethod
     def _priority(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.lstrip("-").isdigit():
-            try:
-                return DEFAULT_PRIORITY_CLASSES[value]
-            except KeyError:
-                known = ", ".join(DEFAULT_PRIORITY_CLASSES)
-                raise ValueError(
-                    f"unknown priority class {value!r}; expected a number or one of {known}"
-                ) from None
-        return value
+        return priority_value(value)
 
     @model_validator(mode="after")
     def _check(self) -> EndpointSpec:

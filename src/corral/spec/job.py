@@ -26,6 +26,26 @@ def check_name(value: str, what: str = "name") -> str:
     return value
 
 
+def check_env(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        if not _ENV_KEY.match(key):
+            raise ValueError(f"{key!r} is not a valid environment variable name")
+    return value
+
+
+def priority_value(value: Any) -> Any:
+    """A priority class name becomes its number; anything else is left to the int check."""
+    if isinstance(value, str) and not value.lstrip("-").isdigit():
+        try:
+            return DEFAULT_PRIORITY_CLASSES[value]
+        except KeyError:
+            known = ", ".join(DEFAULT_PRIORITY_CLASSES)
+            raise ValueError(
+                f"unknown priority class {value!r}; expected a number or one of {known}"
+            ) from None
+    return value
+
+
 class JobSpec(BaseModel):
     """A batch job: `replicas` copies of one command, placed together as a gang."""
 
@@ -108,15 +128,7 @@ class JobSpec(BaseModel):
     @field_validator("priority", mode="before")
     @classmethod
     def _priority(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.lstrip("-").isdigit():
-            try:
-                return DEFAULT_PRIORITY_CLASSES[value]
-            except KeyError:
-                known = ", ".join(DEFAULT_PRIORITY_CLASSES)
-                raise ValueError(
-                    f"unknown priority class {value!r}; expected a number or one of {known}"
-                ) from None
-        return value
+        return priority_value(value)
 
     @field_validator("max_runtime", mode="before")
     @classmethod
@@ -136,10 +148,7 @@ class JobSpec(BaseModel):
     @field_validator("env")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not _ENV_KEY.match(key):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
-        return value
+        return check_env(value)
 
     @field_validator("working_dir")
     @classmethod

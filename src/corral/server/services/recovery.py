@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from corral.core import goodput
 from corral.core import recovery as core
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES
 from corral.server.services.effects import Effects
@@ -156,7 +157,7 @@ def attempt_views(
         for r in rows
     ]
     end = job.finished_at if job.finished_at is not None else now
-    g = core.goodput([_record(r) for r in rows], end)
+    g = goodput.goodput([_record(r) for r in rows], end)
     return views, GoodputView(
         ettr=round(g.ettr, 4),
         wall_s=round(g.wall_s, 3),
@@ -169,8 +170,8 @@ def attempt_views(
     )
 
 
-def _record(row: Attempt) -> core.AttemptRecord:
-    return core.AttemptRecord(
+def _record(row: Attempt) -> goodput.AttemptRecord:
+    return goodput.AttemptRecord(
         started_at=row.started_at,
         ended_at=row.ended_at,
         end_cause=None if row.end_cause is None else core.Cause(row.end_cause),
