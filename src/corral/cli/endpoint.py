@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from typer.core import TyperCommand
 
 from corral.cli.config import state
 from corral.cli.endpointopts import (
@@ -24,6 +23,7 @@ from corral.cli.endpointopts import (
     ToZeroOpt,
     WaitOpt,
 )
+from corral.cli.inline import InlineCommand, inline_argv
 from corral.cli.light import LightGroup
 from corral.cli.output import CliError, err, esc, note, out, print_json
 
@@ -39,23 +39,6 @@ app = typer.Typer(
     help="Inference endpoints: deploy, list, inspect, follow logs, update, delete.",
     no_args_is_help=True,
 )
-
-_INLINE_ARGV = "corral.endpoint.inline_argv"
-
-
-class _InlineCommand(TyperCommand):
-    """Keeps everything after `--` for the replicas, so that `-- vllm serve M --port '$PORT'`
-    is the server's command line and not corral's flags."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if "--" in args:
-            cut = args.index("--")
-            ctx.meta[_INLINE_ARGV] = args[cut + 1 :]
-            args = args[:cut]
-        else:
-            ctx.meta[_INLINE_ARGV] = None
-        result: list[str] = super().parse_args(ctx, args)
-        return result
 
 
 WorkspaceOpt = Annotated[
@@ -78,7 +61,7 @@ here, or this shell expands it first). A Python class: [bold]--app app.py:Embedd
 """
 
 
-@app.command("deploy", cls=_InlineCommand, help=DEPLOY_HELP)
+@app.command("deploy", cls=InlineCommand, help=DEPLOY_HELP)
 def deploy(
     ctx: typer.Context,
     target: Annotated[
@@ -121,7 +104,7 @@ def deploy(
         app=app_target,
         env=env or [],
     )
-    inline = ctx.meta.get(_INLINE_ARGV)
+    inline = inline_argv(ctx)
     wait_s = _timeout_s(timeout) if wait else None
     spec = build_deploy_spec(target or [], inline, flags)
     _check_workspace(spec, workspace)
@@ -134,7 +117,7 @@ def deploy(
             _wait(client, view.name, wait_s)
 
 
-@app.command("update", cls=_InlineCommand)
+@app.command("update", cls=InlineCommand)
 def update(
     ctx: typer.Context,
     name: NameArg,
@@ -181,7 +164,7 @@ def update(
         app=app_target,
         env=env or [],
     )
-    inline = ctx.meta.get(_INLINE_ARGV)
+    inline = inline_argv(ctx)
     wait_s = _timeout_s(timeout) if wait else None
     with state(ctx).client(workspace) as client:
         spec = build_update_spec(name, file or [], inline, flags, _current(client, name))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from typer.core import TyperCommand
 
 from corral.cli.config import state
+from corral.cli.inline import InlineCommand, inline_argv
 from corral.cli.light import LightGroup
 from corral.cli.output import CliError, err, note, out, print_json
 
@@ -22,7 +22,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-_INLINE_ARGV = "corral.inline_argv"
 
 WorkspaceOpt = Annotated[
     str | None,
@@ -32,21 +31,6 @@ WorkspaceOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")]
 NameArg = Annotated[str, typer.Argument(help="The job's name.", show_default=False)]
-
-
-class _RunCommand(TyperCommand):
-    """Keeps everything after `--` for the job, so that `-- python train.py --lr 3` is the
-    job's argv and not corral's flags."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if "--" in args:
-            cut = args.index("--")
-            ctx.meta[_INLINE_ARGV] = args[cut + 1 :]
-            args = args[:cut]
-        else:
-            ctx.meta[_INLINE_ARGV] = None
-        result: list[str] = super().parse_args(ctx, args)
-        return result
 
 
 RUN_HELP = """\
@@ -59,7 +43,7 @@ Without --name the server names the job. Ctrl-C stops following; the job keeps r
 """
 
 
-@app.command("run", cls=_RunCommand, help=RUN_HELP)
+@app.command("run", cls=InlineCommand, help=RUN_HELP)
 def run(
     ctx: typer.Context,
     file: Annotated[
@@ -148,7 +132,7 @@ def run(
         selector=selector or [],
         env=env or [],
     )
-    spec = build_job_spec(file or [], ctx.meta.get(_INLINE_ARGV), flags)
+    spec = build_job_spec(file or [], inline_argv(ctx), flags)
     if workspace and spec.workspace and workspace != spec.workspace:
         raise CliError(
             f"the job file says workspace {spec.workspace!r} but --workspace says {workspace!r}",
