@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from corral.server.clock import Clock
@@ -34,12 +35,12 @@ class ControlPlane:
         if effects.sync_nodes:
             self.hub.sync(effects.sync_nodes)
             # A replica started or stopped somewhere: it may be an endpoint's.
-            self._set(self.routes.changed)
+            self.poke_routes()
             self._set(self.endpoints_wakeup)
         if effects.wake_scheduler:
             self.wake_scheduler()
         if effects.routes_changed:
-            self._set(self.routes.changed)
+            self.poke_routes()
         if effects.wake_endpoints:
             self._set(self.endpoints_wakeup)
 
@@ -49,7 +50,14 @@ class ControlPlane:
     def wake_endpoints(self) -> None:
         self._set(self.endpoints_wakeup)
 
+    def poke_routes(self) -> None:
+        self._call(self.routes.poke)
+
     def _set(self, event: asyncio.Event) -> None:
+        self._call(event.set)
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the event loop's thread (at once if this is it)."""
         if self.loop is None:
             return
         try:
@@ -57,6 +65,6 @@ class ControlPlane:
         except RuntimeError:
             running = None
         if running is self.loop:
-            event.set()
+            fn()
         else:
-            self.loop.call_soon_threadsafe(event.set)
+            self.loop.call_soon_threadsafe(fn)

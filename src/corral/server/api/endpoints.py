@@ -28,7 +28,7 @@ def deploy(spec: EndpointSpec, workspace: WritableWorkspace, cp: CP) -> Endpoint
         endpoint = service.deploy(session, workspace, spec, cp.clock.now())
         view = service.endpoint_view(session, endpoint, workspace.name)
     cp.wake_endpoints()
-    cp.routes.poke()
+    cp.poke_routes()
     return _url(view, cp)
 
 
@@ -62,7 +62,7 @@ def update_endpoint(
 
     view = retry_stale(update)
     cp.wake_endpoints()
-    cp.routes.poke()
+    cp.poke_routes()
     return _url(view, cp)
 
 
@@ -79,7 +79,7 @@ def delete_endpoint(name: str, workspace: WritableWorkspace, cp: CP) -> Endpoint
 
     view = retry_stale(delete)
     cp.wake_endpoints()
-    cp.routes.poke()
+    cp.poke_routes()
     return _url(view, cp)
 
 
@@ -96,13 +96,14 @@ async def routes(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while True:
+        seen = cp.routes.generation
         table = await asyncio.to_thread(_table, cp)
         remaining = deadline - loop.time()
         if after is None or table.version != after or remaining <= 0:
             return table
         if await request.is_disconnected():
             return table  # the gateway hung up (or the server is stopping): stop holding
-        await cp.routes.wait(min(remaining, 1.0))
+        await cp.routes.wait(seen, min(remaining, 1.0))
 
 
 def _table(cp: ControlPlane) -> RouteTable:
