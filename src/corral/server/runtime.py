@@ -27,6 +27,8 @@ class ControlPlane:
     endpoints_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     routes: RouteBoard = field(default_factory=RouteBoard)
     loads: LoadBoard = field(default_factory=LoadBoard)
+    # Node id -> when the server last heard from it; flushed to the store by liveness.
+    heard: dict[str, float] = field(default_factory=dict)
     # Requests the gateways hold per (workspace, endpoint), from their wake-ups.
     held: dict[tuple[str, str], int] = field(default_factory=dict)
 

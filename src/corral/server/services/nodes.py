@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES, replica_outcome
@@ -86,6 +86,18 @@ def heartbeat(session: Session, node_id: str, now: float) -> None:
     node = session.get(Node, node_id)
     if node is not None:
         node.last_heartbeat_at = now
+
+
+def record_heard(session: Session, heard: dict[str, float]) -> None:
+    """When each node was last heard from, for many nodes in one statement. Not a state
+    change: no version bump, so it never makes another writer's update stale."""
+    if heard:
+        session.execute(
+            update(Node.__table__)  # type: ignore[arg-type]
+            .where(Node.__table__.c.id == bindparam("node"))
+            .values(last_heartbeat_at=bindparam("at")),
+            [{"node": node, "at": at} for node, at in heard.items()],
+        )
 
 
 def replica_report(

@@ -34,7 +34,14 @@ def make_engine(url: str, *, immediate: bool = False) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # Enough pooled connections for every worker thread: an overflow connection is
+        # closed on return, and each new one pays for the pragmas below.
+        pool: dict[str, Any] = {}
+        if path and path != ":memory:":
+            pool = {"pool_size": 16, "max_overflow": 16}
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **pool
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
