@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from corral.cli.output import age, duration, esc, format_mib, styled, table
+from corral.cli.output import age, duration, esc, styled, table
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -59,18 +59,9 @@ def _reason(view: EndpointView) -> str | None:
 
 
 def resources_text(spec: EndpointSpec) -> str:
-    r = spec.resources
-    parts = []
-    if r.gpus.count:
-        gpus = str(r.gpus)
-        if r.gpus.min_memory:
-            gpus += f" (≥{format_mib(r.gpus.min_memory)} each)"
-        parts.append(f"{gpus} GPUs" if not r.gpus.type else gpus)
-    parts.append(f"{r.cpus:g} CPU" + ("" if r.cpus == 1 else "s"))
-    parts.append(f"{format_mib(r.memory)} memory")
-    if r.disk:
-        parts.append(f"{format_mib(r.disk)} disk")
-    return ", ".join(parts) + " per replica"
+    from corral.cli.jobview import per_replica_text
+
+    return per_replica_text(spec.resources) + " per replica"
 
 
 def scaling_text(view: EndpointView) -> str:

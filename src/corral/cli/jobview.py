@@ -20,11 +20,17 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
     from corral.spec import JobSpec
+    from corral.spec.resources import Resources
     from corral.wire.api import JobView
 
 
 def resources_text(spec: JobSpec) -> str:
-    r = spec.resources
+    per = per_replica_text(spec.resources)
+    return f"{spec.replicas} replicas × {per}" if spec.replicas > 1 else per
+
+
+def per_replica_text(r: Resources) -> str:
+    """One replica's resources: "H100:8 (≥80Gi each), 16 CPUs, 128Gi memory"."""
     parts = []
     if r.gpus.count:
         gpus = str(r.gpus)
@@ -35,8 +41,7 @@ def resources_text(spec: JobSpec) -> str:
     parts.append(f"{format_mib(r.memory)} memory")
     if r.disk:
         parts.append(f"{format_mib(r.disk)} disk")
-    per = ", ".join(parts)
-    return f"{spec.replicas} replicas × {per}" if spec.replicas > 1 else per
+    return ", ".join(parts)
 
 
 def scheduling_text(job: JobView) -> str:
