@@ -9,10 +9,11 @@ from typing import cast
 import httptools
 
 from corral.gateway import http1
+from corral.gateway.corked import CorkedWriter
 from corral.gateway.exchange import Context, Exchange
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(CorkedWriter, asyncio.Protocol):
     __slots__ = (
         "closed",
         "ctx",
@@ -144,27 +145,6 @@ class ClientConnection(asyncio.Protocol):
             self.parsing = None
 
     # called by exchanges
-    def write(self, data: bytes) -> None:
-        if self.ctx.corked:
-            if not self.pending:
-                self.ctx.dirty.append(self)
-            self.pending.append(data)
-        elif self.transport is not None and not self.closed:
-            self.transport.write(data)
-
-    def writelines(self, data: tuple[bytes, ...]) -> None:
-        if self.ctx.corked:
-            if not self.pending:
-                self.ctx.dirty.append(self)
-            self.pending.extend(data)
-        elif self.transport is not None and not self.closed:
-            self.transport.writelines(data)
-
-    def flush(self) -> None:
-        pending, self.pending = self.pending, []
-        if pending and self.transport is not None and not self.closed:
-            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed and not self.paused:
             self.paused = True

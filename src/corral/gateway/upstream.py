@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from corral.gateway.corked import CorkedWriter
+
 if TYPE_CHECKING:
     from corral.gateway.exchange import Context, Exchange
     from corral.gateway.table import Replica
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 MAX_IDLE_REUSE_S = 2.0
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(CorkedWriter, asyncio.Protocol):
     __slots__ = (
         "closed",
         "ctx",
@@ -100,19 +102,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def reusable(self, now: float) -> bool:
         return not self.closed and now - self.idle_since < MAX_IDLE_REUSE_S
-
-    def write(self, data: bytes) -> None:
-        if self.ctx.corked:
-            if not self.pending:
-                self.ctx.dirty.append(self)
-            self.pending.append(data)
-        elif self.transport is not None and not self.closed:
-            self.transport.write(data)
-
-    def flush(self) -> None:
-        pending, self.pending = self.pending, []
-        if pending and self.transport is not None and not self.closed:
-            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def close(self) -> None:
         self.exchange = None
