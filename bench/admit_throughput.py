@@ -740,7 +740,7 @@ def start_py_spy(out: Path, pid: int) -> subprocess.Popen[bytes] | None:
     return subprocess.Popen(
         [
             *(exe, "record", "--pid", str(pid), "--rate", "100", "--format", "raw"),
-            *("--function", "--threads", "--nonblocking", "--output", str(out)),
+            *("--function", "--threads", "--gil", "--nonblocking", "--output", str(out)),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -756,20 +756,23 @@ def stop_py_spy(spy: subprocess.Popen[bytes]) -> None:
         spy.wait()
 
 
-# Where the server's busy samples go: the first of these frames found in a stack names it.
+# Where the server's samples go: the first of these frames found in a stack names it.
 ACTIVITIES = (
-    ("POST jobs: submit_job", "submit_job (corral/server/api/jobs.py"),
+    (
+        "POST jobs: submit (in a group commit)",
+        "submit_job.<locals>.submit (corral/server/api/jobs.py",
+    ),
+    ("agent: report (in a group commit)", "_handle.<locals>.write (corral/server/api/agent.py"),
+    ("group commit: begin/savepoints/commit", "GroupCommit._commit (corral/server/writes.py"),
     ("GET jobs: list_jobs", "list_jobs (corral/server/api/jobs.py"),
     ("auth: principal()", "principal (corral/server/api/deps.py"),
-    ("auth: workspace resolve()", "resolve (corral/server/api/deps.py"),
-    ("agent: heartbeat tx", "heartbeat (corral/server/services/nodes.py"),
-    ("agent: replica_report tx", "replica_report (corral/server/services/nodes.py"),
-    ("agent: _handle (begin/commit)", "_handle (corral/server/api/agent.py"),
-    ("scheduler: load_snapshot", "load_snapshot (corral/server/services/scheduling.py"),
-    ("scheduler: place()", "place (corral/core/placement.py"),
+    ("auth: workspace resolve()", "workspace_for.<locals>.resolve (corral/server/api/deps.py"),
+    ("agent: hello/disconnect tx", "_in_tx (corral/server/api/agent.py"),
+    ("scheduler: load snapshot", "SnapshotLoader.load (corral/server/services/snapshot.py"),
+    ("scheduler: place()", "Scheduler.place (corral/core/scheduler/incremental.py"),
     ("scheduler: apply_plan", "apply_plan (corral/server/services/scheduling.py"),
     ("scheduler: other", "schedule_once (corral/server/controllers/scheduler.py"),
-    ("hub: desired set", "_desired (corral/server/hub.py"),
+    ("hub: desired set", "AgentHub._desired (corral/server/hub.py"),
     ("liveness: stop_overdue_jobs", "stop_overdue_jobs (corral/server/services/jobs.py"),
     ("liveness: other", "check_once (corral/server/controllers/liveness.py"),
 )
@@ -777,7 +780,8 @@ _PARKED = ("Condition.wait (", "Queue.get (")
 
 
 def summarize_py_spy(out: Path, top: int = 15) -> None:
-    """Print where the server's busy samples went, by activity and by function (self).
+    """Print where the server's Python time went (samples of threads holding the GIL, the
+    server's scarce resource), by activity and by function (self).
 
     py-spy samples threads that are running; a worker parked on its queue is left out.
     """
@@ -800,7 +804,7 @@ def summarize_py_spy(out: Path, top: int = 15) -> None:
                 break
         else:
             activity["event loop, ASGI, websockets, other"] += count
-    _log(f"py-spy: {total} busy samples (100/s, every thread) in {out}")
+    _log(f"py-spy: {total} samples holding the GIL (100/s, every thread) in {out}")
     for title, counter, n in (("by activity", activity, len(ACTIVITIES) + 1), ("self", own, top)):
         _log(f"  {title}:")
         for frame, count in counter.most_common(n):

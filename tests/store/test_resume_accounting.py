@@ -11,7 +11,8 @@ import pytest
 from corral.core.placement import place
 from corral.server.services import jobs, nodes
 from corral.server.services.identity import DEFAULT_WORKSPACE, bootstrap, workspace_by_name
-from corral.server.services.scheduling import apply_plan, load_snapshot
+from corral.server.services.scheduling import apply_plan
+from corral.server.services.snapshot import SnapshotLoader
 from corral.server.store.db import Store
 from corral.server.store.migrate import upgrade
 from corral.server.store.tables import Replica
@@ -50,10 +51,10 @@ def register(store: Store, name: str) -> str:
 
 def schedule(store: Store, now: float) -> None:
     with store.read() as session:
-        snapshot, versions = load_snapshot(session, now)
-    plan = place(snapshot, now)
+        loaded = SnapshotLoader().load(session, now)
+    plan = place(loaded.snapshot, now)
     with store.transaction() as session:
-        apply_plan(session, plan, versions, now)
+        apply_plan(session, plan, loaded, now)
 
 
 def view(store: Store, now: float) -> tuple[JobView, list[Replica]]:

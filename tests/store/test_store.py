@@ -14,7 +14,8 @@ from corral.core.placement import place
 from corral.server.api.errors import ApiError
 from corral.server.services import jobs, nodes
 from corral.server.services.identity import DEFAULT_WORKSPACE, bootstrap, workspace_by_name
-from corral.server.services.scheduling import apply_plan, load_snapshot
+from corral.server.services.scheduling import apply_plan
+from corral.server.services.snapshot import SnapshotLoader
 from corral.server.store.db import Store
 from corral.server.store.migrate import HEAD_REVISION, alembic_config, current_revision, upgrade
 from corral.server.store.tables import Base, Job, Replica
@@ -99,10 +100,10 @@ def _register(store: Store, name: str, cpus: float = 4, gpus: int = 0) -> str:
 
 def _schedule(store: Store, now: float) -> None:
     with store.read() as session:
-        snapshot, versions = load_snapshot(session)
-    plan = place(snapshot, now)
+        loaded = SnapshotLoader().load(session, now)
+    plan = place(loaded.snapshot, now)
     with store.transaction() as session:
-        apply_plan(session, plan, versions, now)
+        apply_plan(session, plan, loaded, now)
 
 
 def _submit(store: Store, spec: dict[str, object]) -> None:

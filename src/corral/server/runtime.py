@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from corral.server.auth import Principal
 from corral.server.clock import Clock
 from corral.server.config import ServerOptions
 from corral.server.hub import AgentHub
@@ -13,6 +14,12 @@ from corral.server.loads import LoadBoard
 from corral.server.routes import RouteBoard
 from corral.server.services.effects import Effects
 from corral.server.store.db import Store
+from corral.server.ttlcache import TtlCache
+from corral.server.writes import GroupCommit
+
+# How long an API process trusts what it read of a token or a workspace: a token revoked
+# elsewhere stops working here within this time.
+AUTH_TTL_S = 10.0
 
 
 @dataclass
@@ -31,6 +38,13 @@ class ControlPlane:
     heard: dict[str, float] = field(default_factory=dict)
     # Requests the gateways hold per (workspace, endpoint), from their wake-ups.
     held: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Who a token is, and a workspace by name, for a few seconds: see server/api/deps.py.
+    principals: TtlCache[str, Principal] = field(default_factory=lambda: TtlCache(AUTH_TTL_S))
+    workspaces: TtlCache[str, tuple[str, str]] = field(default_factory=lambda: TtlCache(AUTH_TTL_S))
+    writes: GroupCommit = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writes = GroupCommit(self.store)
 
     def apply(self, effects: Effects) -> None:
         """Carry out a committed change's effects; callable from any thread."""

@@ -12,6 +12,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from corral.server.api.deps import CP, retry_stale
 from corral.server.api.errors import ApiError
@@ -132,21 +133,37 @@ async def _work(
         if isinstance(message, wire.Heartbeat):
             continue
         try:
-            await asyncio.to_thread(_handle, cp, node_id, message)
+            effects = await _handle(cp, node_id, message)
         except Exception:
             # Drop the connection: the agent dials again and its hello re-reports everything.
             log.exception("node %s: handling a %s failed", node_id, type(message).__name__)
             with contextlib.suppress(Exception):
                 await ws.close(code=1011, reason="server error; reconnect")
             return
-
-
-def _handle(cp: ControlPlane, node_id: str, message: wire.AgentMessage) -> None:
-    now = cp.clock.now()
-    if isinstance(message, wire.ReplicaReport):
-        effects = retry_stale(
-            lambda: _in_tx(cp, lambda s: service.replica_report(s, node_id, message, now))
-        )
         cp.apply(effects)
+
+
+async def _handle(cp: ControlPlane, node_id: str, message: wire.AgentMessage) -> Effects:
+    """Store one message; each node's messages in order, many nodes' in one transaction
+    (server/writes.py)."""
+    now = cp.clock.now()
+    write: Callable[[Session], Effects]
+    if isinstance(message, wire.ReplicaReport):
+        report = message
+
+        def write(s: Session) -> Effects:
+            return service.replica_report(s, node_id, report, now)
     elif isinstance(message, wire.LogChunk):
-        retry_stale(lambda: _in_tx(cp, lambda s: service.append_log(s, node_id, message)))
+        chunk = message
+
+        def write(s: Session) -> Effects:
+            service.append_log(s, node_id, chunk)
+            return Effects()
+    else:
+        return Effects()
+    for _ in range(4):  # a row changed under it (optimistic concurrency): read it again
+        try:
+            return await cp.writes.run(write)
+        except StaleDataError:
+            continue
+    return await cp.writes.run(write)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, TypeVar
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy.orm.exc import StaleDataError
 
 from corral.server.api.errors import ApiError
-from corral.server.auth import Principal, check_workspace_access
+from corral.server.auth import Principal, check_workspace_access, hash_token
 from corral.server.runtime import ControlPlane
-from corral.server.services.identity import authenticate, workspace_by_name
+from corral.server.services.identity import authenticate_hash, workspace_by_name
 from corral.server.store.tables import Workspace
 
 T = TypeVar("T")
@@ -33,28 +34,48 @@ def bearer(request: Request) -> str:
     return token.strip()
 
 
-def principal(request: Request, cp: CP) -> Principal:
-    token = bearer(request)
-    with cp.store.read() as session:
-        found = authenticate(session, token)
+async def principal(request: Request, cp: CP) -> Principal:
+    """Who the token is. Known tokens are answered from memory for a few seconds
+    (cp.principals): most requests then touch the database only for their own work."""
+    digest = hash_token(bearer(request))
+    found = cp.principals.get(digest)
     if found is None:
-        raise ApiError(401, "unauthorized", "the token is not valid on this server")
+        found = await asyncio.to_thread(_authenticate, cp, digest)
+        if found is None:  # not remembered: a token created a moment later works at once
+            raise ApiError(401, "unauthorized", "the token is not valid on this server")
+        cp.principals.put(digest, found)
     return found
+
+
+def _authenticate(cp: ControlPlane, digest: str) -> Principal | None:
+    with cp.store.read() as session:
+        return authenticate_hash(session, digest)
 
 
 Caller = Annotated[Principal, Depends(principal)]
 
 
-def workspace_for(role: str) -> Callable[[str, Principal, ControlPlane], Workspace]:
-    def resolve(workspace: str, caller: Caller, cp: CP) -> Workspace:
+def workspace_for(
+    role: str,
+) -> Callable[[str, Principal, ControlPlane], Coroutine[Any, Any, Workspace]]:
+    async def resolve(workspace: str, caller: Caller, cp: CP) -> Workspace:
         check_workspace_access(caller, workspace, role)
-        with cp.store.read() as session:
-            row = workspace_by_name(session, workspace)
-        if row is None:
-            raise ApiError(404, "not_found", f"workspace '{workspace}' not found")
-        return row
+        known = cp.workspaces.get(workspace)
+        if known is None:
+            known = await asyncio.to_thread(_workspace_row, cp, workspace)
+            if known is None:
+                raise ApiError(404, "not_found", f"workspace '{workspace}' not found")
+            cp.workspaces.put(workspace, known)
+        # A fresh object per request: never one shared between threads and sessions.
+        return Workspace(id=known[0], name=known[1])
 
     return resolve
+
+
+def _workspace_row(cp: ControlPlane, name: str) -> tuple[str, str] | None:
+    with cp.store.read() as session:
+        row = workspace_by_name(session, name)
+        return None if row is None else (row.id, row.name)
 
 
 ReadableWorkspace = Annotated[Workspace, Depends(workspace_for("viewer"))]

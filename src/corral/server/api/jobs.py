@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
+from sqlalchemy.orm import Session
 
 from corral.server.api.deps import CP, ReadableWorkspace, WritableWorkspace, retry_stale
 from corral.server.services import jobs as service
@@ -13,15 +14,19 @@ from corral.wire.api import JobList, JobView, LogPage
 router = APIRouter(prefix="/v1/workspaces/{workspace}/jobs", tags=["jobs"])
 
 
-@router.post("", status_code=201)
-def submit_job(spec: JobSpec, workspace: WritableWorkspace, cp: CP) -> JobView:
-    with cp.store.transaction() as session:
-        job = service.submit_job(
-            session, workspace, spec, cp.clock.now(), cp.options.resolved_checkpoint_root()
-        )
-        view = service.job_view(session, job, workspace.name)
+@router.post("", status_code=201, response_model=JobView)
+async def submit_job(spec: JobSpec, workspace: WritableWorkspace, cp: CP) -> Response:
+    checkpoint_root = cp.options.resolved_checkpoint_root()
+
+    def submit(session: Session) -> JobView:
+        job = service.submit_job(session, workspace, spec, cp.clock.now(), checkpoint_root)
+        return service.job_view(session, job, workspace.name)
+
+    # Submissions arriving together share one transaction (server/writes.py).
+    view = await cp.writes.run(submit)
     cp.wake_scheduler()
-    return view
+    # Already a validated JobView: serialized once, not validated again on the way out.
+    return Response(view.model_dump_json(), status_code=201, media_type="application/json")
 
 
 @router.get("")

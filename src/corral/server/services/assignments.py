@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from corral.server.services.endpoints import probe_for
-from corral.server.services.scheduling import job_spec
+from corral.server.services.snapshot import job_spec
 from corral.server.store.tables import Endpoint, Job, Node, Replica, Workspace
 from corral.spec.endpoint import EndpointSpec
 from corral.wire.agent import ReplicaAssignment
@@ -34,19 +34,19 @@ def torchrun_env(
 
 
 def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]:
-    rows = session.execute(
+    active = session.execute(
         select(Replica, Job, Workspace.name)
         .join(Job, Replica.job_id == Job.id)
         .join(Workspace, Job.workspace_id == Workspace.id)
-        .where(
-            Replica.node_id == node_id,
-            Replica.state.in_(("assigned", "running")),
-            Replica.desired == "run",
-        )
+        .where(Replica.node_id == node_id, Replica.state.in_(("assigned", "running")))
         .order_by(Replica.created_at, Replica.rank)
+        # The spec comes from the parsed-spec cache; recovery notes are not needed here.
+        .options(defer(Job.spec), defer(Job.recovery))
     ).all()
+    rows = [row for row in active if row[0].desired == "run"]
+    # GPUs still held by replicas told to stop (a preemption victim on its way out).
+    releasing = {gpu for row in active if row[0].desired != "run" for gpu in row[0].gpus}
     masters = _master_addresses(session, [(job.id, replica.attempt) for replica, job, _ in rows])
-    releasing = _releasing_gpus(session, node_id)
     result: list[ReplicaAssignment] = []
     for replica, job, workspace in rows:
         if releasing.intersection(replica.gpus):
@@ -98,18 +98,6 @@ def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]
             )
         )
     return result
-
-
-def _releasing_gpus(session: Session, node_id: str) -> set[int]:
-    """GPUs on the node still held by replicas told to stop."""
-    held = session.scalars(
-        select(Replica.gpus).where(
-            Replica.node_id == node_id,
-            Replica.state.in_(("assigned", "running")),
-            Replica.desired == "stop",
-        )
-    )
-    return {gpu for gpus in held for gpu in gpus}
 
 
 def _master_addresses(

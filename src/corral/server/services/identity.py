@@ -85,11 +85,11 @@ def _ensure_token(session: Session, token: str, now: float) -> None:
         )
 
 
-def authenticate(session: Session, token: str) -> Principal | None:
+def authenticate_hash(session: Session, digest: str) -> Principal | None:
     row = session.execute(
         select(Token, Workspace.name)
         .outerjoin(Workspace, Token.workspace_id == Workspace.id)
-        .where(Token.token_hash == hash_token(token))
+        .where(Token.token_hash == digest)
     ).first()
     if row is None:
         return None

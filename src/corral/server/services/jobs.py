@@ -13,6 +13,7 @@ from corral.server.services import recovery
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
 from corral.server.services.names import generate_job_name
+from corral.server.services.snapshot import job_spec, specs_by_id
 from corral.server.store.tables import Endpoint, Job, LogChunk, Node, Replica, Workspace
 from corral.spec.job import JobSpec
 from corral.wire.api import TERMINAL_JOB_STATES, JobView, LogPage, ReplicaView
@@ -106,7 +107,7 @@ def job_view(
     replicas = current_replicas(session, job) if job.attempt else []
     attempts, goodput = (
         recovery.attempt_views(session, job, now if now is not None else job.submitted_at)
-        if with_tail
+        if with_tail and job.attempt  # no attempt yet: no rows to read
         else ([], None)
     )
     nodes = _node_names(session, {r.node_id for r in replicas})
@@ -119,7 +120,7 @@ def job_view(
         name=job.name,
         workspace=workspace,
         state=job.state,
-        spec=JobSpec.model_validate(job.spec),
+        spec=job_spec(job),
         attempt=job.attempt,
         restarts=job.restarts,
         preemptions=job.preemptions,
@@ -219,14 +220,21 @@ def _stop(replicas: list[Replica]) -> Effects:
 def stop_overdue_jobs(session: Session, now: float) -> Effects:
     """Fail jobs that ran past their spec's max_runtime (backfill relies on the limit)."""
     effects = Effects()
-    for job in session.scalars(
-        select(Job).where(Job.state.in_(("starting", "running")), Job.started_at.is_not(None))
-    ):
-        # The stored spec is already valid: read the one field, not the whole model.
-        limit = job.spec.get("max_runtime")
-        assert job.started_at is not None
-        if limit is None or now < job.started_at + limit:
-            continue
+    started = session.execute(
+        select(Job.id, Job.started_at).where(
+            Job.state.in_(("starting", "running")), Job.started_at.is_not(None)
+        )
+    ).all()
+    # Every second, over every running job: read two columns, and specs from the cache.
+    limits = specs_by_id(session, [job_id for job_id, _ in started])
+    overdue = []
+    for job_id, started_at in started:
+        spec = limits.get(job_id)
+        limit = None if spec is None else spec.max_runtime
+        if limit is not None and started_at is not None and now >= started_at + limit:
+            overdue.append(job_id)
+    for job in session.scalars(select(Job).where(Job.id.in_(overdue))) if overdue else ():
+        limit = job_spec(job).max_runtime
         job.state = "failed"
         job.finished_at = now
         job.reason = f"exceeded its max_runtime of {limit:g}s; stopped"
@@ -264,7 +272,7 @@ def read_logs(
     session: Session, job: Job, rank: int, offset: int, attempt: int | None = None
 ) -> LogPage:
     attempt = attempt or job.attempt
-    if rank < 0 or rank >= JobSpec.model_validate(job.spec).replicas:
+    if rank < 0 or rank >= job_spec(job).replicas:
         raise ApiError(404, "not_found", f"job '{job.name}' has no replica {rank}")
     replica = session.scalars(
         select(Replica).where(
@@ -316,10 +324,10 @@ def settle_job(session: Session, job: Job, now: float) -> Effects:
         effects = _recover(session, job, replicas, now)
         if effects is not None:
             return effects
-    facts = JobFacts(
-        job.state, job.attempt, job.restarts, JobSpec.model_validate(job.spec).max_restarts
-    )
-    names = _node_names(session, {r.node_id for r in replicas})
+    facts = JobFacts(job.state, job.attempt, job.restarts, job_spec(job).max_restarts)
+    # Node names only show in the reason for a lost replica: the usual report skips the read.
+    lost = {r.node_id for r in replicas if r.state == "lost"}
+    names = _node_names(session, lost)
     decision = decide_job(
         facts,
         [
@@ -368,7 +376,7 @@ def _recover(session: Session, job: Job, replicas: list[Replica], now: float) ->
     """Apply core.recovery to a running attempt; None when nothing is wrong with it."""
     decision, _ = recovery.decide_attempt(session, job, replicas, now)
     verdict = decision.verdict
-    spec = JobSpec.model_validate(job.spec)
+    spec = job_spec(job)
     if verdict is core_recovery.Verdict.CONTINUE:
         # A hang is only seen by looking again: come back when it would become one.
         job.recheck_at = _hang_check_at(spec, replicas, job, now)

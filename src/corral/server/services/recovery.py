@@ -47,23 +47,25 @@ def policy_for(replicas: int) -> core.RecoveryPolicy:
 # -- attempts -----------------------------------------------------------------------------
 
 
-def open_attempt(session: Session, job: Job, attempt: int, replicas: int, now: float) -> None:
-    """Record a new attempt; it resumes from the newest checkpoint any earlier one reported."""
-    start = session.scalar(
-        select(Attempt.checkpoint_step)
-        .where(Attempt.job_id == job.id, Attempt.checkpoint_step.is_not(None))
-        .order_by(Attempt.checkpoint_step.desc())
-        .limit(1)
-    )
-    session.add(
-        Attempt(
-            job_id=job.id,
-            attempt=attempt,
-            replicas=replicas,
-            started_at=now,
-            start_step=start or 0,
+def attempt_row(
+    session: Session, job_id: str, attempt: int, replicas: int, now: float
+) -> dict[str, object]:
+    """A new attempt's row; it resumes from the newest checkpoint any earlier one reported."""
+    start = None
+    if attempt > 1:  # a first attempt has nothing to resume from
+        start = session.scalar(
+            select(Attempt.checkpoint_step)
+            .where(Attempt.job_id == job_id, Attempt.checkpoint_step.is_not(None))
+            .order_by(Attempt.checkpoint_step.desc())
+            .limit(1)
         )
-    )
+    return {
+        "job_id": job_id,
+        "attempt": attempt,
+        "replicas": replicas,
+        "started_at": now,
+        "start_step": start or 0,
+    }
 
 
 def close_attempt(
@@ -331,13 +333,6 @@ def remember(job: Job, decision: core.Decision) -> None:
         "excluded": dict(decision.exclude),
         "hang_streak": decision.hang_streak,
     }
-
-
-def excluded_node_ids(job: Job, name_to_id: Mapping[str, str], now: float) -> frozenset[str]:
-    excluded: Mapping[str, float] = (job.recovery or {}).get("excluded", {})
-    return frozenset(
-        name_to_id[n] for n, until in excluded.items() if until > now and n in name_to_id
-    )
 
 
 def needs_recheck(job: Job, now: float) -> bool:

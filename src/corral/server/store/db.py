@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,10 +73,22 @@ class Store:
         self.read_engine = make_engine(self.url) if is_sqlite(self.url) else self.engine
         self._writes = sessionmaker(self.engine, expire_on_commit=False)
         self._reads = sessionmaker(self.read_engine, expire_on_commit=False)
+        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
+        # its busy handler (1, 2, 5, ... up to 100 ms) before trying again: under many
+        # concurrent writes the lock would sit free while they sleep. Taking turns on a lock
+        # of our own first hands it over at once. (An RLock: a transaction opened inside
+        # another on the same thread still fails on SQLite's busy timeout, not hangs.)
+        self._write_turn: threading.RLock | None = (
+            threading.RLock() if is_sqlite(self.url) else None
+        )
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self._writes() as session, session.begin():
+        if self._write_turn is None:
+            with self._writes() as session, session.begin():
+                yield session
+            return
+        with self._write_turn, self._writes() as session, session.begin():
             yield session
 
     @contextmanager

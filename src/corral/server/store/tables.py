@@ -167,6 +167,7 @@ class Replica(Base):
     __table_args__ = (
         Index("ix_replicas_node_state", "node_id", "state"),
         Index("ix_replicas_job_attempt", "job_id", "attempt"),
+        Index("ix_replicas_state", "state"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -1,0 +1,95 @@
+"""Group commit: many callers' small writes in one transaction.
+
+Job submissions and the agents' reports arrive by the hundred a second, each a write of a
+few rows. One transaction each would pay a thread hop, BEGIN, COMMIT (an fsync point) and
+the wait for SQLite's single write lock every time. Instead each caller hands over a
+function of the session and awaits its result; whatever has queued up meanwhile is run in
+one transaction, each function in a SAVEPOINT of its own, so that one caller's error
+(a name taken, a stale row) rolls back only its own writes. A caller's result is returned
+only after the commit: nothing is acknowledged that is not stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+
+from corral.server.store.db import Store
+
+T = TypeVar("T")
+log = logging.getLogger("corral.server.writes")
+MAX_BATCH = 256  # bounds one transaction's length, and so every other writer's wait
+
+
+@dataclass
+class _Write:
+    fn: Callable[[Session], Any]
+    future: asyncio.Future[Any]
+
+
+class GroupCommit:
+    """Runs session functions from the event loop, batched into shared transactions."""
+
+    def __init__(self, store: Store, max_batch: int = MAX_BATCH) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: list[_Write] = []
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.batches = 0  # transactions committed, and writes in them: for tests and metrics
+        self.writes = 0
+
+    async def run(self, fn: Callable[[Session], T]) -> T:
+        """`fn(session)`'s result once its transaction committed; its exception otherwise."""
+        loop = asyncio.get_running_loop()
+        write = _Write(fn, loop.create_future())
+        self._queue.append(write)
+        if self._task is None or self._task.done() or self._loop is not loop:
+            self._loop = loop
+            self._task = loop.create_task(self._drain(), name="group-commit")
+        result: T = await write.future
+        return result
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+            try:
+                outcomes = await asyncio.to_thread(self._commit, [w.fn for w in batch])
+            except BaseException as exc:  # the commit itself failed: nobody's write stands
+                for w in batch:
+                    if not w.future.done():
+                        w.future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for w, (ok, value) in zip(batch, outcomes, strict=True):
+                if w.future.done():  # its caller went away (a dropped request)
+                    continue
+                if ok:
+                    w.future.set_result(value)
+                else:
+                    w.future.set_exception(value)
+
+    def _commit(self, fns: list[Callable[[Session], Any]]) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        with self.store.transaction() as session:
+            for fn in fns:
+                if len(fns) == 1:  # alone: its error rolls back the whole transaction
+                    outcomes.append((True, fn(session)))
+                    continue
+                try:
+                    with session.begin_nested():
+                        result = fn(session)
+                except Exception as exc:
+                    outcomes.append((False, exc))
+                else:
+                    outcomes.append((True, result))
+        self.batches += 1
+        self.writes += len(fns)
+        return outcomes
