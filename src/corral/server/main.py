@@ -25,5 +25,8 @@ def serve(options: ServerOptions) -> None:
         lifespan="on",
         ws_ping_interval=10.0,
         ws_ping_timeout=10.0,
+        # The agent channel carries small JSON messages, a few per node a second at fleet
+        # scale: compressing them would cost the control plane more CPU than it saves.
+        ws_per_message_deflate=False,
     )
     uvicorn.Server(config).run()

@@ -4,9 +4,10 @@ Job submissions and the agents' reports arrive by the hundred a second, each a w
 few rows. One transaction each would pay a thread hop, BEGIN, COMMIT (an fsync point) and
 the wait for SQLite's single write lock every time. Instead each caller hands over a
 function of the session and awaits its result; whatever has queued up meanwhile is run in
-one transaction, each function in a SAVEPOINT of its own, so that one caller's error
-(a name taken, a stale row) rolls back only its own writes. A caller's result is returned
-only after the commit: nothing is acknowledged that is not stored.
+one transaction; when one of them fails (a name taken, a stale row), the batch runs again
+with each function in a SAVEPOINT of its own, so that the error rolls back only its own
+caller's writes. So a function may run twice: it must change nothing but the session. A
+caller's result is returned only after the commit: nothing is acknowledged unstored.
 """
 
 from __future__ import annotations
@@ -77,6 +78,19 @@ class GroupCommit:
                     w.future.set_exception(value)
 
     def _commit(self, fns: list[Callable[[Session], Any]]) -> list[tuple[bool, Any]]:
+        # Optimistic: the whole batch in one transaction. If any write fails, that
+        # transaction is rolled back and the batch runs again with each write in a
+        # SAVEPOINT of its own, so that only the failing one is lost. Errors are rare (a
+        # taken name, a stale row), and a savepoint per write costs two statements.
+        if len(fns) > 1:
+            try:
+                with self.store.transaction() as session:
+                    results = [fn(session) for fn in fns]
+            except Exception:
+                pass
+            else:
+                self._count(len(fns))
+                return [(True, r) for r in results]
         outcomes: list[tuple[bool, Any]] = []
         with self.store.transaction() as session:
             for fn in fns:
@@ -90,6 +104,9 @@ class GroupCommit:
                     outcomes.append((False, exc))
                 else:
                     outcomes.append((True, result))
-        self.batches += 1
-        self.writes += len(fns)
+        self._count(len(fns))
         return outcomes
+
+    def _count(self, writes: int) -> None:
+        self.batches += 1
+        self.writes += writes

@@ -369,7 +369,7 @@ def _needs_recovery(job: Job, replicas: list[Replica], now: float) -> bool:
     if job.recheck_at is not None:
         return job.recheck_at <= now
     # A hang is only seen by looking again later: the first look sets when.
-    return job.spec.get("progress_timeout") is not None
+    return job_spec(job).progress_timeout is not None
 
 
 def _recover(session: Session, job: Job, replicas: list[Replica], now: float) -> Effects | None:

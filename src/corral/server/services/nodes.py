@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES, replica_outcome
 from corral.server.api.errors import ApiError
@@ -143,7 +143,8 @@ def replica_report(
         effects.wake_scheduler = True
         effects.sync_nodes.add(node_id)
     session.flush()
-    job = session.get(Job, replica.job_id)
+    # The spec comes from the parsed-spec cache (read from the row only on a miss).
+    job = session.get(Job, replica.job_id, options=[defer(Job.spec)])
     if job is None or job.attempt != replica.attempt:
         return effects
     effects.merge(settle_job(session, job, now))

@@ -151,7 +151,7 @@ class SnapshotLoader:
     def __init__(self) -> None:
         self._node_rows: frozenset[Any] = frozenset()  # (id, version) of ready nodes
         self._replica_rows: frozenset[Any] = frozenset()  # (id, desired) of active replicas
-        self._job_rows: frozenset[Any] = frozenset()  # LiveJob rows
+        self._job_rows: frozenset[Any] = frozenset()  # (id, version) of live jobs
         self._bases: dict[str, NodeState] = {}  # ready node id -> its NodeState, no usage
         self._order: list[str] = []  # ready node ids, sorted
         self._states: dict[str, NodeState] = {}  # ready node id -> NodeState with usage
@@ -176,13 +176,15 @@ class SnapshotLoader:
             session,
             select(Replica.id, Replica.desired).where(Replica.state.in_(ACTIVE_REPLICA_STATES)),
         )
-        job_rows = _tuples(session, select(*_LIVE_COLUMNS).where(Job.state.in_(LIVE_JOB_STATES)))
+        job_rows = _tuples(
+            session, select(Job.id, Job.version).where(Job.state.in_(LIVE_JOB_STATES))
+        )
         workspaces: dict[str, str] = {
             i: name for i, name in session.execute(select(Workspace.id, Workspace.name))
         }
         changed_nodes, fleet_changed = self._update_nodes(session, node_rows)
         touched_nodes, touched_jobs = self._update_replicas(session, replica_rows)
-        touched_jobs |= self._update_jobs(job_rows)
+        touched_jobs |= self._update_jobs(session, job_rows)
         for job_id in touched_jobs:  # a new attempt moves the rendezvous port
             for replica_id in self._by_job.get(job_id, ()):
                 touched_nodes.add(self._facts[replica_id].node_id)
@@ -336,19 +338,31 @@ class SnapshotLoader:
 
     # --- jobs -------------------------------------------------------------------------
 
-    def _update_jobs(self, rows: frozenset[Any]) -> set[str]:
-        """Take in the live jobs' rows; returns the ids of jobs new, changed or gone."""
+    def _update_jobs(self, session: Session, rows: frozenset[Any]) -> set[str]:
+        """Take in the live jobs' versions, and the columns of those new or changed;
+        returns the ids of jobs new, changed or gone."""
         if rows == self._job_rows:
             return set()
         changed: set[str] = set()
-        now_ids = {row[0] for row in rows}
-        for row in self._job_rows - rows:
-            changed.add(row[0])
-            if row[0] not in now_ids:
-                del self._live[row[0]]
-        for row in rows - self._job_rows:
-            changed.add(row[0])
-            self._live[row[0]] = LiveJob(*row)
+        now_ids = {job_id for job_id, _ in rows}
+        for job_id, _ in self._job_rows - rows:
+            changed.add(job_id)
+            if job_id not in now_ids:
+                del self._live[job_id]
+        fresh = {job_id for job_id, _ in rows - self._job_rows}
+        changed |= fresh
+        for chunk in chunks(sorted(fresh)):
+            for row in session.execute(select(*_LIVE_COLUMNS).where(Job.id.in_(chunk))):
+                self._live[row[0]] = LiveJob(*row)
+        ended = {
+            job_id
+            for job_id in fresh
+            if job_id not in self._live or self._live[job_id].state not in LIVE_JOB_STATES
+        }
+        if ended:  # gone or ended since the scan (READ COMMITTED): looked at again next round
+            for job_id in ended:
+                self._live.pop(job_id, None)
+            rows = frozenset(r for r in rows if r[0] not in ended)
         self._job_rows = rows
         return changed
 

@@ -1,0 +1,72 @@
+"""Group commit: writes that arrive together share a transaction; one failing write loses
+only itself."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from corral.server.store.db import Store
+from corral.server.store.migrate import upgrade
+from corral.server.store.tables import Workspace
+from corral.server.writes import GroupCommit
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    s = Store(database_url)
+    upgrade(s.engine)
+    yield s
+    s.close()
+
+
+def _add(name: str, fail: bool = False):  # type: ignore[no-untyped-def]
+    def write(session: Session) -> str:
+        session.add(Workspace(id=f"id-{name}", name=name, created_at=1.0))
+        session.flush()
+        if fail:
+            raise ValueError(f"{name} refused")
+        return name
+
+    return write
+
+
+def _names(store: Store) -> set[str]:
+    with store.read() as session:
+        return set(session.scalars(select(Workspace.name)))
+
+
+def test_writes_arriving_together_share_one_transaction(store: Store) -> None:
+    writes = GroupCommit(store)
+
+    async def main() -> list[str]:
+        return await asyncio.gather(*(writes.run(_add(f"ws{i}")) for i in range(50)))
+
+    assert asyncio.run(main()) == [f"ws{i}" for i in range(50)]
+    assert writes.writes == 50
+    assert writes.batches < 50  # they were grouped (all 50 queued before the first ran)
+    assert {f"ws{i}" for i in range(50)} <= _names(store)
+
+
+def test_a_failing_write_loses_only_itself(store: Store) -> None:
+    writes = GroupCommit(store)
+
+    async def main() -> list[object]:
+        return await asyncio.gather(
+            writes.run(_add("a")),
+            writes.run(_add("b", fail=True)),
+            writes.run(_add("a")),  # the same name again: the unique constraint refuses it
+            writes.run(_add("c")),
+            return_exceptions=True,
+        )
+
+    a, b, a_again, c = asyncio.run(main())
+    assert (a, c) == ("a", "c")
+    assert isinstance(b, ValueError) and str(b) == "b refused"
+    assert isinstance(a_again, Exception)  # IntegrityError, from its own savepoint
+    names = _names(store)
+    assert {"a", "c"} <= names and "b" not in names
