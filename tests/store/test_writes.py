@@ -70,3 +70,19 @@ def test_a_failing_write_loses_only_itself(store: Store) -> None:
     assert isinstance(a_again, Exception)  # IntegrityError, from its own savepoint
     names = _names(store)
     assert {"a", "c"} <= names and "b" not in names
+
+
+def test_a_batch_warms_up_once_with_every_writes_key(store: Store) -> None:
+    writes = GroupCommit(store)
+    calls: list[list[str]] = []
+
+    def warm(session: Session, keys: list[str]) -> None:
+        calls.append(sorted(keys))
+
+    async def main() -> list[str]:
+        return await asyncio.gather(
+            *(writes.run(_add(f"w{i}"), warm=(warm, f"w{i}")) for i in range(5))
+        )
+
+    assert asyncio.run(main()) == [f"w{i}" for i in range(5)]
+    assert calls == [[f"w{i}" for i in range(5)]]

@@ -27,10 +27,16 @@ log = logging.getLogger("corral.server.writes")
 MAX_BATCH = 256  # bounds one transaction's length, and so every other writer's wait
 
 
+# Loads what a batch's writes will read, in one query for all of them; returns the objects,
+# which are held while the batch runs (the session's identity map holds them weakly).
+Warm = Callable[[Session, list[Any]], Any]
+
+
 @dataclass
 class _Write:
     fn: Callable[[Session], Any]
     future: asyncio.Future[Any]
+    warm: tuple[Warm, Any] | None = None
 
 
 class GroupCommit:
@@ -45,10 +51,14 @@ class GroupCommit:
         self.batches = 0  # transactions committed, and writes in them: for tests and metrics
         self.writes = 0
 
-    async def run(self, fn: Callable[[Session], T]) -> T:
-        """`fn(session)`'s result once its transaction committed; its exception otherwise."""
+    async def run(self, fn: Callable[[Session], T], warm: tuple[Warm, Any] | None = None) -> T:
+        """`fn(session)`'s result once its transaction committed; its exception otherwise.
+
+        `warm`, (function, key): the batch first calls each function once with the keys of
+        all its writes (say, to load every row they will get by primary key at once).
+        """
         loop = asyncio.get_running_loop()
-        write = _Write(fn, loop.create_future())
+        write = _Write(fn, loop.create_future(), warm)
         self._queue.append(write)
         if self._task is None or self._task.done() or self._loop is not loop:
             self._loop = loop
@@ -61,7 +71,7 @@ class GroupCommit:
             batch = self._queue[: self.max_batch]
             del self._queue[: self.max_batch]
             try:
-                outcomes = await asyncio.to_thread(self._commit, [w.fn for w in batch])
+                outcomes = await asyncio.to_thread(self._commit, batch)
             except BaseException as exc:  # the commit itself failed: nobody's write stands
                 for w in batch:
                     if not w.future.done():
@@ -77,7 +87,8 @@ class GroupCommit:
                 else:
                     w.future.set_exception(value)
 
-    def _commit(self, fns: list[Callable[[Session], Any]]) -> list[tuple[bool, Any]]:
+    def _commit(self, batch: list[_Write]) -> list[tuple[bool, Any]]:
+        fns = [w.fn for w in batch]
         # Optimistic: the whole batch in one transaction. If any write fails, that
         # transaction is rolled back and the batch runs again with each write in a
         # SAVEPOINT of its own, so that only the failing one is lost. Errors are rare (a
@@ -85,7 +96,9 @@ class GroupCommit:
         if len(fns) > 1:
             try:
                 with self.store.transaction() as session:
+                    held = _warm(session, batch)
                     results = [fn(session) for fn in fns]
+                    del held
             except Exception:
                 pass
             else:
@@ -110,3 +123,11 @@ class GroupCommit:
     def _count(self, writes: int) -> None:
         self.batches += 1
         self.writes += writes
+
+
+def _warm(session: Session, batch: list[_Write]) -> list[Any]:
+    keys: dict[Warm, list[Any]] = {}
+    for w in batch:
+        if w.warm is not None:
+            keys.setdefault(w.warm[0], []).append(w.warm[1])
+    return [warm(session, k) for warm, k in keys.items()]

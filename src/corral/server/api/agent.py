@@ -20,6 +20,7 @@ from corral.server.runtime import ControlPlane
 from corral.server.services import nodes as service
 from corral.server.services.effects import Effects
 from corral.server.services.identity import join_token_valid
+from corral.server.writes import Warm
 from corral.wire import agent as wire
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
@@ -148,8 +149,10 @@ async def _handle(cp: ControlPlane, node_id: str, message: wire.AgentMessage) ->
     (server/writes.py)."""
     now = cp.clock.now()
     write: Callable[[Session], Effects]
+    warm: tuple[Warm, str] | None = None
     if isinstance(message, wire.ReplicaReport):
         report = message
+        warm = (service.warm_reports, report.replica_id)
 
         def write(s: Session) -> Effects:
             return service.replica_report(s, node_id, report, now)
@@ -163,7 +166,7 @@ async def _handle(cp: ControlPlane, node_id: str, message: wire.AgentMessage) ->
         return Effects()
     for _ in range(4):  # a row changed under it (optimistic concurrency): read it again
         try:
-            return await cp.writes.run(write)
+            return await cp.writes.run(write, warm)
         except StaleDataError:
             continue
-    return await cp.writes.run(write)
+    return await cp.writes.run(write, warm)

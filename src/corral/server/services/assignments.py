@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, defer
 
 from corral.server.services.endpoints import probe_for
@@ -33,16 +33,26 @@ def torchrun_env(
     }
 
 
+# Built once: a node's desired set is read after every change on it, and building the
+# statement anew each time cost more than running it.
+_ON_NODE = (
+    select(Replica, Job, Workspace.name)
+    .join(Job, Replica.job_id == Job.id)
+    .join(Workspace, Job.workspace_id == Workspace.id)
+    .where(Replica.node_id == bindparam("node"), Replica.state.in_(("assigned", "running")))
+    .order_by(Replica.created_at, Replica.rank)
+    # The spec comes from the parsed-spec cache; recovery notes are not needed here.
+    .options(defer(Job.spec), defer(Job.recovery))
+)
+_MASTERS = (
+    select(Replica.job_id, Replica.attempt, Node.address)
+    .join(Node, Replica.node_id == Node.id)
+    .where(Replica.job_id.in_(bindparam("jobs", expanding=True)), Replica.rank == 0)
+)
+
+
 def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]:
-    active = session.execute(
-        select(Replica, Job, Workspace.name)
-        .join(Job, Replica.job_id == Job.id)
-        .join(Workspace, Job.workspace_id == Workspace.id)
-        .where(Replica.node_id == node_id, Replica.state.in_(("assigned", "running")))
-        .order_by(Replica.created_at, Replica.rank)
-        # The spec comes from the parsed-spec cache; recovery notes are not needed here.
-        .options(defer(Job.spec), defer(Job.recovery))
-    ).all()
+    active = session.execute(_ON_NODE, {"node": node_id}).all()
     rows = [row for row in active if row[0].desired == "run"]
     # GPUs still held by replicas told to stop (a preemption victim on its way out).
     releasing = {gpu for row in active if row[0].desired != "run" for gpu in row[0].gpus}
@@ -105,11 +115,6 @@ def _master_addresses(
 ) -> dict[tuple[str, int], str | None]:
     if not attempts:
         return {}
-    job_ids = {job_id for job_id, _ in attempts}
-    rows = session.execute(
-        select(Replica.job_id, Replica.attempt, Node.address)
-        .join(Node, Replica.node_id == Node.id)
-        .where(Replica.job_id.in_(job_ids), Replica.rank == 0)
-    )
+    rows = session.execute(_MASTERS, {"jobs": sorted({job_id for job_id, _ in attempts})})
     wanted = set(attempts)
     return {(j, a): addr for j, a, addr in rows if (j, a) in wanted}

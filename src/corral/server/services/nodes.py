@@ -100,6 +100,18 @@ def record_heard(session: Session, heard: dict[str, float]) -> None:
         )
 
 
+def warm_reports(session: Session, replica_ids: list[str]) -> list[object]:
+    """Load the replicas that many reports are about, and their jobs, in two queries (a
+    group commit's warm-up: each report then finds them in the session)."""
+    replicas = list(session.scalars(select(Replica).where(Replica.id.in_(set(replica_ids)))))
+    jobs = list(
+        session.scalars(
+            select(Job).where(Job.id.in_({r.job_id for r in replicas})).options(defer(Job.spec))
+        )
+    )
+    return [replicas, jobs]
+
+
 def replica_report(
     session: Session, node_id: str, report: wire.ReplicaReport, now: float
 ) -> Effects:
