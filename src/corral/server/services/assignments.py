@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from corral.server.services.endpoints import probe_for
-from corral.server.services.snapshot import job_spec
+from corral.server.services.snapshot import specs_by_id
 from corral.server.store.tables import Endpoint, Job, Node, Replica, Workspace
 from corral.spec.endpoint import EndpointSpec
 from corral.wire.agent import ReplicaAssignment
@@ -35,14 +35,26 @@ def torchrun_env(
 
 # Built once: a node's desired set is read after every change on it, and building the
 # statement anew each time cost more than running it.
+# Columns, not ORM objects; the spec comes from the parsed-spec cache.
 _ON_NODE = (
-    select(Replica, Job, Workspace.name)
+    select(
+        Replica.id,
+        Replica.rank,
+        Replica.attempt,
+        Replica.gpus,
+        Replica.desired,
+        Job.id.label("job_id"),
+        Job.name.label("job"),
+        Job.next_replicas,
+        Job.master_port,
+        Job.checkpoint_dir,
+        Job.endpoint_id,
+        Workspace.name.label("workspace"),
+    )
     .join(Job, Replica.job_id == Job.id)
     .join(Workspace, Job.workspace_id == Workspace.id)
     .where(Replica.node_id == bindparam("node"), Replica.state.in_(("assigned", "running")))
     .order_by(Replica.created_at, Replica.rank)
-    # The spec comes from the parsed-spec cache; recovery notes are not needed here.
-    .options(defer(Job.spec), defer(Job.recovery))
 )
 _MASTERS = (
     select(Replica.job_id, Replica.attempt, Node.address)
@@ -53,22 +65,25 @@ _MASTERS = (
 
 def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]:
     active = session.execute(_ON_NODE, {"node": node_id}).all()
-    rows = [row for row in active if row[0].desired == "run"]
+    rows = [row for row in active if row.desired == "run"]
     # GPUs still held by replicas told to stop (a preemption victim on its way out).
-    releasing = {gpu for row in active if row[0].desired != "run" for gpu in row[0].gpus}
-    masters = _master_addresses(session, [(job.id, replica.attempt) for replica, job, _ in rows])
+    releasing = {gpu for row in active if row.desired != "run" for gpu in row.gpus}
+    masters = _master_addresses(session, [(row.job_id, row.attempt) for row in rows])
+    specs = specs_by_id(session, sorted({row.job_id for row in rows}))
     result: list[ReplicaAssignment] = []
-    for replica, job, workspace in rows:
+    for replica in rows:
         if releasing.intersection(replica.gpus):
             continue  # placed over a preemption victim still stopping: wait for its GPUs
-        spec = job_spec(job)
+        job = replica  # the job's columns are on the same row
+        workspace = replica.workspace
+        spec = specs[job.job_id]
         env = dict(spec.env)
         env.update(
             torchrun_env(
                 rank=replica.rank,
                 nnodes=job.next_replicas or spec.replicas,
                 nproc_per_node=max(1, spec.resources.gpus.count),
-                master_addr=masters.get((job.id, replica.attempt)) or "127.0.0.1",
+                master_addr=masters.get((job.job_id, replica.attempt)) or "127.0.0.1",
                 master_port=job.master_port or 29500,
             )
         )
@@ -76,7 +91,7 @@ def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]
             {
                 "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in replica.gpus),
                 "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # so indices match NVML's
-                "CORRAL_JOB": job.name,
+                "CORRAL_JOB": job.job,
                 "CORRAL_WORKSPACE": workspace,
                 "CORRAL_REPLICA_ID": replica.id,
                 "CORRAL_RANK": str(replica.rank),
@@ -95,7 +110,7 @@ def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]
         result.append(
             ReplicaAssignment(
                 replica_id=replica.id,
-                job=job.name,
+                job=job.job,
                 workspace=workspace,
                 attempt=replica.attempt,
                 rank=replica.rank,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,16 +32,15 @@ def submit_job(
     name = spec.name
     for _ in range(5):
         name = spec.name or generate_job_name()
-        if _job_by_name(session, workspace.id, name) is None:
+        state = session.execute(_STATE_BY_NAME, {"ws": workspace.id, "name": name}).scalar()
+        if state is None:
             break
         if spec.name:
-            existing = _job_by_name(session, workspace.id, name)
-            assert existing is not None
             raise ApiError(
                 409,
                 "conflict",
                 f"job '{name}' already exists in workspace '{workspace.name}' (it is "
-                f"{existing.state}); choose another name or delete it with "
+                f"{state}); choose another name or delete it with "
                 f"`corral job delete {name}`",
             )
     assert name is not None
@@ -73,6 +72,12 @@ def submit_job(
     return job
 
 
+# Built once: every submission runs it.
+_STATE_BY_NAME = select(Job.state).where(
+    Job.workspace_id == bindparam("ws"), Job.name == bindparam("name")
+)
+
+
 def _job_by_name(session: Session, workspace_id: str, name: str) -> Job | None:
     return session.scalars(
         select(Job).where(Job.workspace_id == workspace_id, Job.name == name)
@@ -86,14 +91,15 @@ def get_job(session: Session, workspace: Workspace, name: str) -> Job:
     return job
 
 
+_CURRENT = (
+    select(Replica)
+    .where(Replica.job_id == bindparam("job"), Replica.attempt == bindparam("attempt"))
+    .order_by(Replica.rank)
+)
+
+
 def current_replicas(session: Session, job: Job) -> list[Replica]:
-    return list(
-        session.scalars(
-            select(Replica)
-            .where(Replica.job_id == job.id, Replica.attempt == job.attempt)
-            .order_by(Replica.rank)
-        )
-    )
+    return list(session.scalars(_CURRENT, {"job": job.id, "attempt": job.attempt}))
 
 
 def job_view(

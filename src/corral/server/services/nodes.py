@@ -100,6 +100,9 @@ def record_heard(session: Session, heard: dict[str, float]) -> None:
         )
 
 
+_NO_SPEC = (defer(Job.spec),)
+
+
 def warm_reports(session: Session, replica_ids: list[str]) -> list[object]:
     """Load the replicas that many reports are about, and their jobs, in two queries (a
     group commit's warm-up: each report then finds them in the session)."""
@@ -156,7 +159,7 @@ def replica_report(
         effects.sync_nodes.add(node_id)
     session.flush()
     # The spec comes from the parsed-spec cache (read from the row only on a miss).
-    job = session.get(Job, replica.job_id, options=[defer(Job.spec)])
+    job = session.get(Job, replica.job_id, options=_NO_SPEC)
     if job is None or job.attempt != replica.attempt:
         return effects
     effects.merge(settle_job(session, job, now))

@@ -156,6 +156,7 @@ class SnapshotLoader:
         self._order: list[str] = []  # ready node ids, sorted
         self._states: dict[str, NodeState] = {}  # ready node id -> NodeState with usage
         self._nodes: tuple[NodeState, ...] = ()
+        self._names: dict[str, str] = {}  # ready node name -> id
         self._facts: dict[str, ReplicaFacts] = {}  # active replica id -> facts
         self._desired: dict[str, str] = {}  # active replica id -> run | stop
         self._held: dict[str, set[str]] = {}  # node id -> its active replica ids
@@ -192,7 +193,9 @@ class SnapshotLoader:
         if fleet_changed or touched_nodes:
             self._restate(session, touched_nodes)
         nodes_changed = fleet_changed or bool(changed_nodes)
-        names = {n.name: n.id for n in self._nodes}
+        if nodes_changed:
+            self._names = {n.name: n.id for n in self._bases.values()}
+        names = self._names
         self._update_running(session, touched_jobs, workspaces)
         self._update_pending(session, touched_jobs, workspaces, names, now, nodes_changed)
         quotas: dict[str, dict[str, int]] = {}
@@ -214,7 +217,8 @@ class SnapshotLoader:
         changed, and whether the set of ready nodes changed."""
         if rows == self._node_rows:
             return set(), False
-        now_ids = {node_id for node_id, _ in rows}
+        # Only the differences are walked in Python; the sets compare at C speed.
+        now_ids = {node_id for node_id, _ in rows - self._node_rows}
         gone = False
         for node_id, _ in self._node_rows - rows:
             if node_id not in now_ids:
@@ -283,9 +287,10 @@ class SnapshotLoader:
         jobs: set[str] = set()
         if rows == self._replica_rows:
             return nodes, jobs
-        now_ids = {replica_id for replica_id, _ in rows}
+        added = rows - self._replica_rows
+        added_ids = {replica_id for replica_id, _ in added}
         for replica_id, _ in self._replica_rows - rows:
-            if replica_id in now_ids:
+            if replica_id in added_ids:
                 continue  # its desired state changed: updated below
             f = self._facts.pop(replica_id)
             del self._desired[replica_id]
@@ -295,7 +300,6 @@ class SnapshotLoader:
                 del self._by_job[f.job_id]
             nodes.add(f.node_id)
             jobs.add(f.job_id)
-        added = rows - self._replica_rows
         new = [replica_id for replica_id, _ in added if replica_id not in self._facts]
         for chunk in chunks(new):
             for r in session.execute(
@@ -344,12 +348,11 @@ class SnapshotLoader:
         if rows == self._job_rows:
             return set()
         changed: set[str] = set()
-        now_ids = {job_id for job_id, _ in rows}
+        fresh = {job_id for job_id, _ in rows - self._job_rows}
         for job_id, _ in self._job_rows - rows:
             changed.add(job_id)
-            if job_id not in now_ids:
+            if job_id not in fresh:
                 del self._live[job_id]
-        fresh = {job_id for job_id, _ in rows - self._job_rows}
         changed |= fresh
         for chunk in chunks(sorted(fresh)):
             for row in session.execute(select(*_LIVE_COLUMNS).where(Job.id.in_(chunk))):
@@ -416,9 +419,12 @@ class SnapshotLoader:
             job = self._live.get(job_id)
             if job is not None and job.state == "pending":
                 load.append(job_id)
+        specs = specs_by_id(session, load)
         for chunk in chunks(load):
-            for row in session.scalars(select(Job).where(Job.id.in_(chunk))):
-                self._pending[row.id] = _pending_entry(row, workspaces, names, now)
+            for row in session.execute(_PENDING.where(Job.id.in_(chunk))):
+                spec = specs.get(row.id)
+                if spec is not None:  # else deleted since the scan
+                    self._pending[row.id] = _pending_entry(row, spec, workspaces, names, now)
         for job_id, entry in self._pending.items():
             # Exclusions expire with time, and name nodes that come and go.
             if entry.excluded and (nodes_changed or job_id not in load):
@@ -429,10 +435,19 @@ class SnapshotLoader:
                     )
 
 
+# What a pending job needs besides its spec (which comes from the parsed-spec cache).
+_PENDING = select(
+    Job.id, Job.next_replicas, Job.priority, Job.submitted_at, Job.workspace_id, Job.recovery
+)
+
+
 def _pending_entry(
-    job: Job, workspaces: Mapping[str, str], names: Mapping[str, str], now: float
+    job: Any,
+    spec: JobSpec,
+    workspaces: Mapping[str, str],
+    names: Mapping[str, str],
+    now: float,
 ) -> _PendingEntry:
-    spec = job_spec(job)
     excluded: Mapping[str, float] = (job.recovery or {}).get("excluded", {})
     return _PendingEntry(
         spec,
