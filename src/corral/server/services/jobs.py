@@ -98,7 +98,15 @@ _CURRENT = (
 )
 
 
+# session.info key: (job id, attempt) -> its replicas by rank, when a caller loaded them for
+# the whole session (nodes.warm_reports) and nothing adds replicas in it.
+CURRENT_REPLICAS = "corral.current_replicas"
+
+
 def current_replicas(session: Session, job: Job) -> list[Replica]:
+    loaded = session.info.get(CURRENT_REPLICAS)
+    if loaded is not None and (job.id, job.attempt) in loaded:
+        return list(loaded[(job.id, job.attempt)])
     return list(session.scalars(_CURRENT, {"job": job.id, "attempt": job.attempt}))
 
 

@@ -10,7 +10,7 @@ from corral.server.api.errors import ApiError
 from corral.server.auth import NODE_PREFIX, hash_token, new_secret
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
-from corral.server.services.jobs import settle_job
+from corral.server.services.jobs import CURRENT_REPLICAS, settle_job
 from corral.server.services.recovery import record_progress
 from corral.server.store.tables import Job, LogChunk, Node, Replica
 from corral.wire import agent as wire
@@ -104,14 +104,21 @@ _NO_SPEC = (defer(Job.spec),)
 
 
 def warm_reports(session: Session, replica_ids: list[str]) -> list[object]:
-    """Load the replicas that many reports are about, and their jobs, in two queries (a
-    group commit's warm-up: each report then finds them in the session)."""
-    replicas = list(session.scalars(select(Replica).where(Replica.id.in_(set(replica_ids)))))
+    """Load, for a batch of reports, every replica of the jobs they are about, and those
+    jobs, in two queries: each report then finds what it reads in the session, and settling
+    a job reads its current replicas from `jobs.CURRENT_REPLICAS` instead of querying."""
+    of_jobs = select(Replica.job_id).where(Replica.id.in_(set(replica_ids)))
+    replicas = list(session.scalars(select(Replica).where(Replica.job_id.in_(of_jobs))))
     jobs = list(
         session.scalars(
-            select(Job).where(Job.id.in_({r.job_id for r in replicas})).options(defer(Job.spec))
+            select(Job).where(Job.id.in_({r.job_id for r in replicas})).options(*_NO_SPEC)
         )
     )
+    current: dict[tuple[str, int], list[Replica]] = {}
+    for r in sorted(replicas, key=lambda r: r.rank):
+        current.setdefault((r.job_id, r.attempt), []).append(r)
+    # Reports create no replicas, so this stays true for the batch.
+    session.info[CURRENT_REPLICAS] = current
     return [replicas, jobs]
 
 
@@ -157,7 +164,6 @@ def replica_report(
         # these GPUs were released (placed over a preemption victim) may now start.
         effects.wake_scheduler = True
         effects.sync_nodes.add(node_id)
-    session.flush()
     # The spec comes from the parsed-spec cache (read from the row only on a miss).
     job = session.get(Job, replica.job_id, options=_NO_SPEC)
     if job is None or job.attempt != replica.attempt:
