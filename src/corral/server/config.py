@@ -23,6 +23,9 @@ class ServerOptions:
     # A silent node is lost after this long; bounds failure detection (DESIGN: detect ≤ 10 s).
     node_lost_after_s: float = 8.0
     scheduler_interval_s: float = 1.0
+    # After a wake-up, the scheduler waits this long before it reads the store, so that
+    # work arriving together is decided in one round (each round reads the fleet).
+    scheduler_batch_s: float = 0.01
     bootstrap_admin_token: str | None = None
     bootstrap_join_token: str | None = None
     # Jobs that name no checkpoint_dir get <root>/<workspace>/<job>: a path every node sees

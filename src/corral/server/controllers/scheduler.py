@@ -55,6 +55,8 @@ async def run(cp: ControlPlane) -> None:
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(cp.scheduler_wakeup.wait(), cp.options.scheduler_interval_s)
+        if cp.options.scheduler_batch_s > 0:
+            await asyncio.sleep(cp.options.scheduler_batch_s)
         cp.scheduler_wakeup.clear()
         try:
             effects = await asyncio.to_thread(schedule_once, cp, rounds)
