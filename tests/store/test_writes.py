@@ -10,10 +10,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from corral.server.api.errors import ApiError
+from corral.server.services import jobs
+from corral.server.services.identity import DEFAULT_WORKSPACE, bootstrap, workspace_by_name
 from corral.server.store.db import Store
 from corral.server.store.migrate import upgrade
-from corral.server.store.tables import Workspace
+from corral.server.store.tables import Job, Workspace
 from corral.server.writes import GroupCommit
+from corral.spec import parse_job_spec
 
 
 @pytest.fixture
@@ -86,3 +90,27 @@ def test_a_batch_warms_up_once_with_every_writes_key(store: Store) -> None:
 
     assert asyncio.run(main()) == [f"w{i}" for i in range(5)]
     assert calls == [[f"w{i}" for i in range(5)]]
+
+
+def test_two_submissions_of_one_name_in_one_batch_give_one_job_and_one_conflict(
+    store: Store, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    bootstrap(store, 1.0, tmp_path, "crl_admin", "crj_join")
+    with store.read() as session:
+        ws = workspace_by_name(session, DEFAULT_WORKSPACE)
+        assert ws is not None
+        session.expunge(ws)
+    writes = GroupCommit(store)
+    spec = parse_job_spec({"name": "same", "command": "true"})
+
+    def submit(session: Session) -> str:
+        return jobs.submit_job(session, ws, spec, 2.0, flush=False).name
+
+    async def main() -> list[object]:
+        return await asyncio.gather(writes.run(submit), writes.run(submit), return_exceptions=True)
+
+    first, second = asyncio.run(main())
+    assert first == "same"
+    assert isinstance(second, ApiError) and second.status == 409
+    with store.read() as session:
+        assert session.scalars(select(Job.name).where(Job.name == "same")).all() == ["same"]

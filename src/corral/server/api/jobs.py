@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from corral.server.api.deps import CP, ReadableWorkspace, WritableWorkspace, retry_stale
+from corral.server.api.errors import ApiError
 from corral.server.services import jobs as service
 from corral.server.services.effects import Effects
 from corral.spec.job import JobSpec
@@ -19,11 +21,18 @@ async def submit_job(spec: JobSpec, workspace: WritableWorkspace, cp: CP) -> Res
     checkpoint_root = cp.options.resolved_checkpoint_root()
 
     def submit(session: Session) -> JobView:
-        job = service.submit_job(session, workspace, spec, cp.clock.now(), checkpoint_root)
+        job = service.submit_job(
+            session, workspace, spec, cp.clock.now(), checkpoint_root, flush=False
+        )
         return service.job_view(session, job, workspace.name)
 
     # Submissions arriving together share one transaction (server/writes.py).
-    view = await cp.writes.run(submit)
+    try:
+        view = await cp.writes.run(submit)
+    except IntegrityError:  # another server took the name between the check and the commit
+        if spec.name is None:
+            raise ApiError(409, "conflict", "the generated name was taken; submit again") from None
+        raise service.name_taken(spec.name, workspace.name) from None
     cp.wake_scheduler()
     # Already a validated JobView: serialized once, not validated again on the way out.
     return Response(view.model_dump_json(), status_code=201, media_type="application/json")

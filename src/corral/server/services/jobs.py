@@ -28,11 +28,17 @@ def submit_job(
     spec: JobSpec,
     now: float,
     checkpoint_root: str | None = None,
+    *,
+    flush: bool = True,
 ) -> Job:
+    """Store a new pending job. `flush=False` leaves the INSERT to the commit (a group
+    commit writes a batch's jobs in one statement); the caller then turns an IntegrityError
+    from the commit (the name taken meanwhile) into a 409 itself."""
     name = spec.name
     for _ in range(5):
         name = spec.name or generate_job_name()
-        state = session.execute(_STATE_BY_NAME, {"ws": workspace.id, "name": name}).scalar()
+        with session.no_autoflush:  # what this batch added so far is flushed at commit
+            state = session.execute(_STATE_BY_NAME, {"ws": workspace.id, "name": name}).scalar()
         if state is None:
             break
         if spec.name:
@@ -63,13 +69,17 @@ def submit_job(
         reason="waiting for the scheduler",
     )
     session.add(job)
+    if not flush:
+        return job
     try:
         session.flush()
     except IntegrityError:
-        raise ApiError(
-            409, "conflict", f"job '{name}' already exists in workspace '{workspace.name}'"
-        ) from None
+        raise name_taken(name, workspace.name) from None
     return job
+
+
+def name_taken(name: str, workspace: str) -> ApiError:
+    return ApiError(409, "conflict", f"job '{name}' already exists in workspace '{workspace}'")
 
 
 # Built once: every submission runs it.
