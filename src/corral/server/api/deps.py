@@ -37,6 +37,10 @@ def bearer(request: Request) -> str:
 async def principal(request: Request, cp: CP) -> Principal:
     """Who the token is. Known tokens are answered from memory for a few seconds
     (cp.principals): most requests then touch the database only for their own work."""
+    return await _principal(request, cp)
+
+
+async def _principal(request: Request, cp: ControlPlane) -> Principal:
     digest = hash_token(bearer(request))
     found = cp.principals.get(digest)
     if found is None:
@@ -55,11 +59,12 @@ def _authenticate(cp: ControlPlane, digest: str) -> Principal | None:
 Caller = Annotated[Principal, Depends(principal)]
 
 
-def workspace_for(
-    role: str,
-) -> Callable[[str, Principal, ControlPlane], Coroutine[Any, Any, Workspace]]:
-    async def resolve(workspace: str, caller: Caller, cp: CP) -> Workspace:
-        check_workspace_access(caller, workspace, role)
+def workspace_for(role: str) -> Callable[[str, Request], Coroutine[Any, Any, Workspace]]:
+    # One dependency, not three (caller, control plane, workspace): every request pays
+    # FastAPI's per-dependency cost, and most requests name a workspace.
+    async def resolve(workspace: str, request: Request) -> Workspace:
+        cp = control_plane(request)
+        check_workspace_access(await _principal(request, cp), workspace, role)
         known = cp.workspaces.get(workspace)
         if known is None:
             known = await asyncio.to_thread(_workspace_row, cp, workspace)

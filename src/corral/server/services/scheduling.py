@@ -18,7 +18,8 @@ from corral.server.store.tables import Attempt, Job, Replica
 def apply_plan(session: Session, plan: PlacementPlan, loaded: Loaded, now: float) -> Effects:
     """Store the plan. A job changed since the snapshot (cancelled, say) is skipped."""
     effects = Effects()
-    versions = {job_id: job.version for job_id, job in loaded.jobs.items()}
+    jobs = loaded.jobs
+    versions = {p.job_id: jobs[p.job_id].version for p in plan.preemptions if p.job_id in jobs}
     # Victims first: a placement may take their GPUs, and its replicas are only sent to
     # the node once the victim's replicas there have exited (see assignments).
     preempted = {p.job_id for p in plan.preemptions if _preempt(session, p, versions, effects, now)}
@@ -28,23 +29,46 @@ def apply_plan(session: Session, plan: PlacementPlan, loaded: Loaded, now: float
     # Only reasons that changed are written, all in one statement: most rounds leave most
     # of a long queue waiting for the same reason as before.
     changed = [
-        {"job": job_id, "v": versions[job_id], "reason": reason}
+        {"job": job_id, "v": jobs[job_id].version, "reason": reason}
         for job_id, reason in plan.pending_reasons.items()
-        if loaded.jobs[job_id].reason != reason
+        if jobs[job_id].reason != reason
     ]
     if changed:
-        table = Job.__table__
-        session.execute(
-            update(table)  # type: ignore[arg-type]
-            .where(
-                table.c.id == bindparam("job"),
-                table.c.version == bindparam("v"),
-                table.c.state == "pending",
-            )
-            .values(reason=bindparam("reason"), version=table.c.version + 1),
-            changed,
-        )
+        session.connection().execute(_REASON, changed)
     return effects
+
+
+# Built once (a round claims many jobs; building statements cost more than running them).
+# FOR UPDATE (PostgreSQL): nobody changes the rows between this read and the writes;
+# SQLite's write lock, held since BEGIN IMMEDIATE, already does that.
+_CLAIMABLE = (
+    select(Job.id, Job.version, Job.state)
+    .where(Job.id.in_(bindparam("ids", expanding=True)))
+    .with_for_update()
+)
+_JOBS = Job.__table__
+_REASON = (
+    update(_JOBS)  # type: ignore[arg-type]
+    .where(
+        _JOBS.c.id == bindparam("job"),
+        _JOBS.c.version == bindparam("v"),
+        _JOBS.c.state == "pending",
+    )
+    .values(reason=bindparam("reason"), version=_JOBS.c.version + 1)
+)
+_START = (
+    update(_JOBS)  # type: ignore[arg-type]
+    .where(_JOBS.c.id == bindparam("job"))
+    .values(
+        state="starting",
+        attempt=bindparam("attempt"),
+        master_port=bindparam("port"),
+        reason=None,
+        recheck_at=None,
+        borrowed=bindparam("borrowed"),
+        version=bindparam("next_version"),
+    )
+)
 
 
 def _claim(
@@ -56,28 +80,13 @@ def _claim(
     jobs = loaded.jobs
     seen: dict[str, tuple[int, str]] = {}
     for chunk in chunks([g.job_id for g in gangs]):
-        # FOR UPDATE (PostgreSQL): nobody changes them between this read and the writes.
-        # SQLite's write lock, held since BEGIN IMMEDIATE, already does that.
-        rows = session.execute(
-            select(Job.id, Job.version, Job.state).where(Job.id.in_(chunk)).with_for_update()
-        )
+        rows = session.connection().execute(_CLAIMABLE, {"ids": chunk})
         seen.update((job_id, (version, state)) for job_id, version, state in rows)
     claimed = [g for g in gangs if seen.get(g.job_id) == (jobs[g.job_id].version, "pending")]
     if not claimed:
         return []
-    table = Job.__table__
-    session.execute(
-        update(table)  # type: ignore[arg-type]
-        .where(table.c.id == bindparam("job"))
-        .values(
-            state="starting",
-            attempt=bindparam("attempt"),
-            master_port=bindparam("port"),
-            reason=None,
-            recheck_at=None,
-            borrowed=bindparam("borrowed"),
-            version=bindparam("next_version"),
-        ),
+    session.connection().execute(
+        _START,
         [
             {
                 "job": g.job_id,

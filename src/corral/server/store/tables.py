@@ -84,6 +84,7 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("workspace_id", "name", name="uq_jobs_workspace_name"),
         Index("ix_jobs_state", "state"),
+        Index("ix_jobs_recheck_at", "recheck_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

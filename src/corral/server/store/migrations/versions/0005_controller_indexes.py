@@ -1,4 +1,4 @@
-"""replicas by state: the scheduler reads the active ones every round
+"""indexes for what controllers read every round or tick: active replicas, jobs to recheck
 
 Revision ID: 0005
 Revises: 0004
@@ -16,9 +16,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # Without it each round scans every replica ever run; with it, only the active ones.
+    # Without them each scheduling round scans every replica ever run, and each liveness
+    # tick every job ever submitted; with them, only the active and the due ones.
     op.create_index("ix_replicas_state", "replicas", ["state"])
+    op.create_index("ix_jobs_recheck_at", "jobs", ["recheck_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_recheck_at", table_name="jobs")
     op.drop_index("ix_replicas_state", table_name="replicas")
