@@ -6,7 +6,8 @@ the wait for SQLite's single write lock every time. Instead each caller hands ov
 function of the session and awaits its result; whatever has queued up meanwhile is run in
 one transaction; when one of them fails (a name taken, a stale row), the batch runs again
 with each function in a SAVEPOINT of its own, so that the error rolls back only its own
-caller's writes. So a function may run twice: it must change nothing but the session. A
+caller's writes; should the shared commit itself fail, each runs in a transaction of its
+own. So a function may run more than once: it must change nothing but the session. A
 caller's result is returned only after the commit: nothing is acknowledged unstored.
 """
 
@@ -59,6 +60,8 @@ class GroupCommit:
         """
         loop = asyncio.get_running_loop()
         write = _Write(fn, loop.create_future(), warm)
+        if self._loop is not loop:  # a new event loop: writes queued on an old one are moot
+            self._queue = [w for w in self._queue if w.future.get_loop() is loop]
         self._queue.append(write)
         if self._task is None or self._task.done() or self._loop is not loop:
             self._loop = loop
@@ -72,13 +75,10 @@ class GroupCommit:
             del self._queue[: self.max_batch]
             try:
                 outcomes = await asyncio.to_thread(self._commit, batch)
-            except BaseException as exc:  # the commit itself failed: nobody's write stands
-                for w in batch:
-                    if not w.future.done():
-                        w.future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
+            except BaseException:
+                for w in batch:  # cancelled (shutdown): nobody's write is known to stand
+                    w.future.cancel()
+                raise
             for w, (ok, value) in zip(batch, outcomes, strict=True):
                 if w.future.done():  # its caller went away (a dropped request)
                     continue
@@ -104,21 +104,35 @@ class GroupCommit:
             else:
                 self._count(len(fns))
                 return [(True, r) for r in results]
-        outcomes: list[tuple[bool, Any]] = []
-        with self.store.transaction() as session:
-            for fn in fns:
-                if len(fns) == 1:  # alone: its error rolls back the whole transaction
-                    outcomes.append((True, fn(session)))
-                    continue
-                try:
-                    with session.begin_nested():
-                        result = fn(session)
-                except Exception as exc:
-                    outcomes.append((False, exc))
-                else:
-                    outcomes.append((True, result))
-        self._count(len(fns))
-        return outcomes
+        if len(fns) > 1:
+            try:
+                outcomes: list[tuple[bool, Any]] = []
+                with self.store.transaction() as session:
+                    for fn in fns:
+                        try:
+                            with session.begin_nested():
+                                result = fn(session)
+                        except Exception as exc:
+                            outcomes.append((False, exc))
+                        else:
+                            outcomes.append((True, result))
+            except Exception:
+                pass  # the commit itself failed (not any one write): one at a time below
+            else:
+                self._count(len(fns))
+                return outcomes
+        # Alone, or the shared commit failed: a transaction each, so that each caller gets
+        # its own outcome (and an agent whose report failed alone is the one dropped).
+        return [self._alone(fn) for fn in fns]
+
+    def _alone(self, fn: Callable[[Session], Any]) -> tuple[bool, Any]:
+        try:
+            with self.store.transaction() as session:
+                result = fn(session)
+        except Exception as exc:
+            return False, exc
+        self._count(1)
+        return True, result
 
     def _count(self, writes: int) -> None:
         self.batches += 1

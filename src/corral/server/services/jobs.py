@@ -262,7 +262,9 @@ def stop_overdue_jobs(session: Session, now: float) -> Effects:
         limit = None if spec is None else spec.max_runtime
         if limit is not None and started_at is not None and now >= started_at + limit:
             overdue.append(job_id)
-    for job in session.scalars(select(Job).where(Job.id.in_(overdue))) if overdue else ():
+    # The state again: under READ COMMITTED a job may have ended since the first read.
+    running = Job.state.in_(("starting", "running"))
+    for job in session.scalars(select(Job).where(Job.id.in_(overdue), running)) if overdue else ():
         limit = job_spec(job).max_runtime
         job.state = "failed"
         job.finished_at = now

@@ -17,6 +17,7 @@ from corral.core import goodput
 from corral.core import recovery as core
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES
 from corral.server.services.effects import Effects
+from corral.server.services.snapshot import job_spec
 from corral.server.store.tables import Attempt, Job, Node, Replica
 from corral.spec.job import JobSpec
 from corral.wire import agent as wire
@@ -192,7 +193,7 @@ def decide_attempt(
     session: Session, job: Job, replicas: list[Replica], now: float
 ) -> tuple[core.Decision, Mapping[str, str]]:
     """core.recovery's decision for the job's current attempt, and node name -> id."""
-    spec = JobSpec.model_validate(job.spec)
+    spec = job_spec(job)
     size = len(replicas) or spec.replicas
     memory: dict[str, Any] = job.recovery or {}
     nodes = _nodes(session, {r.node_id for r in replicas})
@@ -303,7 +304,7 @@ def free_slots(session: Session, spec: JobSpec, job_id: str) -> dict[str, int]:
 
 def replan_waiting(session: Session, job: Job, now: float) -> Effects:
     """An elastic job waiting for a replacement node: shrink once the wait is over."""
-    spec = JobSpec.model_validate(job.spec)
+    spec = job_spec(job)
     last = session.get(Attempt, (job.id, job.attempt))
     failed_at = last.ended_at if last is not None and last.ended_at is not None else now
     nodes = {

@@ -44,6 +44,7 @@ def apply_plan(session: Session, plan: PlacementPlan, loaded: Loaded, now: float
 _CLAIMABLE = (
     select(Job.id, Job.version, Job.state)
     .where(Job.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Job.id)  # rows locked in one order by every writer: no deadlock
     .with_for_update()
 )
 _JOBS = Job.__table__
@@ -79,7 +80,7 @@ def _claim(
     statements for all of them, not a few each."""
     jobs = loaded.jobs
     seen: dict[str, tuple[int, str]] = {}
-    for chunk in chunks([g.job_id for g in gangs]):
+    for chunk in chunks(sorted(g.job_id for g in gangs)):
         rows = session.connection().execute(_CLAIMABLE, {"ids": chunk})
         seen.update((job_id, (version, state)) for job_id, version, state in rows)
     claimed = [g for g in gangs if seen.get(g.job_id) == (jobs[g.job_id].version, "pending")]

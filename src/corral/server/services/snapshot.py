@@ -52,9 +52,13 @@ def job_spec(job: Job) -> JobSpec:
 
 
 def _remember_spec(job_id: str, raw: Mapping[str, Any]) -> JobSpec:
+    spec = JobSpec.model_validate(raw)
     if len(_SPECS) >= _SPECS_MAX:
-        _SPECS.clear()
-    spec = _SPECS[job_id] = JobSpec.model_validate(raw)
+        # Insertion order is age: drop the oldest half (from a copy of the keys: other
+        # threads read and add meanwhile, and a dropped spec is only parsed again).
+        for old in list(_SPECS)[: _SPECS_MAX // 2]:
+            _SPECS.pop(old, None)
+    _SPECS[job_id] = spec
     return spec
 
 
@@ -210,6 +214,10 @@ class SnapshotLoader:
             {i: e.spec for i, e in self._pending.items()},
         )
 
+    def _again(self, job_id: str) -> None:
+        """Look at this job again next round, as if its row had changed."""
+        self._job_rows = frozenset(r for r in self._job_rows if r[0] != job_id)
+
     # --- nodes ------------------------------------------------------------------------
 
     def _update_nodes(self, session: Session, rows: frozenset[Any]) -> tuple[set[str], bool]:
@@ -222,7 +230,7 @@ class SnapshotLoader:
         gone = False
         for node_id, _ in self._node_rows - rows:
             if node_id not in now_ids:
-                del self._bases[node_id]
+                self._bases.pop(node_id, None)
                 self._states.pop(node_id, None)
                 gone = True
         changed = {node_id for node_id, _ in rows - self._node_rows}
@@ -273,7 +281,10 @@ class SnapshotLoader:
         ports: dict[str, set[int]] = {}
         for f in rank0:
             live = self._live.get(f.job_id)
-            attempt, port = (live.attempt, live.master_port) if live else self._ended[f.job_id]
+            # Not found at all: deleted since the scan (READ COMMITTED), so it holds nothing.
+            attempt, port = (
+                (live.attempt, live.master_port) if live else self._ended.get(f.job_id, (0, None))
+            )
             if port is not None and attempt == f.attempt:
                 ports.setdefault(f.node_id, set()).add(port)
         return {node_id: frozenset(p) for node_id, p in ports.items()}
@@ -298,6 +309,7 @@ class SnapshotLoader:
             self._by_job[f.job_id].discard(replica_id)
             if not self._by_job[f.job_id]:
                 del self._by_job[f.job_id]
+                self._ended.pop(f.job_id, None)
             nodes.add(f.node_id)
             jobs.add(f.job_id)
         new = [replica_id for replica_id, _ in added if replica_id not in self._facts]
@@ -384,11 +396,12 @@ class SnapshotLoader:
             # A replica already told to stop is on its way out: not a victim to pick again.
             if current and all(self._desired[r] == "run" for r in current):
                 building.append((job, [self._facts[r] for r in current]))
-        specs = _specs(session, [job.id for job, _ in building if job.id not in _SPECS])
+        specs = specs_by_id(session, [job.id for job, _ in building])
         for job, held in building:
-            spec = specs.get(job.id) or _SPECS.get(job.id)
-            if spec is None:
-                continue  # deleted since the scan
+            spec = specs.get(job.id)
+            if spec is None:  # deleted since the scan (READ COMMITTED)
+                self._again(job.id)
+                continue
             held.sort(key=lambda f: f.rank)
             started = job.started_at
             if started is None:
@@ -423,8 +436,11 @@ class SnapshotLoader:
         for chunk in chunks(load):
             for row in session.execute(_PENDING.where(Job.id.in_(chunk))):
                 spec = specs.get(row.id)
-                if spec is not None:  # else deleted since the scan
+                if spec is not None:
                     self._pending[row.id] = _pending_entry(row, spec, workspaces, names, now)
+        for job_id in load:
+            if job_id not in self._pending:  # deleted since the scan (READ COMMITTED)
+                self._again(job_id)
         for job_id, entry in self._pending.items():
             # Exclusions expire with time, and name nodes that come and go.
             if entry.excluded and (nodes_changed or job_id not in load):
