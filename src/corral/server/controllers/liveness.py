@@ -8,8 +8,8 @@ import logging
 
 from corral.server.runtime import ControlPlane
 from corral.server.services.effects import Effects
-from corral.server.services.jobs import recheck_jobs, stop_overdue_jobs
 from corral.server.services.nodes import mark_lost_nodes, record_heard
+from corral.server.services.settling import recheck_jobs, stop_overdue_jobs
 
 log = logging.getLogger("corral.server.liveness")
 

@@ -6,7 +6,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from corral.server.services.endpoints import probe_for
-from corral.server.services.snapshot import specs_by_id
+from corral.server.services.specs import specs_by_id
 from corral.server.store.tables import Endpoint, Job, Node, Replica, Workspace
 from corral.spec.endpoint import EndpointSpec
 from corral.wire.agent import ReplicaAssignment

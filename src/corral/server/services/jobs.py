@@ -1,4 +1,4 @@
-"""Job use cases: submit, read, cancel, delete, logs; settling a job when its replicas change."""
+"""Job use cases: submit, read, cancel, delete, logs (settling.py moves jobs on)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from corral.core import recovery as core_recovery
-from corral.core.lifecycle import ACTIVE_REPLICA_STATES, JobFacts, ReplicaFacts, decide_job
+from corral.core.lifecycle import ACTIVE_REPLICA_STATES
 from corral.server.api.errors import ApiError, not_found
 from corral.server.services import recovery
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
 from corral.server.services.names import generate_job_name
-from corral.server.services.snapshot import job_spec, specs_by_id
+from corral.server.services.specs import job_spec
 from corral.server.store.tables import Endpoint, Job, LogChunk, Node, Replica, Workspace
 from corral.spec.job import JobSpec
 from corral.wire.api import TERMINAL_JOB_STATES, JobView, LogPage, ReplicaView
@@ -139,7 +138,7 @@ def job_view(
         if with_tail and job.attempt  # no attempt yet: no rows to read
         else ([], None)
     )
-    nodes = _node_names(session, {r.node_id for r in replicas})
+    nodes = node_names(session, {r.node_id for r in replicas})
     tail: list[str] = []
     if with_tail and job.state == "failed":
         failed = [r for r in replicas if r.state == "failed"] or replicas
@@ -180,7 +179,7 @@ def list_jobs(session: Session, workspace: Workspace) -> list[JobView]:
     return [job_view(session, job, workspace.name, with_tail=False) for job in jobs]
 
 
-def _node_names(session: Session, ids: set[str]) -> dict[str, str]:
+def node_names(session: Session, ids: set[str]) -> dict[str, str]:
     if not ids:
         return {}
     return dict(session.execute(select(Node.id, Node.name).where(Node.id.in_(ids))).all())
@@ -229,7 +228,7 @@ def cancel_job(session: Session, job: Job, now: float) -> Effects:
     job.reason = "stopping its replicas"
     job.recheck_at = None
     recovery.close_attempt(session, job, now, None, "cancelled by user")
-    effects.merge(_stop(replicas))
+    effects.merge(stop_replicas(replicas))
     if not replicas:
         job.state = "cancelled"
         job.finished_at = now
@@ -237,41 +236,12 @@ def cancel_job(session: Session, job: Job, now: float) -> Effects:
     return effects
 
 
-def _stop(replicas: list[Replica]) -> Effects:
+def stop_replicas(replicas: list[Replica]) -> Effects:
     effects = Effects()
     for replica in replicas:
         if replica.state in ACTIVE_REPLICA_STATES and replica.desired != "stop":
             replica.desired = "stop"
             effects.sync_nodes.add(replica.node_id)
-    return effects
-
-
-def stop_overdue_jobs(session: Session, now: float) -> Effects:
-    """Fail jobs that ran past their spec's max_runtime (backfill relies on the limit)."""
-    effects = Effects()
-    started = session.execute(
-        select(Job.id, Job.started_at).where(
-            Job.state.in_(("starting", "running")), Job.started_at.is_not(None)
-        )
-    ).all()
-    # Every second, over every running job: read two columns, and specs from the cache.
-    limits = specs_by_id(session, [job_id for job_id, _ in started])
-    overdue = []
-    for job_id, started_at in started:
-        spec = limits.get(job_id)
-        limit = None if spec is None else spec.max_runtime
-        if limit is not None and started_at is not None and now >= started_at + limit:
-            overdue.append(job_id)
-    # The state again: under READ COMMITTED a job may have ended since the first read.
-    running = Job.state.in_(("starting", "running"))
-    for job in session.scalars(select(Job).where(Job.id.in_(overdue), running)) if overdue else ():
-        limit = job_spec(job).max_runtime
-        job.state = "failed"
-        job.finished_at = now
-        job.reason = f"exceeded its max_runtime of {limit:g}s; stopped"
-        recovery.close_attempt(session, job, now, None, job.reason)
-        effects.merge(_stop(current_replicas(session, job)))
-        effects.wake_scheduler = True
     return effects
 
 
@@ -341,126 +311,3 @@ def read_logs(
         next_offset=next_offset,
         complete=complete,
     )
-
-
-def settle_job(session: Session, job: Job, now: float) -> Effects:
-    """Move the job on from what its current attempt's replicas say (idempotent)."""
-    replicas = current_replicas(session, job)
-    if (
-        job.state in ("starting", "running")
-        and replicas
-        and not all(r.state == "succeeded" for r in replicas)
-        and _needs_recovery(job, replicas, now)
-    ):
-        effects = _recover(session, job, replicas, now)
-        if effects is not None:
-            return effects
-    facts = JobFacts(job.state, job.attempt, job.restarts, job_spec(job).max_restarts)
-    # Node names only show in the reason for a lost replica: the usual report skips the read.
-    lost = {r.node_id for r in replicas if r.state == "lost"}
-    names = _node_names(session, lost)
-    decision = decide_job(
-        facts,
-        [
-            ReplicaFacts(r.rank, r.state, r.exit_code, names.get(r.node_id), r.reason)
-            for r in replicas
-        ],
-    )
-    effects = Effects()
-    if decision.stop_replicas:
-        effects.merge(_stop(replicas))
-    if decision.state == job.state and decision.reason is None:
-        return effects
-    job.state = decision.state
-    if decision.reason is not None or decision.state != "pending":
-        job.reason = decision.reason
-    if decision.exit_code is not None:
-        job.exit_code = decision.exit_code
-    if decision.count_restart:
-        job.restarts += 1
-    if decision.mark_started and job.started_at is None:
-        job.started_at = now
-    if decision.mark_finished:
-        job.finished_at = now
-        job.recheck_at = None
-        recovery.close_attempt(session, job, now, None, decision.reason)
-        if job.started_at is None:
-            starts = [r.started_at for r in replicas if r.started_at is not None]
-            job.started_at = min(starts, default=None)
-    if decision.state == "pending":
-        effects.wake_scheduler = True
-    return effects
-
-
-def _needs_recovery(job: Job, replicas: list[Replica], now: float) -> bool:
-    """Whether core.recovery has anything to say. The common case — a replica reporting that
-    it runs — must not pay for a look at the whole cluster."""
-    if any(r.state in ("failed", "lost", "stopped") for r in replicas):
-        return True
-    if job.recheck_at is not None:
-        return job.recheck_at <= now
-    # A hang is only seen by looking again later: the first look sets when.
-    return job_spec(job).progress_timeout is not None
-
-
-def _recover(session: Session, job: Job, replicas: list[Replica], now: float) -> Effects | None:
-    """Apply core.recovery to a running attempt; None when nothing is wrong with it."""
-    decision, _ = recovery.decide_attempt(session, job, replicas, now)
-    verdict = decision.verdict
-    spec = job_spec(job)
-    if verdict is core_recovery.Verdict.CONTINUE:
-        # A hang is only seen by looking again: come back when it would become one.
-        job.recheck_at = _hang_check_at(spec, replicas, job, now)
-        return None
-    recovery.remember(job, decision)
-    effects = _stop(replicas) if decision.stop_replicas else Effects()
-    if verdict is core_recovery.Verdict.HOLD:
-        job.reason = decision.reason
-        job.recheck_at = decision.recheck_at
-        return effects
-    recovery.close_attempt(session, job, now, decision.cause, decision.reason)
-    if decision.cause is core_recovery.Cause.USER_ERROR:
-        job.restarts += 1
-    job.reason = decision.reason
-    if verdict is core_recovery.Verdict.GIVE_UP:
-        job.state = "failed"
-        failed = [r for r in replicas if r.state == "failed" and r.exit_code is not None]
-        job.exit_code = min(failed, key=lambda r: r.rank).exit_code if failed else None
-        job.finished_at = now
-        job.recheck_at = None
-        return effects
-    # RESTART or WAIT: queued again; the scheduler places it when (and where) it fits.
-    job.state = "pending"
-    job.next_replicas = (
-        decision.replicas
-        if decision.replicas is not None and decision.replicas != spec.replicas
-        else None
-    )
-    job.recheck_at = decision.recheck_at
-    effects.wake_scheduler = True
-    return effects
-
-
-def _hang_check_at(spec: JobSpec, replicas: list[Replica], job: Job, now: float) -> float | None:
-    """When the attempt would count as hung if no replica reports a new step before then."""
-    if spec.progress_timeout is None:
-        return None
-    started = min(r.created_at for r in replicas)
-    running = [r for r in replicas if r.state == "running"]
-    last = min((r.progress_at or started for r in running), default=now)
-    return max(now, last + spec.progress_timeout)
-
-
-def recheck_jobs(session: Session, now: float) -> Effects:
-    """Decide again about jobs that asked for it: a possible hang, a failure being
-    attributed, an elastic job waiting for a replacement node."""
-    effects = Effects()
-    for job in session.scalars(
-        select(Job).where(Job.recheck_at.is_not(None), Job.recheck_at <= now)
-    ):
-        job.recheck_at = None
-        if job.state in ("starting", "running"):
-            effects.merge(settle_job(session, job, now))
-        elif job.state == "pending":
-            effects.merge(recovery.replan_waiting(session, job, now))
-    return effects

@@ -10,8 +10,9 @@ from corral.server.api.errors import ApiError
 from corral.server.auth import NODE_PREFIX, hash_token, new_secret
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
-from corral.server.services.jobs import CURRENT_REPLICAS, settle_job
+from corral.server.services.jobs import CURRENT_REPLICAS
 from corral.server.services.recovery import record_progress
+from corral.server.services.settling import settle_job
 from corral.server.store.tables import Job, LogChunk, Node, Replica
 from corral.wire import agent as wire
 from corral.wire.api import GpuView, NodeView

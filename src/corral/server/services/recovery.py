@@ -17,7 +17,7 @@ from corral.core import goodput
 from corral.core import recovery as core
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES
 from corral.server.services.effects import Effects
-from corral.server.services.snapshot import job_spec
+from corral.server.services.specs import job_spec
 from corral.server.store.tables import Attempt, Job, Node, Replica
 from corral.spec.job import JobSpec
 from corral.wire import agent as wire

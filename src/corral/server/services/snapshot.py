@@ -13,120 +13,37 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Executable, select
 from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES
 from corral.core.placement import (
-    Demand,
-    GpuSlot,
     NodeState,
-    PendingJob,
     ReplicaPlacement,
     RunningJob,
     Snapshot,
 )
+from corral.server.services.snapshot_rows import (
+    LIVE_COLUMNS,
+    PENDING_COLUMNS,
+    LiveJob,
+    PendingEntry,
+    ReplicaFacts,
+    demand_of,
+    excluded_now,
+    node_base,
+    pending_entry,
+)
+from corral.server.services.specs import specs_by_id
 from corral.server.store.tables import Job, Node, Quota, Replica, Workspace
 from corral.spec.job import JobSpec
 
 # Jobs that may hold replicas or wait for them; terminal jobs hold nothing new.
 LIVE_JOB_STATES = ("pending", "starting", "running", "cancelling")
-# Node labels that place a node in the topology tree provider/region/zone/rack/node.
-TOPOLOGY_LABELS = ("provider", "region", "zone", "rack")
 _CHUNK = 500  # ids per IN (...) list: well under any database's bound-parameter limit
-_SPECS_MAX = 200_000
 K = TypeVar("K")
-
-# A job's spec never changes after submission, and validating it is most of what loading
-# a job costs: keep each parsed spec, by job id (shared by every loader in the process).
-_SPECS: dict[str, JobSpec] = {}
-
-
-def job_spec(job: Job) -> JobSpec:
-    spec = _SPECS.get(job.id)
-    if spec is None:
-        spec = _remember_spec(job.id, job.spec)
-    return spec
-
-
-def _remember_spec(job_id: str, raw: Mapping[str, Any]) -> JobSpec:
-    spec = JobSpec.model_validate(raw)
-    if len(_SPECS) >= _SPECS_MAX:
-        # Insertion order is age: drop the oldest half (from a copy of the keys: other
-        # threads read and add meanwhile, and a dropped spec is only parsed again).
-        for old in list(_SPECS)[: _SPECS_MAX // 2]:
-            _SPECS.pop(old, None)
-    _SPECS[job_id] = spec
-    return spec
-
-
-def node_topology(labels: Mapping[str, str]) -> tuple[str, ...]:
-    """The node's topology path from its labels; () when it reports none (a flat fleet)."""
-    path = tuple(labels.get(key, "") for key in TOPOLOGY_LABELS)
-    return path if any(path) else ()
-
-
-def demand_of(spec: JobSpec) -> Demand:
-    res = spec.resources
-    return Demand(
-        gpus=res.gpus.count,
-        gpu_type=res.gpus.type,
-        gpu_min_memory_mb=res.gpus.min_memory,
-        cpus=res.cpus,
-        memory_mb=res.memory,
-        disk_mb=res.disk,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaFacts:
-    """What a replica holds; none of it changes after the replica is created."""
-
-    node_id: str
-    job_id: str
-    attempt: int
-    rank: int
-    gpus: tuple[int, ...]
-    cpus: float
-    memory_mb: int
-    disk_mb: int
-    created_at: float
-
-
-class LiveJob(NamedTuple):
-    """The narrow columns of a live job read every round (a row of `_LIVE_COLUMNS`)."""
-
-    id: str
-    version: int
-    state: str
-    attempt: int
-    master_port: int | None
-    workspace_id: str
-    priority: int
-    started_at: float | None
-    reason: str | None
-
-
-_LIVE_COLUMNS = (
-    Job.id,
-    Job.version,
-    Job.state,
-    Job.attempt,
-    Job.master_port,
-    Job.workspace_id,
-    Job.priority,
-    Job.started_at,
-    Job.reason,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class _PendingEntry:
-    spec: JobSpec
-    job: PendingJob  # excluded_nodes as of the round that built it
-    excluded: Mapping[str, float]  # node name -> until when (from the job's recovery)
 
 
 @dataclass
@@ -167,7 +84,7 @@ class SnapshotLoader:
         self._by_job: dict[str, set[str]] = {}  # job id -> its active replica ids
         self._live: dict[str, LiveJob] = {}
         self._ended: dict[str, tuple[int, int | None]] = {}  # ended job -> attempt, port
-        self._pending: dict[str, _PendingEntry] = {}
+        self._pending: dict[str, PendingEntry] = {}
         self._running: dict[str, RunningJob] = {}
 
     def load(self, session: Session, now: float) -> Loaded:
@@ -237,7 +154,7 @@ class SnapshotLoader:
         added = bool(changed - self._bases.keys())
         for chunk in chunks(sorted(changed)):
             for node in session.scalars(select(Node).where(Node.id.in_(chunk))):
-                self._bases[node.id] = _node_base(node)
+                self._bases[node.id] = node_base(node)
         self._node_rows = rows
         if gone or added:
             self._order = sorted(self._bases)
@@ -367,7 +284,7 @@ class SnapshotLoader:
                 del self._live[job_id]
         changed |= fresh
         for chunk in chunks(sorted(fresh)):
-            for row in session.execute(select(*_LIVE_COLUMNS).where(Job.id.in_(chunk))):
+            for row in session.execute(select(*LIVE_COLUMNS).where(Job.id.in_(chunk))):
                 self._live[row[0]] = LiveJob(*row)
         ended = {
             job_id
@@ -434,70 +351,21 @@ class SnapshotLoader:
                 load.append(job_id)
         specs = specs_by_id(session, load)
         for chunk in chunks(load):
-            for row in session.execute(_PENDING.where(Job.id.in_(chunk))):
+            for row in session.execute(PENDING_COLUMNS.where(Job.id.in_(chunk))):
                 spec = specs.get(row.id)
                 if spec is not None:
-                    self._pending[row.id] = _pending_entry(row, spec, workspaces, names, now)
+                    self._pending[row.id] = pending_entry(row, spec, workspaces, names, now)
         for job_id in load:
             if job_id not in self._pending:  # deleted since the scan (READ COMMITTED)
                 self._again(job_id)
         for job_id, entry in self._pending.items():
             # Exclusions expire with time, and name nodes that come and go.
             if entry.excluded and (nodes_changed or job_id not in load):
-                excluded_now = _excluded(entry.excluded, names, now)
-                if excluded_now != entry.job.excluded_nodes:
+                excluded = excluded_now(entry.excluded, names, now)
+                if excluded != entry.job.excluded_nodes:
                     self._pending[job_id] = dataclasses.replace(
-                        entry, job=dataclasses.replace(entry.job, excluded_nodes=excluded_now)
+                        entry, job=dataclasses.replace(entry.job, excluded_nodes=excluded)
                     )
-
-
-# What a pending job needs besides its spec (which comes from the parsed-spec cache).
-_PENDING = select(
-    Job.id, Job.next_replicas, Job.priority, Job.submitted_at, Job.workspace_id, Job.recovery
-)
-
-
-def _pending_entry(
-    job: Any,
-    spec: JobSpec,
-    workspaces: Mapping[str, str],
-    names: Mapping[str, str],
-    now: float,
-) -> _PendingEntry:
-    excluded: Mapping[str, float] = (job.recovery or {}).get("excluded", {})
-    return _PendingEntry(
-        spec,
-        PendingJob(
-            id=job.id,
-            replicas=job.next_replicas or spec.replicas,
-            demand=demand_of(spec),
-            priority=job.priority,
-            submitted_at=job.submitted_at,
-            workspace=workspaces[job.workspace_id],
-            preemptible=spec.preemptible,
-            topology=spec.topology,
-            node_selector=dict(spec.node_selector),
-            max_runtime_s=spec.max_runtime,
-            excluded_nodes=_excluded(excluded, names, now),
-        ),
-        dict(excluded),
-    )
-
-
-def _node_base(node: Node) -> NodeState:
-    return NodeState(
-        id=node.id,
-        name=node.name,
-        gpus=tuple(
-            GpuSlot(g["index"], g["model"], g["memory_mb"], g.get("healthy", True))
-            for g in node.gpus
-        ),
-        cpus=node.cpus,
-        memory_mb=node.memory_mb,
-        disk_mb=node.disk_mb,
-        topology=node_topology(node.labels),
-        labels=dict(node.labels),
-    )
 
 
 def _tuples(session: Session, statement: Executable) -> frozenset[tuple[Any, ...]]:
@@ -510,29 +378,6 @@ def _tuples(session: Session, statement: Executable) -> frozenset[tuple[Any, ...
         return frozenset(result.cursor.fetchall())
     finally:
         result.close()
-
-
-def specs_by_id(session: Session, job_ids: Sequence[str]) -> dict[str, JobSpec]:
-    """Each job's parsed spec: from the cache, the others read in bulk."""
-    found = {i: spec for i in job_ids if (spec := _SPECS.get(i)) is not None}
-    if len(found) < len(job_ids):
-        found.update(_specs(session, [i for i in job_ids if i not in found]))
-    return found
-
-
-def _specs(session: Session, job_ids: Sequence[str]) -> dict[str, JobSpec]:
-    """Parsed specs of jobs not in the cache, read in bulk."""
-    found: dict[str, JobSpec] = {}
-    for chunk in chunks(job_ids):
-        for job_id, raw in session.execute(select(Job.id, Job.spec).where(Job.id.in_(chunk))):
-            found[job_id] = _remember_spec(job_id, raw)
-    return found
-
-
-def _excluded(
-    excluded: Mapping[str, float], names: Mapping[str, str], now: float
-) -> frozenset[str]:
-    return frozenset(names[n] for n, until in excluded.items() if until > now and n in names)
 
 
 def chunks(items: Sequence[K] | Iterable[K]) -> Iterator[list[K]]:
