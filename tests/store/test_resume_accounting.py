@@ -3,31 +3,17 @@ from a survivor, and that the next attempt's first report names, is where it sta
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from corral.core.placement import place
 from corral.server.services import jobs, nodes
-from corral.server.services.identity import DEFAULT_WORKSPACE, bootstrap, workspace_by_name
+from corral.server.services.identity import DEFAULT_WORKSPACE, workspace_by_name
 from corral.server.services.scheduling import apply_plan
 from corral.server.services.snapshot import SnapshotLoader
 from corral.server.store.db import Store
-from corral.server.store.migrate import upgrade
 from corral.server.store.tables import Replica
 from corral.spec import parse_job_spec
 from corral.wire import agent as wire
 from corral.wire.api import JobView
-
-
-@pytest.fixture
-def store(database_url: str, tmp_path: Path) -> Iterator[Store]:
-    s = Store(database_url)
-    upgrade(s.engine)
-    bootstrap(s, 1000.0, tmp_path, "crl_admin", "crj_join")
-    yield s
-    s.close()
+from support.store import register_node
 
 
 def register(store: Store, name: str) -> str:
@@ -78,7 +64,7 @@ def report(store: Store, replica: Replica, now: float, **fields: object) -> None
 def test_a_checkpoint_the_server_never_heard_of_is_where_the_next_attempt_starts(
     store: Store,
 ) -> None:
-    ids = {register(store, name): name for name in ("a", "b", "c")}
+    ids = {register_node(store, name, gpus=1): name for name in ("a", "b", "c")}
     with store.transaction() as session:
         ws = workspace_by_name(session, DEFAULT_WORKSPACE)
         assert ws is not None

@@ -3,54 +3,20 @@ after every kind of change; and what did not change is handed over as the same o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from corral.core.scheduler import Scheduler
 from corral.server.services import jobs, nodes
-from corral.server.services.identity import DEFAULT_WORKSPACE, bootstrap, workspace_by_name
+from corral.server.services.identity import DEFAULT_WORKSPACE, workspace_by_name
 from corral.server.services.scheduling import apply_plan
 from corral.server.services.snapshot import Loaded, SnapshotLoader
 from corral.server.store.db import Store
-from corral.server.store.migrate import upgrade
 from corral.server.store.tables import Job, Node, Replica
 from corral.spec import parse_job_spec
 from corral.wire import agent as wire
-
-
-@pytest.fixture
-def store(database_url: str, tmp_path) -> Iterator[Store]:  # type: ignore[no-untyped-def]
-    s = Store(database_url)
-    upgrade(s.engine)
-    bootstrap(s, 1000.0, tmp_path, "crl_admin", "crj_join")
-    yield s
-    s.close()
-
-
-def _register(store: Store, name: str, gpus: int, rack: str) -> str:
-    inventory = wire.Inventory(
-        hostname=name,
-        cpus=16,
-        memory_mb=64000,
-        disk_mb=100000,
-        gpu_backend="fake",
-        labels={"zone": "z1", "rack": rack},
-        gpus=[
-            wire.Gpu(index=i, uuid=f"{name}-{i}", model="H100", memory_mb=81920)
-            for i in range(gpus)
-        ],
-    )
-    with store.transaction() as session:
-        node, _ = nodes.register_node(
-            session,
-            wire.RegisterRequest(join_token="crj_join", name=name, inventory=inventory),
-            1.0,
-        )
-        nodes.connect(session, node.id, wire.Hello(inventory=inventory, address=name), 2.0)
-        return node.id
+from support.store import register_node
 
 
 def _submit(store: Store, now: float, **spec: Any) -> None:
@@ -123,9 +89,15 @@ def _job(store: Store, name: str) -> Job:
 
 
 def test_a_kept_snapshot_equals_a_fresh_one_through_every_kind_of_change(store: Store) -> None:
-    a = _register(store, "a", gpus=2, rack="r1")
-    b = _register(store, "b", gpus=2, rack="r1")
-    c = _register(store, "c", gpus=4, rack="r2")
+    a = register_node(
+        store, "a", cpus=16, memory_mb=64000, gpus=2, labels={"zone": "z1", "rack": "r1"}
+    )
+    b = register_node(
+        store, "b", cpus=16, memory_mb=64000, gpus=2, labels={"zone": "z1", "rack": "r1"}
+    )
+    c = register_node(
+        store, "c", cpus=16, memory_mb=64000, gpus=4, labels={"zone": "z1", "rack": "r2"}
+    )
     rounds = Rounds(store)
 
     _submit(store, 3.0, name="low", replicas=2, preemptible=True, resources={"gpus": "H100:2"})

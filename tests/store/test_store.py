@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -13,23 +11,15 @@ from sqlalchemy.orm.exc import StaleDataError
 from corral.core.placement import place
 from corral.server.api.errors import ApiError
 from corral.server.services import jobs, nodes
-from corral.server.services.identity import DEFAULT_WORKSPACE, bootstrap, workspace_by_name
+from corral.server.services.identity import DEFAULT_WORKSPACE, workspace_by_name
 from corral.server.services.scheduling import apply_plan
 from corral.server.services.snapshot import SnapshotLoader
 from corral.server.store.db import Store
-from corral.server.store.migrate import HEAD_REVISION, alembic_config, current_revision, upgrade
+from corral.server.store.migrate import HEAD_REVISION, alembic_config, current_revision
 from corral.server.store.tables import Base, Job, Replica
 from corral.spec import parse_job_spec
 from corral.wire import agent as wire
-
-
-@pytest.fixture
-def store(database_url: str, tmp_path) -> Iterator[Store]:  # type: ignore[no-untyped-def]
-    s = Store(database_url)
-    upgrade(s.engine)
-    bootstrap(s, 1000.0, tmp_path, "crl_admin", "crj_join")
-    yield s
-    s.close()
+from support.store import register_node
 
 
 def test_migrations_build_exactly_the_tables_the_code_uses(store: Store) -> None:
@@ -79,25 +69,6 @@ def test_a_stale_write_is_refused(store: Store) -> None:
         assert row is not None and row.state == "cancelled"
 
 
-def _register(store: Store, name: str, cpus: float = 4, gpus: int = 0) -> str:
-    inventory = wire.Inventory(
-        hostname=name,
-        cpus=cpus,
-        memory_mb=16000,
-        disk_mb=100000,
-        gpu_backend="fake",
-        gpus=[wire.Gpu(index=i, uuid=f"u{i}", model="H100", memory_mb=81920) for i in range(gpus)],
-    )
-    with store.transaction() as session:
-        node, _ = nodes.register_node(
-            session,
-            wire.RegisterRequest(join_token="crj_join", name=name, inventory=inventory),
-            1.0,
-        )
-        nodes.connect(session, node.id, wire.Hello(inventory=inventory, address="10.0.0.1"), 2.0)
-        return node.id
-
-
 def _schedule(store: Store, now: float) -> None:
     with store.read() as session:
         loaded = SnapshotLoader().load(session, now)
@@ -122,8 +93,8 @@ def _job(store: Store, name: str) -> tuple[Job, list[Replica]]:
 
 
 def test_a_gang_runs_to_success_through_the_store(store: Store) -> None:
-    a = _register(store, "a", gpus=2)
-    b = _register(store, "b", gpus=2)
+    a = register_node(store, "a", gpus=2)
+    b = register_node(store, "b", gpus=2)
     _submit(
         store,
         {
@@ -180,7 +151,7 @@ def test_a_second_job_with_the_same_name_is_refused(store: Store) -> None:
 
 
 def test_a_lost_node_ends_the_attempt_and_requeues_the_job(store: Store) -> None:
-    a = _register(store, "a")
+    a = register_node(store, "a")
     _submit(store, {"name": "j", "command": "sleep 100", "resources": {"cpus": 1}})
     _schedule(store, 4.0)
     _, replicas = _job(store, "j")
@@ -196,7 +167,7 @@ def test_a_lost_node_ends_the_attempt_and_requeues_the_job(store: Store) -> None
 
 
 def test_no_node_is_lost_for_silence_before_the_server_started(store: Store) -> None:
-    _register(store, "a")
+    register_node(store, "a")
     with store.transaction() as session:
         nodes.mark_lost_nodes(session, now=30.0, lost_after_s=10.0, alive_since=25.0)
     with store.read() as session:

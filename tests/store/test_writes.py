@@ -4,28 +4,17 @@ only itself."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from corral.server.api.errors import ApiError
 from corral.server.services import jobs
-from corral.server.services.identity import DEFAULT_WORKSPACE, bootstrap, workspace_by_name
+from corral.server.services.identity import DEFAULT_WORKSPACE, workspace_by_name
 from corral.server.store.db import Store
-from corral.server.store.migrate import upgrade
 from corral.server.store.tables import Job, Workspace
 from corral.server.writes import GroupCommit
 from corral.spec import parse_job_spec
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    s = Store(database_url)
-    upgrade(s.engine)
-    yield s
-    s.close()
 
 
 def _add(name: str, fail: bool = False):  # type: ignore[no-untyped-def]
@@ -93,9 +82,8 @@ def test_a_batch_warms_up_once_with_every_writes_key(store: Store) -> None:
 
 
 def test_two_submissions_of_one_name_in_one_batch_give_one_job_and_one_conflict(
-    store: Store, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
-    bootstrap(store, 1.0, tmp_path, "crl_admin", "crj_join")
+    store: Store,
+) -> None:
     with store.read() as session:
         ws = workspace_by_name(session, DEFAULT_WORKSPACE)
         assert ws is not None

@@ -1,0 +1,39 @@
+"""Store-level test helpers: a node registered and connected through the services."""
+
+from __future__ import annotations
+
+from corral.server.services import nodes
+from corral.server.store.db import Store
+from corral.wire import agent as wire
+
+
+def register_node(
+    store: Store,
+    name: str,
+    *,
+    cpus: float = 4,
+    memory_mb: int = 16000,
+    gpus: int = 0,
+    labels: dict[str, str] | None = None,
+) -> str:
+    """Register node `name` with `gpus` fake H100s and connect it; returns its id."""
+    inventory = wire.Inventory(
+        hostname=name,
+        cpus=cpus,
+        memory_mb=memory_mb,
+        disk_mb=100000,
+        gpu_backend="fake",
+        labels=labels or {},
+        gpus=[
+            wire.Gpu(index=i, uuid=f"{name}-{i}", model="H100", memory_mb=81920)
+            for i in range(gpus)
+        ],
+    )
+    with store.transaction() as session:
+        node, _ = nodes.register_node(
+            session,
+            wire.RegisterRequest(join_token="crj_join", name=name, inventory=inventory),
+            1.0,
+        )
+        nodes.connect(session, node.id, wire.Hello(inventory=inventory, address=name), 2.0)
+        return node.id
