@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ACTIVE_REPLICA_STATES = frozenset({"assigned", "running"})
+# Jobs not yet ended: they may hold replicas or wait for them.
+LIVE_JOB_STATES = ("pending", "starting", "running", "cancelling")
 
 
 def replica_outcome(desired: str, exit_code: int | None) -> str:

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from corral.core.lifecycle import LIVE_JOB_STATES
 from corral.server.api.errors import ApiError, not_found
 from corral.server.auth import Principal
 from corral.server.services.names import generate_job_name
@@ -22,9 +23,6 @@ from corral.spec.job import JobSpec
 from corral.wire.agent import Probe
 from corral.wire.api import EndpointReplicaView, EndpointView
 from corral.wire.gateway import EndpointRoute, ReplicaRoute, RouteTable
-
-# Replica job states that still hold (or are about to hold) a node.
-LIVE_JOB_STATES = ("pending", "starting", "running", "cancelling")
 
 
 def deploy(session: Session, workspace: Workspace, spec: EndpointSpec, now: float) -> Endpoint:

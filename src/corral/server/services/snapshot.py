@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Executable, select
 from sqlalchemy.orm import Session
 
-from corral.core.lifecycle import ACTIVE_REPLICA_STATES
+from corral.core.lifecycle import ACTIVE_REPLICA_STATES, LIVE_JOB_STATES
 from corral.core.placement import (
     NodeState,
     ReplicaPlacement,
@@ -40,8 +40,6 @@ from corral.server.services.specs import specs_by_id
 from corral.server.store.tables import Job, Node, Quota, Replica, Workspace
 from corral.spec.job import JobSpec
 
-# Jobs that may hold replicas or wait for them; terminal jobs hold nothing new.
-LIVE_JOB_STATES = ("pending", "starting", "running", "cancelling")
 _CHUNK = 500  # ids per IN (...) list: well under any database's bound-parameter limit
 K = TypeVar("K")
 
