@@ -14,6 +14,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -341,19 +342,32 @@ def test_foreground_up_stops_everything_on_ctrl_c(fake: list[str], home: Path) -
         text=True,
         env={**env, "NO_COLOR": "1"},
     )
+    # Ctrl-C once the user sees "corral is up" (up.json is written a moment before it).
+    lines: list[str] = []
+    up = threading.Event()
+
+    def read_stdout() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "corral is up" in line:
+                up.set()
+
+    reader = threading.Thread(target=read_stdout, daemon=True)
+    reader.start()
     try:
-        deadline = time.monotonic() + 30
-        while not (home / "up.json").exists() and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
+        assert up.wait(30), "".join(lines)
         assert json.loads((home / "up.json").read_text())["supervisor_pid"] == proc.pid
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert "corral is up" in out and "corral is down" in err
+    assert "corral is down" in err
     assert sigterm_at(home, "gateway") < sigterm_at(home, "agent") < sigterm_at(home, "server")
     assert gone(started(home, "server")["pid"]) and gone(started(home, "agent")["pid"])
     assert gone(started(home, "gateway")["pid"])
