@@ -501,7 +501,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(home: Path, port: int, heartbeat_s: float) -> subprocess.Popen[bytes]:
+def start_server(
+    home: Path, port: int, heartbeat_s: float, database_url: str | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "CORRAL_HOME": str(home),
@@ -510,7 +512,9 @@ def start_server(home: Path, port: int, heartbeat_s: float) -> subprocess.Popen[
         "CORRAL_NODE_LOST_AFTER": str(LOST_AFTER_S),
         "CORRAL_HEARTBEAT_INTERVAL": str(heartbeat_s),
     }
-    env.pop("CORRAL_DATABASE_URL", None)  # SQLite under CORRAL_HOME
+    env.pop("CORRAL_DATABASE_URL", None)  # SQLite under CORRAL_HOME, unless --database-url
+    if database_url:
+        env["CORRAL_DATABASE_URL"] = database_url
     home.mkdir(parents=True, exist_ok=True)
     log = (home / "server.log").open("wb")
     return subprocess.Popen(
@@ -870,7 +874,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="corral-admit-"))
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start_server(root / "home", port, args.heartbeat)
+    server = start_server(root / "home", port, args.heartbeat, args.database_url)
     fleet: FleetControl | None = None
     profiles: list[Path] = []
     started = time.monotonic()
@@ -1012,7 +1016,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "rounds": len(results),
             "rounds_requested": args.rounds,
             "warmup_jobs": WARMUP_JOBS,
-            "database": "sqlite",
+            "database": args.database_url.split(":", 1)[0] if args.database_url else "sqlite",
             "heartbeat_interval_s": args.heartbeat,
             "nodes_report_running": not args.no_report,
             "sim": args.sim,
@@ -1039,6 +1043,9 @@ def main() -> None:
     parser.add_argument("--no-report", action="store_true", help="nodes send no running reports")
     parser.add_argument("--py-spy", metavar="FILE", help="sample the server into FILE (raw)")
     parser.add_argument("--keep", metavar="DIR", help="copy the server's home (db, log) here")
+    parser.add_argument(
+        "--database-url", metavar="URL", help="the server's CORRAL_DATABASE_URL (default: SQLite)"
+    )
     parser.add_argument("--serve-fleet", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so the server and the nodes are stopped on the way out.
