@@ -16,25 +16,6 @@ from corral.wire.api import JobView
 from support.store import register_node
 
 
-def register(store: Store, name: str) -> str:
-    inventory = wire.Inventory(
-        hostname=name,
-        cpus=4,
-        memory_mb=16000,
-        disk_mb=100000,
-        gpu_backend="fake",
-        gpus=[wire.Gpu(index=0, uuid=f"{name}-0", model="H100", memory_mb=81920)],
-    )
-    with store.transaction() as session:
-        node, _ = nodes.register_node(
-            session,
-            wire.RegisterRequest(join_token="crj_join", name=name, inventory=inventory),
-            1.0,
-        )
-        nodes.connect(session, node.id, wire.Hello(inventory=inventory, address=name), 2.0)
-        return node.id
-
-
 def schedule(store: Store, now: float) -> None:
     with store.read() as session:
         loaded = SnapshotLoader().load(session, now)

@@ -11,7 +11,8 @@ from corral.core.recovery import Cause
 from corral.server.services import recovery
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
-from corral.server.services.snapshot import Loaded, chunks
+from corral.server.services.snapshot import Loaded
+from corral.server.store.db import in_chunks
 from corral.server.store.tables import Attempt, Job, Replica
 
 
@@ -80,7 +81,7 @@ def _claim(
     statements for all of them, not a few each."""
     jobs = loaded.jobs
     seen: dict[str, tuple[int, str]] = {}
-    for chunk in chunks(sorted(g.job_id for g in gangs)):
+    for chunk in in_chunks(sorted(g.job_id for g in gangs)):
         rows = session.connection().execute(_CLAIMABLE, {"ids": chunk})
         seen.update((job_id, (version, state)) for job_id, version, state in rows)
     claimed = [g for g in gangs if seen.get(g.job_id) == (jobs[g.job_id].version, "pending")]

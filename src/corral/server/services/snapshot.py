@@ -11,9 +11,9 @@ past a version check, and a fresh loader gives the same snapshot by value.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Executable, select
 from sqlalchemy.orm import Session
@@ -37,11 +37,9 @@ from corral.server.services.snapshot_rows import (
     pending_entry,
 )
 from corral.server.services.specs import specs_by_id
+from corral.server.store.db import in_chunks
 from corral.server.store.tables import Job, Node, Quota, Replica, Workspace
 from corral.spec.job import JobSpec
-
-_CHUNK = 500  # ids per IN (...) list: well under any database's bound-parameter limit
-K = TypeVar("K")
 
 
 @dataclass
@@ -150,7 +148,7 @@ class SnapshotLoader:
                 gone = True
         changed = {node_id for node_id, _ in rows - self._node_rows}
         added = bool(changed - self._bases.keys())
-        for chunk in chunks(sorted(changed)):
+        for chunk in in_chunks(sorted(changed)):
             for node in session.scalars(select(Node).where(Node.id.in_(chunk))):
                 self._bases[node.id] = node_base(node)
         self._node_rows = rows
@@ -188,7 +186,7 @@ class SnapshotLoader:
         missing = [
             f.job_id for f in rank0 if f.job_id not in self._live and f.job_id not in self._ended
         ]
-        for chunk in chunks(missing):
+        for chunk in in_chunks(missing):
             for job_id, attempt, port in session.execute(
                 select(Job.id, Job.attempt, Job.master_port).where(Job.id.in_(chunk))
             ):
@@ -228,7 +226,7 @@ class SnapshotLoader:
             nodes.add(f.node_id)
             jobs.add(f.job_id)
         new = [replica_id for replica_id, _ in added if replica_id not in self._facts]
-        for chunk in chunks(new):
+        for chunk in in_chunks(new):
             for r in session.execute(
                 select(
                     Replica.id,
@@ -281,7 +279,7 @@ class SnapshotLoader:
             if job_id not in fresh:
                 del self._live[job_id]
         changed |= fresh
-        for chunk in chunks(sorted(fresh)):
+        for chunk in in_chunks(sorted(fresh)):
             for row in session.execute(select(*LIVE_COLUMNS).where(Job.id.in_(chunk))):
                 self._live[row[0]] = LiveJob(*row)
         ended = {
@@ -348,7 +346,7 @@ class SnapshotLoader:
             if job is not None and job.state == "pending":
                 load.append(job_id)
         specs = specs_by_id(session, load)
-        for chunk in chunks(load):
+        for chunk in in_chunks(load):
             for row in session.execute(PENDING_COLUMNS.where(Job.id.in_(chunk))):
                 spec = specs.get(row.id)
                 if spec is not None:
@@ -376,14 +374,3 @@ def _tuples(session: Session, statement: Executable) -> frozenset[tuple[Any, ...
         return frozenset(result.cursor.fetchall())
     finally:
         result.close()
-
-
-def chunks(items: Sequence[K] | Iterable[K]) -> Iterator[list[K]]:
-    batch: list[K] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == _CHUNK:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from corral.server.store.db import in_chunks
 from corral.server.store.tables import Job
 from corral.spec.job import JobSpec
 
 _SPECS_MAX = 200_000
-_CHUNK = 500  # ids per IN (...) list: well under any database's bound-parameter limit
 _SPECS: dict[str, JobSpec] = {}  # shared by every reader in the process
 
 
@@ -38,15 +38,8 @@ def _remember_spec(job_id: str, raw: Mapping[str, Any]) -> JobSpec:
 def specs_by_id(session: Session, job_ids: Sequence[str]) -> dict[str, JobSpec]:
     """Each job's parsed spec: from the cache, the others read in bulk."""
     found = {i: spec for i in job_ids if (spec := _SPECS.get(i)) is not None}
-    if len(found) < len(job_ids):
-        found.update(_specs(session, [i for i in job_ids if i not in found]))
-    return found
-
-
-def _specs(session: Session, job_ids: Sequence[str]) -> dict[str, JobSpec]:
-    """Parsed specs of jobs not in the cache, read in bulk."""
-    found: dict[str, JobSpec] = {}
-    for chunk in (job_ids[i : i + _CHUNK] for i in range(0, len(job_ids), _CHUNK)):
+    missing = [i for i in job_ids if i not in found]
+    for chunk in in_chunks(missing):
         for job_id, raw in session.execute(select(Job.id, Job.spec).where(Job.id.in_(chunk))):
             found[job_id] = _remember_spec(job_id, raw)
     return found

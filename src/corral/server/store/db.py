@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+K = TypeVar("K")
+
+
+IN_LIST_MAX = 500  # ids per IN (...) list: well under any database's bound-parameter limit
+
+
+def in_chunks(ids: Iterable[K]) -> Iterator[list[K]]:
+    """`ids` in lists short enough for one `IN (...)` each."""
+    batch: list[K] = []
+    for item in ids:
+        batch.append(item)
+        if len(batch) == IN_LIST_MAX:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def normalize_url(url: str) -> str:
