@@ -27,8 +27,8 @@ class Procs:
         self.planes.append(plane)
         return plane
 
-    def gateway(self, plane: FakeControlPlane) -> GatewayProc:
-        gateway = GatewayProc(self.tmp, plane.url)
+    def gateway(self, plane: FakeControlPlane, *extra: str) -> GatewayProc:
+        gateway = GatewayProc(self.tmp, plane.url, *extra)
         self.gateways.append(gateway)
         return gateway
 

@@ -28,6 +28,17 @@ from support.cluster import free_port, wait_for
 
 MOCK = Path(__file__).resolve().parent.parent / "support" / "mock_openai.py"
 SRC = Path(__file__).resolve().parents[2] / "src"
+# The gateway's control-plane token in tests; it also opens /_corral/load and /metrics.
+GATEWAY_TOKEN = "crl_gateway-test-admin"
+ADMIN_HEADERS = {"authorization": f"Bearer {GATEWAY_TOKEN}"}
+
+
+def token_file(tmp: Path, token: str = GATEWAY_TOKEN, name: str = "gateway-token") -> Path:
+    """A token file as `corral up` writes one: owner-only."""
+    path = tmp / name
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return path
 
 
 def _env() -> dict[str, str]:
@@ -111,6 +122,7 @@ class FakeControlPlane:
         self.on_wake = on_wake
         self.wakes: list[tuple[float, Wake]] = []
         self.reports: list[GatewayLoad] = []
+        self.authorizations: set[str] = set()
         self._cond = threading.Condition()
         self._table = RouteTable(version=1, domain=domain, endpoints=[])
         plane = self
@@ -122,7 +134,13 @@ class FakeControlPlane:
                 pass
 
             def do_GET(self) -> None:
+                plane.authorizations.add(self.headers.get("authorization", ""))
                 url = urlsplit(self.path)
+                if url.path == "/v1/whoami":  # what `corral gateway` checks its token with
+                    token = self.headers.get("authorization", "")[7:]
+                    who = {"token": token[:8], "role": "admin", "workspace": None}
+                    self._send(200, json.dumps(who).encode())
+                    return
                 if url.path != "/v1/gateway/routes":
                     self._send(404, b"{}")
                     return
@@ -182,18 +200,25 @@ class FakeControlPlane:
 
 
 class GatewayProc:
-    """`python -m corral.gateway` following a control plane."""
+    """`python -m corral.gateway` following a control plane (or another gateway `argv`)."""
 
-    def __init__(self, tmp: Path, server: str) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        server: str,
+        *extra: str,
+        argv: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "gateway.log"
+        if argv is None:
+            argv = [sys.executable, "-m", "corral.gateway", "--token-file", str(token_file(tmp))]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [
-                    sys.executable,
-                    "-m",
-                    "corral.gateway",
+                    *argv,
                     "--host",
                     "127.0.0.1",
                     "--port",
@@ -202,17 +227,26 @@ class GatewayProc:
                     server,
                     "--id",
                     "test-gateway",
+                    *extra,
                 ],
-                env=_env(),
+                env=env or _env(),
                 stdout=out,
                 stderr=out,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        wait_for("gateway up", lambda: self.get("/_corral/healthz").status_code == 200)
+        wait_for("gateway up", self._healthy)
 
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=5.0)
+    def _healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the gateway exited ({self.proc.returncode}):\n{self.output()}")
+        return self.get("/_corral/healthz").status_code == 200
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        """GET from the gateway, with the admin token unless `headers` says otherwise."""
+        return httpx.get(
+            self.url + path, headers=ADMIN_HEADERS if headers is None else headers, timeout=5.0
+        )
 
     def load(self, window: float = 1.0) -> dict[str, Any]:
         data: dict[str, Any] = self.get(f"/_corral/load?window={window}").json()

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from corral.gateway import http1
+from corral.gateway.forwarding import Network, proxied_headers
+from corral.gateway.limits import HeadLimits
 from corral.gateway.signals import Metrics
 from corral.gateway.table import EndpointRuntime, Replica, RoutingTable, Waiter
 from corral.gateway.upstream import UpstreamConnection, take_idle
@@ -44,9 +46,12 @@ class Context:
     metrics: Metrics
     clock: Callable[[], float]
     wake: Callable[[EndpointRuntime], None]
-    admin: Callable[[bytes, bytes], bytes]
+    # (method, target, Authorization header or None) → the whole response
+    admin: Callable[[bytes, bytes, bytes | None], bytes]
     retry_after_s: int = 1
     connect_timeout_s: float = 5.0
+    limits: HeadLimits = field(default_factory=HeadLimits)
+    trusted_proxies: tuple[Network, ...] = ()
     # While one socket read is being handled, writes are gathered per connection and sent
     # as one send() at its end: a response's head and body, or a request's head and body,
     # mostly arrive in one read. Nothing waits longer than that callback.
@@ -153,7 +158,7 @@ class Exchange:
         name, target, host_routed = self._route()
         if name is None:
             if not host_routed and self.path.startswith(b"/_corral/"):
-                self._reply(ctx.admin(self.method, self.path))
+                self._reply(ctx.admin(self.method, self.path, self._header(b"authorization")))
             else:
                 self._reply(http1.error_response(404, "not_found", "no such endpoint"))
             return
@@ -317,7 +322,7 @@ class Exchange:
         parts = [self.method, b" ", self.path, b" HTTP/1.1\r\nhost: ", replica.hostport, b"\r\n"]
         original_host = b""
         for key, value in self.headers:
-            if key in http1.HOP_BY_HOP or key == b"expect":
+            if key in http1.NOT_FORWARDED:
                 continue
             if key == b"host":
                 original_host = value
@@ -327,9 +332,12 @@ class Exchange:
             parts += (key, b": ", value, b"\r\n")
         if self.request_chunked:
             parts.append(b"transfer-encoding: chunked\r\n")
-        peer = self.client.peer
-        parts += (b"x-forwarded-for: ", peer, b"\r\nx-forwarded-proto: http\r\n")
-        if original_host:
+        client = self.client
+        if client.proxied:
+            parts.append(proxied_headers(self.headers, client.peer))
+        else:
+            parts.append(client.forwarded)
+        if original_host and not (client.proxied and self._header(b"x-forwarded-host")):
             parts += (b"x-forwarded-host: ", original_host, b"\r\n")
         parts.append(b"\r\n")
         return b"".join(parts)

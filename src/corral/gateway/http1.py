@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from http import HTTPStatus
 
+from corral.gateway.forwarding import FORWARDING
+
 # Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 HOP_BY_HOP = frozenset(
     {
@@ -17,6 +19,9 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+# Request headers the gateway never passes on as they came: hop-by-hop ones, Expect (it
+# answers 100-continue itself) and the forwarding headers it writes itself (forwarding.py).
+NOT_FORWARDED = HOP_BY_HOP | {b"expect"} | FORWARDING
 LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -45,7 +50,13 @@ def no_body(status: int, method: bytes) -> bool:
 
 
 def error_response(
-    status: int, code: str, message: str, *, retry_after: int | None = None, close: bool = False
+    status: int,
+    code: str,
+    message: str,
+    *,
+    retry_after: int | None = None,
+    close: bool = False,
+    extra: bytes = b"",
 ) -> bytes:
     """A complete JSON error reply, shaped like the REST API's ErrorBody."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
@@ -58,6 +69,7 @@ def error_response(
         head.append(b"retry-after: %d\r\n" % retry_after)
     if close:
         head.append(b"connection: close\r\n")
+    head.append(extra)
     return b"".join(head) + b"\r\n" + body
 
 

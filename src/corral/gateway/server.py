@@ -13,8 +13,11 @@ from urllib.parse import parse_qs
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from corral.gateway import http1
+from corral.gateway.adminauth import PUBLIC_PATHS, AdminAuth
 from corral.gateway.client import ClientConnection
 from corral.gateway.exchange import Context
+from corral.gateway.forwarding import Network
+from corral.gateway.limits import HeadLimits
 from corral.gateway.routes import RouteSource
 from corral.gateway.signals import Metrics
 from corral.gateway.table import EndpointRuntime, RoutingTable
@@ -38,8 +41,13 @@ class Gateway:
         retry_after_s: int = 1,
         connect_timeout_s: float = 5.0,
         report_s: float = 1.0,
+        admin_auth: AdminAuth | None = None,
+        limits: HeadLimits | None = None,
+        trusted_proxies: tuple[Network, ...] = (),
     ) -> None:
+        """`admin_auth`: who may read /_corral/load and /_corral/metrics (default: nobody)."""
         self.report_s = report_s
+        self.admin_auth = admin_auth or AdminAuth()
         self.source = source
         self.id = gateway_id or socket.gethostname()
         self.clock = clock
@@ -53,6 +61,8 @@ class Gateway:
             admin=self._admin,
             retry_after_s=retry_after_s,
             connect_timeout_s=connect_timeout_s,
+            limits=limits or HeadLimits(),
+            trusted_proxies=trusted_proxies,
         )
         self.clients: set[ClientConnection] = set()
         self._server: asyncio.Server | None = None
@@ -143,6 +153,7 @@ class Gateway:
                 self._wake(endpoint)
         for client in list(self.clients):
             client.close_if_idle(now, CLIENT_IDLE_S)
+            client.cut_if_slow(now)
 
     # ---- signals ----------------------------------------------------------------------
     def _wake(self, endpoint: EndpointRuntime) -> None:
@@ -196,8 +207,10 @@ class Gateway:
     def metrics_text(self) -> bytes:
         return generate_latest(self.metrics.registry)
 
-    def _admin(self, method: bytes, target: bytes) -> bytes:
+    def _admin(self, method: bytes, target: bytes, authorization: bytes | None) -> bytes:
         path, _, query = target.partition(b"?")
+        if path not in PUBLIC_PATHS and not self.admin_auth.allows(authorization):
+            return _UNAUTHORIZED
         if method not in (b"GET", b"HEAD"):
             return http1.error_response(405, "method_not_allowed", "admin paths are read-only")
         if path == b"/_corral/healthz":
@@ -213,6 +226,14 @@ class Gateway:
             body = self.load(window).model_dump_json().encode()
             return http1.simple_response(200, b"application/json", body)
         return http1.error_response(404, "not_found", "no such gateway path")
+
+
+_UNAUTHORIZED = http1.error_response(
+    401,
+    "unauthorized",
+    "the gateway's /_corral/ paths take the control-plane token or the metrics token",
+    extra=b"www-authenticate: Bearer\r\n",
+)
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:
