@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from enum import StrEnum
+from itertools import islice
 
 ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2}
 ADMIN_PREFIX = "crl_"
@@ -52,3 +54,64 @@ def check_workspace_access(principal: Principal, workspace: str, role: str) -> N
         )
     if not principal.at_least(role):
         raise Forbidden(f"this needs the {role} role; the token has {principal.role}")
+
+
+class JoinRefusal(StrEnum):
+    UNKNOWN = "unknown"
+    EXPIRED = "expired"
+    USED_UP = "used_up"
+    REVOKED = "revoked"
+
+
+class JoinTokenRejected(Exception):
+    """A node may not register with this join token; `reason` says which check failed."""
+
+    def __init__(self, reason: JoinRefusal, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class AuthFailures:
+    """Failed authentications per client address, to make guessing tokens slow.
+
+    Pure bookkeeping (every call is handed `now`): a client that fails `limit` times within
+    `window_s` of its first failure is refused until that window ends. At most
+    `max_clients` addresses are remembered; when full, the oldest tenth is forgotten, so
+    memory stays bounded whatever an attacker sends, at the price that one who cycles
+    through that many addresses may be forgotten early. Clients behind one address (a NAT,
+    a proxy that does not forward theirs) share one budget.
+    """
+
+    def __init__(self, limit: int = 20, window_s: float = 60.0, max_clients: int = 10_000) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.max_clients = max_clients
+        # client -> (window start, failures); insertion order is window-start order.
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def retry_after(self, client: str, now: float) -> float:
+        """Seconds until `client` may try again; 0.0 when it may now."""
+        entry = self._windows.get(client)
+        if entry is None:
+            return 0.0
+        start, failures = entry
+        end = start + self.window_s
+        if now >= end:
+            del self._windows[client]
+            return 0.0
+        return end - now if failures >= self.limit else 0.0
+
+    def failed(self, client: str, now: float) -> None:
+        entry = self._windows.get(client)
+        if entry is not None and now < entry[0] + self.window_s:
+            self._windows[client] = (entry[0], entry[1] + 1)  # keeps its place in the order
+            return
+        self._windows.pop(client, None)
+        if len(self._windows) >= self.max_clients:
+            for old in list(islice(self._windows, max(1, self.max_clients // 10))):
+                del self._windows[old]
+        self._windows[client] = (now, 1)
+
+    def __len__(self) -> int:
+        return len(self._windows)

@@ -46,3 +46,7 @@ class TtlCache(Generic[K, V]):
 
     def clear(self) -> None:
         self._entries.clear()
+
+    def discard(self, key: K) -> None:
+        """Forget `key` now (e.g. a revoked token), whatever its time left."""
+        self._entries.pop(key, None)

@@ -173,9 +173,50 @@ class TokenView(_View):
     token: str | None = Field(default=None, description="the secret; shown once, at creation")
 
 
-class JoinTokenView(_View):
-    token: str
+class TokenInfo(_View):
+    """A token as listed: nothing in it is derived from the secret."""
+
+    name: str
+    role: Role
+    workspace: str | None = Field(description="None for a cluster-wide token")
     created_at: float
+
+
+class TokenList(_View):
+    tokens: list[TokenInfo]
+
+
+JoinTokenState = Literal["active", "expired", "used_up", "revoked"]
+
+
+class JoinTokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, description="default: join-<random hex>")
+    ttl_s: float | None = Field(
+        default=24 * 3600.0,
+        gt=0,
+        le=366 * 24 * 3600.0,
+        description="seconds until it expires (default a day); null: never",
+    )
+    max_uses: int | None = Field(
+        default=None, ge=1, description="registrations it allows; null (default): unlimited"
+    )
+
+
+class JoinTokenView(_View):
+    token: str | None = Field(default=None, description="the secret; shown once, at creation")
+    created_at: float
+    name: str = ""
+    expires_at: float | None = Field(default=None, description="None: never")
+    max_uses: int | None = Field(default=None, description="None: unlimited")
+    uses: int = Field(default=0, description="registrations made with it")
+    revoked_at: float | None = None
+    state: JoinTokenState = "active"
+
+
+class JoinTokenList(_View):
+    join_tokens: list[JoinTokenView]
 
 
 class WhoAmI(_View):

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+
+from fastapi import APIRouter, Response
 from sqlalchemy import select
 
 from corral.server.api.deps import CP, Caller
 from corral.server.services import identity as service
-from corral.server.store.tables import Workspace
+from corral.server.store.tables import JoinToken, Workspace
 from corral.wire.api import (
+    JoinTokenCreate,
+    JoinTokenList,
     JoinTokenView,
     TokenCreate,
+    TokenInfo,
+    TokenList,
     TokenView,
     WhoAmI,
     WorkspaceCreate,
@@ -61,8 +67,71 @@ def create_token(body: TokenCreate, caller: Caller, cp: CP) -> TokenView:
     )
 
 
+@router.get("/tokens")
+def list_tokens(caller: Caller, cp: CP, workspace: str | None = None) -> TokenList:
+    """A workspace admin sees its workspace's tokens; a cluster admin every token (or one
+    workspace's, with ?workspace=). Never a secret nor anything made from one."""
+    with cp.store.read() as session:
+        rows = service.list_tokens(session, caller, workspace)
+        tokens = [
+            TokenInfo(name=t.name, role=t.role, workspace=ws, created_at=t.created_at)
+            for t, ws in rows
+        ]
+    return TokenList(tokens=tokens)
+
+
+@router.delete("/tokens/{name}", status_code=204)
+async def revoke_token(name: str, caller: Caller, cp: CP, workspace: str | None = None) -> Response:
+    """Revoke at once on this server; other API servers stop accepting the token within
+    their auth cache's lifetime (runtime.AUTH_TTL_S, 10 s)."""
+
+    def run() -> str:
+        with cp.store.transaction() as session:
+            return service.revoke_token(session, caller, name, workspace).token_hash
+
+    digest = await asyncio.to_thread(run)
+    # Here, on the event loop's thread (the cache has no lock), before the answer leaves.
+    cp.principals.discard(digest)
+    return Response(status_code=204)
+
+
 @router.post("/join-tokens", status_code=201)
-def create_join_token(caller: Caller, cp: CP) -> JoinTokenView:
+def create_join_token(caller: Caller, cp: CP, body: JoinTokenCreate | None = None) -> JoinTokenView:
+    body = body or JoinTokenCreate()
+    now = cp.clock.now()
     with cp.store.transaction() as session:
-        secret, created = service.create_join_token(session, caller, cp.clock.now())
-    return JoinTokenView(token=secret, created_at=created)
+        row, secret = service.create_join_token(
+            session, caller, now, ttl_s=body.ttl_s, max_uses=body.max_uses, name=body.name
+        )
+        return _join_view(row, now, secret)
+
+
+@router.get("/join-tokens")
+def list_join_tokens(caller: Caller, cp: CP) -> JoinTokenList:
+    now = cp.clock.now()
+    with cp.store.read() as session:
+        rows = service.list_join_tokens(session, caller)
+        return JoinTokenList(join_tokens=[_join_view(r, now) for r in rows])
+
+
+@router.delete("/join-tokens/{name}", status_code=204)
+def revoke_join_token(name: str, caller: Caller, cp: CP) -> Response:
+    """Nodes can no longer register with it (at once, on every server: nothing caches it).
+    Nodes that did register keep their own node tokens."""
+    with cp.store.transaction() as session:
+        service.revoke_join_token(session, caller, name, cp.clock.now())
+    return Response(status_code=204)
+
+
+def _join_view(row: JoinToken, now: float, secret: str | None = None) -> JoinTokenView:
+    refusal = service.join_token_state(row, now)
+    return JoinTokenView(
+        token=secret,
+        name=row.name,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        max_uses=row.max_uses,
+        uses=row.uses,
+        revoked_at=row.revoked_at,
+        state="active" if refusal is None else refusal.value,
+    )

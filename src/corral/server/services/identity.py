@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,16 +18,24 @@ from corral.server.auth import (
     ADMIN_PREFIX,
     JOIN_PREFIX,
     Forbidden,
+    JoinRefusal,
+    JoinTokenRejected,
     Principal,
     hash_token,
     new_secret,
 )
+from corral.server.clock import SystemClock
 from corral.server.store.db import Store
 from corral.server.store.tables import JoinToken, Token, Workspace
 from corral.spec.job import check_name
 
 log = logging.getLogger("corral.server")
 DEFAULT_WORKSPACE = "default"
+# A join token made without a ttl: a day, as kubeadm's bootstrap tokens, long enough to
+# bring up a fleet and short enough that one left in a script or a log dies on its own.
+DEFAULT_JOIN_TTL_S = 24 * 3600.0
+# Inserts that pick a value (a uid_index, a random name) retry this often on a collision.
+_INSERT_ATTEMPTS = 5
 
 
 def new_id() -> str:
@@ -39,16 +50,42 @@ def ensure_workspace(session: Session, name: str, now: float) -> Workspace:
     found = workspace_by_name(session, name)
     if found is not None:
         return found
-    workspace = Workspace(id=new_id(), name=name, created_at=now)
-    session.add(workspace)
-    session.flush()
-    return workspace
+    try:
+        return _insert_workspace(session, name, now)
+    except _NameTaken:  # another writer made it a moment ago
+        found = workspace_by_name(session, name)
+        assert found is not None
+        return found
+
+
+class _NameTaken(Exception):
+    pass
+
+
+def _insert_workspace(session: Session, name: str, now: float) -> Workspace:
+    """Insert it with the next uid_index (tables.py); retry when another writer took it."""
+    for _ in range(_INSERT_ATTEMPTS):
+        workspace = Workspace(id=new_id(), name=name, created_at=now)
+        try:
+            with session.begin_nested():
+                session.add(workspace)
+                session.flush()
+        except IntegrityError:
+            if workspace_by_name(session, name) is not None:
+                raise _NameTaken(name) from None
+            continue  # the same uid_index as a workspace committed meanwhile: take the next
+        return workspace
+    raise ApiError(503, "busy", "workspaces are being created concurrently; try again")
 
 
 def bootstrap(
     store: Store, now: float, home: Path, admin_token: str | None, join_token: str | None
 ) -> None:
-    """Make a fresh control plane usable: the default workspace and the first tokens."""
+    """Make a fresh control plane usable: the default workspace and the first tokens.
+
+    The bootstrap join token (`corral up`'s local agent) never expires and has no use
+    limit: it is the one a local plane restarts its agent with. Revoking it sticks.
+    """
     with store.transaction() as session:
         ensure_workspace(session, DEFAULT_WORKSPACE, now)
         if admin_token:
@@ -67,7 +104,15 @@ def bootstrap(
                 session.scalars(select(JoinToken).where(JoinToken.token_hash == digest)).first()
                 is None
             ):
-                session.add(JoinToken(id=new_id(), token_hash=digest, created_at=now))
+                session.add(
+                    JoinToken(
+                        id=new_id(),
+                        name=_free_name(session, _join_name_taken, "bootstrap"),
+                        token_hash=digest,
+                        created_at=now,
+                        uses=0,
+                    )
+                )
 
 
 def _ensure_token(session: Session, token: str, now: float) -> None:
@@ -76,13 +121,33 @@ def _ensure_token(session: Session, token: str, now: float) -> None:
         session.add(
             Token(
                 id=new_id(),
-                name="local-admin",
+                name=_free_name(session, lambda s, n: _token_name_taken(s, None, n), "local-admin"),
                 token_hash=digest,
                 role="admin",
                 workspace_id=None,
                 created_at=now,
             )
         )
+
+
+def _free_name(session: Session, taken: Callable[[Session, str], bool], base: str) -> str:
+    """`base`, else `base-2`, `base-3`, ...: a bootstrap token that changed keeps a name."""
+    name, n = base, 1
+    while taken(session, name):
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def _token_name_taken(session: Session, workspace_id: str | None, name: str) -> bool:
+    scope = (
+        Token.workspace_id.is_(None) if workspace_id is None else Token.workspace_id == workspace_id
+    )
+    return session.scalars(select(Token.id).where(scope, Token.name == name)).first() is not None
+
+
+def _join_name_taken(session: Session, name: str) -> bool:
+    return session.scalars(select(JoinToken.id).where(JoinToken.name == name)).first() is not None
 
 
 def authenticate_hash(session: Session, digest: str) -> Principal | None:
@@ -106,13 +171,10 @@ def create_workspace(session: Session, principal: Principal, name: str, now: flo
         raise ApiError(422, "invalid", str(exc), [{"path": "name", "message": str(exc)}]) from None
     if workspace_by_name(session, name) is not None:
         raise ApiError(409, "conflict", f"workspace '{name}' already exists")
-    workspace = Workspace(id=new_id(), name=name, created_at=now)
-    session.add(workspace)
     try:
-        session.flush()
-    except IntegrityError:
+        return _insert_workspace(session, name, now)
+    except _NameTaken:
         raise ApiError(409, "conflict", f"workspace '{name}' already exists") from None
-    return workspace
 
 
 def create_token(
@@ -134,39 +196,252 @@ def create_token(
             "a member or viewer token needs a workspace",
             [{"path": "workspace", "message": "required for role " + role}],
         )
+    # Permission before existence: a token of workspace A learns nothing about B's.
+    if not principal.cluster_admin and (
+        principal.role != "admin" or principal.workspace != workspace
+    ):
+        raise Forbidden("only an admin of the workspace can create its tokens")
+    if name is not None:
+        _check_name(name, "token name")
     ws_row = None
     if workspace is not None:
         ws_row = workspace_by_name(session, workspace)
         if ws_row is None:
             raise ApiError(404, "not_found", f"workspace '{workspace}' not found")
-    if not principal.cluster_admin and (
-        principal.role != "admin" or principal.workspace != workspace
-    ):
-        raise Forbidden("only an admin of the workspace can create its tokens")
+    ws_id = ws_row.id if ws_row else None
     secret = new_secret(ADMIN_PREFIX)
-    token = Token(
-        id=new_id(),
-        name=name or f"{role}-{secret[-6:]}",
-        token_hash=hash_token(secret),
-        role=role,
-        workspace_id=ws_row.id if ws_row else None,
-        created_at=now,
+    for _ in range(_INSERT_ATTEMPTS):
+        # The default name is random, not taken from the secret: names are listed.
+        token = Token(
+            id=new_id(),
+            name=name or f"token-{secrets.token_hex(3)}",
+            token_hash=hash_token(secret),
+            role=role,
+            workspace_id=ws_id,
+            created_at=now,
+        )
+        try:
+            with session.begin_nested():
+                session.add(token)
+                session.flush()
+        except IntegrityError:
+            if name is not None:
+                where = f"workspace '{workspace}'" if workspace else "the cluster"
+                raise ApiError(
+                    409, "conflict", f"a token named '{name}' already exists in {where}"
+                ) from None
+            continue
+        return token, secret, workspace
+    raise ApiError(503, "busy", "could not pick a free token name; try again")
+
+
+def list_tokens(
+    session: Session, principal: Principal, workspace: str | None
+) -> list[tuple[Token, str | None]]:
+    """Tokens the caller administers: a workspace admin its workspace's, a cluster admin
+    every one (or one workspace's, when named). Pairs of the row and its workspace name."""
+    if not principal.cluster_admin:
+        if principal.role != "admin":
+            raise Forbidden("only an admin can list tokens")
+        if workspace is not None and workspace != principal.workspace:
+            raise Forbidden(
+                f"this token belongs to workspace '{principal.workspace}' and cannot act in "
+                f"workspace '{workspace}'"
+            )
+        workspace = principal.workspace
+    query = (
+        select(Token, Workspace.name)
+        .outerjoin(Workspace, Token.workspace_id == Workspace.id)
+        .order_by(Workspace.name.is_not(None), Workspace.name, Token.name)
     )
-    session.add(token)
+    if workspace is not None:
+        query = query.where(Workspace.name == workspace)
+    return [(tok, ws) for tok, ws in session.execute(query).all()]
+
+
+def revoke_token(session: Session, principal: Principal, name: str, workspace: str | None) -> Token:
+    """Delete the token `name` of `workspace` (None: the caller's own scope: its
+    workspace, or the cluster-wide tokens for a cluster admin). Returns the deleted row,
+    whose token_hash the caller drops from its caches."""
+    if not principal.cluster_admin:
+        if principal.role != "admin":
+            raise Forbidden("only an admin can revoke tokens")
+        if workspace is not None and workspace != principal.workspace:
+            raise Forbidden(
+                f"this token belongs to workspace '{principal.workspace}' and cannot act in "
+                f"workspace '{workspace}'"
+            )
+        workspace = principal.workspace
+    ws_id: str | None = None
+    if workspace is not None:
+        ws_row = workspace_by_name(session, workspace)
+        if ws_row is None:
+            raise ApiError(404, "not_found", f"workspace '{workspace}' not found")
+        ws_id = ws_row.id
+    scope = Token.workspace_id.is_(None) if ws_id is None else Token.workspace_id == ws_id
+    token = session.scalars(select(Token).where(scope, Token.name == name)).first()
+    if token is None:
+        raise _token_not_found(session, name, workspace)
+    if token.workspace_id is None and token.role == "admin":
+        # Locked, so that two revocations of the last two cluster-admin tokens cannot both
+        # pass this check (PostgreSQL; SQLite runs one writer at a time anyway).
+        admins = session.scalars(
+            select(Token.id)
+            .where(Token.workspace_id.is_(None), Token.role == "admin")
+            .with_for_update()
+        ).all()
+        if len(admins) <= 1:
+            raise ApiError(
+                409,
+                "conflict",
+                f"'{name}' is the last cluster-admin token: create another one first "
+                "(`corral token create --role admin`), or nobody could administer the cluster",
+            )
+    session.delete(token)
     session.flush()
-    return token, secret, workspace
+    return token
 
 
-def create_join_token(session: Session, principal: Principal, now: float) -> tuple[str, float]:
+def _token_not_found(session: Session, name: str, workspace: str | None) -> ApiError:
+    if workspace is not None:
+        return ApiError(404, "not_found", f"token '{name}' not found in workspace '{workspace}'")
+    elsewhere = session.scalars(
+        select(Workspace.name)
+        .join(Token, Token.workspace_id == Workspace.id)
+        .where(Token.name == name)
+        .order_by(Workspace.name)
+    ).all()
+    hint = (
+        f"; tokens named '{name}' exist in workspace {', '.join(elsewhere)}: name the workspace"
+        if elsewhere
+        else ""
+    )
+    return ApiError(404, "not_found", f"no cluster-wide token '{name}'{hint}")
+
+
+def _check_name(name: str, what: str) -> None:
+    try:
+        check_name(name, what)
+    except ValueError as exc:
+        raise ApiError(422, "invalid", str(exc), [{"path": "name", "message": str(exc)}]) from None
+
+
+# -- join tokens --------------------------------------------------------------------------
+
+
+def join_token_state(row: JoinToken, now: float) -> JoinRefusal | None:
+    """Why `row` cannot register a node at `now`, or None when it can."""
+    if row.revoked_at is not None:
+        return JoinRefusal.REVOKED
+    if row.expires_at is not None and now >= row.expires_at:
+        return JoinRefusal.EXPIRED
+    if row.max_uses is not None and row.uses >= row.max_uses:
+        return JoinRefusal.USED_UP
+    return None
+
+
+def create_join_token(
+    session: Session,
+    principal: Principal,
+    now: float,
+    *,
+    ttl_s: float | None = DEFAULT_JOIN_TTL_S,
+    max_uses: int | None = None,
+    name: str | None = None,
+) -> tuple[JoinToken, str]:
+    """A new join token and its secret (shown once). ttl_s None: it never expires;
+    max_uses None: any number of nodes may register with it."""
     if not principal.cluster_admin:
         raise Forbidden("only a cluster admin can create join tokens")
+    if name is not None:
+        _check_name(name, "join token name")
     secret = new_secret(JOIN_PREFIX)
-    session.add(JoinToken(id=new_id(), token_hash=hash_token(secret), created_at=now))
-    return secret, now
+    for _ in range(_INSERT_ATTEMPTS):
+        row = JoinToken(
+            id=new_id(),
+            name=name or f"join-{secrets.token_hex(3)}",
+            token_hash=hash_token(secret),
+            created_at=now,
+            expires_at=None if ttl_s is None else now + ttl_s,
+            max_uses=max_uses,
+            uses=0,
+        )
+        try:
+            with session.begin_nested():
+                session.add(row)
+                session.flush()
+        except IntegrityError:
+            if name is not None:
+                raise ApiError(
+                    409, "conflict", f"a join token named '{name}' already exists"
+                ) from None
+            continue
+        return row, secret
+    raise ApiError(503, "busy", "could not pick a free join token name; try again")
+
+
+def list_join_tokens(session: Session, principal: Principal) -> list[JoinToken]:
+    if not principal.cluster_admin:
+        raise Forbidden("only a cluster admin can list join tokens")
+    return list(session.scalars(select(JoinToken).order_by(JoinToken.created_at, JoinToken.name)))
+
+
+def revoke_join_token(session: Session, principal: Principal, name: str, now: float) -> JoinToken:
+    """Nodes can no longer register with it; nodes that registered with it stay."""
+    if not principal.cluster_admin:
+        raise Forbidden("only a cluster admin can revoke join tokens")
+    row = session.scalars(select(JoinToken).where(JoinToken.name == name)).first()
+    if row is None:
+        raise ApiError(404, "not_found", f"join token '{name}' not found")
+    if row.revoked_at is None:
+        row.revoked_at = now
+        session.flush()
+    return row
+
+
+def consume_join_token(session: Session, token: str, now: float) -> JoinToken:
+    """Check `token` for a registration at `now` and count the use, in the caller's
+    transaction (roll it back and the use is not counted).
+
+    Raises JoinTokenRejected saying why (unknown, revoked, expired, used up).
+    """
+    digest = hash_token(token)
+    row = session.scalars(select(JoinToken).where(JoinToken.token_hash == digest)).first()
+    if row is None:
+        raise JoinTokenRejected(JoinRefusal.UNKNOWN, "the join token is not valid on this server")
+    # One conditional UPDATE, not read-then-write: two agents racing for the last use of
+    # a token cannot both get it (PostgreSQL re-checks the WHERE on the row it waited for).
+    counted = session.execute(
+        update(JoinToken)
+        .where(
+            JoinToken.id == row.id,
+            JoinToken.revoked_at.is_(None),
+            or_(JoinToken.expires_at.is_(None), JoinToken.expires_at > now),
+            or_(JoinToken.max_uses.is_(None), JoinToken.uses < JoinToken.max_uses),
+        )
+        .values(uses=JoinToken.uses + 1)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(row)
+    if counted.rowcount == 1:  # type: ignore[attr-defined]
+        return row
+    reason = join_token_state(row, now) or JoinRefusal.USED_UP
+    raise JoinTokenRejected(reason, _refusal_message(row, reason))
+
+
+def _refusal_message(row: JoinToken, reason: JoinRefusal) -> str:
+    what = f"the join token '{row.name}'"
+    ask = "; ask a cluster admin for a new one (`corral node join-token create`)"
+    if reason is JoinRefusal.REVOKED:
+        return f"{what} was revoked{ask}"
+    if reason is JoinRefusal.EXPIRED:
+        when = datetime.fromtimestamp(row.expires_at or 0.0, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return f"{what} expired at {when} UTC{ask}"
+    return f"{what} is used up: {row.uses} of {row.max_uses} registrations{ask}"
 
 
 def join_token_valid(session: Session, token: str) -> bool:
-    digest = hash_token(token)
-    return (
-        session.scalars(select(JoinToken).where(JoinToken.token_hash == digest)).first() is not None
-    )
+    """The registration route's check until it calls consume_join_token with its clock:
+    raises JoinTokenRejected (401, saying why) rather than returning False."""
+    consume_join_token(session, token, SystemClock().now())
+    return True

@@ -14,7 +14,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
+    literal,
+    text,
 )
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -22,16 +26,35 @@ class Base(DeclarativeBase):
     pass
 
 
+def _next_uid_index(context: DefaultExecutionContext) -> int:
+    # One more than any workspace ever had: workspaces are never deleted, so no index is
+    # ever handed out twice. (A future delete must keep a tombstone row, or the next
+    # workspace would inherit the deleted one's files on the nodes.) Two writers racing
+    # get the same value and the unique index refuses the second: it retries (services).
+    found = context.connection.execute(
+        text("SELECT COALESCE(MAX(uid_index), 0) + 1 FROM workspaces")
+    ).scalar()
+    return int(found or 1)
+
+
 class Workspace(Base):
     __tablename__ = "workspaces"
+    __table_args__ = (Index("uq_workspaces_uid_index", "uid_index", unique=True),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
+    # Gives the workspace its own Unix uid on every node (base + uid_index); 1, 2, 3, ...
+    # in creation order, never reused. Set on insert when not given.
+    uid_index: Mapped[int] = mapped_column(Integer, default=_next_uid_index)
 
 
 class Token(Base):
-    """A user API token. workspace_id NULL with role admin is a cluster admin."""
+    """A user API token. workspace_id NULL with role admin is a cluster admin.
+
+    Names are unique per workspace, and among the cluster-wide tokens (see the index below
+    the class). Revoking a token deletes its row.
+    """
 
     __tablename__ = "tokens"
 
@@ -45,14 +68,33 @@ class Token(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+# NULL never equals NULL in a unique index, so the cluster-wide tokens (workspace_id NULL)
+# are folded into one scope ('') for their names to be unique too.
+Index(
+    "uq_tokens_scope_name",
+    func.coalesce(Token.workspace_id, literal("", String)),
+    Token.name,
+    unique=True,
+)
+
+
 class JoinToken(Base):
-    """Lets an agent register a node; never valid for the user API."""
+    """Lets an agent register a node; never valid for the user API.
+
+    A revoked one keeps its row (revoked_at), so that an agent refused is told why.
+    """
 
     __tablename__ = "join_tokens"
+    __table_args__ = (Index("uq_join_tokens_name", "name", unique=True),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: never
+    max_uses: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: unlimited
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Node(Base):
