@@ -8,14 +8,16 @@ speaking the real wire contract (`GET /v1/gateway/routes` with long polling, `PO
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ def token_file(tmp: Path, token: str = GATEWAY_TOKEN, name: str = "gateway-token
     return path
 
 
-def _env() -> dict[str, str]:
+def process_env() -> dict[str, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
     return env
@@ -70,7 +72,7 @@ class MockReplica:
                     str(self.events_path),
                     *args,
                 ],
-                env=_env(),
+                env=process_env(),
                 stdout=out,
                 stderr=out,
                 stdin=subprocess.DEVNULL,
@@ -229,7 +231,7 @@ class GatewayProc:
                     "test-gateway",
                     *extra,
                 ],
-                env=env or _env(),
+                env=env or process_env(),
                 stdout=out,
                 stderr=out,
                 stdin=subprocess.DEVNULL,
@@ -291,3 +293,79 @@ def endpoint(name: str, *replicas: ReplicaRoute, **options: Any) -> EndpointRout
 
 def sse_events(body: bytes) -> list[str]:
     return [line[6:] for line in body.decode().split("\n") if line.startswith("data: ")]
+
+
+class EchoReplica:
+    """A replica in the test process that answers each request with the head it received."""
+
+    def __init__(self, replica_id: str = "echo-1") -> None:
+        self.id = replica_id
+        self.heads: list[list[tuple[str, str]]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                self.rfile.read(length)
+                head = list(self.headers.items())
+                replica.heads.append(head)
+                body = json.dumps({"path": self.path, "headers": head}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+        replica = self
+        self._server = _Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def route(self) -> ReplicaRoute:
+        return ReplicaRoute(id=self.id, url=self.url, state="ready")
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@contextlib.contextmanager
+def echo_stack(tmp: Path, *extra: str) -> Iterator[tuple[GatewayProc, EchoReplica]]:
+    """A gateway process (with `extra` options) routing public endpoint `echo` to an
+    EchoReplica; everything stopped on exit."""
+    plane = FakeControlPlane()
+    replica = EchoReplica()
+    gateway: GatewayProc | None = None
+    try:
+        gateway = GatewayProc(tmp, plane.url, *extra)
+        gateway.wait_version(plane.set(endpoint("echo", replica.route(), auth="public")))
+        yield gateway, replica
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        replica.close()
+        plane.close()
+
+
+def raw_request(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes to the gateway; what it answers until it closes (or `timeout`)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            while chunk := sock.recv(65536):
+                received += chunk
+        return received
+
+
+def status_of(response: bytes) -> int:
+    """The status code of the first response in raw bytes (0: none)."""
+    if not response.startswith(b"HTTP/1."):
+        return 0
+    return int(response.split(b" ", 2)[1])
