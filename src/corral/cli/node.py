@@ -12,7 +12,9 @@ from corral.cli.config import state
 from corral.cli.light import LightGroup
 from corral.cli.output import (
     CONDITION_STYLE,
+    age,
     duration,
+    err,
     esc,
     format_mib,
     note,
@@ -99,3 +101,92 @@ def ls(
         )
     else:
         out().print(nodes_table(nodes))
+
+
+join_app = typer.Typer(
+    cls=LightGroup,
+    help="Join tokens: what `corral agent --join-token` registers a node with.",
+    no_args_is_help=True,
+)
+app.add_typer(join_app, name="join-token")
+
+
+@join_app.command("create")
+def join_create(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None, typer.Option(help="A label to recognise it by.", show_default=False)
+    ] = None,
+    ttl: Annotated[
+        str,
+        typer.Option(help="How long it lets nodes register, e.g. 30m, 24h, 7d; 'never'."),
+    ] = "24h",
+    max_uses: Annotated[
+        int | None,
+        typer.Option(help="How many registrations it allows (default: unlimited).", min=1),
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")] = False,
+) -> None:
+    """Create a join token (cluster admins). Its secret is printed once."""
+    from corral.cli.output import CliError
+    from corral.spec.units import parse_duration_s
+
+    try:
+        ttl_s = None if ttl.strip().lower() == "never" else parse_duration_s(ttl)
+    except ValueError as exc:
+        raise CliError(f"--ttl: {exc}", code=2) from None
+    with state(ctx).client() as client:
+        tok = client.create_join_token(name=name, ttl_s=ttl_s, max_uses=max_uses)
+    if json_:
+        print_json(tok.model_dump(mode="json"))
+        return
+    limits = "never expires" if tok.expires_at is None else f"expires in {duration(ttl_s or 0)}"
+    uses = "any number of nodes" if tok.max_uses is None else f"at most {tok.max_uses} nodes"
+    err().print(f"created join token [bold]{esc(tok.name)}[/]: {limits}, {uses}")
+    # The secret alone on stdout, so that `JOIN=$(corral node join-token create)` works.
+    out().print(esc(tok.token or ""), soft_wrap=True)
+    err().print("[yellow]save it now: it will not be shown again[/]")
+
+
+@join_app.command("ls")
+def join_ls(
+    ctx: typer.Context,
+    json_: Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")] = False,
+) -> None:
+    """List join tokens (cluster admins), with their state and uses; never their secrets."""
+    from corral.wire.api import JoinTokenList
+
+    with state(ctx).client() as client:
+        tokens = client.list_join_tokens()
+    if json_:
+        print_json(JoinTokenList(join_tokens=tokens).model_dump(mode="json"))
+        return
+    now = time.time()
+    t = table("NAME", "STATE", "USES", "EXPIRES", "CREATED")
+    for tok in tokens:
+        expires = "never" if tok.expires_at is None else _until(tok.expires_at, now)
+        limit = "∞" if tok.max_uses is None else str(tok.max_uses)
+        style = None if tok.state == "active" else "dim"
+        t.add_row(
+            esc(tok.name),
+            styled(tok.state, style),
+            f"{tok.uses}/{limit}",
+            expires,
+            age(tok.created_at, now),
+        )
+    out().print(t)
+
+
+def _until(ts: float, now: float) -> str:
+    return f"in {duration(ts - now)}" if ts > now else f"{duration(now - ts)} ago"
+
+
+@join_app.command("revoke")
+def join_revoke(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The join token's name (see `ls`).")],
+) -> None:
+    """Revoke a join token: no node can register with it any more; registered nodes stay."""
+    with state(ctx).client() as client:
+        client.revoke_join_token(name)
+    err().print(f"revoked join token [bold]{esc(name)}[/]")

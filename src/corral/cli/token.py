@@ -8,7 +8,7 @@ import typer
 
 from corral.cli.config import state
 from corral.cli.light import LightGroup
-from corral.cli.output import err, esc, out, print_json
+from corral.cli.output import age, err, esc, out, print_json, table
 
 app = typer.Typer(cls=LightGroup, help="API tokens.", no_args_is_help=True)
 
@@ -51,3 +51,61 @@ def create(
         "[yellow]save it now: it will not be shown again[/] "
         '(use it as CORRAL_TOKEN, or as "token" in config.json)'
     )
+
+
+@app.command("ls")
+def ls(
+    ctx: typer.Context,
+    workspace: Annotated[
+        str | None,
+        typer.Option(
+            "--workspace",
+            "-w",
+            help="Only this workspace's tokens (default: all this token administers).",
+            show_default=False,
+        ),
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")] = False,
+) -> None:
+    """List tokens (admins): a workspace admin sees its workspace's, a cluster admin all.
+
+    Secrets are never shown: they exist only where they were saved at creation.
+    """
+    from corral.wire.api import TokenList
+
+    with state(ctx).client() as client:
+        tokens = client.list_tokens(workspace)
+    if json_:
+        print_json(TokenList(tokens=tokens).model_dump(mode="json"))
+        return
+    t = table("NAME", "ROLE", "WORKSPACE", "CREATED")
+    for tok in tokens:
+        t.add_row(
+            esc(tok.name),
+            esc(tok.role),
+            esc(tok.workspace) if tok.workspace else "[dim](cluster)[/]",
+            age(tok.created_at),
+        )
+    out().print(t)
+
+
+@app.command("revoke")
+def revoke(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The token's name (see `corral token ls`).")],
+    workspace: Annotated[
+        str | None,
+        typer.Option(
+            "--workspace",
+            "-w",
+            help="The workspace the token belongs to (default: yours; for a cluster admin, "
+            "the cluster-wide tokens).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Revoke a token: it stops working at once on this server, within 10 s on others."""
+    with state(ctx).client() as client:
+        client.revoke_token(name, workspace)
+    where = f" of workspace {esc(workspace)}" if workspace else ""
+    err().print(f"revoked token [bold]{esc(name)}[/]{where}")

@@ -27,11 +27,14 @@ from corral.client.wire import parse_view
 from corral.spec import JobSpec
 from corral.spec.endpoint import EndpointSpec
 from corral.wire.api import (
+    DEFAULT_JOIN_TTL_S,
     TERMINAL_JOB_STATES,
     EndpointList,
     EndpointView,
     JobList,
     JobView,
+    JoinTokenCreate,
+    JoinTokenList,
     JoinTokenView,
     LogPage,
     NodeList,
@@ -41,6 +44,8 @@ from corral.wire.api import (
     QuotaView,
     Role,
     TokenCreate,
+    TokenInfo,
+    TokenList,
     TokenView,
     WhoAmI,
     WorkspaceCreate,
@@ -154,8 +159,34 @@ class Client:
         )
         return self._send(TokenView, "POST", "/v1/tokens", body)
 
-    def create_join_token(self) -> JoinTokenView:
-        return self._send(JoinTokenView, "POST", "/v1/join-tokens", None)
+    def list_tokens(self, workspace: str | None = None) -> list[TokenInfo]:
+        """The tokens this (admin) token administers; never their secrets."""
+        params = {"workspace": workspace} if workspace else None
+        return self._get(TokenList, "/v1/tokens", params).tokens
+
+    def revoke_token(self, name: str, workspace: str | None = None) -> None:
+        """Revoke a token of `workspace` (default: the caller's own scope, the cluster's
+        tokens for a cluster admin). Other API servers honour it within 10 s."""
+        params = {"workspace": workspace} if workspace else None
+        self._request("DELETE", f"/v1/tokens/{quote(name, safe='')}", params=params)
+
+    def create_join_token(
+        self,
+        name: str | None = None,
+        ttl_s: float | None = DEFAULT_JOIN_TTL_S,
+        max_uses: int | None = None,
+    ) -> JoinTokenView:
+        """A token agents register nodes with; its secret is in `.token`, shown once.
+        ttl_s None: it never expires; max_uses None: unlimited registrations."""
+        body = JoinTokenCreate(name=name, ttl_s=ttl_s, max_uses=max_uses).model_dump(mode="json")
+        return self._send(JoinTokenView, "POST", "/v1/join-tokens", body)
+
+    def list_join_tokens(self) -> list[JoinTokenView]:
+        return self._get(JoinTokenList, "/v1/join-tokens").join_tokens
+
+    def revoke_join_token(self, name: str) -> None:
+        """Nodes can no longer register with it; registered nodes stay."""
+        self._request("DELETE", f"/v1/join-tokens/{quote(name, safe='')}")
 
     # -- quotas --------------------------------------------------------------------------
 

@@ -65,6 +65,14 @@ class Conflict(ApiError):
     """409: it already exists, or it is in a state that does not allow this yet."""
 
 
+class TooLarge(ApiError):
+    """413 or 431: the request (its body or its headers) is larger than the server takes."""
+
+
+class TooManyRequests(ApiError):
+    """429: too many failed authentications from this address; wait and try again."""
+
+
 class ServerFailure(ApiError):
     """5xx: the server failed; retrying later may help."""
 
@@ -75,7 +83,10 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     403: Forbidden,
     404: NotFound,
     409: Conflict,
+    413: TooLarge,
     422: BadRequest,
+    429: TooManyRequests,
+    431: TooLarge,
 }
 
 

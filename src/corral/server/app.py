@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import AsyncIterator
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
 from corral.server.api import agent, endpoints, errors, identity, jobs, nodes, quotas
+from corral.server.auth import AuthFailures, JoinTokenRejected
 from corral.server.clock import Clock, SystemClock
 from corral.server.config import ServerOptions
 from corral.server.controllers import endpoints as endpoint_controller
@@ -24,6 +31,11 @@ from corral.server.store.tables import Node
 
 log = logging.getLogger("corral.server")
 
+# Bounds on what one request may make the server hold. The head (request line and
+# headers) is bounded by the HTTP parser (server/main.py); its count of headers here.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_HEADERS = 100
+
 
 def _reset_connections(store: Store) -> None:
     # No agent is connected to a process that has just started, whatever the store says.
@@ -31,7 +43,156 @@ def _reset_connections(store: Store) -> None:
         session.query(Node).filter(Node.connected.is_(True)).update({"connected": False})
 
 
-def create_app(options: ServerOptions, clock: Clock | None = None) -> FastAPI:
+async def _respond(
+    send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> None:
+    # The shape of api/errors.py: these answers are sent before FastAPI sees the request.
+    body = json.dumps({"error": {"code": code, "message": message, "fields": []}}).encode()
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.encode(), v.encode()) for k, v in (headers or {}).items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestBounds:
+    """Refuse requests too big to hold: too many headers (431), a body over `max_body`
+    (413), whether announced by Content-Length or sent chunked. WebSockets (the agent
+    channel) pass: their frames are bounded by the server's ws_max_size."""
+
+    def __init__(
+        self, app: ASGIApp, max_body: int = MAX_BODY_BYTES, max_headers: int = MAX_HEADERS
+    ) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.max_headers = max_headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        if len(headers) > self.max_headers:
+            await _respond(
+                send,
+                431,
+                "too_large",
+                f"too many request headers: {len(headers)}, at most {self.max_headers}",
+                {"connection": "close"},
+            )
+            return
+        length = next((v for k, v in headers if k == b"content-length"), None)
+        chunked = any(k == b"transfer-encoding" for k, _ in headers)
+        if length is not None and chunked:
+            # h11 lets Transfer-Encoding win; a proxy in front may go by Content-Length and
+            # read a second, smuggled request from the same bytes. Refuse and close.
+            await _respond(
+                send,
+                400,
+                "bad_request",
+                "a request may not have both Content-Length and Transfer-Encoding",
+                {"connection": "close"},
+            )
+            return
+        if length is not None:
+            # The HTTP parser has already refused a malformed or doubled Content-Length.
+            if int(length) > self.max_body:
+                await self._too_large(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if not chunked:
+            await self.app(scope, receive, send)
+            return
+        # Chunked: nothing says how much will come, so read it here, up to the bound.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        # Connection: close, for the server not to read (and drop) the rest of the body.
+        await _respond(
+            send,
+            413,
+            "too_large",
+            f"the request body is larger than {self.max_body} bytes",
+            {"connection": "close"},
+        )
+
+
+class AuthFailureLimit:
+    """Answer 429 to a client address that has been refused (401) too often lately.
+
+    Every 401 counts: a bad or missing user token, a bad join token. The bookkeeping is
+    auth.AuthFailures; this only feeds it the clock and the answers.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        failures: AuthFailures,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.failures = failures
+        self.monotonic = monotonic
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        address = str(client[0]) if client else "unknown"
+        wait = self.failures.retry_after(address, self.monotonic())
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            await _respond(
+                send,
+                429,
+                "too_many_requests",
+                f"too many failed authentications from this address; try again in {seconds} s",
+                {"retry-after": str(seconds)},
+            )
+            return
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                self.failures.failed(address, self.monotonic())
+            await send(message)
+
+        await self.app(scope, receive, watch)
+
+
+def create_app(
+    options: ServerOptions,
+    clock: Clock | None = None,
+    *,
+    auth_failures: AuthFailures | None = None,
+    max_body: int = MAX_BODY_BYTES,
+) -> FastAPI:
     clock = clock or SystemClock()
 
     @contextlib.asynccontextmanager
@@ -66,6 +227,10 @@ def create_app(options: ServerOptions, clock: Clock | None = None) -> FastAPI:
 
     app = FastAPI(title="corral", version=__version__, lifespan=lifespan)
     errors.install(app)
+    app.add_exception_handler(JoinTokenRejected, _join_rejected)
+    # The last added runs first: a client over its failures is refused before anything.
+    app.add_middleware(RequestBounds, max_body=max_body)
+    app.add_middleware(AuthFailureLimit, failures=auth_failures or AuthFailures())
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, object]:
@@ -75,3 +240,10 @@ def create_app(options: ServerOptions, clock: Clock | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(endpoints.gateway_router)
     return app
+
+
+async def _join_rejected(_: Request, exc: Any) -> JSONResponse:
+    assert isinstance(exc, JoinTokenRejected)
+    # "reason" (unknown, expired, used_up, revoked) lets an agent tell its operator why.
+    error = {"code": "unauthorized", "message": exc.message, "fields": [], "reason": exc.reason}
+    return JSONResponse({"error": error}, status_code=401)

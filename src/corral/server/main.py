@@ -4,8 +4,42 @@ from __future__ import annotations
 
 import gc
 import logging
+from typing import TYPE_CHECKING, Any
 
 from corral.server.config import ServerOptions
+
+if TYPE_CHECKING:
+    import uvicorn
+
+# The request line and headers of one request, together. Past it the parser answers 400
+# and closes the connection (the body has its own bound: app.MAX_BODY_BYTES).
+MAX_HEAD_BYTES = 32 * 1024
+
+
+def uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> uvicorn.Config:
+    """How the API is served: the bounds every deployment needs, whatever else is set."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        # h11, not httptools: httptools buffers a header of any size (a 50 MB one was
+        # accepted); h11 bounds the head and refuses conflicting Content-Length and
+        # Transfer-Encoding (request smuggling). It costs some CPU per request.
+        http="h11",
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+        # An idle keep-alive connection is closed after this long. A client that trickles
+        # a head byte by byte holds one socket and at most MAX_HEAD_BYTES, never a worker:
+        # the server is one event loop, and a request reaches the app only when complete.
+        timeout_keep_alive=5,
+        ws_ping_interval=10.0,
+        ws_ping_timeout=10.0,
+        # The agent channel carries small JSON messages, a few per node a second at fleet
+        # scale: compressing them would cost the control plane more CPU than it saves.
+        ws_per_message_deflate=False,
+        **extra,
+    )
 
 
 def serve(options: ServerOptions) -> None:
@@ -18,17 +52,8 @@ def serve(options: ServerOptions) -> None:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     options.home.mkdir(parents=True, exist_ok=True)
-    config = uvicorn.Config(
-        create_app(options),
-        host=options.host,
-        port=options.port,
-        log_level="warning",
-        lifespan="on",
-        ws_ping_interval=10.0,
-        ws_ping_timeout=10.0,
-        # The agent channel carries small JSON messages, a few per node a second at fleet
-        # scale: compressing them would cost the control plane more CPU than it saves.
-        ws_per_message_deflate=False,
+    config = uvicorn_config(
+        create_app(options), options.host, options.port, log_level="warning", lifespan="on"
     )
     # What is alive now (modules, the app, pydantic and SQLAlchemy's compiled machinery)
     # lives as long as the server: keep the cyclic GC from walking it again and again.

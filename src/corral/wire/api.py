@@ -187,6 +187,9 @@ class TokenList(_View):
 
 
 JoinTokenState = Literal["active", "expired", "used_up", "revoked"]
+# A join token made without a ttl lives a day, as kubeadm's bootstrap tokens: long enough
+# to bring up a fleet, short enough that one left in a script or a log dies on its own.
+DEFAULT_JOIN_TTL_S = 24 * 3600.0
 
 
 class JoinTokenCreate(BaseModel):
@@ -194,7 +197,7 @@ class JoinTokenCreate(BaseModel):
 
     name: str | None = Field(default=None, description="default: join-<random hex>")
     ttl_s: float | None = Field(
-        default=24 * 3600.0,
+        default=DEFAULT_JOIN_TTL_S,
         gt=0,
         le=366 * 24 * 3600.0,
         description="seconds until it expires (default a day); null: never",

@@ -12,6 +12,11 @@ router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 
 
 @router.get("")
-def list_nodes(_: Caller, cp: CP) -> NodeList:
+def list_nodes(caller: Caller, cp: CP) -> NodeList:
+    """Every node; its network address only for a cluster admin (where the machines are
+    is the operator's business, not every workspace's)."""
     with cp.store.read() as session:
-        return NodeList(nodes=node_views(session, cp.clock.now()))
+        nodes = node_views(session, cp.clock.now())
+    if not caller.cluster_admin:
+        nodes = [n.model_copy(update={"address": None}) for n in nodes]
+    return NodeList(nodes=nodes)

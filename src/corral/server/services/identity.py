@@ -28,12 +28,10 @@ from corral.server.clock import SystemClock
 from corral.server.store.db import Store
 from corral.server.store.tables import JoinToken, Token, Workspace
 from corral.spec.job import check_name
+from corral.wire.api import DEFAULT_JOIN_TTL_S
 
 log = logging.getLogger("corral.server")
 DEFAULT_WORKSPACE = "default"
-# A join token made without a ttl: a day, as kubeadm's bootstrap tokens, long enough to
-# bring up a fleet and short enough that one left in a script or a log dies on its own.
-DEFAULT_JOIN_TTL_S = 24 * 3600.0
 # Inserts that pick a value (a uid_index, a random name) retry this often on a collision.
 _INSERT_ATTEMPTS = 5
 
