@@ -102,8 +102,10 @@ def test_0006_numbers_workspaces_and_makes_token_names_unique_and_secret_free(
         upgrade(store.engine)
         assert current_revision(store.engine) == HEAD_REVISION
         with store.engine.connect() as conn:
-            uid = dict(conn.execute(text("SELECT name, uid_index FROM workspaces")).all())
-            names = dict(conn.execute(text("SELECT id, name FROM tokens")).all())
+            uid: dict[str, int] = dict(
+                conn.execute(text("SELECT name, uid_index FROM workspaces")).all()
+            )
+            names: dict[str, str] = dict(conn.execute(text("SELECT id, name FROM tokens")).all())
             joins = conn.execute(
                 text(
                     "SELECT id, name, uses, expires_at, max_uses, revoked_at FROM join_tokens "
