@@ -301,9 +301,16 @@ class EchoReplica:
     def __init__(self, replica_id: str = "echo-1") -> None:
         self.id = replica_id
         self.heads: list[list[tuple[str, str]]] = []
+        # Every connection the gateway opened, answered or not: "nothing reached the
+        # replica" must not pass because the replica refused something itself.
+        self.connections = 0
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                replica.connections += 1
+                super().setup()
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

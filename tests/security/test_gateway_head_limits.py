@@ -91,7 +91,7 @@ def test_a_one_megabyte_header_is_refused_with_431(stack: tuple[GatewayProc, Ech
     head = b"GET /ep/echo/ HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * (1 << 20) + b"\r\n\r\n"
     response = raw_request(gateway.port, head)
     assert status_of(response) in (0, 431), response[:200]  # 0: lost to the reset
-    assert replica.heads == []
+    assert replica.connections == 0
 
 
 def test_a_head_just_over_the_bound_gets_431_in_full(
@@ -103,7 +103,7 @@ def test_a_head_just_over_the_bound_gets_431_in_full(
     response = raw_request(gateway.port, head)
     assert status_of(response) == 431, response[:200]
     assert b"connection: close" in response.lower()
-    assert replica.heads == []
+    assert replica.connections == 0
 
 
 def test_more_than_100_headers_get_431_and_100_pass(stack: tuple[GatewayProc, EchoReplica]) -> None:
@@ -115,7 +115,7 @@ def test_more_than_100_headers_get_431_and_100_pass(stack: tuple[GatewayProc, Ec
 
     assert status_of(raw_request(gateway.port, request(101))) == 431
     assert status_of(raw_request(gateway.port, request(20000))) in (0, 431)
-    assert replica.heads == []
+    assert replica.connections == 0
     # 100 pass the gateway (the stdlib replica behind it has its own limit of 100, which
     # the gateway's forwarding headers push it over: its answer is proxied back).
     assert b"x-corral-replica: echo-1" in raw_request(gateway.port, request(100))
@@ -140,7 +140,7 @@ def test_a_head_trickled_too_slowly_is_cut_with_408(stack: tuple[GatewayProc, Ec
                 break
             answer += chunk
     assert status_of(answer) == 408, answer[:200]
-    assert replica.heads == []
+    assert replica.connections == 0
 
 
 def test_a_connection_that_never_sends_is_closed(stack: tuple[GatewayProc, EchoReplica]) -> None:
