@@ -150,3 +150,14 @@ def test_a_connection_that_never_sends_is_closed(stack: tuple[GatewayProc, EchoR
         while chunk := sock.recv(65536):
             answer += chunk
     assert status_of(answer) == 408
+
+
+def test_pipelined_heads_each_under_the_bound_pass_though_together_over_it(
+    stack: tuple[GatewayProc, EchoReplica],
+) -> None:
+    gateway, replica = stack
+    one = b"GET /ep/echo/%d HTTP/1.1\r\nhost: x\r\nx-pad: " + b"p" * 40000 + b"\r\n"
+    heads = [one % i + b"\r\n" for i in range(2)] + [one % 2 + b"connection: close\r\n\r\n"]
+    response = raw_request(gateway.port, b"".join(heads))
+    assert response.count(b"HTTP/1.1 200 OK") == 3, response[:300]
+    assert len(replica.heads) == 3
