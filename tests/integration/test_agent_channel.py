@@ -30,6 +30,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from corral.agent.config import AgentConfig
 from corral.agent.daemon import Agent
 from corral.agent.identity import NodeIdentity, save_identity
+from corral.agent.sandbox.modes import IsolationMode
 from corral.wire.agent import (
     AGENT_MESSAGE,
     AgentMessage,
@@ -196,7 +197,14 @@ def state(tmp_path: Path) -> Iterator[Path]:
 
 
 def config(cp: FakeControlPlane, state: Path, **extra: Any) -> AgentConfig:
-    options: dict[str, Any] = {"join_token": JOIN, "fake_gpus": "H100:2", **extra}
+    # Unconfined: the fake control plane sends no workspace uid, and the workloads here
+    # share files with the test (tests/security runs confined agents against a real one).
+    options: dict[str, Any] = {
+        "join_token": JOIN,
+        "fake_gpus": "H100:2",
+        "isolation": IsolationMode.NONE,
+        **extra,
+    }
     return AgentConfig(server=cp.url, state_dir=state, **options)
 
 
@@ -355,7 +363,12 @@ def test_an_unreachable_server_is_retried_with_one_line_per_attempt(
         port = sock.getsockname()[1]  # nothing listens here once the socket is closed
 
     async def body() -> None:
-        cfg = AgentConfig(server=f"http://127.0.0.1:{port}", state_dir=state, join_token=JOIN)
+        cfg = AgentConfig(
+            server=f"http://127.0.0.1:{port}",
+            state_dir=state,
+            join_token=JOIN,
+            isolation=IsolationMode.NONE,
+        )
         agent = Agent(cfg)
         async with running(agent) as task:
             await until(
@@ -407,7 +420,7 @@ def test_run_agent_exits_0_on_sigterm(state: Path) -> None:
                 "from corral.agent.config import AgentConfig; "
                 "from corral.agent.main import run_agent; "
                 f"sys.exit(run_agent(AgentConfig({cp.url!r}, Path({str(state)!r}), "
-                f"join_token={JOIN!r})))"
+                f"join_token={JOIN!r}, isolation='none')))"
             )
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", code, stderr=asyncio.subprocess.PIPE

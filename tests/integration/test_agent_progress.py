@@ -72,11 +72,12 @@ def test_the_workload_is_told_where_to_report_and_the_record_reads_it(state: Pat
     record = run(body())
     replica = state / "replicas" / "r1"
     assert record.exit_code == 0, (replica / "output.log").read_text()
-    assert (replica / "output.log").read_text() == f"{replica / 'progress.json'}\n"
+    assert (replica / "output.log").read_text() == f"{replica / 'status' / 'progress.json'}\n"
     reloaded = load_record(replica)  # a restarted agent knows the progress too
     report_ = reloaded.report()
     assert (report_.step, report_.checkpoint_step) == (4, 2)
-    assert report_.progress_at == json.loads((replica / "progress.json").read_text())["time"]
+    progress = json.loads((replica / "status" / "progress.json").read_text())
+    assert report_.progress_at == progress["time"]
 
 
 def test_unreadable_or_ill_typed_progress_is_ignored(tmp_path: Path) -> None:
@@ -97,6 +98,17 @@ def test_unreadable_or_ill_typed_progress_is_ignored(tmp_path: Path) -> None:
     taken = record.report()
     assert (taken.step, taken.checkpoint_step, taken.progress_at) == (5, None, 12.5)
     assert not record.read_progress(), "the same step again is no news"
+
+
+def test_progress_is_never_read_through_a_symlink(tmp_path: Path) -> None:
+    # A confined workload owns status/: it must not make the agent read another file.
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"step": 9, "checkpoint_step": 9}')
+    (tmp_path / "status").mkdir()
+    (tmp_path / "status" / "progress.json").symlink_to(secret)
+    record = ReplicaRecord(replica_id="r1", path=tmp_path)
+    assert not record.read_progress()
+    assert record.report().step is None
 
 
 def test_progress_reaches_the_control_plane_coalesced_and_with_the_exit(state: Path) -> None:
@@ -168,7 +180,7 @@ def test_a_reconnecting_agent_says_the_latest_progress_in_its_hello(state: Path)
                 await conn.send(Welcome(node_id="n-1", heartbeat_interval_s=1))
                 await conn.send(Desired(replicas=[assignment("r1", script)]))
                 await conn.expect(ReplicaReport)
-                progress = state / "replicas" / "r1" / "progress.json"
+                progress = state / "replicas" / "r1" / "status" / "progress.json"
                 await until("the replica's first report", progress.exists)
                 await conn.ws.close(code=1012)
                 again = await cp.next_connection()

@@ -41,7 +41,9 @@ class Fleet:
             f"the gateway to route {name}",
             lambda: any(
                 e["name"] == name
-                for e in httpx.get(f"{self.gateway}/_corral/load").json()["endpoints"]
+                for e in httpx.get(f"{self.gateway}/_corral/load", headers=ADMIN).json()[
+                    "endpoints"
+                ]
             ),
         )
 
@@ -101,7 +103,12 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         cluster.wait_node_ready("node-a")
         wait_for(
             "the gateway to answer",
-            lambda: httpx.get(f"http://127.0.0.1:{gateway_port}/_corral/load").status_code == 200,
+            lambda: (
+                httpx.get(
+                    f"http://127.0.0.1:{gateway_port}/_corral/load", headers=ADMIN
+                ).status_code
+                == 200
+            ),
         )
         yield Fleet(cluster, gateway_port)
     finally:

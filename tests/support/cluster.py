@@ -118,7 +118,10 @@ class Cluster:
             lambda: httpx.get(self.url + "/healthz", timeout=1).status_code == 200,
         )
 
-    def agent(self, name: str, *extra: str) -> Proc:
+    def agent(self, name: str, *extra: str, isolation: str = "none") -> Proc:
+        """An agent. Unconfined by default: these tests hand files to their workloads through
+        the test's own directory, which a confined workload's user cannot enter (pytest's
+        are 0700). tests/security runs confined agents (`isolation="user"`)."""
         proc = Proc(
             [
                 sys.executable,
@@ -133,6 +136,8 @@ class Cluster:
                 name,
                 "--state-dir",
                 str(self.root / "agents" / name),
+                "--isolation",
+                isolation,
                 *extra,
             ],
             self.env,

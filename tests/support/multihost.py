@@ -103,6 +103,9 @@ class HostCluster:
             str(self.state_dir(host)),
             "--address",
             host.address,
+            # Workloads here share the test's directory (pytest's, 0700) with the test.
+            "--isolation",
+            "none",
         ]
         if self.fake_gpus:
             argv += ["--fake-gpus", self.fake_gpus]

@@ -797,13 +797,14 @@ def test_gateway_runs_with_the_configured_server_and_token(
     monkeypatch.setattr(corral.gateway, "run_gateway", fake_run)
     result = cli("gateway", "--port", "9090")
     assert result.exit_code == 0, result.output
-    assert calls == [
-        (
-            9090,
-            "http://corral.test:7390",
-            {"host": "0.0.0.0", "token": "crl_good", "gateway_id": None},
-        )
-    ]
+    assert len(calls) == 1
+    port, server, kw = calls[0]
+    assert (port, server) == (9090, "http://corral.test:7390")
+    assert {k: kw[k] for k in ("host", "token", "gateway_id")} == {
+        "host": "0.0.0.0",
+        "token": "crl_good",
+        "gateway_id": None,
+    }
     assert api.sent[-1][1] == "/v1/whoami"
 
     api.whoami = {"token": "tok_2", "role": "member", "workspace": "ml"}

@@ -63,7 +63,8 @@ if mode == "mute" and role == "server":
         time.sleep(0.05)
 port = int(args[args.index("--port") + 1])
 # The gateway stand-in only answers its health check; the admin token is the server's.
-admin = os.environ.get("CORRAL_BOOTSTRAP_ADMIN_TOKEN")
+admin_file = os.environ.get("CORRAL_BOOTSTRAP_ADMIN_TOKEN_FILE")
+admin = open(admin_file).read().strip() if admin_file else None
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -206,15 +207,30 @@ def test_up_detach_starts_all_three_then_down_stops_them_in_order(
     server = started(home, "server")
     assert server["argv"] == ["--host", "127.0.0.1", "--port", str(port), "--home", str(home)]
     assert server["env"]["CORRAL_HOME"] == str(home)
-    assert server["env"]["CORRAL_BOOTSTRAP_ADMIN_TOKEN"] == config["token"]
+    # Tokens travel in 0600 files, never in an environment (/proc/PID/environ) or argv.
+    secrets = home / "secrets"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+    admin_file = Path(server["env"]["CORRAL_BOOTSTRAP_ADMIN_TOKEN_FILE"])
+    assert admin_file.read_text().strip() == config["token"]
+    assert stat.S_IMODE(admin_file.stat().st_mode) == 0o600
     # The server knows the gateway's address from its start, to show it in endpoint views.
     assert server["env"]["CORRAL_GATEWAY_PUBLIC_URL"] == gw_url
-    join = server["env"]["CORRAL_BOOTSTRAP_JOIN_TOKEN"]
+    join_file = Path(server["env"]["CORRAL_BOOTSTRAP_JOIN_TOKEN_FILE"])
+    join = join_file.read_text().strip()
     assert join.startswith("crj_")
+    assert stat.S_IMODE(join_file.stat().st_mode) == 0o600
 
     gateway = started(home, "gateway")
-    assert gateway["argv"] == ["--host", "127.0.0.1", "--port", str(gw_port), "--server", url]
-    assert gateway["env"]["CORRAL_TOKEN"] == config["token"]  # an admin's: it reads routes
+    assert gateway["argv"] == [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(gw_port),
+        "--server",
+        url,
+        "--token-file",
+        str(admin_file),  # an admin's: it reads routes
+    ]
     assert gateway["t"] > server["t"]
 
     agent = started(home, "agent")
@@ -222,7 +238,10 @@ def test_up_detach_starts_all_three_then_down_stops_them_in_order(
     assert "--stop-replicas-on-exit" in agent["argv"]
     assert agent["argv"][agent["argv"].index("--state-dir") + 1] == str(home / "agent")
     assert agent["argv"][agent["argv"].index("--fake-gpus") + 1] == "H100:2"
-    assert agent["env"]["CORRAL_JOIN_TOKEN"] == join
+    assert agent["argv"][agent["argv"].index("--join-token-file") + 1] == str(join_file)
+    for child in (server, gateway, agent):
+        values = " ".join([*child["env"].values(), *child["argv"]])
+        assert config["token"] not in values and join not in values
     assert "CORRAL_TOKEN" not in agent["env"]
     assert join not in " ".join(agent["argv"])  # kept out of `ps`
     assert up_state["pids"] == {

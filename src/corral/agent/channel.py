@@ -103,6 +103,7 @@ class Session:
         # Replicas the server has heard of on this connection (in the hello, or reported
         # since): logs wait for that, so the server sees running, then logs, then exited.
         self._announced: set[str] = set()
+        self._parts: dict[int, Desired] = {}
 
     async def run(self) -> None:
         """Run until the connection ends (ChannelClosed or websockets' ConnectionClosed)."""
@@ -177,8 +178,25 @@ class Session:
                 log.warning("ignoring a message from the server we cannot read: %s", exc)
                 continue
             if isinstance(message, Desired):
-                self._apply(message)
+                whole = self._assemble(message)
+                if whole is not None:
+                    self._apply(whole)
         raise ChannelClosed("the server closed the connection")
+
+    def _assemble(self, message: Desired) -> Desired | None:
+        """The whole desired set once every part of one generation is here; a newer
+        generation replaces an unfinished older one (the set is level-triggered)."""
+        if message.parts == 1:
+            self._parts = {}
+            return message
+        if self._parts and next(iter(self._parts.values())).generation != message.generation:
+            self._parts = {}
+        self._parts[message.part] = message
+        if len(self._parts) < message.parts:
+            return None
+        replicas = [a for i in sorted(self._parts) for a in self._parts[i].replicas]
+        self._parts = {}
+        return Desired(replicas=replicas, generation=message.generation)
 
     def _apply(self, desired: Desired) -> None:
         plan = self.runner.apply(desired.replicas)

@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from corral.agent.gpu.fake import parse_fake_gpus
+from corral.agent.sandbox.modes import DEFAULT_UID_BASE, IsolationMode
 
 
 class AgentConfigError(ValueError):
@@ -25,6 +26,9 @@ class AgentConfig:
     stop_replicas_on_exit: bool = False
     stop_grace_s: float = 5.0
     progress_poll_s: float = 1.0  # how often replicas' progress files are read
+    # How replicas are confined (sandbox/README.md): auto = when the agent can.
+    isolation: IsolationMode = IsolationMode.AUTO
+    uid_base: int = DEFAULT_UID_BASE
 
 
 def check_config(config: AgentConfig) -> None:
@@ -46,5 +50,7 @@ def check_config(config: AgentConfig) -> None:
         raise AgentConfigError("join token: must not be empty")
     if not config.stop_grace_s >= 0:
         raise AgentConfigError(f"stop grace: {config.stop_grace_s} is not >= 0 seconds")
+    if not 0 < config.uid_base <= 4_000_000_000:
+        raise AgentConfigError(f"workload uid base: {config.uid_base} is not in 1..4000000000")
     if not config.progress_poll_s > 0:
         raise AgentConfigError(f"progress poll: {config.progress_poll_s} is not > 0 seconds")

@@ -35,6 +35,7 @@ from corral.agent.errors import FatalError, NodeTokenRejected, RetryLater
 from corral.agent.identity import NodeIdentity, load_identity, register, save_identity
 from corral.agent.prober import Prober
 from corral.agent.runner import Runner
+from corral.agent.sandbox import policy as sandbox_policy
 from corral.wire.agent import Inventory, RegisterRequest
 
 log = logging.getLogger("corral.agent")
@@ -87,10 +88,24 @@ class Agent:
         """Run until stopped (0) or until the server turns the node away for good (1)."""
         try:
             self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # node.json, every replica's assignment (its env) and logs live here.
+            self.config.state_dir.chmod(0o700)
             self.runner.load()
         except OSError as exc:
             log.error("cannot use the state directory %s: %s", self.config.state_dir, exc)
             return 1
+        try:
+            isolation, note = await asyncio.to_thread(
+                sandbox_policy.resolve,
+                self.config.isolation,
+                self.config.state_dir,
+                self.config.uid_base,
+            )
+        except sandbox_policy.IsolationUnavailable as exc:
+            log.error("%s", exc)
+            return 2
+        (log.info if isolation is not None else log.warning)("%s", note)
+        self.runner.isolation = isolation
         for record in self.runner.records.values():
             self.prober.watch(record)  # adopted serving replicas: probed again from scratch
         hostname = socket.gethostname()

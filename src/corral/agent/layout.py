@@ -7,9 +7,12 @@
     shim.json        written by the shim once the workload runs: pids and process start times
     output.log       the workload's stdout and stderr (and the shim's own complaints)
     exit.json        written once, when the workload is gone: exit_code, finished_at, error
-    progress.json    written by the workload (corral.train.report, at $CORRAL_PROGRESS_FILE):
-                     step, checkpoint_step, time; read by the agent
+    sandbox.json     written by the agent when the replica is confined (sandbox/config.py)
+    status/          the workload's own directory (its user's, when confined)
+      progress.json  written by the workload (corral.train.report, at $CORRAL_PROGRESS_FILE):
+                     step, checkpoint_step, time; read by the agent (never through a symlink)
     work/            the default working directory
+    tmp/             /tmp in a confined replica's view
 ```
 """
 
@@ -26,8 +29,14 @@ SHIM = "shim.json"
 OUTPUT = "output.log"
 EXIT = "exit.json"
 PROGRESS = "progress.json"
+STATUS = "status"
+TMP = "tmp"
 PROGRESS_FILE_ENV = "CORRAL_PROGRESS_FILE"  # as corral.train reads it
 WORK = "work"
+
+
+def progress_path(replica_dir: Path) -> Path:
+    return replica_dir / STATUS / PROGRESS
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:

@@ -27,7 +27,10 @@ def plan(known: Mapping[str, RecordState], desired: Sequence[ReplicaAssignment])
     wanted: dict[str, ReplicaAssignment] = {}
     for assignment in desired:
         wanted.setdefault(assignment.replica_id, assignment)
-    start = tuple(a for rid, a in wanted.items() if rid not in known)
+    # A replica the server knows to be running but this node has no record of was not
+    # started here (its record would exist): starting it now, from an assignment that
+    # no longer carries its files and environment, would run something else.
+    start = tuple(a for rid, a in wanted.items() if rid not in known and not a.started)
     stop = tuple(
         sorted(rid for rid, state in known.items() if state == "running" and rid not in wanted)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -12,8 +13,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from corral.agent.layout import ASSIGNMENT, EXIT, OUTPUT, PROGRESS, SHIM, read_json
+from corral.agent.layout import (
+    ASSIGNMENT,
+    EXIT,
+    OUTPUT,
+    PROGRESS,
+    SHIM,
+    progress_path,
+    read_json,
+)
 from corral.agent.reconcile import RecordState
+from corral.agent.sandbox.files import read_small_nofollow
 from corral.wire.agent import ReplicaAssignment, ReplicaReport
 
 log = logging.getLogger("corral.agent.runner")
@@ -130,10 +140,7 @@ class ReplicaRecord:
 
         The workload writes it, so anything unreadable or ill-typed is ignored, not fatal.
         """
-        try:
-            data = read_json(self.path / PROGRESS)
-        except (OSError, ValueError):
-            return False
+        data = _read_progress(self.path)
         if data is None:
             return False
         step, checkpoint, at = data.get("step"), data.get("checkpoint_step"), data.get("time")
@@ -144,6 +151,24 @@ class ReplicaRecord:
         self.step, self.checkpoint_step = step, checkpoint
         self.progress_at = float(at) if isinstance(at, int | float) else None
         return True
+
+
+def _read_progress(replica_dir: Path) -> dict[str, Any] | None:
+    # Written by the workload, as its own user when confined: never followed if a symlink,
+    # never read past a small bound. Records from before status/ existed keep theirs beside.
+    for path in (progress_path(replica_dir), replica_dir / PROGRESS):
+        try:
+            raw = read_small_nofollow(path)
+        except OSError:
+            return None
+        if raw is None:
+            continue
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+    return None
 
 
 def _count(value: object) -> bool:

@@ -27,6 +27,8 @@ from corral.agent import reconcile
 from corral.agent.layout import ASSIGNMENT, EXIT, OUTPUT, is_alive, write_json_atomic
 from corral.agent.process import signal_group, wait_gone
 from corral.agent.records import ReplicaRecord, load_record, safe_replica_id
+from corral.agent.sandbox.config import SANDBOX
+from corral.agent.sandbox.policy import Isolation, IsolationUnavailable
 from corral.wire.agent import ReplicaAssignment
 
 log = logging.getLogger("corral.agent.runner")
@@ -53,8 +55,10 @@ class Runner:
         *,
         stop_grace_s: float = 5.0,
         on_change: Callable[[str], None] | None = None,
+        isolation: Isolation | None = None,
     ) -> None:
         self.root = state_dir / "replicas"
+        self.isolation = isolation
         self.stop_grace_s = stop_grace_s
         self._on_change = on_change or (lambda _rid: None)
         self._records: dict[str, ReplicaRecord] = {}
@@ -133,6 +137,14 @@ class Runner:
         except OSError as exc:
             self._finish(record, None, f"cannot record the replica: {exc}")
             return True
+        env = _shim_environment(self.network_env)
+        if self.isolation is not None:
+            try:
+                self.isolation.config_for(assignment, path).save(path / SANDBOX)
+            except (IsolationUnavailable, OSError, ValueError) as exc:
+                self._finish(record, None, f"cannot confine the replica: {exc}")
+                return True
+            env.update(self.isolation.path_env())
         try:
             with open(path / OUTPUT, "ab") as output:
                 # Output goes to the replica's log so that even a shim that dies on
@@ -140,7 +152,7 @@ class Runner:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "corral.agent.shim", str(path)],
                     cwd=path,
-                    env=_shim_environment(self.network_env),
+                    env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=output,
                     stderr=output,

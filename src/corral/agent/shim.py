@@ -4,9 +4,12 @@ Like containerd-shim or conmon, it sits between the agent and one workload so th
 workload outlives the agent: the agent may restart (or crash) and a new agent adopts the
 shim from `shim.json`. The shim
 
-1. prepares the working directory and writes `assignment.files` into it,
+1. prepares the working directory and writes `assignment.files` into it (never through a
+   symlink),
 2. runs `assignment.argv` in its own process group, stdout and stderr appended to output.log,
-   with CORRAL_PROGRESS_FILE naming progress.json in the replica's directory,
+   with CORRAL_PROGRESS_FILE naming status/progress.json in the replica's directory,
+   or, when the agent wrote a `sandbox.json`, runs the sandbox's init in a new PID
+   namespace instead, which confines the workload (sandbox/README.md) and runs it,
 3. records pids and start times in shim.json,
 4. waits, then kills whatever is left of the workload's process group (like a container
    whose init exits) and writes exit.json: exit_code (signal N is 128+N), finished_at and,
@@ -25,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO
 
@@ -33,21 +36,25 @@ from corral.agent.layout import (
     ASSIGNMENT,
     EXIT,
     OUTPUT,
-    PROGRESS,
     PROGRESS_FILE_ENV,
     SHIM,
     WORK,
     process_start_time,
+    progress_path,
     read_json,
     shell_exit_code,
     write_json_atomic,
 )
+from corral.agent.sandbox.config import SANDBOX, SandboxConfig
+from corral.agent.sandbox.files import ensure_owned_dir, write_files
 
 NOT_FOUND = 127
 CANNOT_RUN = 126
 
 
 def run(replica_dir: Path) -> int:
+    # The agent runs with umask 077 for its own files; the workload gets the usual one.
+    os.umask(0o022)
     if (replica_dir / EXIT).exists():
         return 0  # already finished: a replica runs once
     with open(replica_dir / OUTPUT, "ab", buffering=0) as log:
@@ -55,9 +62,21 @@ def run(replica_dir: Path) -> int:
             assignment = read_json(replica_dir / ASSIGNMENT)
             if assignment is None:
                 raise ValueError(f"{ASSIGNMENT} is missing")
-            argv, cwd, env = _prepare(replica_dir, assignment)
+            sandbox = _sandbox(replica_dir)
+            argv, cwd, env = _prepare(replica_dir, assignment, sandbox)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return _cannot_start(replica_dir, log, CANNOT_RUN, f"cannot prepare the replica: {exc}")
+        if sandbox is not None:
+            # The init that confines the workload; it becomes PID 1 of a namespace of its own.
+            try:
+                from corral.agent.sandbox import linux
+
+                linux.unshare(linux.CLONE_NEWPID)
+            except OSError as exc:
+                message = f"cannot confine the replica: {exc}"
+                return _cannot_start(replica_dir, log, CANNOT_RUN, message)
+            argv = [sys.executable, "-m", "corral.agent.sandbox.init", str(replica_dir)]
+            cwd = replica_dir
         try:
             proc = subprocess.Popen(
                 argv,
@@ -95,30 +114,40 @@ def run(replica_dir: Path) -> int:
     return 0
 
 
+def _sandbox(replica_dir: Path) -> SandboxConfig | None:
+    path = replica_dir / SANDBOX
+    return SandboxConfig.load(path) if path.exists() else None
+
+
 def _prepare(
-    replica_dir: Path, assignment: dict[str, Any]
+    replica_dir: Path, assignment: dict[str, Any], sandbox: SandboxConfig | None
 ) -> tuple[list[str], Path, dict[str, str]]:
     argv = [str(arg) for arg in assignment["argv"]]
     if not argv:
         raise ValueError("argv is empty")
     cwd = Path(assignment.get("working_dir") or replica_dir / WORK)
-    cwd.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = assignment.get("files") or {}
-    for name, content in files.items():
-        relative = PurePosixPath(name)
-        if relative.is_absolute() or ".." in relative.parts:
-            raise ValueError(f"file {name!r} must be a relative path inside the working dir")
-        target = cwd / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content, encoding="utf-8")
-        if content.startswith("#!"):
-            target.chmod(0o755)  # a script shipped with its shebang is meant to be run
+    if sandbox is None:
+        progress_path(replica_dir).parent.mkdir(exist_ok=True)
+        cwd.mkdir(parents=True, exist_ok=True)
+        write_files(cwd, files)
+    else:
+        # As root, the directories the replica's user owns; its files it writes itself,
+        # once it is that user (sandbox/init.py).
+        home = Path(sandbox.home)
+        home.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
+        owned = [sandbox.work, sandbox.status, sandbox.tmp, sandbox.home]
+        if sandbox.workspace_checkpoints:
+            Path(sandbox.workspace_checkpoints).parent.mkdir(parents=True, exist_ok=True)
+            owned.append(sandbox.workspace_checkpoints)
+        for directory in owned:
+            ensure_owned_dir(Path(directory), sandbox.uid, sandbox.gid)
     env = dict(os.environ)
     # The Python that runs corral here: `corral.serve` endpoints start with it.
     env["CORRAL_PYTHON"] = sys.executable
     env.update({str(k): str(v) for k, v in (assignment.get("env") or {}).items()})
     # Set last: the agent reads this very file, so an assignment cannot point it elsewhere.
-    env[PROGRESS_FILE_ENV] = os.path.abspath(replica_dir / PROGRESS)
+    env[PROGRESS_FILE_ENV] = os.path.abspath(progress_path(replica_dir))
     return argv, cwd, env
 
 

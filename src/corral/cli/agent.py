@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -9,6 +10,7 @@ from typing import Annotated
 import typer
 
 from corral.cli.output import CliError
+from corral.cli.secrets import read_secret_file
 
 
 def parse_labels(items: list[str]) -> dict[str, str]:
@@ -37,7 +39,32 @@ def agent(
         typer.Option(
             envvar="CORRAL_JOIN_TOKEN",
             show_default=False,
-            help="Join token (`corral up` prints one; only needed on first join).",
+            help="Join token (only needed on first join). Prefer --join-token-file: `ps` "
+            "shows flags, and a process's environment can be read by others of its user.",
+        ),
+    ] = None,
+    join_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="CORRAL_JOIN_TOKEN_FILE",
+            show_default=False,
+            help="A file (mode 0600) holding the join token.",
+        ),
+    ] = None,
+    isolation: Annotated[
+        str,
+        typer.Option(
+            help="How replicas are confined: auto (per-workspace users and namespaces when "
+            "the agent runs as root), user (that, or refuse to start), none.",
+        ),
+    ] = "auto",
+    workload_uid_base: Annotated[
+        int | None,
+        typer.Option(
+            help="Workspace N's replicas run as uid BASE+N, the same on every node "
+            "(default 1000000).",
+            min=1,
+            show_default=False,
         ),
     ] = None,
     name: Annotated[
@@ -78,21 +105,36 @@ def agent(
     url = server_url or state(ctx).server
     if not url:
         raise CliError("give the control plane's address: corral agent --server URL", code=2)
+    # node.json, assignments (with their env) and logs are the agent's user's alone; the
+    # shim gives workloads the usual 022 back.
+    os.umask(0o077)
     labels = parse_labels(label or [])
+    secret = read_secret_file(join_token_file, "--join-token-file") if join_token_file else None
+    # Read once; children (shims, workloads) must not inherit it.
+    os.environ.pop("CORRAL_JOIN_TOKEN", None)
     fake = None if fake_gpus is None or fake_gpus.lower() == "none" else fake_gpus
 
     from corral.agent.config import AgentConfig
     from corral.agent.main import run_agent
+    from corral.agent.sandbox.modes import DEFAULT_UID_BASE, IsolationMode
+
+    try:
+        mode = IsolationMode(isolation.lower())
+    except ValueError:
+        choices = ", ".join(m.value for m in IsolationMode)
+        raise CliError(f"--isolation {isolation!r}: expected one of {choices}", code=2) from None
 
     cfg = AgentConfig(
         server=url.rstrip("/"),
         state_dir=(state_dir or state(ctx).home() / "agent").expanduser().resolve(),
-        join_token=join_token,
+        join_token=secret or join_token,
         name=name,
         fake_gpus=fake,
         address=address,
         labels=labels,
         stop_replicas_on_exit=stop_replicas_on_exit,
         stop_grace_s=stop_grace,
+        isolation=mode,
+        uid_base=workload_uid_base or DEFAULT_UID_BASE,
     )
     sys.exit(run_agent(cfg))

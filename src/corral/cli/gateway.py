@@ -104,9 +104,10 @@ def gateway(
     import logging
 
     from corral.cli.config import state
+    from corral.gateway import run_gateway
     from corral.gateway.forwarding import parse_trusted
     from corral.gateway.limits import HeadLimits
-    from corral.gateway.main import EdgeOptions, run_gateway
+    from corral.gateway.main import EdgeOptions
     from corral.gateway.tokenfile import TokenFileError, read_token_file
 
     # Nothing this process writes is for other users' eyes.

@@ -5,14 +5,19 @@ No printing here: the `up` and `down` commands report; this module starts, watch
 
     corral up ──pick───▶ the API port and the gateway port (the server must know the
                          gateway's URL when it starts: it shows it in endpoint views)
-              ──spawn──▶ corral server   (env CORRAL_HOME, CORRAL_BOOTSTRAP_*,
+              ──write──▶ secrets/ (0700): the admin and join tokens, one 0600 file each
+              ──spawn──▶ corral server   (env CORRAL_HOME, CORRAL_BOOTSTRAP_*_FILE,
                                           CORRAL_GATEWAY_PUBLIC_URL; logs/server.log)
               ──poll───▶ GET /healthz
-              ──spawn──▶ corral gateway  (env CORRAL_TOKEN: the admin token; logs/gateway.log)
-              ──spawn──▶ corral agent    (env CORRAL_JOIN_TOKEN; logs/agent.log)
+              ──spawn──▶ corral gateway  (--token-file secrets/admin-token; logs/gateway.log)
+              ──spawn──▶ corral agent    (--join-token-file secrets/join-token; logs/agent.log)
               ──poll───▶ GET /v1/nodes until a fresh node is ready,
                          then the gateway's GET /_corral/healthz (up long before)
               ──write──▶ config.json (server, admin token), up.json (pids)
+
+No token is ever in a child's environment or argv: any process of the same user reads
+those in /proc (and a replica's workload may be such a process where the agent cannot
+confine it). Everything under the home is private to its user (0700 / 0600).
 
 Children get sessions of their own, so a Ctrl-C in the terminal reaches only `corral up`,
 which then stops them in order: the gateway first (it finishes open requests while the
@@ -31,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from corral.cli.localfiles import LOOPBACK, Tokens, UpState, remove_up, write_up
 from corral.cli.procs import Child, Role, StopResult, is_ours, spawn, stop_pid
+from corral.cli.secrets import write_secret_file
 
 if TYPE_CHECKING:
     from corral.wire.api import NodeView
@@ -148,6 +154,19 @@ class LocalPlane:
         env.update({"CORRAL_HOME": str(self.home), "PYTHONUNBUFFERED": "1", **extra})
         return env
 
+    @property
+    def secrets(self) -> Path:
+        return self.home / "secrets"
+
+    def write_secrets(self, tokens: Tokens) -> None:
+        """The tokens the children need, each in a 0600 file they are pointed at."""
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.home.chmod(0o700)
+        self.secrets.mkdir(exist_ok=True, mode=0o700)
+        self.secrets.chmod(0o700)
+        write_secret_file(self.secrets / "admin-token", tokens.admin)
+        write_secret_file(self.secrets / "join-token", tokens.join)
+
     def start_server(self, tokens: Tokens) -> None:
         argv = [
             *self.self_argv,
@@ -159,9 +178,10 @@ class LocalPlane:
             "--home",
             str(self.home),
         ]
+        self.write_secrets(tokens)
         extra = {
-            "CORRAL_BOOTSTRAP_ADMIN_TOKEN": tokens.admin,
-            "CORRAL_BOOTSTRAP_JOIN_TOKEN": tokens.join,
+            "CORRAL_BOOTSTRAP_ADMIN_TOKEN_FILE": str(self.secrets / "admin-token"),
+            "CORRAL_BOOTSTRAP_JOIN_TOKEN_FILE": str(self.secrets / "join-token"),
         }
         if self.gateway_url is not None:
             extra["CORRAL_GATEWAY_PUBLIC_URL"] = self.gateway_url
@@ -197,10 +217,11 @@ class LocalPlane:
             str(self.gateway_port),
             "--server",
             self.url,
+            "--token-file",
+            str(self.secrets / "admin-token"),
         ]
-        # It reads the route table, which takes a cluster admin: the admin token, by
-        # environment and not argv, where `ps` would show it.
-        env = self._env({"CORRAL_TOKEN": tokens.admin})
+        # It reads the route table, which takes a cluster admin.
+        env = self._env({})
         self.gateway = spawn("gateway", argv, env, self.logs / "gateway.log")
 
     def wait_gateway_healthy(self) -> None:
@@ -235,11 +256,12 @@ class LocalPlane:
             "--state-dir",
             str(self.home / "agent"),
             "--stop-replicas-on-exit",
+            "--join-token-file",
+            str(self.secrets / "join-token"),
         ]
         if fake_gpus:
             argv += ["--fake-gpus", fake_gpus]
-        # The join token goes by environment, not argv, where `ps` would show it.
-        env = self._env({"CORRAL_JOIN_TOKEN": tokens.join})
+        env = self._env({})
         self.agent = spawn("agent", argv, env, self.logs / "agent.log")
 
     def wait_node_ready(self, admin_token: str) -> NodeView:

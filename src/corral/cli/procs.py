@@ -89,7 +89,11 @@ def log_tail(path: Path, start: int = 0, lines: int = 20) -> list[str]:
 
 
 def spawn(role: Role, argv: Sequence[str], env: Mapping[str, str], log: Path) -> Child:
-    log.parent.mkdir(parents=True, exist_ok=True)
+    # Logs hold command lines and errors with other workspaces' names: their user's only.
+    log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log.parent.chmod(0o700)
+    os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    log.chmod(0o600)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     with log.open("ab") as out:
         start = out.tell()

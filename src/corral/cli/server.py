@@ -24,13 +24,25 @@ def server(
 ) -> None:
     """Run the corral API server and controllers (blocks; Ctrl-C stops it).
 
-    CORRAL_DATABASE_URL selects PostgreSQL; CORRAL_BOOTSTRAP_ADMIN_TOKEN and
-    CORRAL_BOOTSTRAP_JOIN_TOKEN seed the first tokens (as `corral up` does).
+    CORRAL_DATABASE_URL selects PostgreSQL; CORRAL_BOOTSTRAP_ADMIN_TOKEN_FILE and
+    CORRAL_BOOTSTRAP_JOIN_TOKEN_FILE name 0600 files whose tokens seed the first tokens (as
+    `corral up` does; CORRAL_BOOTSTRAP_ADMIN_TOKEN and _JOIN_TOKEN work too, but any process
+    of the same user can read a process's environment).
     """
+    import os
+
     from corral.cli.config import state
-    from corral.server.config import ServerOptions
+    from corral.cli.output import CliError
+    from corral.server.config import ServerOptions, SettingError
     from corral.server.main import serve
 
+    # The database (specs with their env), logs and tokens are this user's alone.
+    os.umask(0o077)
     home = (home or state(ctx).home()).expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
     # from_env: the bootstrap tokens and tuning variables come from the environment.
-    serve(ServerOptions.from_env(host=host, port=port, home=home))
+    try:
+        options = ServerOptions.from_env(host=host, port=port, home=home)
+    except SettingError as exc:
+        raise CliError(str(exc), code=2) from None
+    serve(options)

@@ -207,7 +207,13 @@ def create_app(
             options.bootstrap_join_token,
         )
         _reset_connections(store)
-        cp = ControlPlane(options, store, clock, AgentHub(store), started_at=clock.now())
+        cp = ControlPlane(
+            options,
+            store,
+            clock,
+            AgentHub(store, options.resolved_checkpoint_root()),
+            started_at=clock.now(),
+        )
         cp.loop = asyncio.get_running_loop()
         cp.hub.bind(cp.loop)
         app.state.cp = cp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,26 @@ DEFAULT_PORT = 7390
 
 def default_home() -> Path:
     return Path(os.environ.get("CORRAL_HOME") or Path.home() / ".corral")
+
+
+class SettingError(ValueError):
+    """A setting from the environment is unusable; the message names it."""
+
+
+def _secret(env: MutableMapping[str, str], name: str) -> str | None:
+    """`name`'s value, or the first line of the file `name`_FILE names (the way to pass it:
+    a process's environment is readable by every process of its user). The variable is
+    removed once read, so that nothing this process starts inherits it."""
+    value = env.pop(name, None) or None
+    path = env.get(f"{name}_FILE")
+    if path:
+        try:
+            if os.stat(path).st_mode & 0o077:
+                raise SettingError(f"{name}_FILE {path}: readable by others; chmod 600 it")
+            value = Path(path).read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise SettingError(f"{name}_FILE {path}: {exc.strerror or exc}") from None
+    return value
 
 
 @dataclass(frozen=True)
@@ -50,8 +71,8 @@ class ServerOptions:
     def from_env(cls, **overrides: object) -> ServerOptions:
         env = os.environ
         values: dict[str, object] = {
-            "bootstrap_admin_token": env.get("CORRAL_BOOTSTRAP_ADMIN_TOKEN") or None,
-            "bootstrap_join_token": env.get("CORRAL_BOOTSTRAP_JOIN_TOKEN") or None,
+            "bootstrap_admin_token": _secret(env, "CORRAL_BOOTSTRAP_ADMIN_TOKEN"),
+            "bootstrap_join_token": _secret(env, "CORRAL_BOOTSTRAP_JOIN_TOKEN"),
         }
         if "CORRAL_NODE_LOST_AFTER" in env:
             values["node_lost_after_s"] = float(env["CORRAL_NODE_LOST_AFTER"])

@@ -12,10 +12,37 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from corral.server.services.assignments import build_assignments
 from corral.server.store.db import Store
-from corral.wire.agent import Desired
+from corral.wire.agent import Desired, ReplicaAssignment
 
 log = logging.getLogger("corral.server.hub")
 Send = Callable[[str], Awaitable[None]]
+
+
+# Well under the agent's 64 MiB message limit (agent/channel.py), whatever a set holds.
+PART_BYTES = 8 * 1024 * 1024
+
+
+def split_desired(
+    replicas: list[ReplicaAssignment], generation: int, limit: int = PART_BYTES
+) -> list[str]:
+    """The desired set as messages of at most about `limit` bytes each (one replica is
+    bounded by the spec limits, far below it)."""
+    whole = Desired(replicas=replicas, generation=generation).model_dump_json()
+    if len(whole) <= limit:
+        return [whole]
+    groups: list[list[ReplicaAssignment]] = [[]]
+    size = 0
+    for assignment in replicas:
+        n = len(assignment.model_dump_json())
+        if groups[-1] and size + n > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(assignment)
+        size += n
+    return [
+        Desired(replicas=g, generation=generation, part=i, parts=len(groups)).model_dump_json()
+        for i, g in enumerate(groups)
+    ]
 
 
 class _Connection:
@@ -26,10 +53,12 @@ class _Connection:
 
 
 class AgentHub:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, checkpoint_root: str | None = None) -> None:
         self._store = store
+        self._checkpoint_root = checkpoint_root
         self._conns: dict[str, _Connection] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._generation = 0
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -79,7 +108,9 @@ class AgentHub:
             conn.dirty.clear()
             try:
                 desired = await asyncio.to_thread(self._desired, node_id)
-                await conn.send(desired.model_dump_json())
+                self._generation += 1
+                for part in split_desired(desired.replicas, self._generation):
+                    await conn.send(part)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the connection's own loop notices a dead socket
@@ -88,7 +119,7 @@ class AgentHub:
 
     def _desired(self, node_id: str) -> Desired:
         with self._store.read() as session:
-            return Desired(replicas=build_assignments(session, node_id))
+            return Desired(replicas=build_assignments(session, node_id, self._checkpoint_root))
 
     async def close(self) -> None:
         for conn in self._conns.values():

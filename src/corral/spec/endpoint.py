@@ -9,7 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from corral.core.priorities import DEFAULT_PRIORITY_CLASSES
-from corral.spec.job import check_env, check_name, priority_value
+from corral.spec.job import check_name, priority_value
+from corral.spec.limits import check_argv, check_command, check_env, check_files
 from corral.spec.resources import Resources
 from corral.spec.units import parse_duration_s
 
@@ -119,6 +120,33 @@ class EndpointSpec(BaseModel):
         if "PORT" in value:
             raise ValueError("PORT is set by corral: serve on $PORT")
         return check_env(value)
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_files(value)
+
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("working_dir must be an absolute path on the node")
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: str | None) -> str | None:
+        return check_command(value)
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else check_argv(value, "entrypoint")
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, value: list[str]) -> list[str]:
+        return check_argv(value, "args")
 
     @field_validator("app")
     @classmethod

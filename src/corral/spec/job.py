@@ -9,12 +9,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from corral.core.priorities import DEFAULT_PRIORITY_CLASSES
+from corral.spec.limits import check_argv, check_command, check_env, check_files, check_selector
 from corral.spec.resources import Resources
 from corral.spec.units import parse_duration_s
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 _NAME = re.compile(NAME_PATTERN)
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def check_name(value: str, what: str = "name") -> str:
@@ -23,13 +23,6 @@ def check_name(value: str, what: str = "name") -> str:
             f"{value!r} is not a valid {what}: use 1-63 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit"
         )
-    return value
-
-
-def check_env(value: dict[str, str]) -> dict[str, str]:
-    for key in value:
-        if not _ENV_KEY.match(key):
-            raise ValueError(f"{key!r} is not a valid environment variable name")
     return value
 
 
@@ -160,11 +153,27 @@ class JobSpec(BaseModel):
     @field_validator("files")
     @classmethod
     def _files(cls, value: dict[str, str]) -> dict[str, str]:
-        for path in value:
-            parts = path.split("/")
-            if path.startswith("/") or ".." in parts or not path:
-                raise ValueError(f"{path!r} must be a relative path inside the working directory")
-        return value
+        return check_files(value)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: str | None) -> str | None:
+        return check_command(value)
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else check_argv(value, "entrypoint")
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, value: list[str]) -> list[str]:
+        return check_argv(value, "args")
+
+    @field_validator("node_selector")
+    @classmethod
+    def _selector(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_selector(value)
 
     @model_validator(mode="after")
     def _one_command(self) -> JobSpec:
@@ -176,6 +185,7 @@ class JobSpec(BaseModel):
             raise ValueError("`entrypoint` must not be empty")
         if self.command is not None and self.args:
             raise ValueError("`args` goes with `entrypoint`, not with `command`")
+        check_argv(self.argv(), "the command with its arguments")
         if self.min_replicas is not None and self.min_replicas > self.replicas:
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) cannot exceed replicas ({self.replicas})"

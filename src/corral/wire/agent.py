@@ -42,6 +42,11 @@ class RegisterRequest(_Msg):
     join_token: str
     name: str
     inventory: Inventory
+    node_token: str | None = Field(
+        default=None,
+        description="the node's current credential, to re-key a node of this name; without "
+        "it a taken name is refused",
+    )
 
 
 class RegisterResponse(_Msg):
@@ -140,6 +145,22 @@ class ReplicaAssignment(_Msg):
     working_dir: str | None = None
     files: dict[str, str] = Field(default_factory=dict)
     probe: Probe | None = Field(default=None, description="for serving replicas (endpoints)")
+    started: bool = Field(
+        default=False,
+        description="the node reported it running: files and env are left out (the node "
+        "has them), and a node with no record of it must not start it",
+    )
+    uid_index: int | None = Field(
+        default=None,
+        ge=1,
+        description="the workspace's number: a confining node runs the replica as uid "
+        "base + uid_index, the same on every node",
+    )
+    workspace_checkpoints: str | None = Field(
+        default=None,
+        description="the workspace's checkpoint directory (a path every node sees): created "
+        "for, and owned by, the workspace's user on a confining node",
+    )
 
 
 class Welcome(_Msg):
@@ -152,10 +173,17 @@ class Welcome(_Msg):
 
 
 class Desired(_Msg):
-    """Every replica that should be running on this node now; stop any other."""
+    """Every replica that should be running on this node now; stop any other.
+
+    A large set travels in `parts` messages of one `generation`, each well under the
+    channel's message limit; the agent applies the set once it has every part.
+    """
 
     type: Literal["desired"] = "desired"
     replicas: list[ReplicaAssignment]
+    generation: int = 0
+    part: int = Field(default=0, ge=0)
+    parts: int = Field(default=1, ge=1)
 
 
 ServerMessage = Annotated[Welcome | Desired, Field(discriminator="type")]

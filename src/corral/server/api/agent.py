@@ -15,11 +15,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from corral.server.api.deps import CP, retry_stale
-from corral.server.api.errors import ApiError
 from corral.server.runtime import ControlPlane
 from corral.server.services import nodes as service
 from corral.server.services.effects import Effects
-from corral.server.services.identity import join_token_valid
+from corral.server.services.identity import consume_join_token
 from corral.server.writes import Warm
 from corral.wire import agent as wire
 
@@ -33,8 +32,8 @@ T = TypeVar("T")
 def register(body: wire.RegisterRequest, cp: CP) -> wire.RegisterResponse:
     def run() -> wire.RegisterResponse:
         with cp.store.transaction() as session:
-            if not join_token_valid(session, body.join_token):
-                raise ApiError(401, "unauthorized", "the join token is not valid on this server")
+            # Raises JoinTokenRejected (401, saying why: unknown, expired, used up, revoked).
+            consume_join_token(session, body.join_token, cp.clock.now())
             node, secret = service.register_node(session, body, cp.clock.now())
             return wire.RegisterResponse(node_id=node.id, node_token=secret)
 

@@ -20,9 +20,52 @@ from corral.server.store.tables import Endpoint, Workspace
 log = logging.getLogger("corral.server.endpoints")
 
 TICK_S = 1.0
+FIRST_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 60.0
 
 
-def tick(cp: ControlPlane, memory: dict[str, reconcile.Memory]) -> Effects:
+class Quarantine:
+    """Endpoints whose reconciliation raised: each is retried after a delay that doubles,
+    while every other endpoint carries on. One bad object must not stall the controller
+    (one workspace's broken endpoint would otherwise stop everyone's)."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+        self._delay: dict[str, float] = {}
+
+    def waiting(self, endpoint_id: str, now: float) -> bool:
+        return now < self._until.get(endpoint_id, 0.0)
+
+    def failed(self, endpoint_id: str, now: float) -> float:
+        delay = min(MAX_BACKOFF_S, self._delay.get(endpoint_id, FIRST_BACKOFF_S / 2) * 2)
+        self._delay[endpoint_id] = delay
+        self._until[endpoint_id] = now + delay
+        return delay
+
+    def succeeded(self, endpoint_id: str) -> None:
+        self._until.pop(endpoint_id, None)
+        self._delay.pop(endpoint_id, None)
+
+
+def _record_failure(cp: ControlPlane, endpoint_id: str, error: Exception, delay: float) -> None:
+    """Say why in the endpoint's status, where its owner looks (`corral endpoint get`)."""
+    reason = (
+        f"corral could not reconcile this endpoint ({type(error).__name__}: "
+        f"{str(error)[:300]}); retrying in {delay:g} s"
+    )
+    try:
+        with cp.store.transaction() as session:
+            endpoint = session.get(Endpoint, endpoint_id)
+            if endpoint is not None and endpoint.reason != reason:
+                endpoint.reason = reason
+    except Exception:  # the reason is a courtesy; the log has the error
+        log.warning("could not record the failure of endpoint %s", endpoint_id, exc_info=True)
+
+
+def tick(
+    cp: ControlPlane, memory: dict[str, reconcile.Memory], quarantine: Quarantine | None = None
+) -> Effects:
+    quarantine = quarantine or Quarantine()
     now = cp.clock.now()
     effects = Effects()
     with cp.store.read() as session:
@@ -35,6 +78,8 @@ def tick(cp: ControlPlane, memory: dict[str, reconcile.Memory]) -> Effects:
             )
         ]
     for endpoint_id, workspace in ids:
+        if quarantine.waiting(endpoint_id, now):
+            continue
         try:
             with cp.store.transaction() as session:
                 endpoint = session.get(Endpoint, endpoint_id)
@@ -60,17 +105,31 @@ def tick(cp: ControlPlane, memory: dict[str, reconcile.Memory]) -> Effects:
                 effects.merge(reconcile.reconcile(session, endpoint, state, load, now))
         except StaleDataError:
             effects.wake_endpoints = True  # changed under us (a user's update): next tick
+        except Exception as exc:
+            memory.pop(endpoint_id, None)
+            delay = quarantine.failed(endpoint_id, now)
+            log.exception(
+                "endpoint %s (workspace %s) failed to reconcile; retrying it in %g s, "
+                "the others carry on",
+                endpoint_id,
+                workspace,
+                delay,
+            )
+            _record_failure(cp, endpoint_id, exc, delay)
+        else:
+            quarantine.succeeded(endpoint_id)
     return effects
 
 
 async def run(cp: ControlPlane) -> None:
     memory: dict[str, reconcile.Memory] = {}
+    quarantine = Quarantine()
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(cp.endpoints_wakeup.wait(), TICK_S)
         cp.endpoints_wakeup.clear()
         try:
-            effects = await asyncio.to_thread(tick, cp, memory)
+            effects = await asyncio.to_thread(tick, cp, memory, quarantine)
         except Exception:
             log.exception("endpoint reconciliation failed; retrying")
             await asyncio.sleep(1.0)

@@ -6,6 +6,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from corral.server.services.endpoints import probe_for
+from corral.server.services.jobs import workspace_checkpoints
 from corral.server.services.specs import specs_by_id
 from corral.server.store.tables import Endpoint, Job, Node, Replica, Workspace
 from corral.spec.endpoint import EndpointSpec
@@ -43,6 +44,7 @@ _ON_NODE = (
         Replica.attempt,
         Replica.gpus,
         Replica.desired,
+        Replica.state,
         Job.id.label("job_id"),
         Job.name.label("job"),
         Job.next_replicas,
@@ -50,6 +52,7 @@ _ON_NODE = (
         Job.checkpoint_dir,
         Job.endpoint_id,
         Workspace.name.label("workspace"),
+        Workspace.uid_index,
     )
     .join(Job, Replica.job_id == Job.id)
     .join(Workspace, Job.workspace_id == Workspace.id)
@@ -63,7 +66,9 @@ _MASTERS = (
 )
 
 
-def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]:
+def build_assignments(
+    session: Session, node_id: str, checkpoint_root: str | None = None
+) -> list[ReplicaAssignment]:
     active = session.execute(_ON_NODE, {"node": node_id}).all()
     rows = [row for row in active if row.desired == "run"]
     # GPUs still held by replicas told to stop (a preemption victim on its way out).
@@ -107,6 +112,7 @@ def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]
             endpoint = session.get(Endpoint, job.endpoint_id)
             if endpoint is not None:
                 probe = probe_for(EndpointSpec.model_validate(endpoint.spec), job.master_port)
+        started = replica.state == "running"
         result.append(
             ReplicaAssignment(
                 replica_id=replica.id,
@@ -115,11 +121,18 @@ def build_assignments(session: Session, node_id: str) -> list[ReplicaAssignment]
                 attempt=replica.attempt,
                 rank=replica.rank,
                 argv=spec.argv(),
-                env=env,
+                # The node has a running replica's assignment on disk and never starts a
+                # replica twice: its files and environment need not travel again.
+                env={} if started else env,
                 gpus=list(replica.gpus),
                 working_dir=spec.working_dir,
-                files=dict(spec.files),
+                files={} if started else dict(spec.files),
                 probe=probe,
+                started=started,
+                uid_index=replica.uid_index,
+                workspace_checkpoints=(
+                    workspace_checkpoints(checkpoint_root, workspace) if checkpoint_root else None
+                ),
             )
         )
     return result

@@ -24,7 +24,6 @@ from corral.server.auth import (
     hash_token,
     new_secret,
 )
-from corral.server.clock import SystemClock
 from corral.server.store.db import Store
 from corral.server.store.tables import JoinToken, Token, Workspace
 from corral.spec.job import check_name
@@ -436,10 +435,3 @@ def _refusal_message(row: JoinToken, reason: JoinRefusal) -> str:
         when = datetime.fromtimestamp(row.expires_at or 0.0, UTC).strftime("%Y-%m-%d %H:%M:%S")
         return f"{what} expired at {when} UTC{ask}"
     return f"{what} is used up: {row.uses} of {row.max_uses} registrations{ask}"
-
-
-def join_token_valid(session: Session, token: str) -> bool:
-    """The registration route's check until it calls consume_join_token with its clock:
-    raises JoinTokenRejected (401, saying why) rather than returning False."""
-    consume_join_token(session, token, SystemClock().now())
-    return True

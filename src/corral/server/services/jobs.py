@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import posixpath
+
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -19,6 +21,32 @@ from corral.wire.api import TERMINAL_JOB_STATES, JobView, LogPage, ReplicaView
 
 LOG_TAIL_LINES = 20
 LOG_PAGE_BYTES = 1 << 20
+
+
+def workspace_checkpoints(checkpoint_root: str, workspace: str) -> str:
+    """The workspace's own checkpoint directory: every checkpoint_dir of its jobs lies in it."""
+    return f"{checkpoint_root.rstrip('/')}/{workspace}"
+
+
+def check_checkpoint_dir(value: str | None, checkpoint_root: str | None, workspace: str) -> None:
+    """A path checkpoint_dir must lie inside the workspace's checkpoint directory: nodes
+    create it for the workspace's user, and another workspace's must stay out of reach. An
+    object-store URI is the user's own business (their credentials decide)."""
+    if value is None or checkpoint_root is None:
+        return
+    is_path = value.startswith("/") or value.startswith("file://")
+    if not is_path and "://" in value:
+        return
+    path = value.removeprefix("file://")
+    own = workspace_checkpoints(checkpoint_root, workspace)
+    normal = posixpath.normpath(path)
+    if ".." in path.split("/") or not (normal == own or normal.startswith(own + "/")):
+        message = (
+            f"checkpoint_dir {value!r} is outside this workspace's checkpoint directory: "
+            f"expected a path inside {own}/ (or leave it out for {own}/JOB), or an "
+            "object-store URI such as s3://bucket/prefix"
+        )
+        raise ApiError(422, "invalid", message, [{"path": "checkpoint_dir", "message": message}])
 
 
 def submit_job(
@@ -54,6 +82,7 @@ def submit_job(
                 f"`corral job delete {name}`",
             )
     assert name is not None
+    check_checkpoint_dir(spec.checkpoint_dir, checkpoint_root, workspace.name)
     stored = spec.model_copy(update={"name": name, "workspace": workspace.name})
     job = Job(
         id=new_id(),

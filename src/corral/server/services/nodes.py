@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, defer
 
@@ -19,9 +21,23 @@ from corral.wire.api import GpuView, NodeView
 
 
 def register_node(session: Session, request: wire.RegisterRequest, now: float) -> tuple[Node, str]:
-    """Create the node, or re-key an existing one of the same name (a reinstalled agent)."""
+    """Create the node, or re-key an existing one of the same name for an agent that proves
+    it is that node (its current node token). A join token alone never takes over a node:
+    whoever held one could otherwise receive the node's desired set (other workspaces'
+    environments) and report its replicas' exits."""
     secret = new_secret(NODE_PREFIX)
     node = session.scalars(select(Node).where(Node.name == request.name)).first()
+    if node is not None and (
+        request.node_token is None
+        or not hmac.compare_digest(node.token_hash, hash_token(request.node_token))
+    ):
+        raise ApiError(
+            409,
+            "conflict",
+            f"node name '{request.name}' belongs to a registered node, and this agent did not "
+            "present that node's credential (its node.json); start the agent with another "
+            "--name, or keep the state directory of the node it replaces",
+        )
     if node is None:
         node = Node(
             id=new_id(), name=request.name, registered_at=now, condition="ready", connected=False

@@ -1,0 +1,1 @@
+"""How a replica is confined on a node: see README.md beside this file."""

@@ -1,0 +1,151 @@
+"""`python -m corral.agent.sandbox.init REPLICA_DIR`: PID 1 of a confined replica.
+
+The shim (root, on the host) starts it in a new PID namespace. As root it builds the
+replica's view of the filesystem in a mount namespace of its own, then drops to the
+workspace's user for good, writes the replica's files, starts the workload and stays PID 1:
+it reaps orphans, and when the workload exits so does it, which ends every process left in
+the namespace (daemons that escaped the process group included). Standard library only.
+
+Signals: the workload is in this process's group, so the agent's TERM/KILL to the group
+reach it directly; PID 1 only ignores them (a PID 1 without handlers would not even see
+TERM, and must not die before the workload has had its grace).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from corral.agent.layout import ASSIGNMENT, read_json, shell_exit_code
+from corral.agent.sandbox import linux
+from corral.agent.sandbox.config import SANDBOX, SandboxConfig
+from corral.agent.sandbox.files import write_files
+from corral.agent.sandbox.plan import Reveal, reveals
+
+CANNOT_RUN = 126
+NOT_FOUND = 127
+
+
+def traversable_by(uid: int, gid: int) -> Any:
+    def check(directory: str) -> bool:
+        try:
+            st = os.stat(directory)
+        except OSError:
+            return True  # absent: nothing to hide it behind; the bind will say what is wrong
+        if st.st_uid == uid:
+            return bool(st.st_mode & 0o100)
+        if st.st_gid == gid:
+            return bool(st.st_mode & 0o010)
+        return bool(st.st_mode & 0o001)
+
+    return check
+
+
+def _apply_reveal(reveal: Reveal) -> None:
+    # Opened before the tmpfs hides them: the binds below come from these handles.
+    handles = {leaf: os.open(leaf, os.O_PATH | os.O_CLOEXEC) for leaf in reveal.leaves}
+    linux.mount("tmpfs", reveal.blocked, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0755")
+    for leaf, fd in handles.items():
+        target = Path(leaf)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            target.mkdir(exist_ok=True)
+        else:
+            target.touch(exist_ok=True)
+        linux.mount(f"/proc/self/fd/{fd}", leaf, None, linux.MS_BIND | linux.MS_REC)
+        os.close(fd)
+
+
+def build_view(config: SandboxConfig) -> None:
+    """The replica's filesystem: private mounts, its own /proc, /tmp and /dev/shm, and only
+    its own directories below the ones its user may not traverse."""
+    linux.unshare(linux.CLONE_NEWNS)
+    linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    # Opened in this namespace (a bind's source must be one of its mounts), before a tmpfs
+    # may hide it.
+    tmp = os.open(config.tmp, os.O_PATH | os.O_CLOEXEC)
+    flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+    linux.mount("proc", "/proc", "proc", flags)
+    for reveal in reveals(config.needed(), traversable_by(config.uid, config.gid)):
+        _apply_reveal(reveal)
+    linux.mount(f"/proc/self/fd/{tmp}", "/tmp", None, linux.MS_BIND | linux.MS_REC)
+    os.close(tmp)
+    if os.path.isdir("/dev/shm"):
+        # NCCL and torch's DataLoader workers share memory here: private, not small.
+        linux.mount("tmpfs", "/dev/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=1777")
+
+
+def drop_privileges(config: SandboxConfig) -> None:
+    os.setgroups([])
+    os.setgid(config.gid)
+    os.setuid(config.uid)
+    linux.no_new_privileges()
+    if os.geteuid() == 0 or os.getuid() == 0:
+        raise PermissionError("still root after setuid")
+
+
+def _ignore(_signum: int, _frame: FrameType | None) -> None:
+    pass
+
+
+def _fail(code: int, message: str) -> int:
+    sys.stdout.write(f"corral: {message}\n")
+    sys.stdout.flush()
+    return code
+
+
+def run(replica_dir: Path) -> int:
+    try:
+        config = SandboxConfig.load(replica_dir / SANDBOX)
+        assignment = read_json(replica_dir / ASSIGNMENT)
+        if assignment is None:
+            raise ValueError(f"{ASSIGNMENT} is missing")
+        build_view(config)
+        drop_privileges(config)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return _fail(CANNOT_RUN, f"cannot confine the replica: {exc}")
+    argv = [str(a) for a in assignment["argv"]]
+    cwd = Path(assignment.get("working_dir") or config.work)
+    try:
+        cwd.mkdir(parents=True, exist_ok=True)
+        write_files(cwd, assignment.get("files") or {})
+        if config.checkpoint_dir:
+            Path(config.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:
+        return _fail(CANNOT_RUN, f"cannot prepare the replica: {exc}")
+    env = dict(os.environ)
+    env.update(config.user_env())
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _ignore)
+    try:
+        # Same process group as this init: the agent signals the group.
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL)
+    except FileNotFoundError as exc:
+        return _fail(NOT_FOUND, f"cannot run {argv[0]!r}: {exc.strerror or exc}")
+    except OSError as exc:
+        return _fail(CANNOT_RUN, f"cannot run {argv[0]!r}: {exc.strerror or exc}")
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            return CANNOT_RUN  # the workload was reaped elsewhere: cannot happen
+        except InterruptedError:
+            continue
+        if pid == proc.pid:
+            return shell_exit_code(os.waitstatus_to_exitcode(status))
+
+
+def main() -> int:
+    if len(sys.argv) != 2:
+        print("usage: python -m corral.agent.sandbox.init REPLICA_DIR", file=sys.stderr)
+        return 2
+    return run(Path(sys.argv[1]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
