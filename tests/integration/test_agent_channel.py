@@ -322,7 +322,8 @@ def test_a_rejected_join_token_ends_the_agent_with_one_clear_line(
         async with control_plane(accept_join=False) as cp:
             code = await asyncio.wait_for(Agent(config(cp, state)).run(), 15)
             assert code == 1
-            assert f"join token rejected by {cp.url}" in caplog.messages
+            rejected = [m for m in caplog.messages if m.startswith("join token rejected by")]
+            assert len(rejected) == 1 and cp.url in rejected[0]
             assert not (state / "node.json").exists()
 
     caplog.set_level(logging.INFO)
@@ -434,5 +435,33 @@ def test_run_agent_exits_0_on_sigterm(state: Path) -> None:
             assert proc.returncode == 0, stderr.decode()
             assert "SIGTERM: shutting down" in stderr.decode()
             assert "Traceback" not in stderr.decode()
+
+    run(body())
+
+
+def test_a_desired_set_in_parts_is_applied_once_whole(state: Path) -> None:
+    async def body() -> None:
+        async with control_plane() as cp:
+            agent = Agent(config(cp, state))
+            async with running(agent):
+                conn = await cp.next_connection()
+                await conn.expect(Hello)
+                await conn.send(Welcome(node_id="n-1", heartbeat_interval_s=1))
+                r1, r2 = assignment("r1", "sleep 30"), assignment("r2", "sleep 30")
+                await conn.send(Desired(replicas=[r1], generation=5, part=0, parts=2))
+                # An unfinished older generation is dropped when a newer one starts.
+                await conn.send(Desired(replicas=[r2], generation=6, part=1, parts=2))
+                await conn.send(Desired(replicas=[r1], generation=6, part=0, parts=2))
+                first = await conn.expect(ReplicaReport)
+                second = await conn.expect(ReplicaReport)
+                assert {first.replica_id, second.replica_id} == {"r1", "r2"}
+                # Half a set must not stop what the other half names.
+                await conn.send(Desired(replicas=[r1], generation=7, part=0, parts=2))
+                r3 = assignment("r3", "sleep 30")
+                await conn.send(Desired(replicas=[r1, r2, r3], generation=8))
+                third = await conn.expect(ReplicaReport)  # generation 8 was applied
+                assert third.replica_id == "r3"
+                assert all(not r.stopping for r in agent.runner.records.values())
+                await agent.runner.stop_all()
 
     run(body())

@@ -174,7 +174,7 @@ class HostCluster:
 
     def progress(self, host: Host, replica_id: str) -> dict[str, Any]:
         """What a replica last wrote with corral.train.report, read straight from its node."""
-        path = self.state_dir(host) / "replicas" / replica_id / "progress.json"
+        path = self.state_dir(host) / "replicas" / replica_id / "status" / "progress.json"
         try:
             value = json.loads(path.read_text())
         except (OSError, ValueError):

@@ -88,7 +88,11 @@ async def register(server: str, request: RegisterRequest) -> NodeIdentity:
     except httpx.HTTPError as exc:
         raise RetryLater(f"cannot reach {server} ({_describe(exc)})") from exc
     if response.status_code == 401:
-        raise FatalError(f"join token rejected by {server}")
+        # The server says which: unknown, expired, used up or revoked.
+        raise FatalError(f"join token rejected by {server}: {_error_message(response)}")
+    if response.status_code == 429:
+        wait = response.headers.get("retry-after", "a while")
+        raise RetryLater(f"{server} is refusing this address for {wait} s after failed logins")
     if response.status_code >= 500:
         raise RetryLater(f"{server} answered {response.status_code} to registration")
     if response.status_code != 200:

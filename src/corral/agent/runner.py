@@ -161,13 +161,14 @@ class Runner:
         except OSError as exc:
             self._finish(record, None, f"cannot start the shim: {exc}")
             return True
+        # Not its command line: users put secrets on it, and the log outlives the replica.
         log.info(
-            "starting replica %s (job %s, rank %d, attempt %d): %s",
+            "starting replica %s (job %s of workspace %s, rank %d, attempt %d)",
             rid,
             assignment.job,
+            assignment.workspace,
             assignment.rank,
             assignment.attempt,
-            " ".join(assignment.argv),
         )
         self._supervise(record, proc)
         return True

@@ -29,17 +29,12 @@ def server(
     `corral up` does; CORRAL_BOOTSTRAP_ADMIN_TOKEN and _JOIN_TOKEN work too, but any process
     of the same user can read a process's environment).
     """
-    import os
-
     from corral.cli.config import state
     from corral.cli.output import CliError
     from corral.server.config import ServerOptions, SettingError
     from corral.server.main import serve
 
-    # The database (specs with their env), logs and tokens are this user's alone.
-    os.umask(0o077)
     home = (home or state(ctx).home()).expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
     # from_env: the bootstrap tokens and tuning variables come from the environment.
     try:
         options = ServerOptions.from_env(host=host, port=port, home=home)

@@ -233,6 +233,13 @@ def _print_ready(plane: LocalPlane, node: NodeView, home: Path, detach: bool) ->
         + (f", {esc(gpus)}" if gpus != "-" else ", no GPUs")
     )
     console.print(f"  home    {esc(home)} (config.json has the admin token; logs in logs/)")
+    if os.geteuid() == 0:
+        console.print("  replicas confined: each workspace's run as its own user (see agent.log)")
+    else:
+        warn(
+            "replicas are NOT isolated from each other or from you: they run as your user "
+            "(run corral as root for per-workspace users and namespaces)"
+        )
     console.print()
     console.print("try:")
     console.print("  corral node ls")

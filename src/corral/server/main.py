@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from corral.server.config import ServerOptions
@@ -51,7 +52,10 @@ def serve(options: ServerOptions) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    options.home.mkdir(parents=True, exist_ok=True)
+    # The database (specs with their env), logs and secrets are this user's alone.
+    os.umask(0o077)
+    options.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    options.home.chmod(0o700)
     config = uvicorn_config(
         create_app(options), options.host, options.port, log_level="warning", lifespan="on"
     )

@@ -17,7 +17,7 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import FrameType
 from typing import Any
 
@@ -25,7 +25,7 @@ from corral.agent.layout import ASSIGNMENT, read_json, shell_exit_code
 from corral.agent.sandbox import linux
 from corral.agent.sandbox.config import SANDBOX, SandboxConfig
 from corral.agent.sandbox.files import write_files
-from corral.agent.sandbox.plan import Reveal, reveals
+from corral.agent.sandbox.plan import minimal, reveals
 
 CANNOT_RUN = 126
 NOT_FOUND = 127
@@ -46,19 +46,19 @@ def traversable_by(uid: int, gid: int) -> Any:
     return check
 
 
-def _apply_reveal(reveal: Reveal) -> None:
-    # Opened before the tmpfs hides them: the binds below come from these handles.
-    handles = {leaf: os.open(leaf, os.O_PATH | os.O_CLOEXEC) for leaf in reveal.leaves}
-    linux.mount("tmpfs", reveal.blocked, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0755")
-    for leaf, fd in handles.items():
-        target = Path(leaf)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        if os.path.isdir(f"/proc/self/fd/{fd}"):
-            target.mkdir(exist_ok=True)
-        else:
-            target.touch(exist_ok=True)
-        linux.mount(f"/proc/self/fd/{fd}", leaf, None, linux.MS_BIND | linux.MS_REC)
-        os.close(fd)
+def _bind(fd: int, leaf: str) -> None:
+    """Bind the directory or file open as `fd` onto `leaf`, creating its mount point."""
+    target = Path(leaf)
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if os.path.isdir(f"/proc/self/fd/{fd}"):
+        target.mkdir(exist_ok=True)
+    else:
+        target.touch(exist_ok=True)
+    linux.mount(f"/proc/self/fd/{fd}", leaf, None, linux.MS_BIND | linux.MS_REC)
+
+
+def _under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def build_view(config: SandboxConfig) -> None:
@@ -66,15 +66,27 @@ def build_view(config: SandboxConfig) -> None:
     its own directories below the ones its user may not traverse."""
     linux.unshare(linux.CLONE_NEWNS)
     linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    # Opened in this namespace (a bind's source must be one of its mounts), before a tmpfs
-    # may hide it.
+    needed = config.needed()
+    # Opened now, in this namespace (a bind's source must be one of its mounts) and before
+    # any tmpfs or the private /tmp hides them.
+    handles = {leaf: os.open(leaf, os.O_PATH | os.O_CLOEXEC) for leaf in set(needed)}
     tmp = os.open(config.tmp, os.O_PATH | os.O_CLOEXEC)
     flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
     linux.mount("proc", "/proc", "proc", flags)
-    for reveal in reveals(config.needed(), traversable_by(config.uid, config.gid)):
-        _apply_reveal(reveal)
     linux.mount(f"/proc/self/fd/{tmp}", "/tmp", None, linux.MS_BIND | linux.MS_REC)
     os.close(tmp)
+    # Needed paths under /tmp (a test's, or a laptop's CORRAL_HOME) are now hidden by the
+    # replica's own /tmp: bound back in it, below directories of ours.
+    in_tmp = minimal(PurePosixPath(leaf) for leaf in needed if _under(leaf, "/tmp"))
+    for path in in_tmp:
+        _bind(handles[str(path)], str(path))
+    others = [leaf for leaf in needed if not _under(leaf, "/tmp")]
+    for reveal in reveals(others, traversable_by(config.uid, config.gid)):
+        linux.mount("tmpfs", reveal.blocked, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0755")
+        for leaf in reveal.leaves:
+            _bind(handles[leaf], leaf)
+    for fd in handles.values():
+        os.close(fd)
     if os.path.isdir("/dev/shm"):
         # NCCL and torch's DataLoader workers share memory here: private, not small.
         linux.mount("tmpfs", "/dev/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=1777")

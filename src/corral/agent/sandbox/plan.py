@@ -29,7 +29,7 @@ def _ancestors(path: PurePosixPath) -> list[PurePosixPath]:
     return list(reversed(path.parents))
 
 
-def _minimal(paths: Iterable[PurePosixPath]) -> list[PurePosixPath]:
+def minimal(paths: Iterable[PurePosixPath]) -> list[PurePosixPath]:
     """Drop any path that lies inside another of them (binding the outer one is enough)."""
     result: list[PurePosixPath] = []
     for path in sorted(set(paths), key=lambda p: len(p.parts)):
@@ -44,7 +44,7 @@ def reveals(needed: Iterable[str], traversable: Callable[[str], bool]) -> list[R
     `traversable(dir)` says whether the replica's user may search `dir` (on the host, as
     the host answers it). A needed path with no blocked ancestor needs nothing.
     """
-    leaves = _minimal(PurePosixPath(p) for p in needed)
+    leaves = minimal(PurePosixPath(p) for p in needed)
     blocked_of: dict[PurePosixPath, list[PurePosixPath]] = {}
     for leaf in leaves:
         for ancestor in _ancestors(leaf):
@@ -53,7 +53,7 @@ def reveals(needed: Iterable[str], traversable: Callable[[str], bool]) -> list[R
                 break
     # A blocked directory inside another blocked one is covered by the outer tmpfs: the
     # skeleton built there is ours (0755), so its leaves are reached through it.
-    outer = _minimal(blocked_of)
+    outer = minimal(blocked_of)
     merged: dict[PurePosixPath, list[PurePosixPath]] = {b: [] for b in outer}
     for blocked, its_leaves in blocked_of.items():
         home = next(b for b in outer if b == blocked or b in blocked.parents)

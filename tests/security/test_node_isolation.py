@@ -1,0 +1,264 @@
+"""A workload cannot reach the platform's secrets or another workspace's work on its node.
+
+End to end: a real server and a confined agent (root, as on a real node), two workspaces,
+and jobs that try what a hostile tenant would: read every process's environment, the
+control plane's config and database, the agent's node token, another workspace's replica
+record (with its env secrets) and checkpoints, see or signal its processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from corral.client import Client
+from corral.spec.job import JobSpec
+from support.cluster import ADMIN_TOKEN, JOIN_TOKEN, Cluster, wait_for
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="confinement uses Linux namespaces")
+
+TEAM_B_SECRET = "b-secret-5f1e9c"
+# What the hostile job reports, as one JSON line: every probe's outcome.
+PROBE = r"""
+import glob, json, os, signal
+report = {"uid": os.getuid(), "pids": [], "env_tokens": [], "reads": {}, "writes": {}}
+for d in glob.glob("/proc/[0-9]*"):
+    report["pids"].append(int(d.rsplit("/", 1)[1]))
+    if int(d.rsplit("/", 1)[1]) == os.getpid():
+        continue  # this probe's own source and environment name the markers
+    try:
+        data = open(d + "/environ", "rb").read() + open(d + "/cmdline", "rb").read()
+    except OSError:
+        continue
+    for marker in (b"crl_", b"crj_", b"crn_", os.environ["SECRET"].encode()):
+        if marker in data:
+            report["env_tokens"].append(d)
+for name, path in json.loads(os.environ["TARGETS"]).items():
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+        report["reads"][name] = "read"
+    except OSError as e:
+        report["reads"][name] = type(e).__name__
+for name, path in json.loads(os.environ["WRITES"]).items():
+    try:
+        with open(path, "w") as f:
+            f.write("owned")
+        report["writes"][name] = "written"
+    except OSError as e:
+        report["writes"][name] = type(e).__name__
+try:
+    os.kill(int(os.environ["VICTIM_PID"]), signal.SIGKILL)
+    report["kill"] = "killed"
+except OSError as e:
+    report["kill"] = type(e).__name__
+print("REPORT " + json.dumps(report))
+"""
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    if os.geteuid() != 0:
+        pytest.fail("these tests need root: confinement is what a root agent does")
+    c = Cluster(tmp_path)
+    try:
+        c.start_server()
+        c.agent("node-1", "--fake-gpus", "H100:2", isolation="user")
+        c.wait_node_ready("node-1")
+        yield c
+    finally:
+        c.close()
+
+
+def team_client(cluster: Cluster, admin: Client, workspace: str) -> Client:
+    admin.create_workspace(workspace)
+    token = admin.create_token(role="member", workspace=workspace).token
+    assert token is not None
+    return Client(cluster.url, token, workspace)
+
+
+def log_of(client: Client, name: str) -> str:
+    wait_for(f"{name}'s whole log", lambda: client.job_logs(name).complete)
+    return client.job_logs(name).data
+
+
+def report_of(client: Client, name: str) -> dict[str, object]:
+    view = client.wait_job(name, timeout=60)
+    text = log_of(client, name)
+    assert view.state == "succeeded", text
+    line = next(x for x in text.splitlines() if x.startswith("REPORT "))
+    return json.loads(line.removeprefix("REPORT "))  # type: ignore[no-any-return]
+
+
+def test_a_workload_reads_no_platform_secret_and_nothing_of_another_workspace(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    with cluster.client() as admin:
+        a = team_client(cluster, admin, "team-a")
+        b = team_client(cluster, admin, "team-b")
+    with a, b:
+        # team-b: a long job holding a secret in its env, with a checkpoint.
+        b.submit_job(
+            JobSpec(
+                name="victim",
+                command="echo weights > $CORRAL_CHECKPOINT_DIR/w.pt; exec sleep 1234.5",
+                env={"SECRET": TEAM_B_SECRET},
+            )
+        )
+        wait_for(
+            "team-b's job to run",
+            lambda: (
+                b.get_job("victim").state == "running"
+                and b.get_job("victim").replicas[0].pid is not None
+            ),
+        )
+        victim = b.get_job("victim")
+        replica_dir = cluster.root / "agents" / "node-1" / "replicas" / victim.replicas[0].id
+        b_checkpoint = cluster.root / "home" / "checkpoints" / "team-b" / "victim"
+        wait_for("team-b's checkpoint", lambda: (b_checkpoint / "w.pt").exists())
+        home = cluster.root / "home"
+        targets = {
+            "config": str(home / "admin-token"),
+            "database": str(home / "corral.db"),
+            "node_token": str(cluster.root / "agents" / "node-1" / "node.json"),
+            "b_assignment": str(replica_dir / "assignment.json"),
+            "b_checkpoint": str(b_checkpoint / "w.pt"),
+            "b_output": str(replica_dir / "output.log"),
+        }
+        writes = {
+            "b_checkpoint": str(b_checkpoint / "w.pt"),
+            "b_work": str(replica_dir / "work" / "planted"),
+            "etc": "/etc/corral-owned",
+        }
+        a.submit_job(
+            JobSpec(
+                name="thief",
+                entrypoint=["python3", "-c", PROBE],
+                env={
+                    "SECRET": TEAM_B_SECRET,
+                    "TARGETS": json.dumps(targets),
+                    "WRITES": json.dumps(writes),
+                    "VICTIM_PID": str(victim.replicas[0].pid),
+                },
+            )
+        )
+        report = report_of(a, "thief")
+        assert report["env_tokens"] == [], "a process environment with a token was readable"
+        reads = report["reads"]
+        assert isinstance(reads, dict)
+        assert all(outcome != "read" for outcome in reads.values()), reads
+        writes_done = report["writes"]
+        assert isinstance(writes_done, dict)
+        assert all(outcome != "written" for outcome in writes_done.values()), writes_done
+        assert (b_checkpoint / "w.pt").read_text() == "weights\n"
+        assert not Path("/etc/corral-owned").exists()
+        # Its own PID namespace: none of the host's processes, team-b's victim included.
+        pids = report["pids"]
+        assert isinstance(pids, list) and len(pids) < 10 and victim.replicas[0].pid not in pids
+        assert report["kill"] != "killed"
+        assert b.get_job("victim").state == "running"
+        # Each workspace its own unprivileged user.
+        uid = report["uid"]
+        assert isinstance(uid, int) and uid >= 1_000_000
+        b.submit_job(JobSpec(name="whoami", entrypoint=["python3", "-c", PROBE_UID]))
+        b_uid = report_of(b, "whoami")["uid"]
+        assert isinstance(b_uid, int) and b_uid >= 1_000_000 and b_uid != uid
+        b.cancel_job("victim")
+
+
+PROBE_UID = 'import json, os; print("REPORT " + json.dumps({"uid": os.getuid()}))'
+
+
+def test_platform_state_is_private_to_its_user(cluster: Cluster) -> None:
+    home = cluster.root / "home"
+    wait_for("the database", lambda: (home / "corral.db").exists())
+    assert stat.S_IMODE((home / "corral.db").stat().st_mode) & 0o077 == 0
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    node = cluster.root / "agents" / "node-1"
+    assert stat.S_IMODE(node.stat().st_mode) == 0o700
+    assert stat.S_IMODE((node / "node.json").stat().st_mode) == 0o600
+
+
+def test_a_checkpoint_dir_outside_the_workspace_is_refused(cluster: Cluster) -> None:
+    with cluster.client() as admin:
+        a = team_client(cluster, admin, "team-a")
+        admin.create_workspace("team-b")
+    with a:
+        other = cluster.root / "home" / "checkpoints" / "team-b" / "victim"
+        for bad in (str(other), str(cluster.root / "home" / "checkpoints" / "team-a/../team-b")):
+            response = a._http.post(  # type: ignore[attr-defined]
+                "/v1/workspaces/team-a/jobs",
+                json={"command": "true", "checkpoint_dir": bad},
+            )
+            assert response.status_code == 422, response.text
+            error = response.json()["error"]
+            assert "checkpoint_dir" in error["message"]
+            assert [f["path"] for f in error["fields"]] == ["checkpoint_dir"]
+        own = cluster.root / "home" / "checkpoints" / "team-a" / "mine" / "run1"
+        a.submit_job(
+            JobSpec(name="own", command="touch $CORRAL_CHECKPOINT_DIR/x", checkpoint_dir=str(own))
+        )
+        assert a.wait_job("own", timeout=60).state == "succeeded", log_of(a, "own")
+        # Made for the workspace's user, inside its own 0700 directory.
+        workspace_dir = own.parent.parent
+        assert stat.S_IMODE(workspace_dir.stat().st_mode) == 0o700
+        assert workspace_dir.stat().st_uid == (own / "x").stat().st_uid >= 1_000_000
+
+
+def test_an_impostor_agent_cannot_take_over_a_node_by_name(cluster: Cluster) -> None:
+    inventory = {
+        "hostname": "evil",
+        "cpus": 1,
+        "memory_mb": 1024,
+        "disk_mb": 1024,
+        "gpus": [],
+        "gpu_backend": "none",
+        "labels": {},
+        "agent_version": "0",
+    }
+    response = httpx.post(
+        cluster.url + "/v1/agent/register",
+        json={"join_token": JOIN_TOKEN, "name": "node-1", "inventory": inventory},
+        timeout=10,
+    )
+    assert response.status_code == 409, response.text
+    assert "node-1" in response.json()["error"]["message"]
+    assert "node_token" not in response.text
+    # The real agent was not orphaned: its node still takes work.
+    with cluster.client() as admin:
+        [node] = [n for n in admin.list_nodes() if n.name == "node-1"]
+        assert node.connected and node.condition == "ready"
+        admin.submit_job(JobSpec(name="still-works", command="true"))
+        assert admin.wait_job("still-works", timeout=60).state == "succeeded"
+
+
+def test_an_oversized_spec_is_refused_and_names_the_field(cluster: Cluster) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    big = {f"f{i}.txt": "x" * 100_000 for i in range(3)}
+    response = httpx.post(
+        cluster.url + "/v1/workspaces/default/jobs",
+        json={"command": "true", "files": big},
+        headers=headers,
+        timeout=30,
+    )
+    assert response.status_code == 422, response.text
+    assert "files" in response.text and "KiB" in response.text
+    for field, value in (
+        ("env", {f"V{i}": "y" * 1000 for i in range(100)}),
+        ("command", "echo " + "z" * 70_000),
+    ):
+        response = httpx.post(
+            cluster.url + "/v1/workspaces/default/jobs",
+            json={"command": "true", field: value} if field != "command" else {field: value},
+            headers=headers,
+            timeout=30,
+        )
+        assert response.status_code == 422, (field, response.text)
+        assert field in response.text
