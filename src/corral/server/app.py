@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
-from corral.server.api import agent, endpoints, errors, identity, jobs, nodes, quotas
+from corral.server.api import agent, endpoints, errors, identity, jobs, nodes, quotas, secrets
 from corral.server.auth import AuthFailures, JoinTokenRejected
 from corral.server.clock import Clock, SystemClock
 from corral.server.config import ServerOptions
@@ -24,6 +24,7 @@ from corral.server.controllers import endpoints as endpoint_controller
 from corral.server.controllers import liveness, scheduler
 from corral.server.hub import AgentHub
 from corral.server.runtime import ControlPlane
+from corral.server.secretbox import SecretBox
 from corral.server.services.identity import bootstrap
 from corral.server.store.db import Store
 from corral.server.store.migrate import upgrade
@@ -192,8 +193,12 @@ def create_app(
     *,
     auth_failures: AuthFailures | None = None,
     max_body: int = MAX_BODY_BYTES,
+    secret_box: SecretBox | None = None,
 ) -> FastAPI:
     clock = clock or SystemClock()
+    # Before anything starts: an unusable key file (readable by others, named but missing)
+    # stops the server here with a SettingError that names the file.
+    box = secret_box or SecretBox.from_settings(options.home)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -211,12 +216,13 @@ def create_app(
             options,
             store,
             clock,
-            AgentHub(store, options.resolved_checkpoint_root()),
+            AgentHub(store, options.resolved_checkpoint_root(), secrets=box),
             started_at=clock.now(),
         )
         cp.loop = asyncio.get_running_loop()
         cp.hub.bind(cp.loop)
         app.state.cp = cp
+        app.state.secret_box = box
         tasks = [
             asyncio.create_task(scheduler.run(cp), name="scheduler"),
             asyncio.create_task(liveness.run(cp), name="liveness"),
@@ -242,7 +248,7 @@ def create_app(
     def healthz() -> dict[str, object]:
         return {"ok": True, "version": __version__}
 
-    for module in (jobs, endpoints, nodes, identity, quotas, agent):
+    for module in (jobs, endpoints, nodes, identity, quotas, secrets, agent):
         app.include_router(module.router)
     app.include_router(endpoints.gateway_router)
     return app

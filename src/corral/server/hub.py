@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
+from corral.server.secretbox import SecretBox
 from corral.server.services.assignments import build_assignments
 from corral.server.store.db import Store
 from corral.wire.agent import Desired, ReplicaAssignment
@@ -53,9 +54,16 @@ class _Connection:
 
 
 class AgentHub:
-    def __init__(self, store: Store, checkpoint_root: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        checkpoint_root: str | None = None,
+        secrets: SecretBox | None = None,
+    ) -> None:
         self._store = store
         self._checkpoint_root = checkpoint_root
+        # Opens workspace secrets for the replicas a desired set starts (assignments.py).
+        self._secrets = secrets
         self._conns: dict[str, _Connection] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._generation = 0
@@ -119,7 +127,11 @@ class AgentHub:
 
     def _desired(self, node_id: str) -> Desired:
         with self._store.read() as session:
-            return Desired(replicas=build_assignments(session, node_id, self._checkpoint_root))
+            return Desired(
+                replicas=build_assignments(
+                    session, node_id, self._checkpoint_root, secrets=self._secrets
+                )
+            )
 
     async def close(self) -> None:
         for conn in self._conns.values():

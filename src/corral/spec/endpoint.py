@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from corral.core.priorities import DEFAULT_PRIORITY_CLASSES
-from corral.spec.job import check_name, priority_value
+from corral.spec.job import check_env_and_secrets, check_name, check_secrets, priority_value
 from corral.spec.limits import check_argv, check_command, check_env, check_files
 from corral.spec.resources import Resources
 from corral.spec.units import parse_duration_s
@@ -72,6 +72,11 @@ class EndpointSpec(BaseModel):
         description="a corral.serve class, FILE.py:Class (run with `python -m corral.serve`)",
     )
     env: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="environment variable -> workspace secret name (`corral secret set`); "
+        "the value is given to replicas at start and never shown",
+    )
     working_dir: str | None = None
     files: dict[str, str] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
@@ -120,6 +125,13 @@ class EndpointSpec(BaseModel):
         if "PORT" in value:
             raise ValueError("PORT is set by corral: serve on $PORT")
         return check_env(value)
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        if "PORT" in value:
+            raise ValueError("PORT is set by corral: serve on $PORT")
+        return check_secrets(value)
 
     @field_validator("files")
     @classmethod
@@ -172,6 +184,7 @@ class EndpointSpec(BaseModel):
             raise ValueError("give exactly one of `command`, `entrypoint` or `app`")
         if self.command is not None and not self.command.strip():
             raise ValueError("`command` must not be empty")
+        check_env_and_secrets(self.env, self.secrets)
         if self.max_replicas is not None and self.max_replicas < self.min_replicas:
             raise ValueError(
                 f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})"

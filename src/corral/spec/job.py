@@ -26,6 +26,27 @@ def check_name(value: str, what: str = "name") -> str:
     return value
 
 
+MAX_SECRETS = 64
+
+
+def check_secrets(value: dict[str, str]) -> dict[str, str]:
+    """Environment variable -> the name of a workspace secret (`corral secret set`)."""
+    if len(value) > MAX_SECRETS:
+        raise ValueError(f"{len(value)} secrets; at most {MAX_SECRETS}")
+    check_env(dict.fromkeys(value, ""))
+    for key, name in value.items():
+        check_name(name, f"secret name (for {key})")
+    return value
+
+
+def check_env_and_secrets(env: dict[str, str], secrets: dict[str, str]) -> None:
+    both = sorted(set(env) & set(secrets))
+    if both:
+        raise ValueError(
+            f"{both[0]} is in both `env` and `secrets`: give it one value, in one of them"
+        )
+
+
 def priority_value(value: Any) -> Any:
     """A priority class name becomes its number; anything else is left to the int check."""
     if isinstance(value, str) and not value.lstrip("-").isdigit():
@@ -54,6 +75,11 @@ class JobSpec(BaseModel):
     entrypoint: list[str] | None = Field(default=None, description="argv, run without a shell")
     args: list[str] = Field(default_factory=list, description="appended to entrypoint")
     env: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="environment variable -> workspace secret name (`corral secret set`); "
+        "the value is given to replicas at start and never shown",
+    )
     working_dir: str | None = Field(
         default=None, description="absolute directory on the node; default: the replica's own"
     )
@@ -143,6 +169,11 @@ class JobSpec(BaseModel):
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
         return check_env(value)
 
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_secrets(value)
+
     @field_validator("working_dir")
     @classmethod
     def _working_dir(cls, value: str | None) -> str | None:
@@ -186,6 +217,7 @@ class JobSpec(BaseModel):
         if self.command is not None and self.args:
             raise ValueError("`args` goes with `entrypoint`, not with `command`")
         check_argv(self.argv(), "the command with its arguments")
+        check_env_and_secrets(self.env, self.secrets)
         if self.min_replicas is not None and self.min_replicas > self.replicas:
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) cannot exceed replicas ({self.replicas})"

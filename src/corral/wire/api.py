@@ -186,6 +186,40 @@ class TokenList(_View):
     tokens: list[TokenInfo]
 
 
+# One secret's value, at most: a token, a password, a key file; not a data set.
+MAX_SECRET_BYTES = 64 * 1024
+
+
+class SecretSet(BaseModel):
+    """The value of a workspace secret; it is stored encrypted and never returned."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: str = Field(description=f"at most {MAX_SECRET_BYTES // 1024} KiB (UTF-8)")
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: str) -> str:
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > MAX_SECRET_BYTES:
+            raise ValueError(f"{size} bytes; a secret is at most {MAX_SECRET_BYTES // 1024} KiB")
+        if "\0" in value:
+            raise ValueError("a secret is given as an environment variable: no NUL character")
+        return value
+
+
+class SecretInfo(_View):
+    """A secret as listed: its name and times, never its value."""
+
+    name: str
+    created_at: float
+    updated_at: float
+
+
+class SecretList(_View):
+    secrets: list[SecretInfo]
+
+
 JoinTokenState = Literal["active", "expired", "used_up", "revoked"]
 # A join token made without a ttl lives a day, as kubeadm's bootstrap tokens: long enough
 # to bring up a fleet, short enough that one left in a script or a log dies on its own.

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from corral.server.secretbox import SecretBox
 from corral.server.services.endpoints import probe_for
 from corral.server.services.jobs import workspace_checkpoints
+from corral.server.services.secrets import secret_values
 from corral.server.services.specs import specs_by_id
 from corral.server.store.tables import Endpoint, Job, Node, Replica, Workspace
 from corral.spec.endpoint import EndpointSpec
 from corral.wire.agent import ReplicaAssignment
+
+log = logging.getLogger("corral.server.assignments")
 
 
 def torchrun_env(
@@ -51,6 +57,7 @@ _ON_NODE = (
         Job.master_port,
         Job.checkpoint_dir,
         Job.endpoint_id,
+        Job.workspace_id,
         Workspace.name.label("workspace"),
         Workspace.uid_index,
     )
@@ -67,14 +74,34 @@ _MASTERS = (
 
 
 def build_assignments(
-    session: Session, node_id: str, checkpoint_root: str | None = None
+    session: Session,
+    node_id: str,
+    checkpoint_root: str | None = None,
+    secrets: SecretBox | None = None,
 ) -> list[ReplicaAssignment]:
+    """`secrets` opens the values of the workspace secrets that specs name; they go into
+    the environment of replicas not yet started, the only place a value ever leaves the
+    server. Without it (or with a secret deleted meanwhile) the variable is left out."""
     active = session.execute(_ON_NODE, {"node": node_id}).all()
     rows = [row for row in active if row.desired == "run"]
     # GPUs still held by replicas told to stop (a preemption victim on its way out).
     releasing = {gpu for row in active if row.desired != "run" for gpu in row.gpus}
     masters = _master_addresses(session, [(row.job_id, row.attempt) for row in rows])
     specs = specs_by_id(session, sorted({row.job_id for row in rows}))
+    values = (
+        secret_values(
+            session,
+            secrets,
+            (
+                (row.workspace_id, name)
+                for row in rows
+                if row.state != "running"
+                for name in specs[row.job_id].secrets.values()
+            ),
+        )
+        if secrets is not None
+        else {}
+    )
     result: list[ReplicaAssignment] = []
     for replica in rows:
         if releasing.intersection(replica.gpus):
@@ -82,7 +109,20 @@ def build_assignments(
         job = replica  # the job's columns are on the same row
         workspace = replica.workspace
         spec = specs[job.job_id]
+        started = replica.state == "running"
         env = dict(spec.env)
+        for variable, name in () if started else spec.secrets.items():
+            value = values.get((replica.workspace_id, name))
+            if value is None:
+                log.warning(
+                    "replica %s of job %s: secret '%s' (for %s) is missing; started without it",
+                    replica.id,
+                    job.job,
+                    name,
+                    variable,
+                )
+            else:
+                env[variable] = value
         env.update(
             torchrun_env(
                 rank=replica.rank,
@@ -112,7 +152,6 @@ def build_assignments(
             endpoint = session.get(Endpoint, job.endpoint_id)
             if endpoint is not None:
                 probe = probe_for(EndpointSpec.model_validate(endpoint.spec), job.master_port)
-        started = replica.state == "running"
         result.append(
             ReplicaAssignment(
                 replica_id=replica.id,

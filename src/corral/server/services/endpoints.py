@@ -17,6 +17,7 @@ from corral.core.lifecycle import LIVE_JOB_STATES
 from corral.server.api.errors import ApiError, not_found
 from corral.server.auth import Principal
 from corral.server.services.names import generate_job_name
+from corral.server.services.secrets import check_references as check_secret_references
 from corral.server.store.tables import Endpoint, Job, Node, Replica, Token, Workspace
 from corral.spec.endpoint import EndpointSpec
 from corral.spec.job import JobSpec
@@ -39,6 +40,7 @@ def deploy(session: Session, workspace: Workspace, spec: EndpointSpec, now: floa
         raise ApiError(
             409, "conflict", f"endpoint name '{name}' is taken by another workspace; choose another"
         )
+    check_secret_references(session, workspace, spec.secrets)
     stored = spec.model_copy(update={"name": name, "workspace": workspace.name})
     endpoint = Endpoint(
         id=secrets.token_hex(16),
@@ -72,6 +74,9 @@ def update(session: Session, endpoint: Endpoint, spec: EndpointSpec, now: float)
     )
     if stored.model_dump(mode="json") == endpoint.spec:
         return endpoint  # nothing changed: no new revision
+    workspace = session.get(Workspace, endpoint.workspace_id)
+    assert workspace is not None
+    check_secret_references(session, workspace, spec.secrets)
     endpoint.spec = stored.model_dump(mode="json")
     endpoint.revision += 1
     endpoint.updated_at = now
@@ -112,6 +117,7 @@ def replica_job_spec(endpoint: Endpoint, spec: EndpointSpec) -> JobSpec:
         workspace=spec.workspace,
         entrypoint=spec.argv(),
         env=dict(spec.env),
+        secrets=dict(spec.secrets),
         working_dir=spec.working_dir,
         files=dict(spec.files),
         resources=spec.resources,

@@ -14,6 +14,7 @@ from corral.server.services import recovery
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
 from corral.server.services.names import generate_job_name
+from corral.server.services.secrets import check_references as check_secret_references
 from corral.server.services.specs import job_spec
 from corral.server.store.tables import Endpoint, Job, LogChunk, Node, Replica, Workspace
 from corral.spec.job import JobSpec
@@ -83,6 +84,7 @@ def submit_job(
             )
     assert name is not None
     check_checkpoint_dir(spec.checkpoint_dir, checkpoint_root, workspace.name)
+    check_secret_references(session, workspace, spec.secrets)
     stored = spec.model_copy(update={"name": name, "workspace": workspace.name})
     job = Job(
         id=new_id(),

@@ -272,3 +272,20 @@ class LogChunk(Base):
     offset: Mapped[int] = mapped_column(Integer)
     nbytes: Mapped[int] = mapped_column(Integer)
     data: Mapped[str] = mapped_column(Text)
+
+
+class Secret(Base):
+    """A workspace secret: its value encrypted (server/secretbox.py), never in clear.
+
+    The key is not in the database: a copy of the database alone reveals no value.
+    """
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("workspace_id", "name", name="uq_secrets_workspace_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
