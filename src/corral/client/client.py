@@ -43,6 +43,9 @@ from corral.wire.api import (
     QuotaSet,
     QuotaView,
     Role,
+    SecretInfo,
+    SecretList,
+    SecretSet,
     TokenCreate,
     TokenInfo,
     TokenList,
@@ -201,6 +204,25 @@ class Client:
         body = QuotaSet(gpus=gpus).model_dump(mode="json")
         return self._send(QuotaView, "PUT", f"{self._ws(workspace)}/quota", body)
 
+    # -- secrets -------------------------------------------------------------------------
+
+    def set_secret(
+        self, name: str, value: str, workspace: str | None = None
+    ) -> tuple[SecretInfo, bool]:
+        """Create or replace a workspace secret; True when it was created. The value is
+        stored encrypted and no API returns it: replicas get it as their spec's
+        `secrets:` say."""
+        body = SecretSet(value=value).model_dump(mode="json")
+        response = self._request("PUT", self._secret(name, workspace), json=body)
+        return self._parse(SecretInfo, response), response.status_code == 201
+
+    def list_secrets(self, workspace: str | None = None) -> list[SecretInfo]:
+        """Names and times; never values."""
+        return self._get(SecretList, f"{self._ws(workspace)}/secrets").secrets
+
+    def delete_secret(self, name: str, workspace: str | None = None) -> None:
+        self._request("DELETE", self._secret(name, workspace))
+
     # -- jobs ----------------------------------------------------------------------------
 
     def submit_job(self, spec: JobSpec) -> JobView:
@@ -348,6 +370,9 @@ class Client:
 
     def _job(self, name: str) -> str:
         return f"{self._ws()}/jobs/{quote(name, safe='')}"
+
+    def _secret(self, name: str, workspace: str | None = None) -> str:
+        return f"{self._ws(workspace)}/secrets/{quote(name, safe='')}"
 
     def _endpoint(self, name: str, workspace: str | None = None) -> str:
         return f"{self._ws(workspace)}/endpoints/{quote(name, safe='')}"
