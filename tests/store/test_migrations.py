@@ -146,3 +146,40 @@ def test_0006_numbers_workspaces_and_makes_token_names_unique_and_secret_free(
             )
     finally:
         store.close()
+
+
+def test_0007_adds_secrets_unique_per_workspace_and_gone_with_it(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        config = alembic_config(store.url)
+        assert isinstance(config, Config)
+        with store.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0006")
+        with store.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO workspaces (id, name, created_at, uid_index) "
+                    "VALUES ('w', 'default', 1, 1)"
+                )
+            )
+        upgrade(store.engine)
+        assert current_revision(store.engine) == HEAD_REVISION
+        insert = text(
+            "INSERT INTO secrets (id, workspace_id, name, ciphertext, created_at, updated_at) "
+            "VALUES (:id, 'w', 'hf', 'gAAAA', 1, 1)"
+        )
+        with store.engine.begin() as conn:
+            conn.execute(insert, {"id": "s1"})
+        with pytest.raises(IntegrityError), store.engine.begin() as conn:
+            conn.execute(insert, {"id": "s2"})
+        with store.engine.begin() as conn:
+            conn.execute(text("DELETE FROM workspaces WHERE id = 'w'"))
+            left = conn.execute(text("SELECT count(*) FROM secrets")).scalar()
+        assert left == 0
+        with store.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0006")
+        assert current_revision(store.engine) == "0006"
+    finally:
+        store.close()
