@@ -226,6 +226,10 @@ def test_the_desired_set_carries_the_value_only_to_a_replica_that_starts(api: Te
         # Without the key nothing is opened (and nothing else holds the value).
         [keyless] = build_assignments(session, node)
         assert "HF_TOKEN" not in keyless.env
+        # Another key (a server not sharing the key file) opens nothing, and the node's
+        # desired set is still built.
+        [foreign] = build_assignments(session, node, secrets=SecretBox.generate())
+        assert "HF_TOKEN" not in foreign.env and foreign.env["PLAIN"] == "p"
     with cp.store.transaction() as session:
         replica = session.scalars(select(Replica)).one()
         replica.state = "running"

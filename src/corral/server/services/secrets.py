@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import LIVE_JOB_STATES
 from corral.server.api.errors import ApiError, not_found
-from corral.server.secretbox import SecretBox
+from corral.server.secretbox import SecretBox, SecretDecryptError
 from corral.server.services.identity import new_id
 from corral.server.store.tables import Endpoint, Job, Secret, Workspace
 from corral.wire.api import SecretInfo
@@ -143,7 +143,15 @@ def secret_values(
             tuple_(Secret.workspace_id, Secret.name).in_(pairs)
         )
     )
-    return {(ws, name): box.decrypt(ciphertext) for ws, name, ciphertext in rows}
+    values: dict[tuple[str, str], str] = {}
+    for ws, name, ciphertext in rows:
+        try:
+            values[(ws, name)] = box.decrypt(ciphertext)
+        except SecretDecryptError as exc:
+            # One unreadable value must not stop a node's whole desired set: it is left
+            # out, as a deleted one is, and the operator is told why.
+            log.error("secret '%s' of workspace %s: %s", name, ws, exc)
+    return values
 
 
 def _find(session: Session, workspace_id: str, name: str) -> Secret | None:
