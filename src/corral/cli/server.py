@@ -37,7 +37,6 @@ def server(
     home = (home or state(ctx).home()).expanduser().resolve()
     # from_env: the bootstrap tokens and tuning variables come from the environment.
     try:
-        options = ServerOptions.from_env(host=host, port=port, home=home)
-    except SettingError as exc:
+        serve(ServerOptions.from_env(host=host, port=port, home=home))
+    except SettingError as exc:  # a token or key file that cannot be used, named
         raise CliError(str(exc), code=2) from None
-    serve(options)
