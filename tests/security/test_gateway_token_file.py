@@ -21,6 +21,7 @@ from gateway.harness import (
     process_env,
     token_file,
 )
+from support.cluster import wait_for
 
 
 def proc_field(pid: int, name: str) -> str:
@@ -31,7 +32,11 @@ def proc_field(pid: int, name: str) -> str:
 
 
 def check_running_gateway(gateway: GatewayProc, plane: FakeControlPlane) -> None:
-    assert f"Bearer {GATEWAY_TOKEN}" in plane.authorizations  # it follows routes as admin
+    # It follows routes as admin: its first poll may land a moment after it answers healthz.
+    wait_for(
+        "the gateway's first route poll",
+        lambda: f"Bearer {GATEWAY_TOKEN}" in plane.authorizations,
+    )
     assert gateway.get("/_corral/load", headers=ADMIN_HEADERS).status_code == 200
     assert GATEWAY_TOKEN.encode() not in Path(f"/proc/{gateway.proc.pid}/environ").read_bytes()
     assert proc_field(gateway.proc.pid, "Umask") == "0077"

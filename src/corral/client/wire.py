@@ -7,13 +7,15 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from corral.client.errors import ProtocolError
+from corral.spec.limits import STORED
 
 V = TypeVar("V", bound=BaseModel)
 
 
 def parse_view(kind: type[V], data: Any) -> V:
     try:
-        return kind.model_validate(data)
+        # What the server sends back was bounded when submitted: not checked again here.
+        return kind.model_validate(data, context=STORED)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])

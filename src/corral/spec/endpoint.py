@@ -6,11 +6,18 @@ import re
 import shlex
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from corral.core.priorities import DEFAULT_PRIORITY_CLASSES
 from corral.spec.job import check_env_and_secrets, check_name, check_secrets, priority_value
-from corral.spec.limits import check_argv, check_command, check_env, check_files
+from corral.spec.limits import bounded, check_argv, check_command, check_env, check_files
 from corral.spec.resources import Resources
 from corral.spec.units import parse_duration_s
 
@@ -121,10 +128,10 @@ class EndpointSpec(BaseModel):
 
     @field_validator("env")
     @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+    def _env(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         if "PORT" in value:
             raise ValueError("PORT is set by corral: serve on $PORT")
-        return check_env(value)
+        return check_env(value, bounded(info))
 
     @field_validator("secrets")
     @classmethod
@@ -135,8 +142,8 @@ class EndpointSpec(BaseModel):
 
     @field_validator("files")
     @classmethod
-    def _files(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_files(value)
+    def _files(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        return check_files(value, bounded(info))
 
     @field_validator("working_dir")
     @classmethod
@@ -147,18 +154,18 @@ class EndpointSpec(BaseModel):
 
     @field_validator("command")
     @classmethod
-    def _command(cls, value: str | None) -> str | None:
-        return check_command(value)
+    def _command(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_command(value, bounded(info))
 
     @field_validator("entrypoint")
     @classmethod
-    def _entrypoint(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else check_argv(value, "entrypoint")
+    def _entrypoint(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        return None if value is None else check_argv(value, "entrypoint", bounded(info))
 
     @field_validator("args")
     @classmethod
-    def _args(cls, value: list[str]) -> list[str]:
-        return check_argv(value, "args")
+    def _args(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return check_argv(value, "args", bounded(info))
 
     @field_validator("app")
     @classmethod

@@ -6,10 +6,24 @@ import re
 import shlex
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from corral.core.priorities import DEFAULT_PRIORITY_CLASSES
-from corral.spec.limits import check_argv, check_command, check_env, check_files, check_selector
+from corral.spec.limits import (
+    bounded,
+    check_argv,
+    check_command,
+    check_env,
+    check_files,
+    check_selector,
+)
 from corral.spec.resources import Resources
 from corral.spec.units import parse_duration_s
 
@@ -166,8 +180,8 @@ class JobSpec(BaseModel):
 
     @field_validator("env")
     @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_env(value)
+    def _env(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        return check_env(value, bounded(info))
 
     @field_validator("secrets")
     @classmethod
@@ -183,31 +197,31 @@ class JobSpec(BaseModel):
 
     @field_validator("files")
     @classmethod
-    def _files(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_files(value)
+    def _files(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        return check_files(value, bounded(info))
 
     @field_validator("command")
     @classmethod
-    def _command(cls, value: str | None) -> str | None:
-        return check_command(value)
+    def _command(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_command(value, bounded(info))
 
     @field_validator("entrypoint")
     @classmethod
-    def _entrypoint(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else check_argv(value, "entrypoint")
+    def _entrypoint(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        return None if value is None else check_argv(value, "entrypoint", bounded(info))
 
     @field_validator("args")
     @classmethod
-    def _args(cls, value: list[str]) -> list[str]:
-        return check_argv(value, "args")
+    def _args(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return check_argv(value, "args", bounded(info))
 
     @field_validator("node_selector")
     @classmethod
-    def _selector(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_selector(value)
+    def _selector(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        return check_selector(value, bounded(info))
 
     @model_validator(mode="after")
-    def _one_command(self) -> JobSpec:
+    def _one_command(self, info: ValidationInfo) -> JobSpec:
         if (self.command is None) == (self.entrypoint is None):
             raise ValueError("give exactly one of `command` (a shell line) or `entrypoint` (argv)")
         if self.command is not None and not self.command.strip():
@@ -216,7 +230,7 @@ class JobSpec(BaseModel):
             raise ValueError("`entrypoint` must not be empty")
         if self.command is not None and self.args:
             raise ValueError("`args` goes with `entrypoint`, not with `command`")
-        check_argv(self.argv(), "the command with its arguments")
+        check_argv(self.argv(), "the command with its arguments", bounded(info))
         check_env_and_secrets(self.env, self.secrets)
         if self.min_replicas is not None and self.min_replicas > self.replicas:
             raise ValueError(

@@ -8,6 +8,15 @@ synced working directory, volumes); `files:` is for a few small files.
 from __future__ import annotations
 
 import re
+from typing import Any
+
+from pydantic import ValidationInfo
+
+# Parse a spec the server stored, or sent back in a view, with this context: it passed the
+# bounds in force when it was submitted, and tightening them later must not make it
+# unreadable (a job nobody can list or cancel, a controller failing on it every round).
+# Safety checks (paths, names) still apply.
+STORED: dict[str, Any] = {"stored": True}
 
 MAX_FILES = 64
 MAX_FILE_PATH = 255
@@ -30,8 +39,13 @@ def _kib(n: int) -> str:
     return f"{n // 1024} KiB"
 
 
-def check_env(value: dict[str, str]) -> dict[str, str]:
-    if len(value) > MAX_ENV_VARS:
+def bounded(info: ValidationInfo) -> bool:
+    """Whether size bounds apply: to new input, not to a spec read back from the store."""
+    return not (isinstance(info.context, dict) and info.context.get("stored"))
+
+
+def check_env(value: dict[str, str], bounded: bool = True) -> dict[str, str]:
+    if bounded and len(value) > MAX_ENV_VARS:
         raise ValueError(f"{len(value)} variables; at most {MAX_ENV_VARS}")
     total = 0
     for key, item in value.items():
@@ -40,7 +54,7 @@ def check_env(value: dict[str, str]) -> dict[str, str]:
         if "\0" in item:
             raise ValueError(f"{key}: a value cannot contain a NUL character")
         total += _size(key) + _size(item)
-    if total > MAX_ENV_BYTES:
+    if bounded and total > MAX_ENV_BYTES:
         raise ValueError(
             f"{_kib(total)} of names and values; at most {_kib(MAX_ENV_BYTES)} "
             "(put large settings in a file)"
@@ -48,9 +62,9 @@ def check_env(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
-def check_files(value: dict[str, str]) -> dict[str, str]:
+def check_files(value: dict[str, str], bounded: bool = True) -> dict[str, str]:
     """Relative paths inside the working directory, few and small."""
-    if len(value) > MAX_FILES:
+    if bounded and len(value) > MAX_FILES:
         raise ValueError(
             f"{len(value)} files; at most {MAX_FILES} (files: is for a few small files)"
         )
@@ -59,10 +73,10 @@ def check_files(value: dict[str, str]) -> dict[str, str]:
         parts = path.split("/")
         if not path or path.startswith("/") or ".." in parts or "\0" in path:
             raise ValueError(f"{path!r} must be a relative path inside the working directory")
-        if len(path) > MAX_FILE_PATH:
+        if bounded and len(path) > MAX_FILE_PATH:
             raise ValueError(f"{path[:40]!r}…: a path of at most {MAX_FILE_PATH} characters")
         total += _size(content)
-    if total > MAX_FILES_BYTES:
+    if bounded and total > MAX_FILES_BYTES:
         raise ValueError(
             f"{_kib(total)} in files; at most {_kib(MAX_FILES_BYTES)} in all "
             "(files: is for small files, such as a script or a config)"
@@ -70,23 +84,25 @@ def check_files(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
-def check_argv(words: list[str], what: str) -> list[str]:
-    if len(words) > MAX_ARGS:
+def check_argv(words: list[str], what: str, bounded: bool = True) -> list[str]:
+    if bounded and len(words) > MAX_ARGS:
         raise ValueError(f"{what}: {len(words)} words; at most {MAX_ARGS}")
-    if sum(_size(w) for w in words) > MAX_COMMAND_BYTES:
+    if bounded and sum(_size(w) for w in words) > MAX_COMMAND_BYTES:
         raise ValueError(f"{what}: longer than {_kib(MAX_COMMAND_BYTES)}")
     if any("\0" in w for w in words):
         raise ValueError(f"{what}: a NUL character cannot be passed to a program")
     return words
 
 
-def check_command(value: str | None) -> str | None:
+def check_command(value: str | None, bounded: bool = True) -> str | None:
     if value is not None:
-        check_argv([value], "command")
+        check_argv([value], "command", bounded)
     return value
 
 
-def check_selector(value: dict[str, str]) -> dict[str, str]:
+def check_selector(value: dict[str, str], bounded: bool = True) -> dict[str, str]:
+    if not bounded:
+        return value
     if len(value) > MAX_SELECTOR_LABELS:
         raise ValueError(f"{len(value)} labels; at most {MAX_SELECTOR_LABELS}")
     for key, item in value.items():

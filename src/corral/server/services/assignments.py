@@ -14,6 +14,7 @@ from corral.server.services.secrets import secret_values
 from corral.server.services.specs import specs_by_id
 from corral.server.store.tables import Endpoint, Job, Node, Replica, Workspace
 from corral.spec.endpoint import EndpointSpec
+from corral.spec.limits import STORED
 from corral.wire.agent import ReplicaAssignment
 
 log = logging.getLogger("corral.server.assignments")
@@ -151,7 +152,9 @@ def build_assignments(
             env["PORT"] = str(job.master_port)
             endpoint = session.get(Endpoint, job.endpoint_id)
             if endpoint is not None:
-                probe = probe_for(EndpointSpec.model_validate(endpoint.spec), job.master_port)
+                probe = probe_for(
+                    EndpointSpec.model_validate(endpoint.spec, context=STORED), job.master_port
+                )
         result.append(
             ReplicaAssignment(
                 replica_id=replica.id,

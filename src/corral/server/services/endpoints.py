@@ -21,6 +21,7 @@ from corral.server.services.secrets import check_references as check_secret_refe
 from corral.server.store.tables import Endpoint, Job, Node, Replica, Token, Workspace
 from corral.spec.endpoint import EndpointSpec
 from corral.spec.job import JobSpec
+from corral.spec.limits import STORED
 from corral.wire.agent import Probe
 from corral.wire.api import EndpointReplicaView, EndpointView
 from corral.wire.gateway import EndpointRoute, ReplicaRoute, RouteTable
@@ -105,7 +106,7 @@ def get(session: Session, workspace: Workspace, name: str) -> Endpoint:
 
 
 def endpoint_spec(endpoint: Endpoint) -> EndpointSpec:
-    return EndpointSpec.model_validate(endpoint.spec)
+    return EndpointSpec.model_validate(endpoint.spec, context=STORED)
 
 
 def replica_job_spec(endpoint: Endpoint, spec: EndpointSpec) -> JobSpec:

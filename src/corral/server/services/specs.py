@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from corral.server.store.db import in_chunks
 from corral.server.store.tables import Job
 from corral.spec.job import JobSpec
+from corral.spec.limits import STORED
 
 _SPECS_MAX = 200_000
 _SPECS: dict[str, JobSpec] = {}  # shared by every reader in the process
@@ -25,7 +26,7 @@ def job_spec(job: Job) -> JobSpec:
 
 
 def _remember_spec(job_id: str, raw: Mapping[str, Any]) -> JobSpec:
-    spec = JobSpec.model_validate(raw)
+    spec = JobSpec.model_validate(raw, context=STORED)
     if len(_SPECS) >= _SPECS_MAX:
         # Insertion order is age: drop the oldest half (from a copy of the keys: other
         # threads read and add meanwhile, and a dropped spec is only parsed again).
