@@ -133,7 +133,7 @@ def test_a_token_file_wins_over_corral_token_and_is_read_whole(
     with pytest.raises(TokenFileError, match="not both"):
         resolve_token("flag", token_file(tmp_path))
     empty = token_file(tmp_path, "", name="empty")
-    with pytest.raises(TokenFileError, match="one token"):
+    with pytest.raises(TokenFileError, match="on one line"):
         read_token_file(empty)
     with pytest.raises(TokenFileError, match="cannot read"):
         read_token_file(tmp_path / "missing")

@@ -9,37 +9,17 @@ CORRAL_TOKEN and `--token` still work; CORRAL_TOKEN is removed from os.environ o
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
+
+from corral.secretfile import SecretFileError, read_secret_file
 
 TOKEN_ENV = "CORRAL_TOKEN"
 TOKEN_FILE_ENV = "CORRAL_TOKEN_FILE"
 
 
-class TokenFileError(ValueError):
-    """A token file that cannot be used; the message is one line for a person."""
-
-
-def read_token_file(path: Path) -> str:
-    """The token in `path`, which must be a regular file of mode 0600 or stricter."""
-    try:
-        with path.open("rb") as file:
-            # The mode of the file actually opened, not of whatever the path names later.
-            mode = os.fstat(file.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise TokenFileError(f"token file {path} is not a regular file")
-            if mode & 0o077:
-                raise TokenFileError(
-                    f"token file {path} is open to group or others (mode "
-                    f"{stat.S_IMODE(mode):04o}); run `chmod 600 {path}`"
-                )
-            data = file.read(64 * 1024)
-    except OSError as exc:
-        raise TokenFileError(f"cannot read token file {path}: {exc.strerror}") from None
-    token = data.decode("utf-8", "replace").strip()
-    if not token or "\n" in token:
-        raise TokenFileError(f"token file {path} must hold one token on one line")
-    return token
+# One reader of private secret files for every corral process; the gateway's names kept.
+TokenFileError = SecretFileError
+read_token_file = read_secret_file
 
 
 def take_env_token() -> str | None:

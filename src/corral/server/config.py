@@ -7,6 +7,8 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from corral.secretfile import SecretFileError, read_secret_file
+
 DEFAULT_PORT = 7390
 
 
@@ -26,11 +28,9 @@ def _secret(env: MutableMapping[str, str], name: str) -> str | None:
     path = env.get(f"{name}_FILE")
     if path:
         try:
-            if os.stat(path).st_mode & 0o077:
-                raise SettingError(f"{name}_FILE {path}: readable by others; chmod 600 it")
-            value = Path(path).read_text(encoding="utf-8").strip() or None
-        except OSError as exc:
-            raise SettingError(f"{name}_FILE {path}: {exc.strerror or exc}") from None
+            value = read_secret_file(Path(path), f"{name}_FILE")
+        except SecretFileError as exc:
+            raise SettingError(str(exc)) from None
     return value
 
 

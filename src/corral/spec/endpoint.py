@@ -10,15 +10,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from corral.core.priorities import DEFAULT_PRIORITY_CLASSES
-from corral.spec.job import check_env_and_secrets, check_name, check_secrets, priority_value
-from corral.spec.limits import bounded, check_argv, check_command, check_env, check_files
+from corral.spec.job import priority_value
+from corral.spec.names import check_name
 from corral.spec.resources import Resources
+from corral.spec.runnable import Runnable, check_env_and_secrets
 from corral.spec.units import parse_duration_s
 
 _APP = re.compile(r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_.]*$")
@@ -59,7 +59,7 @@ class Readiness(BaseModel):
         return parse_duration_s(value)
 
 
-class EndpointSpec(BaseModel):
+class EndpointSpec(Runnable):
     """Replicas of one HTTP server, each listening on $PORT, reached at /ep/NAME/ ."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -126,46 +126,12 @@ class EndpointSpec(BaseModel):
     def _workspace(cls, value: str | None) -> str | None:
         return None if value is None else check_name(value, "workspace name")
 
-    @field_validator("env")
+    @field_validator("env", "secrets")
     @classmethod
-    def _env(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+    def _no_port(cls, value: dict[str, str]) -> dict[str, str]:
         if "PORT" in value:
             raise ValueError("PORT is set by corral: serve on $PORT")
-        return check_env(value, bounded(info))
-
-    @field_validator("secrets")
-    @classmethod
-    def _secrets(cls, value: dict[str, str]) -> dict[str, str]:
-        if "PORT" in value:
-            raise ValueError("PORT is set by corral: serve on $PORT")
-        return check_secrets(value)
-
-    @field_validator("files")
-    @classmethod
-    def _files(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        return check_files(value, bounded(info))
-
-    @field_validator("working_dir")
-    @classmethod
-    def _working_dir(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("/"):
-            raise ValueError("working_dir must be an absolute path on the node")
         return value
-
-    @field_validator("command")
-    @classmethod
-    def _command(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return check_command(value, bounded(info))
-
-    @field_validator("entrypoint")
-    @classmethod
-    def _entrypoint(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
-        return None if value is None else check_argv(value, "entrypoint", bounded(info))
-
-    @field_validator("args")
-    @classmethod
-    def _args(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        return check_argv(value, "args", bounded(info))
 
     @field_validator("app")
     @classmethod

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -16,49 +14,11 @@ from pydantic import (
 )
 
 from corral.core.priorities import DEFAULT_PRIORITY_CLASSES
-from corral.spec.limits import (
-    bounded,
-    check_argv,
-    check_command,
-    check_env,
-    check_files,
-    check_selector,
-)
+from corral.spec.limits import bounded, check_argv, check_selector
+from corral.spec.names import check_name
 from corral.spec.resources import Resources
+from corral.spec.runnable import Runnable, check_env_and_secrets
 from corral.spec.units import parse_duration_s
-
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-_NAME = re.compile(NAME_PATTERN)
-
-
-def check_name(value: str, what: str = "name") -> str:
-    if not _NAME.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid {what}: use 1-63 lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit"
-        )
-    return value
-
-
-MAX_SECRETS = 64
-
-
-def check_secrets(value: dict[str, str]) -> dict[str, str]:
-    """Environment variable -> the name of a workspace secret (`corral secret set`)."""
-    if len(value) > MAX_SECRETS:
-        raise ValueError(f"{len(value)} secrets; at most {MAX_SECRETS}")
-    check_env(dict.fromkeys(value, ""))
-    for key, name in value.items():
-        check_name(name, f"secret name (for {key})")
-    return value
-
-
-def check_env_and_secrets(env: dict[str, str], secrets: dict[str, str]) -> None:
-    both = sorted(set(env) & set(secrets))
-    if both:
-        raise ValueError(
-            f"{both[0]} is in both `env` and `secrets`: give it one value, in one of them"
-        )
 
 
 def priority_value(value: Any) -> Any:
@@ -74,7 +34,7 @@ def priority_value(value: Any) -> Any:
     return value
 
 
-class JobSpec(BaseModel):
+class JobSpec(Runnable):
     """A batch job: `replicas` copies of one command, placed together as a gang."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -177,43 +137,6 @@ class JobSpec(BaseModel):
     @classmethod
     def _workspace(cls, value: str | None) -> str | None:
         return None if value is None else check_name(value, "workspace name")
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        return check_env(value, bounded(info))
-
-    @field_validator("secrets")
-    @classmethod
-    def _secrets(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_secrets(value)
-
-    @field_validator("working_dir")
-    @classmethod
-    def _working_dir(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("/"):
-            raise ValueError("working_dir must be an absolute path on the node")
-        return value
-
-    @field_validator("files")
-    @classmethod
-    def _files(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        return check_files(value, bounded(info))
-
-    @field_validator("command")
-    @classmethod
-    def _command(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return check_command(value, bounded(info))
-
-    @field_validator("entrypoint")
-    @classmethod
-    def _entrypoint(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
-        return None if value is None else check_argv(value, "entrypoint", bounded(info))
-
-    @field_validator("args")
-    @classmethod
-    def _args(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        return check_argv(value, "args", bounded(info))
 
     @field_validator("node_selector")
     @classmethod

@@ -12,7 +12,7 @@ from corral.server.api.deps import CP, ReadableWorkspace, WritableWorkspace
 from corral.server.api.errors import ApiError
 from corral.server.secretbox import SecretBox
 from corral.server.services import secrets as service
-from corral.spec.job import check_name
+from corral.spec.names import check_name
 from corral.wire.api import SecretInfo, SecretList, SecretSet
 
 router = APIRouter(prefix="/v1/workspaces/{workspace}/secrets", tags=["secrets"])

@@ -26,7 +26,7 @@ from corral.server.auth import (
 )
 from corral.server.store.db import Store
 from corral.server.store.tables import JoinToken, Token, Workspace
-from corral.spec.job import check_name
+from corral.spec.names import check_name
 from corral.wire.api import DEFAULT_JOIN_TTL_S
 
 log = logging.getLogger("corral.server")
