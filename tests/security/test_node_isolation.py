@@ -262,3 +262,32 @@ def test_an_oversized_spec_is_refused_and_names_the_field(cluster: Cluster) -> N
         )
         assert response.status_code == 422, (field, response.text)
         assert field in response.text
+
+
+def test_a_stopped_replica_gets_its_term_and_leaves_no_process_behind(cluster: Cluster) -> None:
+    import psutil
+
+    script = (
+        "trap 'echo got-term; exit 3' TERM; "
+        # A daemon in a session of its own: outside the process group the agent signals.
+        "setsid sleep 4242.5 >/dev/null 2>&1 < /dev/null & "
+        "echo started; sleep 1000 & wait"
+    )
+    with cluster.client() as admin:
+        admin.submit_job(JobSpec(name="stopme", command=script))
+        wait_for("the job to start", lambda: "started" in admin.job_logs("stopme").data)
+
+        def daemons() -> list[psutil.Process]:
+            found = []
+            for p in psutil.process_iter(["cmdline"]):
+                if "4242.5" in " ".join(p.info["cmdline"] or []):
+                    found.append(p)
+            return found
+
+        wait_for("the daemon to be running", lambda: bool(daemons()))
+        assert all(p.uids().real >= 1_000_000 for p in daemons())
+        admin.cancel_job("stopme")
+        view = admin.wait_job("stopme", timeout=60)
+        assert view.state == "cancelled"
+        assert "got-term" in log_of(admin, "stopme")
+        wait_for("the daemon to be gone with the replica's PID namespace", lambda: not daemons())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -14,6 +15,7 @@ from corral.server.services.secrets import secret_values
 from corral.server.services.specs import specs_by_id
 from corral.server.store.tables import Endpoint, Job, Node, Replica, Workspace
 from corral.spec.endpoint import EndpointSpec
+from corral.spec.job import JobSpec
 from corral.spec.limits import STORED
 from corral.wire.agent import ReplicaAssignment
 
@@ -107,77 +109,114 @@ def build_assignments(
     for replica in rows:
         if releasing.intersection(replica.gpus):
             continue  # placed over a preemption victim still stopping: wait for its GPUs
-        job = replica  # the job's columns are on the same row
-        workspace = replica.workspace
-        spec = specs[job.job_id]
-        started = replica.state == "running"
-        env = dict(spec.env)
-        for variable, name in () if started else spec.secrets.items():
-            value = values.get((replica.workspace_id, name))
-            if value is None:
-                log.warning(
-                    "replica %s of job %s: secret '%s' (for %s) is missing; started without it",
-                    replica.id,
-                    job.job,
-                    name,
-                    variable,
-                )
-            else:
-                env[variable] = value
-        env.update(
-            torchrun_env(
-                rank=replica.rank,
-                nnodes=job.next_replicas or spec.replicas,
-                nproc_per_node=max(1, spec.resources.gpus.count),
-                master_addr=masters.get((job.job_id, replica.attempt)) or "127.0.0.1",
-                master_port=job.master_port or 29500,
+        try:
+            spec = specs[replica.job_id]
+            result.append(_assignment(session, replica, spec, masters, values, checkpoint_root))
+        except Exception:
+            # One replica whose job or endpoint can no longer be read (a spec stored
+            # before today's checks, a bug) must not cut its node off: the others still
+            # get their desired set. A started one is kept as it is on the node.
+            log.exception(
+                "replica %s of job %s: cannot build its assignment; %s",
+                replica.id,
+                replica.job,
+                "kept as it runs" if replica.state == "running" else "not started for now",
             )
-        )
-        env.update(
-            {
-                "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in replica.gpus),
-                "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # so indices match NVML's
-                "CORRAL_JOB": job.job,
-                "CORRAL_WORKSPACE": workspace,
-                "CORRAL_REPLICA_ID": replica.id,
-                "CORRAL_RANK": str(replica.rank),
-                "CORRAL_ATTEMPT": str(replica.attempt),
-            }
-        )
-        if job.checkpoint_dir:
-            env["CORRAL_CHECKPOINT_DIR"] = job.checkpoint_dir
-        probe = None
-        if job.endpoint_id is not None and job.master_port is not None:
-            # A serving replica listens on its job's port, unique on the node.
-            env["PORT"] = str(job.master_port)
-            endpoint = session.get(Endpoint, job.endpoint_id)
-            if endpoint is not None:
-                probe = probe_for(
-                    EndpointSpec.model_validate(endpoint.spec, context=STORED), job.master_port
-                )
-        result.append(
-            ReplicaAssignment(
-                replica_id=replica.id,
-                job=job.job,
-                workspace=workspace,
-                attempt=replica.attempt,
-                rank=replica.rank,
-                argv=spec.argv(),
-                # The node has a running replica's assignment on disk and never starts a
-                # replica twice: its files and environment need not travel again.
-                env={} if started else env,
-                gpus=list(replica.gpus),
-                working_dir=spec.working_dir,
-                files={} if started else dict(spec.files),
-                probe=probe,
-                started=started,
-                uid_index=replica.uid_index,
-                workspace_checkpoints=(
-                    workspace_checkpoints(checkpoint_root, workspace) if checkpoint_root else None
-                ),
-            )
-        )
+            if replica.state == "running":
+                result.append(_kept(replica))
     return result
+
+
+def _assignment(
+    session: Session,
+    replica: Any,
+    spec: JobSpec,
+    masters: dict[tuple[str, int], str | None],
+    values: dict[tuple[str, str], str],
+    checkpoint_root: str | None,
+) -> ReplicaAssignment:
+    """One replica's assignment. `replica` is a row of _ON_NODE (the job's columns too)."""
+    job = replica  # the job's columns are on the same row
+    workspace = replica.workspace
+    started = replica.state == "running"
+    env = dict(spec.env)
+    for variable, name in () if started else spec.secrets.items():
+        value = values.get((replica.workspace_id, name))
+        if value is None:
+            log.warning(
+                "replica %s of job %s: secret '%s' (for %s) is missing; started without it",
+                replica.id,
+                job.job,
+                name,
+                variable,
+            )
+        else:
+            env[variable] = value
+    env.update(
+        torchrun_env(
+            rank=replica.rank,
+            nnodes=job.next_replicas or spec.replicas,
+            nproc_per_node=max(1, spec.resources.gpus.count),
+            master_addr=masters.get((job.job_id, replica.attempt)) or "127.0.0.1",
+            master_port=job.master_port or 29500,
+        )
+    )
+    env.update(
+        {
+            "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in replica.gpus),
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # so indices match NVML's
+            "CORRAL_JOB": job.job,
+            "CORRAL_WORKSPACE": workspace,
+            "CORRAL_REPLICA_ID": replica.id,
+            "CORRAL_RANK": str(replica.rank),
+            "CORRAL_ATTEMPT": str(replica.attempt),
+        }
+    )
+    if job.checkpoint_dir:
+        env["CORRAL_CHECKPOINT_DIR"] = job.checkpoint_dir
+    probe = None
+    if job.endpoint_id is not None and job.master_port is not None:
+        # A serving replica listens on its job's port, unique on the node.
+        env["PORT"] = str(job.master_port)
+        endpoint = session.get(Endpoint, job.endpoint_id)
+        if endpoint is not None:
+            probe = probe_for(
+                EndpointSpec.model_validate(endpoint.spec, context=STORED), job.master_port
+            )
+    return ReplicaAssignment(
+        replica_id=replica.id,
+        job=job.job,
+        workspace=workspace,
+        attempt=replica.attempt,
+        rank=replica.rank,
+        argv=spec.argv(),
+        # The node has a running replica's assignment on disk and never starts a
+        # replica twice: its files and environment need not travel again.
+        env={} if started else env,
+        gpus=list(replica.gpus),
+        working_dir=spec.working_dir,
+        files={} if started else dict(spec.files),
+        probe=probe,
+        started=started,
+        uid_index=replica.uid_index,
+        workspace_checkpoints=(
+            workspace_checkpoints(checkpoint_root, workspace) if checkpoint_root else None
+        ),
+    )
+
+
+def _kept(replica: Any) -> ReplicaAssignment:
+    """A started replica, named only: the node has its assignment and keeps it running."""
+    return ReplicaAssignment(
+        replica_id=replica.id,
+        job=replica.job,
+        workspace=replica.workspace,
+        attempt=replica.attempt,
+        rank=replica.rank,
+        argv=[],
+        env={},
+        started=True,
+    )
 
 
 def _master_addresses(

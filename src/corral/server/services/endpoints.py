@@ -7,6 +7,7 @@ is its job's master port: the scheduler already keeps those unique per node.
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 from sqlalchemy import select
@@ -25,6 +26,8 @@ from corral.spec.limits import STORED
 from corral.wire.agent import Probe
 from corral.wire.api import EndpointReplicaView, EndpointView
 from corral.wire.gateway import EndpointRoute, ReplicaRoute, RouteTable
+
+log = logging.getLogger("corral.server.endpoints")
 
 
 def deploy(session: Session, workspace: Workspace, spec: EndpointSpec, now: float) -> Endpoint:
@@ -269,7 +272,12 @@ def route_table(session: Session, version: int, domain: str | None) -> RouteTabl
     ]
     routes: list[EndpointRoute] = []
     for endpoint in endpoints:
-        spec = endpoint_spec(endpoint)
+        try:
+            spec = endpoint_spec(endpoint)
+        except ValueError:
+            # Its own controller reports it (quarantined); every other endpoint still routes.
+            log.exception("endpoint %s: spec unreadable; left out of the routes", endpoint.id)
+            continue
         replicas = []
         for job, replica, node in rows[endpoint.id]:
             url = replica_url(job, node)
