@@ -191,3 +191,14 @@ def test_a_reconnecting_agent_says_the_latest_progress_in_its_hello(state: Path)
                 (state / "replicas" / "r1" / "work" / "go").touch()
 
     run(body())
+
+
+def test_progress_nested_deep_enough_to_overflow_the_parser_is_ignored(tmp_path: Path) -> None:
+    # Written by the workload: it must not crash the agent (now or at its next start).
+    (tmp_path / "status").mkdir()
+    (tmp_path / "status" / "progress.json").write_text("[" * 5000)
+    record = ReplicaRecord(replica_id="r1", path=tmp_path)
+    assert not record.read_progress()
+    (tmp_path / "status" / "progress.json").write_text('{"step": ' + "9" * 4000 + "}")
+    assert not record.read_progress()
+    assert record.report().step is None

@@ -25,10 +25,12 @@ from support.cluster import ADMIN_TOKEN, JOIN_TOKEN, Cluster, wait_for
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="confinement uses Linux namespaces")
 
 TEAM_B_SECRET = "b-secret-5f1e9c"
+OPERATOR_SECRET = "hf_operator_3c9d1e"
 # What the hostile job reports, as one JSON line: every probe's outcome.
 PROBE = r"""
 import glob, json, os, signal
-report = {"uid": os.getuid(), "pids": [], "env_tokens": [], "reads": {}, "writes": {}}
+report = {"uid": os.getuid(), "pids": [], "env_tokens": [], "reads": {}, "writes": {},
+          "agent_env": sorted(k for k in os.environ if k.startswith("CORRAL_") or k == "HF_TOKEN")}
 for d in glob.glob("/proc/[0-9]*"):
     report["pids"].append(int(d.rsplit("/", 1)[1]))
     if int(d.rsplit("/", 1)[1]) == os.getpid():
@@ -70,6 +72,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path)
     try:
         c.start_server()
+        # An operator's credential in the agent's environment: for the agent, not tenants.
+        c.env["HF_TOKEN"] = OPERATOR_SECRET
         c.agent("node-1", "--fake-gpus", "H100:2", isolation="user")
         c.wait_node_ready("node-1")
         yield c
@@ -151,6 +155,19 @@ def test_a_workload_reads_no_platform_secret_and_nothing_of_another_workspace(
         )
         report = report_of(a, "thief")
         assert report["env_tokens"] == [], "a process environment with a token was readable"
+        # Only what corral sets for the replica: none of the agent's own environment.
+        assert report["agent_env"] == sorted(
+            [
+                "CORRAL_ATTEMPT",
+                "CORRAL_CHECKPOINT_DIR",
+                "CORRAL_JOB",
+                "CORRAL_PROGRESS_FILE",
+                "CORRAL_PYTHON",
+                "CORRAL_RANK",
+                "CORRAL_REPLICA_ID",
+                "CORRAL_WORKSPACE",
+            ]
+        )
         reads = report["reads"]
         assert isinstance(reads, dict)
         assert all(outcome != "read" for outcome in reads.values()), reads
@@ -291,3 +308,29 @@ def test_a_stopped_replica_gets_its_term_and_leaves_no_process_behind(cluster: C
         assert view.state == "cancelled"
         assert "got-term" in log_of(admin, "stopme")
         wait_for("the daemon to be gone with the replica's PID namespace", lambda: not daemons())
+
+
+def test_a_users_env_never_reaches_the_root_part_of_the_sandbox(cluster: Cluster) -> None:
+    # PYTHONPATH (or LD_PRELOAD) naming code the tenant planted earlier: run by the root
+    # init, it would be the tenant's code as root on the node.
+    plant = (
+        "mkdir -p $HOME/pp && printf '%s\\n' 'import os' "
+        '\'open(os.path.join(os.path.dirname(__file__), "ran-as"), "a")'
+        ".write(str(os.getuid()) + chr(10))' > $HOME/pp/sitecustomize.py && echo $HOME"
+    )
+    with cluster.client() as admin:
+        admin.submit_job(JobSpec(name="plant", command=plant))
+        assert admin.wait_job("plant", timeout=60).state == "succeeded"
+        home = log_of(admin, "plant").strip().splitlines()[-1]
+        admin.submit_job(
+            JobSpec(
+                name="trigger",
+                entrypoint=["python3", "-c", "print('ok')"],
+                env={"PYTHONPATH": f"{home}/pp", "LD_PRELOAD": f"{home}/pp/none.so"},
+            )
+        )
+        assert admin.wait_job("trigger", timeout=60).state == "succeeded"
+    host_home = cluster.root / "agents" / "node-1" / "homes" / Path(home).name
+    uids = (host_home / "pp" / "ran-as").read_text().split()
+    assert uids, "the workload itself honours its own PYTHONPATH"
+    assert all(int(uid) >= 1_000_000 for uid in uids), uids

@@ -94,3 +94,35 @@ def test_small_reads_refuse_symlinks_fifos_and_stop_at_the_bound(tmp_path: Path)
     (tmp_path / "big").write_bytes(b"x" * 100_000)
     assert len(read_small_nofollow(tmp_path / "big", limit=10) or b"") == 10
     assert read_small_nofollow(tmp_path / "missing") is None
+
+
+def test_a_planted_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    os.mkfifo(work / "a.txt")
+    with pytest.raises(UnsafePath, match="not a regular file"):
+        write_files(work, {"a.txt": "hello"})
+    # An existing regular file is replaced whole, not appended to.
+    (work / "b.txt").write_text("a much longer old content")
+    write_files(work, {"b.txt": "new"})
+    assert (work / "b.txt").read_text() == "new"
+
+
+def test_the_environment_a_confined_replica_inherits_is_an_allow_list() -> None:
+    from corral.agent.sandbox.policy import Isolation
+
+    agent_env = {
+        "PATH": "/usr/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C",
+        "NCCL_IB_HCA": "mlx5",
+        "GLOO_SOCKET_IFNAME": "eth0",
+        "HF_TOKEN": "operator",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "LD_PRELOAD": "/evil.so",
+        "PYTHONPATH": "/evil",
+        "NOTIFY_SOCKET": "/run/systemd/notify",
+    }
+    env = Isolation(state_dir=Path("/x")).base_environment(agent_env)
+    assert set(env) == {"PATH", "LANG", "LC_ALL", "NCCL_IB_HCA", "GLOO_SOCKET_IFNAME"}
+    assert env["PATH"].endswith(":/usr/bin")

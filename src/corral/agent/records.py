@@ -165,14 +165,15 @@ def _read_progress(replica_dir: Path) -> dict[str, Any] | None:
             continue
         try:
             value = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # [[[[… nested deep enough to overflow
             return None
         return value if isinstance(value, dict) else None
     return None
 
 
 def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    # Within what the store's integer columns hold: the workload chooses the number.
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 62
 
 
 def load_record(path: Path) -> ReplicaRecord:

@@ -144,7 +144,7 @@ class Runner:
             except (IsolationUnavailable, OSError, ValueError) as exc:
                 self._finish(record, None, f"cannot confine the replica: {exc}")
                 return True
-            env.update(self.isolation.path_env())
+            env = self.isolation.base_environment(env)
         try:
             with open(path / OUTPUT, "ab") as output:
                 # Output goes to the replica's log so that even a shim that dies on

@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO
@@ -75,7 +76,8 @@ def run(replica_dir: Path) -> int:
             except OSError as exc:
                 message = f"cannot confine the replica: {exc}"
                 return _cannot_start(replica_dir, log, CANNOT_RUN, message)
-            argv = [sys.executable, "-m", "corral.agent.sandbox.init", str(replica_dir)]
+            # -I: no PYTHON* variables, no user site, no script directory on sys.path.
+            argv = [sys.executable, "-I", "-m", "corral.agent.sandbox.init", str(replica_dir)]
             cwd = replica_dir
         try:
             proc = subprocess.Popen(
@@ -142,13 +144,26 @@ def _prepare(
             owned.append(sandbox.workspace_checkpoints)
         for directory in owned:
             ensure_owned_dir(Path(directory), sandbox.uid, sandbox.gid)
-    env = dict(os.environ)
+    if sandbox is not None:
+        # The init runs as root until it drops to the workspace's user: it gets only what
+        # the agent gave this shim. The workload's environment (the user's env, where
+        # PYTHONPATH or LD_PRELOAD would run the user's code as root) is built by the init
+        # once it is no longer root.
+        return argv, cwd, dict(os.environ)
+    return argv, cwd, workload_environment(replica_dir, assignment, os.environ)
+
+
+def workload_environment(
+    replica_dir: Path, assignment: dict[str, Any], base: Mapping[str, str]
+) -> dict[str, str]:
+    """What the workload runs with: `base` (the agent's), then the assignment's env."""
+    env = dict(base)
     # The Python that runs corral here: `corral.serve` endpoints start with it.
     env["CORRAL_PYTHON"] = sys.executable
     env.update({str(k): str(v) for k, v in (assignment.get("env") or {}).items()})
     # Set last: the agent reads this very file, so an assignment cannot point it elsewhere.
     env[PROGRESS_FILE_ENV] = os.path.abspath(progress_path(replica_dir))
-    return argv, cwd, env
+    return env
 
 
 def _cannot_start(replica_dir: Path, log: BinaryIO, code: int, message: str) -> int:

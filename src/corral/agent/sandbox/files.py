@@ -73,21 +73,30 @@ def write_files(directory: Path, files: Mapping[str, str]) -> None:
                 raise ValueError(f"file {name!r} must be a relative path inside the working dir")
             mode = 0o755 if content.startswith("#!") else 0o644
             with _fd(makedirs_nofollow(root, relative.parent)) as parent:
-                try:
-                    fd = os.open(
-                        relative.name,
-                        os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                        mode,
-                        dir_fd=parent,
-                    )
-                except OSError as exc:
-                    if exc.errno == errno.ELOOP:
-                        raise UnsafePath(exc.errno, f"file {name!r} is a symlink") from None
-                    raise
+                fd = _open_regular_for_writing(parent, relative.name, mode, name)
                 with os.fdopen(fd, "w", encoding="utf-8") as out:
                     out.write(content)
                     # A script shipped with its shebang is meant to be run, whatever umask.
                     os.fchmod(out.fileno(), mode)
+
+
+def _open_regular_for_writing(parent: int, leaf: str, mode: int, name: str) -> int:
+    # Non-blocking: a FIFO planted under the name would otherwise hang the open forever.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(leaf, flags, mode, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePath(exc.errno, f"file {name!r} is a symlink") from None
+        if exc.errno == errno.ENXIO:  # a FIFO with no reader
+            raise UnsafePath(exc.errno, f"file {name!r} is not a regular file") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePath(errno.EINVAL, f"file {name!r} is not a regular file")
+    os.set_blocking(fd, True)
+    os.ftruncate(fd, 0)
+    return fd
 
 
 def read_small_nofollow(path: Path, limit: int = MAX_READ) -> bytes | None:

@@ -26,7 +26,10 @@ from corral.agent.sandbox import linux
 from corral.agent.sandbox.config import SANDBOX, SandboxConfig
 from corral.agent.sandbox.files import write_files
 from corral.agent.sandbox.plan import minimal, reveals
+from corral.agent.shim import workload_environment
 
+# World-writable directories besides /tmp and /dev/shm that distributions create.
+SHARED_WRITABLE = ("/var/tmp", "/run/lock", "/var/lock")
 CANNOT_RUN = 126
 NOT_FOUND = 127
 
@@ -64,7 +67,9 @@ def _under(path: str, directory: str) -> bool:
 def build_view(config: SandboxConfig) -> None:
     """The replica's filesystem: private mounts, its own /proc, /tmp and /dev/shm, and only
     its own directories below the ones its user may not traverse."""
-    linux.unshare(linux.CLONE_NEWNS)
+    # Its own System V IPC and POSIX message queues too: shared memory segments of one
+    # tenant are not another's to attach, nor outlive the replica.
+    linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWIPC)
     linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
     needed = config.needed()
     # Opened now, in this namespace (a bind's source must be one of its mounts) and before
@@ -87,9 +92,18 @@ def build_view(config: SandboxConfig) -> None:
             _bind(handles[leaf], leaf)
     for fd in handles.values():
         os.close(fd)
+    private = linux.MS_NOSUID | linux.MS_NODEV
     if os.path.isdir("/dev/shm"):
         # NCCL and torch's DataLoader workers share memory here: private, not small.
-        linux.mount("tmpfs", "/dev/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=1777")
+        linux.mount("tmpfs", "/dev/shm", "tmpfs", private, "mode=1777")
+    # The other directories every user may write: private too, or one tenant could leave
+    # files (or symlinks) there for another.
+    for shared in SHARED_WRITABLE:
+        if os.path.isdir(shared) and not os.path.islink(shared):
+            linux.mount("tmpfs", shared, "tmpfs", private, "mode=1777")
+    if os.path.isdir("/dev/mqueue"):
+        # This IPC namespace's own message queues, not the host's.
+        linux.mount("mqueue", "/dev/mqueue", "mqueue", private | linux.MS_NOEXEC)
 
 
 def drop_privileges(config: SandboxConfig) -> None:
@@ -126,11 +140,13 @@ def run(replica_dir: Path) -> int:
     try:
         cwd.mkdir(parents=True, exist_ok=True)
         write_files(cwd, assignment.get("files") or {})
-        if config.checkpoint_dir:
+        if config.checkpoint_dir and os.path.isabs(config.checkpoint_dir):
             Path(config.checkpoint_dir).mkdir(parents=True, exist_ok=True)
     except (OSError, ValueError) as exc:
         return _fail(CANNOT_RUN, f"cannot prepare the replica: {exc}")
-    env = dict(os.environ)
+    # Built now that this process is the workspace's user: the user's own variables
+    # (PYTHONPATH, LD_PRELOAD, ...) only ever reach the user's own processes.
+    env = workload_environment(replica_dir, assignment, os.environ)
     env.update(config.user_env())
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _ignore)

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,16 +65,32 @@ class Isolation:
             work=str(replica_dir / WORK),
             status=str(replica_dir / STATUS),
             tmp=str(replica_dir / TMP),
-            checkpoint_dir=assignment.env.get("CORRAL_CHECKPOINT_DIR"),
+            checkpoint_dir=_local_path(assignment.env.get("CORRAL_CHECKPOINT_DIR")),
             workspace_checkpoints=assignment.workspace_checkpoints,
             expose=self.expose(),
         )
 
-    def path_env(self) -> dict[str, str]:
-        """PATH with corral's own interpreter first: a confined replica cannot reach shims
-        in a home it may not enter (pyenv's, say), and `python3` should have corral."""
+    def base_environment(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """What a confined replica's shim, init and workload get from the agent's own
+        environment: only what is meant for every workload of the node (see KEPT), never
+        the operator's credentials (HF_TOKEN, AWS_*, proxies), and never a variable that
+        would change what the root init loads (PYTHON*, LD_*). PATH starts with corral's
+        own interpreter: a confined replica cannot reach shims in a home it may not enter
+        (pyenv's, say), and `python3` should have corral."""
+        env = {k: v for k, v in environ.items() if kept(k)}
         bin_dir = str(Path(sys.executable).parent)
-        return {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"}
+        env["PATH"] = f"{bin_dir}{os.pathsep}{environ.get('PATH', '/usr/bin:/bin')}"
+        return env
+
+
+# Locale, time zone, unbuffered output, and the collective libraries' network settings an
+# operator tunes per node (NCCL_IB_HCA, NCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME, UCX_*, FI_*).
+KEPT = ("LANG", "LANGUAGE", "TZ", "PYTHONUNBUFFERED")
+KEPT_PREFIXES = ("LC_", "NCCL_", "GLOO_", "UCX_", "FI_")
+
+
+def kept(name: str) -> bool:
+    return name in KEPT or name.startswith(KEPT_PREFIXES)
 
 
 def resolve(mode: IsolationMode, state_dir: Path, uid_base: int) -> tuple[Isolation | None, str]:
@@ -113,3 +130,12 @@ def _why_not(state_dir: Path) -> str | None:
         detail = (result.stderr.strip().splitlines() or ["?"])[-1]
         return f"This kernel or container refuses new namespaces ({detail})."
     return None
+
+
+def _local_path(checkpoint_dir: str | None) -> str | None:
+    """The directory to create for the replica, if its checkpoints are on a filesystem; an
+    object-store URI is the workload's own business."""
+    if checkpoint_dir is None:
+        return None
+    path = checkpoint_dir.removeprefix("file://")
+    return path if path.startswith("/") else None
