@@ -2,7 +2,8 @@
 
     control plane ── GET /v1/gateway/routes[?after=V&wait=S] ──► gateway   (RouteTable)
     control plane ◄── POST /v1/gateway/wake ─────────────────── gateway   (Wake, at once)
-    control plane ── GET /_corral/load ─────────────────────────► gateway (GatewayLoad)
+    control plane ◄── POST /v1/gateway/load ─────────────────── gateway   (GatewayLoad, 1/s)
+    (also GET /_corral/load on the gateway, with the control-plane or metrics token)
 
 The route table is the whole desired routing state, versioned: the gateway replaces its
 table with each one it receives, so a lost or repeated response does no harm.

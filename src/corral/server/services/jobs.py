@@ -43,11 +43,16 @@ def check_checkpoint_dir(value: str | None, checkpoint_root: str | None, workspa
     normal = posixpath.normpath(path)
     if ".." in path.split("/") or not (normal == own or normal.startswith(own + "/")):
         message = (
-            f"checkpoint_dir {value!r} is outside this workspace's checkpoint directory: "
-            f"expected a path inside {own}/ (or leave it out for {own}/JOB), or an "
-            "object-store URI such as s3://bucket/prefix"
+            f"{value!r} is outside this workspace's checkpoint directory: expected a path "
+            f"inside {own}/ (or leave it out for {own}/JOB), or an object-store URI such "
+            "as s3://bucket/prefix"
         )
-        raise ApiError(422, "invalid", message, [{"path": "checkpoint_dir", "message": message}])
+        raise ApiError(
+            422,
+            "invalid",
+            f"checkpoint_dir: {message}",
+            [{"path": "checkpoint_dir", "message": message}],
+        )
 
 
 def submit_job(
