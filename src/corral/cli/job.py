@@ -111,6 +111,15 @@ def run(
             "--env", "-e", help="K=V, or K to pass this shell's value.", show_default=False
         ),
     ] = None,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret",
+            help="ENV=NAME: set ENV from the workspace secret NAME (`corral secret set`); "
+            "the value never passes through this command (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Submit and return; do not follow the log.")
     ] = False,
@@ -131,6 +140,7 @@ def run(
         max_runtime=max_runtime,
         selector=selector or [],
         env=env or [],
+        secret=secret or [],
     )
     spec = build_job_spec(file or [], inline_argv(ctx), flags)
     if workspace and spec.workspace and workspace != spec.workspace:

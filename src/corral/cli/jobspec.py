@@ -28,6 +28,7 @@ _FLAG_FOR_PATH = {
     "max_runtime": "--max-runtime",
     "node_selector": "--selector",
     "env": "--env",
+    "secrets": "--secret",
 }
 
 INLINE_HINT = "put the command after `--`, e.g. corral job run --gpus 1 -- python train.py"
@@ -49,6 +50,7 @@ class RunFlags:
     max_runtime: str | None = None
     selector: list[str] = field(default_factory=list)
     env: list[str] = field(default_factory=list)
+    secret: list[str] = field(default_factory=list)  # ENV=NAME of a workspace secret
 
     def top_level(self) -> dict[str, Any]:
         values: dict[str, Any] = {
@@ -62,6 +64,8 @@ class RunFlags:
         }
         if self.selector:
             values["node_selector"] = parse_selector(self.selector)
+        if self.secret:
+            values["secrets"] = parse_secrets(self.secret)
         return {k: v for k, v in values.items() if v is not None}
 
     def resources(self) -> dict[str, Any]:
@@ -70,6 +74,20 @@ class RunFlags:
 
     def given(self) -> bool:
         return bool(self.top_level() or self.resources() or self.env)
+
+
+def parse_secrets(items: list[str]) -> dict[str, str]:
+    secrets: dict[str, str] = {}
+    for item in items:
+        key, sep, name = item.partition("=")
+        if not sep or not key or not name:
+            raise CliError(
+                f"--secret {item!r}: expected ENV=SECRET, e.g. --secret HF_TOKEN=hf-token "
+                "(a secret stored with `corral secret set`)",
+                code=2,
+            )
+        secrets[key] = name
+    return secrets
 
 
 def parse_selector(items: list[str]) -> dict[str, str]:
@@ -155,6 +173,8 @@ def build_job_spec(
         data["resources"] = {**data.get("resources", {}), **flags.resources()}
     if env:
         data["env"] = {**data.get("env", {}), **env}
+    if flags.secret:
+        data["secrets"] = {**(base.secrets if base is not None else {}), **data["secrets"]}
     return _validate(data, path)
 
 
