@@ -465,3 +465,27 @@ def test_a_desired_set_in_parts_is_applied_once_whole(state: Path) -> None:
                 await agent.runner.stop_all()
 
     run(body())
+
+
+def test_a_replica_the_server_thinks_runs_here_but_never_did_is_reported_exited(
+    state: Path,
+) -> None:
+    async def body() -> None:
+        async with control_plane() as cp:
+            agent = Agent(config(cp, state))
+            async with running(agent):
+                conn = await cp.next_connection()
+                await conn.expect(Hello)
+                await conn.send(Welcome(node_id="n-1", heartbeat_interval_s=1))
+                ghost = assignment("ghost", "true", started=True)
+                await conn.send(Desired(replicas=[ghost]))
+                report = await conn.expect(ReplicaReport)
+                assert (report.replica_id, report.phase, report.exit_code) == (
+                    "ghost",
+                    "exited",
+                    None,
+                )
+                assert report.error is not None and "no record" in report.error
+                assert not (state / "replicas" / "ghost" / "shim.json").exists()
+
+    run(body())

@@ -53,47 +53,91 @@ def test_endpoint_files_are_checked_like_a_jobs(cluster: Cluster, path: str) -> 
     assert "files" in response.text
 
 
-def test_a_poisoned_endpoint_is_quarantined_and_the_others_are_served(cluster: Cluster) -> None:
+def poison(cluster: Cluster, name: str, **changes: object) -> None:
+    """Change a stored spec behind the API's back: as an older server accepted it, or a bug
+    wrote it."""
+    db = sqlite3.connect(cluster.root / "home" / "corral.db")
+    with db:
+        [(spec_text,)] = db.execute("SELECT spec FROM endpoints WHERE name = ?", (name,))
+        spec = json.loads(spec_text)
+        spec.update(changes)
+        db.execute("UPDATE endpoints SET spec = ? WHERE name = ?", (json.dumps(spec), name))
+    db.close()
+
+
+def stored_reason(cluster: Cluster, name: str) -> str:
+    db = sqlite3.connect(cluster.root / "home" / "corral.db")
+    try:
+        [(reason,)] = db.execute("SELECT reason FROM endpoints WHERE name = ?", (name,))
+    finally:
+        db.close()
+    return str(reason or "")
+
+
+@pytest.fixture
+def teams(cluster: Cluster) -> Iterator[tuple[Client, Client]]:
     with cluster.client() as admin:
         admin.create_workspace("team-a")
         admin.create_workspace("team-b")
-        a = Client(cluster.url, ADMIN_TOKEN, "team-a")
-        b = Client(cluster.url, ADMIN_TOKEN, "team-b")
-    with a, b:
-        a.deploy_endpoint(serving("poisoned"))
-        # A spec stored before validation was this strict (or written by a bug): it no
-        # longer loads, and every pass over it raises.
-        db = sqlite3.connect(cluster.root / "home" / "corral.db")
-        with db:
-            [(spec_text,)] = db.execute("SELECT spec FROM endpoints WHERE name = 'poisoned'")
-            spec = json.loads(spec_text)
-            spec["files"] = {"../../etc/x": "boom"}
-            db.execute("UPDATE endpoints SET spec = ? WHERE name = 'poisoned'", (json.dumps(spec),))
-        db.close()
-        b.deploy_endpoint(serving("healthy"))
-        wait_for(
-            "team-b's endpoint to be ready",
-            lambda: b.get_endpoint("healthy").ready_replicas == 1,
-            timeout=60,
-        )
+    with (
+        Client(cluster.url, ADMIN_TOKEN, "team-a") as a,
+        Client(cluster.url, ADMIN_TOKEN, "team-b") as b,
+    ):
+        yield a, b
 
-        def poisoned_reason() -> str:
-            db = sqlite3.connect(cluster.root / "home" / "corral.db")
-            try:
-                [(reason,)] = db.execute("SELECT reason FROM endpoints WHERE name = 'poisoned'")
-            finally:
-                db.close()
-            return reason or ""
 
-        wait_for(
-            "the poisoned endpoint's status to say why",
-            lambda: "could not reconcile" in poisoned_reason(),
-        )
-        # And the controller keeps working: a later change is still picked up.
-        b.update_endpoint("healthy", serving("healthy").model_copy(update={"min_replicas": 2}))
-        wait_for(
-            "team-b's endpoint to scale to two",
-            lambda: b.get_endpoint("healthy").ready_replicas == 2,
-            timeout=60,
-        )
-        assert "ValidationError" in poisoned_reason()
+def test_an_endpoint_stored_with_an_unsafe_file_stays_manageable_and_never_writes_it(
+    cluster: Cluster, teams: tuple[Client, Client]
+) -> None:
+    a, b = teams
+    # Accepted with 201 before endpoint files were checked: "../../x" and "/tmp/x".
+    a.deploy_endpoint(serving("poisoned").model_copy(update={"min_replicas": 0}))
+    poison(cluster, "poisoned", files={"../../escaped": "boom"}, min_replicas=1)
+    assert set(a.get_endpoint("poisoned").spec.files) == {"../../escaped"}  # readable
+    b.deploy_endpoint(serving("healthy"))
+    wait_for(
+        "team-b's endpoint to be ready",
+        lambda: b.get_endpoint("healthy").ready_replicas == 1,
+        timeout=60,
+    )
+
+    def failed_replica_logs() -> str:
+        jobs = [j for j in a.list_jobs() if j.name.startswith("poisoned-") and j.state == "failed"]
+        return "".join(a.job_logs(j.name).data for j in jobs)
+
+    wait_for(
+        "the poisoned endpoint's replica to fail, saying why",
+        lambda: "must be a relative path" in failed_replica_logs(),
+        timeout=60,
+    )
+    assert not list((cluster.root / "agents").rglob("escaped"))
+    view = a.get_endpoint("poisoned")
+    assert set(view.spec.files) == {"../../escaped"}
+    assert a.delete_endpoint("poisoned").state == "deleting"
+    wait_for("the poisoned endpoint to be gone", lambda: a.list_endpoints() == [])
+
+
+def test_an_unreadable_endpoint_is_quarantined_and_the_others_are_served(
+    cluster: Cluster, teams: tuple[Client, Client]
+) -> None:
+    a, b = teams
+    a.deploy_endpoint(serving("poisoned"))
+    poison(cluster, "poisoned", command=None)  # neither command, entrypoint nor app
+    b.deploy_endpoint(serving("healthy"))
+    wait_for(
+        "team-b's endpoint to be ready",
+        lambda: b.get_endpoint("healthy").ready_replicas == 1,
+        timeout=60,
+    )
+    wait_for(
+        "the unreadable endpoint's status to say why",
+        lambda: "could not reconcile" in stored_reason(cluster, "poisoned"),
+    )
+    # And the controller keeps working: a later change is still picked up.
+    b.update_endpoint("healthy", serving("healthy").model_copy(update={"min_replicas": 2}))
+    wait_for(
+        "team-b's endpoint to scale to two",
+        lambda: b.get_endpoint("healthy").ready_replicas == 2,
+        timeout=60,
+    )
+    assert "ValidationError" in stored_reason(cluster, "poisoned")

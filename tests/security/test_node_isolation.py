@@ -334,3 +334,19 @@ def test_a_users_env_never_reaches_the_root_part_of_the_sandbox(cluster: Cluster
     uids = (host_home / "pp" / "ran-as").read_text().split()
     assert uids, "the workload itself honours its own PYTHONPATH"
     assert all(int(uid) >= 1_000_000 for uid in uids), uids
+
+
+def test_the_real_agent_re_keys_its_own_name_with_its_node_token(cluster: Cluster) -> None:
+    # The same node, its server spelled another way (node.json is bound to the URL): it
+    # registers again, and proves it is the node with the token it holds.
+    node_json = cluster.root / "agents" / "node-1" / "node.json"
+    cluster.agents["node-1"].stop()
+    saved = json.loads(node_json.read_text())
+    saved["server"] = saved["server"].replace("127.0.0.1", "localhost")
+    node_json.write_text(json.dumps(saved))
+    agent = cluster.agent("node-1", "--fake-gpus", "H100:2", isolation="user")
+    cluster.wait_node_ready("node-1")
+    assert json.loads(node_json.read_text())["node_token"] != saved["node_token"]
+    assert agent.popen is not None and agent.popen.poll() is None
+    with cluster.client() as admin:
+        assert [n.name for n in admin.list_nodes()] == ["node-1"]

@@ -63,12 +63,34 @@ def check_readable(api: TestClient) -> None:
     assert cancelled.status_code == 200, cancelled.text
 
 
-def test_stored_specs_still_refuse_unsafe_paths() -> None:
+def test_a_stored_unsafe_path_parses_and_the_node_refuses_to_write_it(tmp_path: Path) -> None:
     from pydantic import ValidationError
 
+    from corral.agent.sandbox.files import write_files
     from corral.spec.job import JobSpec
     from corral.spec.limits import STORED
 
-    JobSpec.model_validate({"command": "true", "files": BIG}, context=STORED)
-    with pytest.raises(ValidationError):
-        JobSpec.model_validate({"command": "true", "files": {"../x": ""}}, context=STORED)
+    with pytest.raises(ValidationError):  # refused as input
+        JobSpec.model_validate({"command": "true", "files": {"../x": ""}})
+    # Read back (accepted by an older server): listable, cancellable, deletable...
+    spec = JobSpec.model_validate({"command": "true", "files": {"../x": ""}}, context=STORED)
+    # ...and refused where it would act.
+    (tmp_path / "work").mkdir()
+    with pytest.raises(ValueError, match="relative path"):
+        write_files(tmp_path / "work", spec.files)
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_endpoint_stored_under_older_bounds_still_gets_replicas() -> None:
+    from types import SimpleNamespace
+
+    from corral.server.services.endpoints import replica_job_spec
+    from corral.spec.endpoint import EndpointSpec
+    from corral.spec.limits import STORED
+
+    spec = EndpointSpec.model_validate(
+        {"name": "old", "command": "serve", "files": BIG}, context=STORED
+    )
+    endpoint = SimpleNamespace(name="old", revision=3)
+    job = replica_job_spec(endpoint, spec)  # type: ignore[arg-type]
+    assert set(job.files) == set(BIG) and job.name is not None and job.name.startswith("old-r3-")

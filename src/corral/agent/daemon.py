@@ -32,7 +32,13 @@ from corral.agent import inventory
 from corral.agent.channel import ChannelClosed, Session, dial
 from corral.agent.config import AgentConfig
 from corral.agent.errors import FatalError, NodeTokenRejected, RetryLater
-from corral.agent.identity import NodeIdentity, load_identity, register, save_identity
+from corral.agent.identity import (
+    NodeIdentity,
+    load_identity,
+    register,
+    save_identity,
+    saved_node_token,
+)
 from corral.agent.prober import Prober
 from corral.agent.runner import Runner
 from corral.agent.sandbox import policy as sandbox_policy
@@ -215,6 +221,7 @@ class Agent:
             join_token=config.join_token,
             name=config.name or self._inventory.hostname,
             inventory=self._inventory,
+            node_token=saved_node_token(config.state_dir),
         )
         backoff = Backoff()
         while True:

@@ -59,6 +59,17 @@ def load_identity(state_dir: Path, server: str) -> NodeIdentity | None:
     return identity
 
 
+def saved_node_token(state_dir: Path) -> str | None:
+    """The node token in node.json whatever server it names: presented when registering
+    again, it lets the server re-key this node's name (and only the node holding it)."""
+    try:
+        data = read_json(state_dir / NODE_FILE)
+    except (OSError, ValueError):
+        return None
+    token = data.get("node_token") if data else None
+    return token if isinstance(token, str) and token else None
+
+
 def save_identity(state_dir: Path, identity: NodeIdentity) -> None:
     path = state_dir / NODE_FILE
     tmp = path.with_name(f".{NODE_FILE}.tmp")

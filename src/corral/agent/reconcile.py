@@ -21,6 +21,9 @@ RecordState = Literal["running", "stopping", "exited"]
 class Plan:
     start: tuple[ReplicaAssignment, ...] = ()
     stop: tuple[str, ...] = ()
+    # Running as far as the server knows, but this node has no record of them: reported
+    # exited (status unknown), so that the server's recovery takes over.
+    unknown: tuple[ReplicaAssignment, ...] = ()
 
 
 def plan(known: Mapping[str, RecordState], desired: Sequence[ReplicaAssignment]) -> Plan:
@@ -31,7 +34,8 @@ def plan(known: Mapping[str, RecordState], desired: Sequence[ReplicaAssignment])
     # started here (its record would exist): starting it now, from an assignment that
     # no longer carries its files and environment, would run something else.
     start = tuple(a for rid, a in wanted.items() if rid not in known and not a.started)
+    unknown = tuple(a for rid, a in wanted.items() if rid not in known and a.started)
     stop = tuple(
         sorted(rid for rid, state in known.items() if state == "running" and rid not in wanted)
     )
-    return Plan(start=start, stop=stop)
+    return Plan(start=start, stop=stop, unknown=unknown)

@@ -36,6 +36,7 @@ log = logging.getLogger("corral.agent.runner")
 SHIM_START_TIMEOUT_S = 30.0  # how long a shim may take to write shim.json
 _STARTUP_POLL_S = 0.02
 SHIM_VANISHED = "the replica's shim died without recording an exit status (killed, or a reboot)"
+NO_RECORD = "this node has no record of the replica (its state was lost): it is not running here"
 SHIM_NEVER_STARTED = "the replica's shim never started (the agent stopped while starting it)"
 
 
@@ -110,7 +111,23 @@ class Runner:
             self.start(assignment)
         for replica_id in plan.stop:
             self.stop(replica_id)
+        for assignment in plan.unknown:
+            self._unknown(assignment)
         return plan
+
+    def _unknown(self, assignment: ReplicaAssignment) -> None:
+        """Record, once, that a replica the server believes runs here never ran here."""
+        rid = assignment.replica_id
+        if not safe_replica_id(rid):
+            return
+        path = self.root / rid
+        try:
+            path.mkdir(mode=0o700)
+        except OSError:
+            return  # a record exists after all (or cannot be made): nothing to report
+        record = ReplicaRecord(replica_id=rid, path=path, assignment=assignment)
+        self._records[rid] = record
+        self._finish(record, None, NO_RECORD)
 
     def start(self, assignment: ReplicaAssignment) -> bool:
         """Start the replica unless it has a record already. True if it was started."""

@@ -234,7 +234,10 @@ def _print_ready(plane: LocalPlane, node: NodeView, home: Path, detach: bool) ->
     )
     console.print(f"  home    {esc(home)} (config.json has the admin token; logs in logs/)")
     if os.geteuid() == 0:
-        console.print("  replicas confined: each workspace's run as its own user (see agent.log)")
+        console.print(
+            "  replicas confined where the kernel allows: each workspace's as its own user "
+            "(agent.log says)"
+        )
     else:
         warn(
             "replicas are NOT isolated from each other or from you: they run as your user "

@@ -21,15 +21,22 @@ Send = Callable[[str], Awaitable[None]]
 
 # Well under the agent's 64 MiB message limit (agent/channel.py), whatever a set holds.
 PART_BYTES = 8 * 1024 * 1024
+# A set up to this size goes whole, as before parts existed: an agent older than them
+# would apply one part as the whole set and stop the replicas named in the others. Only
+# a set near the 64 MiB limit, which such an agent could not take either, is split.
+WHOLE_BYTES = 32 * 1024 * 1024
 
 
 def split_desired(
-    replicas: list[ReplicaAssignment], generation: int, limit: int = PART_BYTES
+    replicas: list[ReplicaAssignment],
+    generation: int,
+    limit: int = PART_BYTES,
+    whole_limit: int = WHOLE_BYTES,
 ) -> list[str]:
-    """The desired set as messages of at most about `limit` bytes each (one replica is
-    bounded by the spec limits, far below it)."""
+    """The desired set as one message, or, past `whole_limit`, as parts of at most about
+    `limit` bytes each (one replica is bounded by the spec limits, far below it)."""
     whole = Desired(replicas=replicas, generation=generation).model_dump_json()
-    if len(whole) <= limit:
+    if len(whole) <= whole_limit:
         return [whole]
     groups: list[list[ReplicaAssignment]] = [[]]
     size = 0

@@ -13,9 +13,11 @@ from typing import Any
 from pydantic import ValidationInfo
 
 # Parse a spec the server stored, or sent back in a view, with this context: it passed the
-# bounds in force when it was submitted, and tightening them later must not make it
-# unreadable (a job nobody can list or cancel, a controller failing on it every round).
-# Safety checks (paths, names) still apply.
+# checks in force when it was submitted, and tightening them later must not make it
+# unreadable (a job or endpoint nobody can list, fix or delete; a controller failing on
+# it every round). What is unsafe in it is refused where it would act: the node writes
+# `files:` only as relative paths inside the working directory, never through a symlink
+# (agent/sandbox/files.py), and a replica that names another path fails with that reason.
 STORED: dict[str, Any] = {"stored": True}
 
 MAX_FILES = 64
@@ -71,7 +73,8 @@ def check_files(value: dict[str, str], bounded: bool = True) -> dict[str, str]:
     total = 0
     for path, content in value.items():
         parts = path.split("/")
-        if not path or path.startswith("/") or ".." in parts or "\0" in path:
+        unsafe = not path or path.startswith("/") or ".." in parts or "\0" in path
+        if bounded and unsafe:
             raise ValueError(f"{path!r} must be a relative path inside the working directory")
         if bounded and len(path) > MAX_FILE_PATH:
             raise ValueError(f"{path[:40]!r}…: a path of at most {MAX_FILE_PATH} characters")

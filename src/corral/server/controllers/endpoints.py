@@ -46,6 +46,11 @@ class Quarantine:
         self._until.pop(endpoint_id, None)
         self._delay.pop(endpoint_id, None)
 
+    def keep_only(self, endpoint_ids: set[str]) -> None:
+        """Forget endpoints that no longer exist (deleted while quarantined)."""
+        for gone in set(self._until) - endpoint_ids:
+            self.succeeded(gone)
+
 
 def _record_failure(cp: ControlPlane, endpoint_id: str, error: Exception, delay: float) -> None:
     """Say why in the endpoint's status, where its owner looks (`corral endpoint get`)."""
@@ -77,6 +82,7 @@ def tick(
                 )
             )
         ]
+    quarantine.keep_only({endpoint_id for endpoint_id, _ in ids})
     for endpoint_id, workspace in ids:
         if quarantine.waiting(endpoint_id, now):
             continue

@@ -116,18 +116,23 @@ def replica_job_spec(endpoint: Endpoint, spec: EndpointSpec) -> JobSpec:
     """The job that runs one replica of `endpoint` at its current revision."""
     suffix = secrets.token_hex(3)
     base = endpoint.name[: 63 - len(f"-r{endpoint.revision}-{suffix}")].rstrip("-")
-    return JobSpec(
-        name=f"{base}-r{endpoint.revision}-{suffix}",
-        workspace=spec.workspace,
-        entrypoint=spec.argv(),
-        env=dict(spec.env),
-        secrets=dict(spec.secrets),
-        working_dir=spec.working_dir,
-        files=dict(spec.files),
-        resources=spec.resources,
-        replicas=1,
-        max_restarts=0,  # the endpoint controller replaces a dead replica; no job restarts
-        priority=spec.priority,
+    # Built from a spec already accepted: the bounds in force when it was deployed hold,
+    # not today's (an endpoint stored under looser ones must still get replicas).
+    return JobSpec.model_validate(
+        {
+            "name": f"{base}-r{endpoint.revision}-{suffix}",
+            "workspace": spec.workspace,
+            "entrypoint": spec.argv(),
+            "env": dict(spec.env),
+            "secrets": dict(spec.secrets),
+            "working_dir": spec.working_dir,
+            "files": dict(spec.files),
+            "resources": spec.resources,
+            "replicas": 1,
+            "max_restarts": 0,  # the endpoint controller replaces a dead replica
+            "priority": spec.priority,
+        },
+        context=STORED,
     )
 
 

@@ -34,9 +34,10 @@ def register_node(session: Session, request: wire.RegisterRequest, now: float) -
         raise ApiError(
             409,
             "conflict",
-            f"node name '{request.name}' belongs to a registered node, and this agent did not "
-            "present that node's credential (its node.json); start the agent with another "
-            "--name, or keep the state directory of the node it replaces",
+            f"node name '{request.name}' belongs to a registered node, and this agent "
+            "presented no valid credential of it (the node token in its node.json): start "
+            "the agent with another --name (a reinstalled machine, or a restored database, "
+            "needs a new name until nodes can be deleted)",
         )
     if node is None:
         node = Node(
