@@ -234,7 +234,8 @@ def test_a_script_error_is_retried_max_restarts_times_then_fails_with_its_traceb
     done = wait_job(hc, "buggy", "to finish", finished, timeout=90)
     assert done.state == "failed", done.reason
     assert [a.end_cause for a in done.attempts] == ["user_error", "user_error"]
-    assert done.attempt == 2 and done.restarts == 2
+    # One restart (max_restarts: 1) was spent; the second failure ended the job.
+    assert done.attempt == 2 and done.restarts == 1
     assert "no restarts left (max_restarts: 1)" in (done.reason or ""), done.reason
     assert done.exit_code == 1
     assert all(a.step == 4 and a.start_step == 0 for a in done.attempts)
@@ -252,6 +253,7 @@ def test_a_script_error_is_retried_max_restarts_times_then_fails_with_its_traceb
     assert "Traceback (most recent call last)" in cli.stdout, cli.stdout
     assert "RuntimeError: injected failure at step 5" in cli.stdout, cli.stdout
     assert "user error" in cli.stdout, cli.stdout
+    assert "restarts: 1 of 1 allowed" in cli.stdout, cli.stdout
 
 
 def test_the_example_yaml_sets_what_recovery_needs() -> None:

@@ -92,8 +92,11 @@ def _recover(session: Session, job: Job, replicas: list[Replica], now: float) ->
         job.recheck_at = decision.recheck_at
         return effects
     recovery.close_attempt(session, job, now, decision.cause, decision.reason)
-    if decision.cause is core_recovery.Cause.USER_ERROR:
-        job.restarts += 1
+    if (
+        decision.cause is core_recovery.Cause.USER_ERROR
+        and verdict is not core_recovery.Verdict.GIVE_UP
+    ):
+        job.restarts += 1  # a restart that happens, not the failure that ends the job
     job.reason = decision.reason
     if verdict is core_recovery.Verdict.GIVE_UP:
         job.state = "failed"
