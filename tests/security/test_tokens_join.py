@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from corral.server.app import create_app
 from corral.server.auth import AuthFailures, JoinRefusal, JoinTokenRejected, Principal
 from corral.server.config import ServerOptions
-from corral.server.services.identity import (
-    bootstrap,
+from corral.server.services.identity import bootstrap
+from corral.server.services.join_tokens import (
     consume_join_token,
     create_join_token,
     revoke_join_token,

@@ -18,7 +18,7 @@ from corral.server.api.deps import CP, retry_stale
 from corral.server.runtime import ControlPlane
 from corral.server.services import nodes as service
 from corral.server.services.effects import Effects
-from corral.server.services.identity import consume_join_token
+from corral.server.services.join_tokens import consume_join_token
 from corral.server.writes import Warm
 from corral.wire import agent as wire
 

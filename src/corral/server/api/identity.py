@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from corral.server.api.deps import CP, Caller
 from corral.server.services import identity as service
+from corral.server.services import join_tokens
 from corral.server.store.tables import JoinToken, Workspace
 from corral.wire.api import (
     JoinTokenCreate,
@@ -100,7 +101,7 @@ def create_join_token(caller: Caller, cp: CP, body: JoinTokenCreate | None = Non
     body = body or JoinTokenCreate()
     now = cp.clock.now()
     with cp.store.transaction() as session:
-        row, secret = service.create_join_token(
+        row, secret = join_tokens.create_join_token(
             session, caller, now, ttl_s=body.ttl_s, max_uses=body.max_uses, name=body.name
         )
         return _join_view(row, now, secret)
@@ -110,7 +111,7 @@ def create_join_token(caller: Caller, cp: CP, body: JoinTokenCreate | None = Non
 def list_join_tokens(caller: Caller, cp: CP) -> JoinTokenList:
     now = cp.clock.now()
     with cp.store.read() as session:
-        rows = service.list_join_tokens(session, caller)
+        rows = join_tokens.list_join_tokens(session, caller)
         return JoinTokenList(join_tokens=[_join_view(r, now) for r in rows])
 
 
@@ -119,12 +120,12 @@ def revoke_join_token(name: str, caller: Caller, cp: CP) -> Response:
     """Nodes can no longer register with it (at once, on every server: nothing caches it).
     Nodes that did register keep their own node tokens."""
     with cp.store.transaction() as session:
-        service.revoke_join_token(session, caller, name, cp.clock.now())
+        join_tokens.revoke_join_token(session, caller, name, cp.clock.now())
     return Response(status_code=204)
 
 
 def _join_view(row: JoinToken, now: float, secret: str | None = None) -> JoinTokenView:
-    refusal = service.join_token_state(row, now)
+    refusal = join_tokens.join_token_state(row, now)
     return JoinTokenView(
         token=secret,
         name=row.name,

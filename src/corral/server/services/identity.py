@@ -1,4 +1,4 @@
-"""Workspaces, tokens and join tokens."""
+"""Workspaces and API tokens (join tokens: join_tokens.py)."""
 
 from __future__ import annotations
 
@@ -6,28 +6,25 @@ import logging
 import secrets
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from corral.server.api.errors import ApiError
 from corral.server.auth import (
     ADMIN_PREFIX,
-    JOIN_PREFIX,
     Forbidden,
-    JoinRefusal,
-    JoinTokenRejected,
     Principal,
+    check_workspace_access,
     hash_token,
     new_secret,
 )
 from corral.server.store.db import Store
 from corral.server.store.tables import JoinToken, Token, Workspace
 from corral.spec.names import check_name
-from corral.wire.api import DEFAULT_JOIN_TTL_S
 
 log = logging.getLogger("corral.server")
 DEFAULT_WORKSPACE = "default"
@@ -199,7 +196,7 @@ def create_token(
     ):
         raise Forbidden("only an admin of the workspace can create its tokens")
     if name is not None:
-        _check_name(name, "token name")
+        check_token_name(name, "token name")
     ws_row = None
     if workspace is not None:
         ws_row = workspace_by_name(session, workspace)
@@ -207,29 +204,31 @@ def create_token(
             raise ApiError(404, "not_found", f"workspace '{workspace}' not found")
     ws_id = ws_row.id if ws_row else None
     secret = new_secret(ADMIN_PREFIX)
-    for _ in range(_INSERT_ATTEMPTS):
-        # The default name is random, not taken from the secret: names are listed.
-        token = Token(
+    where = f"workspace '{workspace}'" if workspace else "the cluster"
+    token = insert_named(
+        session,
+        lambda chosen: Token(
             id=new_id(),
-            name=name or f"token-{secrets.token_hex(3)}",
+            name=chosen,
             token_hash=hash_token(secret),
             role=role,
             workspace_id=ws_id,
             created_at=now,
-        )
-        try:
-            with session.begin_nested():
-                session.add(token)
-                session.flush()
-        except IntegrityError:
-            if name is not None:
-                where = f"workspace '{workspace}'" if workspace else "the cluster"
-                raise ApiError(
-                    409, "conflict", f"a token named '{name}' already exists in {where}"
-                ) from None
-            continue
-        return token, secret, workspace
-    raise ApiError(503, "busy", "could not pick a free token name; try again")
+        ),
+        name,
+        "token",
+        f"a token named '{name}' already exists in {where}",
+    )
+    return token, secret, workspace
+
+
+def _administered(principal: Principal, workspace: str | None) -> str | None:
+    """The workspace whose tokens the caller may list and revoke: a workspace admin only
+    its own; a cluster admin the one named (None: the cluster-wide tokens, or all)."""
+    if principal.cluster_admin:
+        return workspace
+    check_workspace_access(principal, workspace or principal.workspace or "", "admin")
+    return principal.workspace
 
 
 def list_tokens(
@@ -237,15 +236,7 @@ def list_tokens(
 ) -> list[tuple[Token, str | None]]:
     """Tokens the caller administers: a workspace admin its workspace's, a cluster admin
     every one (or one workspace's, when named). Pairs of the row and its workspace name."""
-    if not principal.cluster_admin:
-        if principal.role != "admin":
-            raise Forbidden("only an admin can list tokens")
-        if workspace is not None and workspace != principal.workspace:
-            raise Forbidden(
-                f"this token belongs to workspace '{principal.workspace}' and cannot act in "
-                f"workspace '{workspace}'"
-            )
-        workspace = principal.workspace
+    workspace = _administered(principal, workspace)
     query = (
         select(Token, Workspace.name)
         .outerjoin(Workspace, Token.workspace_id == Workspace.id)
@@ -260,15 +251,7 @@ def revoke_token(session: Session, principal: Principal, name: str, workspace: s
     """Delete the token `name` of `workspace` (None: the caller's own scope: its
     workspace, or the cluster-wide tokens for a cluster admin). Returns the deleted row,
     whose token_hash the caller drops from its caches."""
-    if not principal.cluster_admin:
-        if principal.role != "admin":
-            raise Forbidden("only an admin can revoke tokens")
-        if workspace is not None and workspace != principal.workspace:
-            raise Forbidden(
-                f"this token belongs to workspace '{principal.workspace}' and cannot act in "
-                f"workspace '{workspace}'"
-            )
-        workspace = principal.workspace
+    workspace = _administered(principal, workspace)
     ws_id: str | None = None
     if workspace is not None:
         ws_row = workspace_by_name(session, workspace)
@@ -316,122 +299,31 @@ def _token_not_found(session: Session, name: str, workspace: str | None) -> ApiE
     return ApiError(404, "not_found", f"no cluster-wide token '{name}'{hint}")
 
 
-def _check_name(name: str, what: str) -> None:
-    try:
-        check_name(name, what)
-    except ValueError as exc:
-        raise ApiError(422, "invalid", str(exc), [{"path": "name", "message": str(exc)}]) from None
+Row = TypeVar("Row", Token, JoinToken)
 
 
-# -- join tokens --------------------------------------------------------------------------
-
-
-def join_token_state(row: JoinToken, now: float) -> JoinRefusal | None:
-    """Why `row` cannot register a node at `now`, or None when it can."""
-    if row.revoked_at is not None:
-        return JoinRefusal.REVOKED
-    if row.expires_at is not None and now >= row.expires_at:
-        return JoinRefusal.EXPIRED
-    if row.max_uses is not None and row.uses >= row.max_uses:
-        return JoinRefusal.USED_UP
-    return None
-
-
-def create_join_token(
-    session: Session,
-    principal: Principal,
-    now: float,
-    *,
-    ttl_s: float | None = DEFAULT_JOIN_TTL_S,
-    max_uses: int | None = None,
-    name: str | None = None,
-) -> tuple[JoinToken, str]:
-    """A new join token and its secret (shown once). ttl_s None: it never expires;
-    max_uses None: any number of nodes may register with it."""
-    if not principal.cluster_admin:
-        raise Forbidden("only a cluster admin can create join tokens")
-    if name is not None:
-        _check_name(name, "join token name")
-    secret = new_secret(JOIN_PREFIX)
+def insert_named(
+    session: Session, build: Callable[[str], Row], name: str | None, prefix: str, taken: str
+) -> Row:
+    """Insert the row `build(name)`, or, without a name, `build(PREFIX-<random hex>)` again
+    on a collision. The default name is random, never taken from the secret: names are
+    listed. A chosen name that is taken is a 409 saying `taken`."""
     for _ in range(_INSERT_ATTEMPTS):
-        row = JoinToken(
-            id=new_id(),
-            name=name or f"join-{secrets.token_hex(3)}",
-            token_hash=hash_token(secret),
-            created_at=now,
-            expires_at=None if ttl_s is None else now + ttl_s,
-            max_uses=max_uses,
-            uses=0,
-        )
+        row = build(name or f"{prefix}-{secrets.token_hex(3)}")
         try:
             with session.begin_nested():
                 session.add(row)
                 session.flush()
         except IntegrityError:
             if name is not None:
-                raise ApiError(
-                    409, "conflict", f"a join token named '{name}' already exists"
-                ) from None
+                raise ApiError(409, "conflict", taken) from None
             continue
-        return row, secret
-    raise ApiError(503, "busy", "could not pick a free join token name; try again")
-
-
-def list_join_tokens(session: Session, principal: Principal) -> list[JoinToken]:
-    if not principal.cluster_admin:
-        raise Forbidden("only a cluster admin can list join tokens")
-    return list(session.scalars(select(JoinToken).order_by(JoinToken.created_at, JoinToken.name)))
-
-
-def revoke_join_token(session: Session, principal: Principal, name: str, now: float) -> JoinToken:
-    """Nodes can no longer register with it; nodes that registered with it stay."""
-    if not principal.cluster_admin:
-        raise Forbidden("only a cluster admin can revoke join tokens")
-    row = session.scalars(select(JoinToken).where(JoinToken.name == name)).first()
-    if row is None:
-        raise ApiError(404, "not_found", f"join token '{name}' not found")
-    if row.revoked_at is None:
-        row.revoked_at = now
-        session.flush()
-    return row
-
-
-def consume_join_token(session: Session, token: str, now: float) -> JoinToken:
-    """Check `token` for a registration at `now` and count the use, in the caller's
-    transaction (roll it back and the use is not counted).
-
-    Raises JoinTokenRejected saying why (unknown, revoked, expired, used up).
-    """
-    digest = hash_token(token)
-    row = session.scalars(select(JoinToken).where(JoinToken.token_hash == digest)).first()
-    if row is None:
-        raise JoinTokenRejected(JoinRefusal.UNKNOWN, "the join token is not valid on this server")
-    # One conditional UPDATE, not read-then-write: two agents racing for the last use of
-    # a token cannot both get it (PostgreSQL re-checks the WHERE on the row it waited for).
-    counted = session.execute(
-        update(JoinToken)
-        .where(
-            JoinToken.id == row.id,
-            JoinToken.revoked_at.is_(None),
-            or_(JoinToken.expires_at.is_(None), JoinToken.expires_at > now),
-            or_(JoinToken.max_uses.is_(None), JoinToken.uses < JoinToken.max_uses),
-        )
-        .values(uses=JoinToken.uses + 1)
-        .execution_options(synchronize_session=False)
-    )
-    session.refresh(row)
-    if counted.rowcount == 1:  # type: ignore[attr-defined]
         return row
-    reason = join_token_state(row, now) or JoinRefusal.USED_UP
-    raise JoinTokenRejected(reason, _refusal_message(row, reason))
+    raise ApiError(503, "busy", f"could not pick a free {prefix} name; try again")
 
 
-def _refusal_message(row: JoinToken, reason: JoinRefusal) -> str:
-    what = f"the join token '{row.name}'"
-    ask = "; ask a cluster admin for a new one (`corral node join-token create`)"
-    if reason is JoinRefusal.REVOKED:
-        return f"{what} was revoked{ask}"
-    if reason is JoinRefusal.EXPIRED:
-        when = datetime.fromtimestamp(row.expires_at or 0.0, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        return f"{what} expired at {when} UTC{ask}"
-    return f"{what} is used up: {row.uses} of {row.max_uses} registrations{ask}"
+def check_token_name(name: str, what: str) -> None:
+    try:
+        check_name(name, what)
+    except ValueError as exc:
+        raise ApiError(422, "invalid", str(exc), [{"path": "name", "message": str(exc)}]) from None
