@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from corral.server.app import create_app
-from corral.server.config import ServerOptions
+from support.app import in_process
 
 ADMIN = {"Authorization": "Bearer crl_admin"}
 JOB = "/v1/workspaces/default/jobs"
@@ -17,13 +16,7 @@ JOB = "/v1/workspaces/default/jobs"
 
 @pytest.fixture
 def api(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    options = ServerOptions(
-        home=tmp_path,
-        database_url=database_url,
-        bootstrap_admin_token="crl_admin",
-        bootstrap_join_token="crj_join",
-    )
-    with TestClient(create_app(options)) as client:
+    with in_process(database_url, tmp_path) as client:
         yield client
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from corral.server.app import create_app
-from corral.server.config import ServerOptions
+from support.app import in_process
 
 ADMIN = {"Authorization": "Bearer crl_admin"}
 EP = "/v1/workspaces/default/endpoints"
@@ -18,14 +17,8 @@ EP = "/v1/workspaces/default/endpoints"
 
 @pytest.fixture
 def api(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    options = ServerOptions(
-        home=tmp_path,
-        database_url=database_url,
-        bootstrap_admin_token="crl_admin",
-        bootstrap_join_token="crj_join",
-        gateway_public_url="http://gw.example:8080",
-    )
-    with TestClient(create_app(options)) as client:
+    gateway = "http://gw.example:8080"
+    with in_process(database_url, tmp_path, gateway_public_url=gateway) as client:
         yield client
 
 

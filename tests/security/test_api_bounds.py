@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from corral.server.app import MAX_BODY_BYTES, create_app
+from corral.server.app import MAX_BODY_BYTES
 from corral.server.auth import AuthFailures
-from corral.server.config import ServerOptions
+from support.app import in_process
 
 ADMIN = {"Authorization": "Bearer crl_admin"}
 JOBS = "/v1/workspaces/default/jobs"
@@ -19,10 +19,7 @@ JOBS = "/v1/workspaces/default/jobs"
 
 @pytest.fixture
 def api(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    options = ServerOptions(
-        home=tmp_path, database_url=database_url, bootstrap_admin_token="crl_admin"
-    )
-    with TestClient(create_app(options), client=("192.0.2.1", 40000)) as client:
+    with in_process(database_url, tmp_path, client=("192.0.2.1", 40000)) as client:
         yield client
 
 

@@ -26,14 +26,13 @@ from typer.testing import CliRunner
 from corral.cli.config import CliDeps
 from corral.cli.main import build_app
 from corral.client import Client, Settings
-from corral.server.app import create_app
-from corral.server.config import ServerOptions
 from corral.server.runtime import ControlPlane
 from corral.server.secretbox import SecretBox
 from corral.server.services.assignments import build_assignments
 from corral.server.store.tables import Base, Job, Replica
 from corral.spec.endpoint import EndpointSpec
 from corral.spec.job import JobSpec
+from support.app import in_process
 from support.cluster import Cluster, wait_for
 from support.store import register_node
 
@@ -44,13 +43,7 @@ WS = "/v1/workspaces"
 
 @pytest.fixture
 def api(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    options = ServerOptions(
-        home=tmp_path / "server",
-        database_url=database_url,
-        bootstrap_admin_token="crl_admin",
-        bootstrap_join_token="crj_join",
-    )
-    with TestClient(create_app(options)) as client:
+    with in_process(database_url, tmp_path / "server") as client:
         yield client
 
 
@@ -320,18 +313,13 @@ class AppTransport(httpx.BaseTransport):
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    options = ServerOptions(
-        home=tmp_path / "server",
-        database_url=f"sqlite:///{tmp_path / 'corral.db'}",
-        bootstrap_admin_token="crl_admin",
-        bootstrap_join_token="crj_join",
-    )
+    database_url = f"sqlite:///{tmp_path / 'corral.db'}"
     home = tmp_path / "home"
     home.mkdir()
     runner = CliRunner(
         env={"CORRAL_SERVER": None, "CORRAL_WORKSPACE": None, "NO_COLOR": "1", "COLUMNS": "200"}
     )
-    with TestClient(create_app(options)) as server:
+    with in_process(database_url, tmp_path / "server") as server:
 
         def client(settings: Settings) -> Client:
             return Client(

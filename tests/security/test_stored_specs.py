@@ -11,28 +11,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from corral.client.wire import parse_view
-from corral.server.app import create_app
-from corral.server.config import ServerOptions
 from corral.server.services import specs
 from corral.wire.api import JobList, JobView
+from support.app import in_process
 
 ADMIN = {"Authorization": "Bearer crl_admin"}
 JOB = "/v1/workspaces/default/jobs"
 BIG = {f"f{i}.txt": "x" * 100_000 for i in range(4)}  # 400 KB: over today's 256 KiB
 
 
-def server(database_url: str, home: Path) -> TestClient:
-    options = ServerOptions(
-        home=home,
-        database_url=database_url,
-        bootstrap_admin_token="crl_admin",
-        bootstrap_join_token="crj_join",
-    )
-    return TestClient(create_app(options))
-
-
 def test_a_job_stored_under_older_bounds_stays_readable(database_url: str, tmp_path: Path) -> None:
-    with server(database_url, tmp_path) as api:
+    with in_process(database_url, tmp_path) as api:
         created = api.post(JOB, json={"name": "old", "command": "true"}, headers=ADMIN)
         assert created.status_code == 201
     # As if submitted before the bounds: the stored spec carries what is refused today.
@@ -46,7 +35,7 @@ def test_a_job_stored_under_older_bounds_stays_readable(database_url: str, tmp_p
         )
     engine.dispose()
     specs._SPECS.clear()  # a new server process: nothing parsed yet (the cache is per process)
-    with server(database_url, tmp_path) as api:
+    with in_process(database_url, tmp_path) as api:
         check_readable(api)
 
 

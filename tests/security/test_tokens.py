@@ -10,23 +10,16 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from corral.server.app import create_app
 from corral.server.auth import hash_token
-from corral.server.config import ServerOptions
 from corral.server.store.tables import Node
+from support.app import in_process
 
 ADMIN = {"Authorization": "Bearer crl_admin"}
 
 
 @pytest.fixture
 def api(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    options = ServerOptions(
-        home=tmp_path,
-        database_url=database_url,
-        bootstrap_admin_token="crl_admin",
-        bootstrap_join_token="crj_join",
-    )
-    with TestClient(create_app(options)) as client:
+    with in_process(database_url, tmp_path) as client:
         yield client
 
 

@@ -16,19 +16,13 @@ from typer.testing import CliRunner
 from corral.cli.config import CliDeps
 from corral.cli.main import build_app
 from corral.client import Client, Settings
-from corral.server.app import create_app
-from corral.server.config import ServerOptions
+from support.app import in_process
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[TestClient]:
-    options = ServerOptions(
-        home=tmp_path / "server",
-        database_url=f"sqlite:///{tmp_path / 'corral.db'}",
-        bootstrap_admin_token="crl_admin",
-        bootstrap_join_token="crj_join",
-    )
-    with TestClient(create_app(options)) as client:
+    database_url = f"sqlite:///{tmp_path / 'corral.db'}"
+    with in_process(database_url, tmp_path / "server") as client:
         yield client
 
 

@@ -12,9 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from corral.server.app import create_app
 from corral.server.auth import AuthFailures, JoinRefusal, JoinTokenRejected, Principal
-from corral.server.config import ServerOptions
 from corral.server.services.identity import bootstrap
 from corral.server.services.join_tokens import (
     consume_join_token,
@@ -23,6 +21,7 @@ from corral.server.services.join_tokens import (
 )
 from corral.server.store.db import Store
 from corral.server.store.migrate import upgrade
+from support.app import in_process
 
 ADMIN = {"Authorization": "Bearer crl_admin"}
 INVENTORY = {"hostname": "h", "cpus": 8, "memory_mb": 1000, "disk_mb": 1000}
@@ -54,15 +53,9 @@ def store(database_url: str, tmp_path: Path) -> Iterator[Store]:
 
 @pytest.fixture
 def api(database_url: str, tmp_path: Path, clock: Clock) -> Iterator[TestClient]:
-    options = ServerOptions(
-        home=tmp_path,
-        database_url=database_url,
-        bootstrap_admin_token="crl_admin",
-        bootstrap_join_token="crj_join",
-    )
     # Refusals here are the point: keep the failed-authentication limit out of the way.
-    app = create_app(options, clock, auth_failures=AuthFailures(limit=1000))
-    with TestClient(app) as client:
+    app = {"clock": clock, "auth_failures": AuthFailures(limit=1000)}
+    with in_process(database_url, tmp_path, app=app) as client:
         yield client
 
 

@@ -1,0 +1,40 @@
+"""The control plane in-process (FastAPI's TestClient), for API tests on either database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from corral.server.app import create_app
+from corral.server.config import ServerOptions
+
+ADMIN_TOKEN = "crl_admin"
+JOIN_TOKEN = "crj_join"
+
+
+def app_options(database_url: str, home: Path, **overrides: Any) -> ServerOptions:
+    """A server on `database_url` with the bootstrap admin and join tokens above."""
+    values: dict[str, Any] = {
+        "home": home,
+        "database_url": database_url,
+        "bootstrap_admin_token": ADMIN_TOKEN,
+        "bootstrap_join_token": JOIN_TOKEN,
+        **overrides,
+    }
+    return ServerOptions(**values)
+
+
+def in_process(
+    database_url: str,
+    home: Path,
+    *,
+    client: tuple[str, int] | None = None,
+    app: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> TestClient:
+    """A TestClient of a fresh app; enter it (`with`) to run the app's lifespan. `app`
+    goes to create_app (a clock, auth_failures...), `client` is the peer address seen."""
+    created = create_app(app_options(database_url, home, **overrides), **(app or {}))
+    return TestClient(created) if client is None else TestClient(created, client=client)
