@@ -9,12 +9,12 @@ first encrypts and every line decrypts, so a key is rotated by putting a new one
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from corral.secretfile import SecretFileError, read_private_file
 from corral.server.config import SettingError
 
 KEY_FILE_ENV = "CORRAL_SECRETS_KEY_FILE"
@@ -74,21 +74,11 @@ class SecretBox:
     def load(cls, path: Path) -> SecretBox:
         where = f"secrets key file {path}"
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as exc:
-            hint = f" (set {KEY_FILE_ENV} to an existing file)" if exc.errno == 2 else ""
-            raise SecretKeyError(f"{where}: {exc.strerror or exc}{hint}") from None
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise SecretKeyError(f"{where}: not a regular file")
-            if st.st_mode & 0o077:
-                mode = stat.S_IMODE(st.st_mode)
-                raise SecretKeyError(
-                    f"{where}: readable by others (mode {mode:04o}); it must be 0600: "
-                    f"chmod 600 {path}"
-                )
-            lines = [line.strip() for line in f.read().splitlines() if line.strip()]
+            data = read_private_file(path, "secrets key file", follow=False)
+        except SecretFileError as exc:
+            hint = f" (set {KEY_FILE_ENV} to an existing file)" if exc.missing else ""
+            raise SecretKeyError(f"{exc}{hint}") from None
+        lines = [line.strip() for line in data.splitlines() if line.strip()]
         if not lines:
             raise SecretKeyError(f"{where}: the file is empty")
         try:
