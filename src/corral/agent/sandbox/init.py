@@ -17,9 +17,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from types import FrameType
-from typing import Any
 
 from corral.agent.layout import ASSIGNMENT, read_json, shell_exit_code
 from corral.agent.sandbox import linux
@@ -34,7 +34,9 @@ CANNOT_RUN = 126
 NOT_FOUND = 127
 
 
-def traversable_by(uid: int, gid: int) -> Any:
+def traversable_by(uid: int, gid: int) -> Callable[[str], bool]:
+    """Whether `uid:gid` (no supplementary groups) may search a directory, as the host says."""
+
     def check(directory: str) -> bool:
         try:
             st = os.stat(directory)
