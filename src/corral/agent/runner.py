@@ -29,6 +29,7 @@ from corral.agent.process import signal_group, wait_gone
 from corral.agent.records import ReplicaRecord, load_record, safe_replica_id
 from corral.agent.sandbox.config import SANDBOX
 from corral.agent.sandbox.policy import Isolation, IsolationUnavailable
+from corral.timeouts import within
 from corral.wire.agent import ReplicaAssignment
 
 log = logging.getLogger("corral.agent.runner")
@@ -219,7 +220,7 @@ class Runner:
         log.info("stopping replica %s (SIGTERM)", record.replica_id)
         signal_group(record.pgid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(record.done.wait(), self.stop_grace_s)
+            await within(record.done.wait(), self.stop_grace_s)
         except TimeoutError:
             if not record.exited:
                 log.info(

@@ -22,6 +22,7 @@ from corral.gateway.limits import HeadLimits
 from corral.gateway.signals import Metrics
 from corral.gateway.table import EndpointRuntime, Replica, RoutingTable, Waiter
 from corral.gateway.upstream import UpstreamConnection, take_idle
+from corral.timeouts import within
 
 if TYPE_CHECKING:
     from corral.gateway.client import ClientConnection
@@ -230,7 +231,7 @@ class Exchange:
         ctx = self.ctx
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await asyncio.wait_for(
+            _, conn = await within(
                 loop.create_connection(
                     lambda: UpstreamConnection(replica, ctx), replica.host, replica.port
                 ),
@@ -279,7 +280,7 @@ class Exchange:
             try:
                 remaining = deadline - ctx.clock()
                 if remaining > 0:
-                    await asyncio.wait_for(waiter.future, remaining)
+                    await within(waiter.future, remaining)
             except TimeoutError:
                 pass
             finally:

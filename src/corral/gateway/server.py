@@ -21,6 +21,7 @@ from corral.gateway.limits import HeadLimits
 from corral.gateway.routes import RouteSource
 from corral.gateway.signals import Metrics
 from corral.gateway.table import EndpointRuntime, RoutingTable
+from corral.timeouts import within
 from corral.wire.gateway import EndpointLoad, GatewayLoad, ReplicaLoad, RouteTable, Wake
 
 log = logging.getLogger("corral.gateway")
@@ -102,14 +103,12 @@ class Gateway:
             client.abort()
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+                await within(self._server.wait_closed(), 2.0)
 
     async def wait_for_routes(self, version: int, timeout: float = 10.0) -> None:
         """Return once a route table of at least `version` is in force."""
         async with self._routes_seen:
-            await asyncio.wait_for(
-                self._routes_seen.wait_for(lambda: self.table.version >= version), timeout
-            )
+            await within(self._routes_seen.wait_for(lambda: self.table.version >= version), timeout)
 
     async def _follow_routes(self) -> None:
         async for table in self.source.watch():

@@ -36,6 +36,7 @@ log = logging.getLogger("corral.server")
 # headers) is bounded by the HTTP parser (server/main.py); its count of headers here.
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_HEADERS = 100
+CONTROLLER_STOP_S = 10.0  # how long shutdown waits for each controller to stop
 
 
 def _reset_connections(store: Store) -> None:
@@ -250,7 +251,12 @@ def create_app(
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Bounded: a controller that ignores its cancellation is named, not waited on.
+            _, stuck = await asyncio.wait(tasks, timeout=CONTROLLER_STOP_S)
+            for task in stuck:
+                log.error(
+                    "the %s controller did not stop within %g s", task.get_name(), CONTROLLER_STOP_S
+                )
             await cp.hub.close()
             store.close()
 

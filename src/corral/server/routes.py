@@ -8,9 +8,10 @@ change no code path announced is still seen within that bound.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import time
+
+from corral.timeouts import wait_event
 
 RECHECK_S = 1.0
 
@@ -44,5 +45,4 @@ class RouteBoard:
         """Return once poked after generation `seen`, or after `timeout` seconds."""
         if self.generation != seen:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+        await wait_event(self._changed, timeout)

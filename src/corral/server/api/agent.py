@@ -20,6 +20,7 @@ from corral.server.services import nodes as service
 from corral.server.services.effects import Effects
 from corral.server.services.join_tokens import consume_join_token
 from corral.server.writes import Warm
+from corral.timeouts import within
 from corral.wire import agent as wire
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
@@ -84,7 +85,7 @@ def _in_tx(cp: ControlPlane, fn: Callable[[Session], T]) -> T:
 
 
 async def _serve(cp: ControlPlane, ws: WebSocket, node_id: str) -> None:
-    first = await asyncio.wait_for(ws.receive_text(), HELLO_TIMEOUT_S)
+    first = await within(ws.receive_text(), HELLO_TIMEOUT_S)
     hello = wire.AGENT_MESSAGE.validate_json(first)
     if not isinstance(hello, wire.Hello):
         await ws.close(code=1002, reason="expected hello first")

@@ -4,7 +4,6 @@ its load and reconciled — replicas started, replaced, rolled out, drained and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from sqlalchemy import select
@@ -16,6 +15,7 @@ from corral.server.services import endpoint_reconcile as reconcile
 from corral.server.services import endpoints as ep
 from corral.server.services.effects import Effects
 from corral.server.store.tables import Endpoint, Workspace
+from corral.timeouts import wait_event
 
 log = logging.getLogger("corral.server.endpoints")
 
@@ -131,8 +131,7 @@ async def run(cp: ControlPlane) -> None:
     memory: dict[str, reconcile.Memory] = {}
     quarantine = Quarantine()
     while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(cp.endpoints_wakeup.wait(), TICK_S)
+        await wait_event(cp.endpoints_wakeup, TICK_S)
         cp.endpoints_wakeup.clear()
         try:
             effects = await asyncio.to_thread(tick, cp, memory, quarantine)

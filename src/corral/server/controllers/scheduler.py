@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -16,6 +15,7 @@ from corral.server.services.effects import Effects
 from corral.server.services.scheduling import apply_plan
 from corral.server.services.snapshot import SnapshotLoader
 from corral.server.store.tables import Job
+from corral.timeouts import wait_event
 
 log = logging.getLogger("corral.server.scheduler")
 
@@ -53,8 +53,7 @@ def schedule_once(cp: ControlPlane, rounds: Rounds | None = None) -> Effects:
 async def run(cp: ControlPlane) -> None:
     rounds = Rounds()
     while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(cp.scheduler_wakeup.wait(), cp.options.scheduler_interval_s)
+        await wait_event(cp.scheduler_wakeup, cp.options.scheduler_interval_s)
         if cp.options.scheduler_batch_s > 0:
             await asyncio.sleep(cp.options.scheduler_batch_s)
         cp.scheduler_wakeup.clear()
