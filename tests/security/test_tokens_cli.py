@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -16,7 +15,7 @@ from typer.testing import CliRunner
 from corral.cli.config import CliDeps
 from corral.cli.main import build_app
 from corral.client import Client, Settings
-from support.app import in_process
+from support.app import AppTransport, in_process
 
 
 @pytest.fixture
@@ -24,22 +23,6 @@ def server(tmp_path: Path) -> Iterator[TestClient]:
     database_url = f"sqlite:///{tmp_path / 'corral.db'}"
     with in_process(database_url, tmp_path / "server") as client:
         yield client
-
-
-class AppTransport(httpx.BaseTransport):
-    """The SDK's requests, handed to the app in-process through its TestClient."""
-
-    def __init__(self, server: TestClient) -> None:
-        self.server = server
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        answer = self.server.request(
-            request.method,
-            str(request.url.copy_with(scheme="http", host="testserver", port=None)),
-            headers=dict(request.headers),
-            content=request.read(),
-        )
-        return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
 
 
 class Cli:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
 
 from corral.server.app import create_app
@@ -38,3 +39,19 @@ def in_process(
     goes to create_app (a clock, auth_failures...), `client` is the peer address seen."""
     created = create_app(app_options(database_url, home, **overrides), **(app or {}))
     return TestClient(created) if client is None else TestClient(created, client=client)
+
+
+class AppTransport(httpx.BaseTransport):
+    """The SDK's requests, handed to the app in-process through its TestClient."""
+
+    def __init__(self, server: TestClient) -> None:
+        self.server = server
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        answer = self.server.request(
+            request.method,
+            str(request.url.copy_with(scheme="http", host="testserver", port=None)),
+            headers=dict(request.headers),
+            content=request.read(),
+        )
+        return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)

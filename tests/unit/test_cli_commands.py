@@ -370,8 +370,10 @@ def test_a_rejected_token_says_what_to_do(cli: CliRunner, api: FakeApi, home: Pa
     api.token = "crl_other"
     result = run(cli, api, home, "job", "ls")
     assert result.exit_code == 1
-    assert "the server rejected the token" in result.stderr
-    assert "CORRAL_TOKEN" in result.stderr
+    # Which server, and where the token came from: an empty CORRAL_HOME once meant another
+    # corral on the default port, and the error did not say so.
+    assert "the corral server at http://" in result.stderr
+    assert "rejected the token" in result.stderr and "CORRAL_TOKEN" in result.stderr
 
 
 def test_delete_of_a_running_job_hints_at_cancel(cli: CliRunner, api: FakeApi, home: Path) -> None:

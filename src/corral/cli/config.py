@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def _default_client(settings: Settings) -> Client:
     from corral.client import Client
 
-    return Client(settings.server, settings.token, settings.workspace)
+    return Client(settings.server, settings.token, settings.workspace, origin=settings.origin)
 
 
 @dataclass(frozen=True)

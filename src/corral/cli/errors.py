@@ -14,7 +14,7 @@ from corral.cli.output import CliError, error_line
 BAD_INPUT = 2
 FAILED = 1
 
-_TOKEN_REJECTED = "the server rejected the token — run `corral up` or set CORRAL_TOKEN"
+_TOKEN_HINT = "run `corral up` (it saves a token) or set CORRAL_TOKEN"
 
 
 def _loaded(module: str, name: str) -> Any:
@@ -54,7 +54,8 @@ def report(exc: BaseException) -> int | None:
 def _report_api(exc: Any) -> int:
     status: int = exc.status
     if status == 401:
-        error_line(_TOKEN_REJECTED)
+        # The SDK's message names the server, the token's source and why that server.
+        error_line(exc.message, exc.hint or _TOKEN_HINT)
         return FAILED
     if status in (400, 422):
         if exc.fields:

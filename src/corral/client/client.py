@@ -13,14 +13,16 @@ import httpx
 from pydantic import BaseModel
 
 from corral import __version__
-from corral.client.config import resolve_settings
+from corral.client.config import DEFAULT_WORKSPACE, Origin, rejected, resolve_settings
 from corral.client.errors import (
     ConfigError,
     ConnectionFailed,
     CorralError,
     FieldProblem,
+    NotCorralApi,
     ProtocolError,
     ServerUnreachable,
+    Unauthorized,
     api_error,
 )
 from corral.client.wire import parse_view
@@ -76,13 +78,18 @@ class Client:
         self,
         server: str,
         token: str | None = None,
-        workspace: str = "default",
+        workspace: str | None = None,
         *,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
+        origin: Origin | None = None,
     ) -> None:
         self.server = server.rstrip("/")
-        self.workspace = workspace
+        # None: the token's own workspace (asked of the server once), "default" for a
+        # cluster-wide token. A team's token then works with no --workspace at all.
+        self._workspace = workspace
+        self.origin = origin or Origin()
+        self._token_sent = bool(token)
         self.timeout = timeout
         headers = {"User-Agent": f"corral-python/{__version__}", "Accept": "application/json"}
         if token:
@@ -111,10 +118,19 @@ class Client:
         """A client set up like the CLI: `$CORRAL_HOME/config.json`, then CORRAL_* variables,
         then these arguments."""
         s = resolve_settings(home, server=server, token=token, workspace=workspace)
-        return cls(s.server, s.token, s.workspace, transport=transport, timeout=timeout)
+        return cls(
+            s.server, s.token, s.workspace, transport=transport, timeout=timeout, origin=s.origin
+        )
 
     def __repr__(self) -> str:
-        return f"Client(server={self.server!r}, workspace={self.workspace!r})"
+        return f"Client(server={self.server!r}, workspace={self._workspace!r})"
+
+    @property
+    def workspace(self) -> str:
+        """The workspace commands act in: the one given, else the token's own."""
+        if self._workspace is None:
+            self._workspace = self.whoami().workspace or DEFAULT_WORKSPACE
+        return self._workspace
 
     def close(self) -> None:
         self._http.close()
@@ -414,7 +430,11 @@ class Client:
         except httpx.TransportError as exc:
             raise ConnectionFailed(self.server, str(exc) or type(exc).__name__) from exc
         if response.status_code >= 400:
-            raise _error_from(response)
+            _check_corral(response, self.server, self.origin)
+            error = _error_from(response)
+            if isinstance(error, Unauthorized):
+                raise rejected(error, self.server, self.origin, token_sent=self._token_sent)
+            raise error
         return response
 
 
@@ -432,6 +452,29 @@ def _serves(view: EndpointView) -> bool:
 def _spec_body(spec: EndpointSpec) -> Any:
     # Sizes are written as "NMi" and durations as seconds: the server reads back this spec.
     return spec.model_dump(mode="json", exclude_none=True)
+
+
+# What the API's every answer carries (server/marker.py), and what the gateway's do.
+_API_MARKER = "corral-api"
+_GATEWAY_MARKER = "corral-gateway"
+
+
+def _check_corral(response: httpx.Response, server: str, origin: Origin) -> None:
+    """Raise NotCorralApi when a 404/405 comes from something that is not corral's API:
+    reporting its "Not Found" as if corral had said it sends people the wrong way."""
+    if response.status_code not in (404, 405) or _API_MARKER in response.headers:
+        return
+    request = f"{response.request.method} {response.request.url.path}"
+    if _GATEWAY_MARKER in response.headers:
+        what = "it is corral's gateway, which serves endpoints, not the API"
+        raise NotCorralApi(server, origin.server, what)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not (isinstance(body, dict) and isinstance(body.get("error"), dict)):
+        what = f"it answered {request} with HTTP {response.status_code} {response.reason_phrase}"
+        raise NotCorralApi(server, origin.server, what)
 
 
 def _error_from(response: httpx.Response) -> CorralError:

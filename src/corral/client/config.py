@@ -10,15 +10,16 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.client.errors import ConfigError
+from corral.client.errors import ConfigError, Unauthorized
 
 DEFAULT_SERVER = "http://127.0.0.1:7390"
 DEFAULT_WORKSPACE = "default"
 CONFIG_FILE = "config.json"
 _KEYS = ("server", "token", "workspace")
+_DEFAULT_SOURCE = "the default"
 
 
 def corral_home(env: Mapping[str, str] | None = None) -> Path:
@@ -29,12 +30,25 @@ def corral_home(env: Mapping[str, str] | None = None) -> Path:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where the server address and the token came from, to say so when they are wrong;
+    None: given directly (an SDK caller's arguments)."""
+
+    server: str | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
-    """Everything a client needs to reach one server as one identity."""
+    """Everything a client needs to reach one server as one identity.
+
+    `workspace` None: the token's own workspace (the client asks the server which).
+    """
 
     server: str
     token: str | None
-    workspace: str
+    workspace: str | None
+    origin: Origin = field(default_factory=Origin)
 
     def __repr__(self) -> str:
         # Keeps the secret out of logs and tracebacks.
@@ -96,17 +110,56 @@ def resolve_settings(
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     env = os.environ if env is None else env
-    saved = read_config(corral_home(env) if home is None else home)
-    return Settings(
-        server=_normalize_server(
-            server or env.get("CORRAL_SERVER") or saved.get("server") or DEFAULT_SERVER
-        ),
-        token=token or env.get("CORRAL_TOKEN") or saved.get("token"),
-        workspace=workspace
-        or env.get("CORRAL_WORKSPACE")
-        or saved.get("workspace")
-        or DEFAULT_WORKSPACE,
+    home = corral_home(env) if home is None else home
+    saved = read_config(home)
+    config = f"{home / CONFIG_FILE}"
+    server_from, server = _first(
+        ("--server", server),
+        ("CORRAL_SERVER", env.get("CORRAL_SERVER")),
+        (config, saved.get("server")),
+        (_DEFAULT_SOURCE, DEFAULT_SERVER),
     )
+    token_from, token = _first(
+        (None, token),
+        ("CORRAL_TOKEN", env.get("CORRAL_TOKEN")),
+        (config, saved.get("token")),
+    )
+    return Settings(
+        server=_normalize_server(server or DEFAULT_SERVER),
+        token=token,
+        workspace=workspace or env.get("CORRAL_WORKSPACE") or saved.get("workspace") or None,
+        origin=Origin(
+            server=server_from,
+            # With no token, say where one was looked for.
+            token=token_from if token else f"CORRAL_TOKEN or {config}",
+        ),
+    )
+
+
+def _first(*candidates: tuple[str | None, str | None]) -> tuple[str | None, str | None]:
+    """The first (source, value) with a value."""
+    for source, value in candidates:
+        if value:
+            return source, value
+    return None, None
+
+
+def rejected(error: Unauthorized, server: str, origin: Origin, *, token_sent: bool) -> Unauthorized:
+    """`error` (a 401) reworded to say which server was asked, with which token, and why
+    that server: an empty CORRAL_HOME silently means another corral on the default port."""
+    where = server
+    if origin.server == _DEFAULT_SOURCE:
+        where += " (the default: no --server, CORRAL_SERVER or config.json names one)"
+    elif origin.server:
+        where += f" (from {origin.server})"
+    if token_sent:
+        token = f"the token from {origin.token}" if origin.token else "the token"
+        said = f"the corral server at {where} rejected {token}"
+    else:
+        searched = f" in {origin.token}" if origin.token else ""
+        said = f"the corral server at {where} needs a token, and none was found{searched}"
+    hint = "run `corral up` (it saves a token), set CORRAL_TOKEN, or point --server elsewhere"
+    return Unauthorized(error.status, error.code, f"{said}: {error.message}", hint=hint)
 
 
 def _normalize_server(url: str) -> str:

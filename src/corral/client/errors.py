@@ -24,12 +24,19 @@ class ApiError(CorralError):
     """The server answered with an error status (4xx or 5xx)."""
 
     def __init__(
-        self, status: int, code: str, message: str, fields: list[FieldProblem] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        fields: list[FieldProblem] | None = None,
+        *,
+        hint: str | None = None,
     ) -> None:
         self.status = status
         self.code = code
         self.message = message
         self.fields = list(fields or [])
+        self.hint = hint  # what to do about it, when the client knows better than the server
         super().__init__(self._text())
 
     def _text(self) -> str:
@@ -125,3 +132,15 @@ class ConnectionFailed(CorralError):
         self.server = server
         self.detail = detail
         super().__init__(f"the request to the corral server at {server} failed: {detail}")
+
+
+class NotCorralApi(ConfigError):
+    """The address answers HTTP, but not as corral's API: the gateway, or another server."""
+
+    def __init__(self, server: str, origin: str | None, what: str) -> None:
+        self.server = server
+        where = f"{server} (from {origin})" if origin else server
+        super().__init__(
+            f"{where} is not a corral API server: {what}; point --server or CORRAL_SERVER at "
+            "the control plane (`corral up` prints its address, port 7390 by default)"
+        )

@@ -23,6 +23,7 @@ from corral.server.config import ServerOptions
 from corral.server.controllers import endpoints as endpoint_controller
 from corral.server.controllers import liveness, scheduler
 from corral.server.hub import AgentHub
+from corral.server.marker import ApiMarker
 from corral.server.runtime import ControlPlane
 from corral.server.secretbox import SecretBox
 from corral.server.services.identity import bootstrap
@@ -266,6 +267,7 @@ def create_app(
     # The last added runs first: a client over its failures is refused before anything.
     app.add_middleware(RequestBounds, max_body=max_body)
     app.add_middleware(AuthFailureLimit, failures=auth_failures or AuthFailures())
+    app.add_middleware(ApiMarker)  # outermost: even a 413 or 429 says it is corral's
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, object]:
