@@ -29,6 +29,7 @@ from corral.cli import (
 )
 from corral.cli.config import CliDeps, CliState
 from corral.cli.errors import report
+from corral.cli.helptext import quiet_types
 from corral.cli.light import LightGroup
 
 HELP = """\
@@ -78,6 +79,7 @@ def _version(value: bool) -> None:
 
 def build_app(deps: CliDeps | None = None) -> typer.Typer:
     deps = deps or CliDeps()
+    quiet_types()
     app = typer.Typer(
         cls=CorralGroup,
         name="corral",
