@@ -38,6 +38,7 @@ from corral.wire.agent import (
     Heartbeat,
     Hello,
     LogChunk,
+    Ports,
     RegisterRequest,
     ReplicaAssignment,
     ReplicaReport,
@@ -58,6 +59,7 @@ class Conn:
         self.inbox: asyncio.Queue[AgentMessage | None] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.heartbeats = 0
+        self.ports: list[Ports] = []  # the node's listening ports, as reported (not in inbox)
 
     async def next(self, timeout: float = 10.0) -> AgentMessage:
         message = await asyncio.wait_for(self.inbox.get(), timeout)
@@ -124,6 +126,8 @@ class FakeControlPlane:
                 message = AGENT_MESSAGE.validate_json(await ws.receive_text())
                 if isinstance(message, Heartbeat):
                     conn.heartbeats += 1
+                elif isinstance(message, Ports):
+                    conn.ports.append(message)
                 else:
                     await conn.inbox.put(message)
         except WebSocketDisconnect:

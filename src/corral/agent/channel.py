@@ -12,6 +12,11 @@ the script steps. The exit report carries the final progress.
 
 Serving replicas' probe verdicts (prober.py) arrive through the same change queue as the
 runner's, so a `ready` change is reported at once, after the replica's running report.
+
+The pump also looks at the node's listening TCP ports every `ports_poll_s` and sends them
+when they change, and every `PORTS_REFRESH_S` regardless (the scheduler hands out none of
+them). A replica that found its port taken has them sent first, so that the scheduler knows
+before the replica's failure makes it place the job again.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import corral
 from corral.agent.errors import NodeTokenRejected, RetryLater
 from corral.agent.logs import LogTailer
 from corral.agent.network import collective_env
+from corral.agent.ports import listening_ports
 from corral.agent.runner import Runner
 from corral.wire.agent import (
     SERVER_MESSAGE,
@@ -36,6 +42,7 @@ from corral.wire.agent import (
     Heartbeat,
     Hello,
     Inventory,
+    Ports,
     Welcome,
 )
 
@@ -47,6 +54,8 @@ LOG_POLL_S = 0.1
 LOG_BUDGET_BYTES = 1024 * 1024  # per replica per poll, so one chatty log cannot starve others
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a desired set carries files; allow large ones
 PROGRESS_POLL_S = 1.0
+PORTS_POLL_S = 2.0
+PORTS_REFRESH_S = 60.0
 
 
 class ChannelClosed(Exception):
@@ -90,9 +99,13 @@ class Session:
         address: str | None,
         *,
         progress_poll_s: float = PROGRESS_POLL_S,
+        ports_poll_s: float = PORTS_POLL_S,
     ) -> None:
         self.ws = ws
         self.progress_poll_s = progress_poll_s
+        self.ports_poll_s = ports_poll_s
+        self._ports: list[int] | None = None  # as last sent
+        self._ports_at = 0.0  # when, monotonic
         self.runner = runner
         self.changes = changes
         self.inventory = inventory
@@ -134,10 +147,13 @@ class Session:
         records = self.runner.records.values()
         for known in records:
             known.read_progress()
+        self._ports = await _read_ports()
+        self._ports_at = time.monotonic()
         hello = Hello(
             inventory=self.inventory,
             address=self.address,
             replicas=[record.report() for record in records],
+            ports=self._ports,
         )
         await self._send(hello)
         self._announced.update(r.replica_id for r in hello.replicas)
@@ -214,6 +230,7 @@ class Session:
 
     async def _pump(self) -> None:
         next_progress = time.monotonic() + self.progress_poll_s
+        next_ports = time.monotonic() + self.ports_poll_s
         while True:
             try:
                 async with asyncio.timeout(LOG_POLL_S):
@@ -229,6 +246,9 @@ class Session:
             if time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + self.progress_poll_s
                 await self._ship_progress()
+            if time.monotonic() >= next_ports:
+                next_ports = time.monotonic() + self.ports_poll_s
+                await self._ship_ports(force=False)
 
     async def _report(self, replica_id: str) -> None:
         record = self.runner.records.get(replica_id)
@@ -238,9 +258,21 @@ class Session:
             while self.tailer.following(replica_id):
                 for chunk in self.tailer.read(replica_id, final=True, budget=LOG_BUDGET_BYTES):
                     await self._send(chunk)
+        if record.exited and record.port_conflict is not None:
+            await self._ship_ports(force=True)
         record.read_progress()
         await self._send(record.report())
         self._announced.add(replica_id)
+
+    async def _ship_ports(self, *, force: bool) -> None:
+        ports = await _read_ports()
+        if ports is None:
+            return
+        stale = time.monotonic() - self._ports_at >= PORTS_REFRESH_S
+        if ports != self._ports or stale or force:
+            await self._send(Ports(ports=ports))
+            self._ports = ports
+            self._ports_at = time.monotonic()
 
     async def _ship_progress(self) -> None:
         for replica_id in sorted(self._announced):
@@ -261,3 +293,12 @@ class Session:
 
     async def _send(self, message: BaseModel) -> None:
         await self.ws.send(message.model_dump_json())
+
+
+async def _read_ports() -> list[int] | None:
+    """The node's listening TCP ports, or None where they cannot be read (not Linux)."""
+    try:
+        return await asyncio.to_thread(listening_ports)
+    except OSError as exc:
+        log.warning("cannot read the node's listening ports: %s", exc)
+        return None

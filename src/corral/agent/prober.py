@@ -10,6 +10,12 @@ silent replica costs its own task a timeout and nothing else.
 Probing starts when the runner says the workload runs (or at adoption), and ends when the
 replica exits (on_change) or is being stopped (checked before every probe). Its state lives
 in memory only: a restarted agent probes its adopted replicas from scratch.
+
+A passing answer counts only if it can have come from the replica: every listener that a
+connection to 127.0.0.1:port may reach must be a socket of the replica's own processes
+(ownership.py). That is checked before a pass makes the replica ready, and every
+`OWNER_RECHECK_S` while it stays ready. Not ready, the record's `unready_reason` says why in
+the probe's words (probes.py), the reason a user reads on the replica.
 """
 
 from __future__ import annotations
@@ -23,12 +29,15 @@ from urllib.parse import quote
 
 import corral
 from corral.agent import probes
+from corral.agent.ownership import Ownership
+from corral.agent.probes import Failure
 from corral.agent.records import ReplicaRecord
 from corral.wire.agent import Probe
 
 log = logging.getLogger("corral.agent.probes")
 
 HOST = "127.0.0.1"
+OWNER_RECHECK_S = 5.0  # while ready: how often the listener is checked again
 _USER_AGENT = f"corral-agent/{corral.__version__}"
 _SAFE_PATH = "/%?&=:@!$'()*+,;"  # kept as is; anything else (spaces, CR/LF...) is escaped
 
@@ -37,9 +46,12 @@ _SAFE_PATH = "/%?&=:@!$'()*+,;"  # kept as is; anything else (spaces, CR/LF...) 
 class Result:
     ok: bool
     detail: str  # "200", "503", "connection refused", "no answer within 2s"...
+    failure: Failure | None = None  # how it failed, in a user's words (None: passed)
 
 
 HttpGet = Callable[[int, str, float], Awaitable[Result]]
+# (record, port) -> None if only the replica listens there, else why not (see ownership.py).
+Verify = Callable[[ReplicaRecord, int], Awaitable[str | None]]
 
 
 def request_bytes(port: int, path: str) -> bytes:
@@ -61,16 +73,19 @@ async def http_get(port: int, path: str, timeout_s: float) -> Result:
             finally:
                 writer.close()  # unread bytes are the kernel's to drop
     except TimeoutError:
-        return Result(False, f"no answer within {timeout_s:g}s")
+        return Result(False, f"no answer within {timeout_s:g}s", probes.timed_out(path, timeout_s))
     except ConnectionRefusedError:
-        return Result(False, "connection refused")
+        return Result(False, "connection refused", probes.refused(port))
     except (OSError, ValueError) as exc:  # ValueError: a status line over 64 KiB
-        return Result(False, str(exc) or type(exc).__name__)
+        detail = str(exc) or type(exc).__name__
+        return Result(False, detail, probes.failed(path, port, detail))
     code = probes.status_code(line)
     if code is None:
         shown = line[:80].decode("ascii", "replace").strip() or "nothing"
-        return Result(False, f"not an HTTP answer: {shown!r}")
-    return Result(probes.is_success(code), str(code))
+        detail = f"not an HTTP answer: {shown!r}"
+        return Result(False, detail, probes.failed(path, port, detail))
+    ok = probes.is_success(code)
+    return Result(ok, str(code), None if ok else probes.answered(path, code))
 
 
 class Prober:
@@ -79,12 +94,15 @@ class Prober:
         on_change: Callable[[str], None],
         *,
         get: HttpGet = http_get,
+        verify: Verify | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._on_change = on_change
         self._get = get
+        self._verify = verify or self._check_owner
         self._clock = clock
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._owners: dict[str, Ownership] = {}  # replica id -> its judged listeners
 
     @property
     def probing(self) -> frozenset[str]:
@@ -106,17 +124,26 @@ class Prober:
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
+        self._owners.clear()
 
     def _forget(self, rid: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(rid) is task:
             del self._tasks[rid]
+            self._owners.pop(rid, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("probing replica %s failed", rid, exc_info=task.exception())
+
+    async def _check_owner(self, record: ReplicaRecord, port: int) -> str | None:
+        owner = self._owners.setdefault(record.replica_id, Ownership())
+        # /proc reads, a few per new listener: off the event loop.
+        return await asyncio.to_thread(owner.check, port, record.shim_pid, record.pgid)
 
     async def _probe(self, record: ReplicaRecord, probe: Probe) -> None:
         rid = record.replica_id
         state = probes.first(self._clock())
         record.ready = state.ready
+        record.unready_reason = None
+        verified_at: float | None = None  # when the listener was last found the replica's
         while _live_probe(record) is not None:
             wait = state.due - self._clock()
             if wait > 0:
@@ -125,24 +152,48 @@ class Prober:
             path = probes.path(probe, state)
             started = self._clock()
             result = await self._get(probe.port, path, probe.timeout_s)
+            failure = result.failure
+            ok = result.ok
+            if ok and (
+                state.ready is not True
+                or verified_at is None
+                or self._clock() - verified_at >= OWNER_RECHECK_S
+            ):
+                why = await self._verify(record, probe.port)
+                if why is None:
+                    verified_at = self._clock()
+                else:
+                    ok, failure, verified_at = False, probes.foreign(why), None
+            elif (
+                not ok
+                and state.ready is not False
+                and state.failures + 1 >= probe.failure_threshold
+            ):
+                # About to say unready: a stranger on the port explains an answer better
+                # than its status code does.
+                why = await self._verify(record, probe.port)
+                if why is not None:
+                    failure = probes.foreign(why)
             if _live_probe(record) is None:
                 return  # exited or being stopped while we asked: the answer means nothing
-            after = probes.observe(probe, state, result.ok, started, self._clock())
+            now = self._clock()
+            after = probes.observe(probe, state, ok, started, now, failure)
             verdict = probes.news(state, after)
             state = after
-            if verdict is None:
+            if verdict is None and not probes.reason_due(state, now):
                 continue
-            record.ready = verdict
+            record.ready = state.ready
+            record.unready_reason = probes.reason(state, now)
+            state = probes.reported(state, now)
             where = f"GET :{probe.port}{path}"
             if verdict:
                 log.info("replica %s ready (%s answered %s)", rid, where, result.detail)
-            else:
+            elif verdict is False:
                 log.warning(
-                    "replica %s not ready: %d probes in a row failed (last: %s: %s)",
+                    "replica %s not ready: %d probes in a row failed (last: %s)",
                     rid,
                     state.failures,
-                    where,
-                    result.detail,
+                    record.unready_reason,
                 )
             self._on_change(rid)
 

@@ -60,6 +60,10 @@ class ReplicaRecord:
     progress_at: float | None = None
     # From the agent's probes (prober.py), in memory only: None until the first verdict.
     ready: bool | None = None
+    unready_reason: str | None = None  # the probe's words while ready is False
+    # From exit.json: the corral-assigned port another process held (an infrastructure
+    # failure, not the script's: runner.py).
+    port_conflict: int | None = None
     # Set once shim.json or exit.json has been read: a stop then knows what to signal.
     settled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -91,6 +95,10 @@ class ReplicaRecord:
             error=self.error,
             log_bytes=self.log_size() if self.exited else None,
             ready=self._ready(),
+            unready_reason=self.unready_reason
+            if self._ready() is False and not self.exited
+            else None,
+            port_conflict=self.port_conflict,
             step=self.step,
             checkpoint_step=self.checkpoint_step,
             progress_at=self.progress_at,
@@ -115,6 +123,9 @@ class ReplicaRecord:
         self.exit_code = exit_info.get("exit_code")
         self.finished_at = exit_info.get("finished_at")
         self.error = exit_info.get("error") or self.error
+        conflict = exit_info.get("port_conflict")
+        if isinstance(conflict, int) and not isinstance(conflict, bool) and 0 < conflict < 65536:
+            self.port_conflict = conflict
         self.settled.set()
         self.done.set()
 

@@ -9,6 +9,12 @@ alive (pid and process start time match) and waits for it like its own. When a s
 gone without having written exit.json (it was SIGKILLed, the node rebooted), the exit
 status is unknown: the runner kills what is left of the workload's process group and
 records `exit_code=None` with an `error` saying so, rather than inventing a code.
+
+A replica given a port (`assignment.port`: its PORT, or rank 0's MASTER_PORT) starts only if
+nothing listens there: the scheduler avoids the ports the node reported in use, and this
+closes the race between that report and the start. A replica refused, or one that failed
+while a process that is not its own, and older than it, held its port, is recorded with
+`port_conflict` (an infrastructure failure: placed again, not charged to the script).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from corral.agent import reconcile
+from corral.agent import ownership, reconcile
 from corral.agent.layout import ASSIGNMENT, EXIT, OUTPUT, is_alive, write_json_atomic
 from corral.agent.process import signal_group, wait_gone
 from corral.agent.records import ReplicaRecord, load_record, safe_replica_id
@@ -155,6 +161,10 @@ class Runner:
         except OSError as exc:
             self._finish(record, None, f"cannot record the replica: {exc}")
             return True
+        taken = _port_taken(assignment.port)
+        if taken is not None:
+            self._finish(record, None, taken, port_conflict=assignment.port)
+            return True
         env = _shim_environment(self.network_env)
         if self.isolation is not None:
             try:
@@ -283,9 +293,22 @@ class Runner:
         log.warning("replica %s: %s", record.replica_id, why)
         self._finish(record, None, why)
 
-    def _finish(self, record: ReplicaRecord, exit_code: int | None, error: str) -> None:
+    def _finish(
+        self,
+        record: ReplicaRecord,
+        exit_code: int | None,
+        error: str,
+        *,
+        port_conflict: int | None = None,
+    ) -> None:
         """Record an exit the shim could not write, so that it is final for later agents."""
-        info = {"exit_code": exit_code, "finished_at": time.time(), "error": error}
+        info: dict[str, object] = {
+            "exit_code": exit_code,
+            "finished_at": time.time(),
+            "error": error,
+        }
+        if port_conflict is not None:
+            info["port_conflict"] = port_conflict
         try:
             write_json_atomic(record.path / EXIT, info)
         except OSError as exc:
@@ -294,6 +317,7 @@ class Runner:
         self._exited(record)
 
     def _exited(self, record: ReplicaRecord) -> None:
+        self._blame_port(record)
         if record.error:
             log.info(
                 "replica %s exited (code %s): %s", record.replica_id, record.exit_code, record.error
@@ -302,6 +326,55 @@ class Runner:
             log.info("replica %s exited with code %s", record.replica_id, record.exit_code)
         self._stops.pop(record.replica_id, None)
         self._on_change(record.replica_id)
+
+    def _blame_port(self, record: ReplicaRecord) -> None:
+        """A replica that failed by itself while an older process that is not its own held
+        its port could not listen there: record that, in exit.json too (it is final)."""
+        port = record.assignment.port if record.assignment is not None else None
+        if (
+            port is None
+            or record.port_conflict is not None
+            or record.stopping
+            or record.exit_code in (None, 0)
+            or record.start_time is None
+        ):
+            return
+        older = [
+            h
+            for h in ownership.held_by_others(port, None, record.pgid)
+            if h.start_time is not None and h.start_time <= record.start_time
+        ]
+        if not older:
+            return
+        record.port_conflict = port
+        record.error = (
+            f"exited with code {record.exit_code} while port {port}, which corral gave it, was "
+            f"held by another process ({older[0].who()}) since before it started: it could "
+            "not listen there (not an error in the script)"
+        )
+        try:
+            info = {
+                "exit_code": record.exit_code,
+                "finished_at": record.finished_at,
+                "error": record.error,
+                "port_conflict": port,
+            }
+            write_json_atomic(record.path / EXIT, info)
+        except OSError as exc:
+            log.error("replica %s: cannot write %s: %s", record.replica_id, EXIT, exc)
+
+
+def _port_taken(port: int | None) -> str | None:
+    """Why the replica cannot start on `port` (something listens there), or None."""
+    if port is None:
+        return None
+    holders = ownership.held_by_others(port, None, None)
+    if not holders:
+        return None
+    return (
+        f"port {port}, which corral gave it, is held by another process on this node "
+        f"({holders[0].who()}): not started (placed again on a free port)"
+    )
 
 
 def _mtime(path: Path) -> float:

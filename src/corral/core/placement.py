@@ -40,6 +40,8 @@ class NodeState:
     used_cpus: float = 0.0
     used_memory_mb: int = 0
     used_disk_mb: int = 0
+    # TCP ports not to hand out there: what its agent reports listening (any process's),
+    # and the rendezvous ports of corral's jobs placed there.
     used_ports: frozenset[int] = frozenset()
     # provider/region/zone/rack/node; a rack is one NVLink domain. Empty: unknown (flat).
     topology: tuple[str, ...] = ()

@@ -6,9 +6,9 @@ decision out; no I/O, no clock reads.
                           │    └──► a bare non-zero exit, not yet blamed ► HOLD (stop the gang,
                           │          (waiting out the attribution window)       recheck later)
                           ▼
-                    cause: infrastructure (node lost, GPU Xid, unhealthy node, exit status
-                           unknown, collective timeout, hang) or user (non-zero exit and no
-                           infrastructure signal)
+                    cause: infrastructure (node lost, GPU Xid, unhealthy node, port in
+                           use, exit status unknown, collective timeout, hang) or user
+                           (non-zero exit and no infrastructure signal)
                           │ charge it: user → spec.max_restarts
                           │            infrastructure → policy.max_infra_restarts
                           ▼
@@ -46,6 +46,9 @@ class Cause(Enum):
     NODE_LOST = "node_lost"
     GPU_XID = "gpu_xid"
     NODE_UNHEALTHY = "node_unhealthy"
+    # Another process held the port corral gave a replica (its agent found it): the next
+    # attempt gets another port, as the node now reports this one in use.
+    PORT_IN_USE = "port_in_use"
     EXIT_UNKNOWN = "exit_unknown"  # the agent lost track of the replica (shim killed, reboot)
     COLLECTIVE_TIMEOUT = "collective_timeout"
     HANG = "hang"
@@ -62,6 +65,7 @@ PRECEDENCE = (
     Cause.NODE_LOST,
     Cause.GPU_XID,
     Cause.NODE_UNHEALTHY,
+    Cause.PORT_IN_USE,
     Cause.EXIT_UNKNOWN,
     Cause.COLLECTIVE_TIMEOUT,
     Cause.HANG,
@@ -116,6 +120,8 @@ class ReplicaView:
     finished_at: float | None = None
     step: int | None = None
     progress_at: float | None = None  # when its step last advanced
+    # An infrastructure cause its node found for its failure (Cause.PORT_IN_USE).
+    cause: Cause | None = None
 
 
 @dataclass(frozen=True)
@@ -307,7 +313,12 @@ def _infrastructure_findings(state: AttemptState, now: float) -> list[Finding]:
             found.append(
                 Finding(Cause.NODE_UNHEALTHY, now, f"node {r.node} unhealthy", frozenset({r.node}))
             )
-        if r.phase is ReplicaPhase.FAILED and r.exit_code is None:
+        if r.phase is ReplicaPhase.FAILED and r.cause is Cause.PORT_IN_USE:
+            at = r.finished_at if r.finished_at is not None else now
+            # The port is the problem, not the node: nobody is excluded.
+            what = f"replica {r.rank} on {r.node} found its port held by another process"
+            found.append(Finding(Cause.PORT_IN_USE, at, what))
+        elif r.phase is ReplicaPhase.FAILED and r.exit_code is None:
             at = r.finished_at if r.finished_at is not None else now
             what = f"replica {r.rank} on {r.node} ended with no exit status"
             found.append(Finding(Cause.EXIT_UNKNOWN, at, what, frozenset({r.node})))

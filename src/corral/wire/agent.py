@@ -2,9 +2,11 @@
 
 Flow: the agent POSTs /v1/agent/register with a join token once and keeps the node token it
 gets back; then it dials /v1/agent/connect (header `Authorization: Bearer <node token>`),
-sends `hello` (inventory and every replica it knows), and from then on heartbeats, replica
-reports and log chunks. The server answers `welcome` (with the log offsets it already has),
-then sends `desired` whenever the set of replicas that should run on the node changes.
+sends `hello` (inventory, the TCP ports in use on the node, and every replica it knows), and
+from then on heartbeats, replica reports, log chunks, and a `ports` report whenever the
+node's listening ports change (and every minute). The server answers `welcome` (with the
+log offsets it already has), then sends `desired` whenever the set of replicas that should
+run on the node changes.
 `desired` is level-triggered: it is the whole set, so a lost message is repaired by the next.
 """
 
@@ -78,6 +80,20 @@ class ReplicaReport(_Msg):
         description="true once its readiness probe passed; false again after failure_threshold "
         "liveness failures in a row",
     )
+    unready_reason: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="with ready=false: why, in the probe's words ('GET /health answered 404 "
+        "for 40 s', 'port 8000 is held by another process (pid 1234, python), not this "
+        "replica')",
+    )
+    port_conflict: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="with phase=exited: the port corral assigned it was held by another "
+        "process on the node, so it could not run there (an infrastructure failure)",
+    )
     # From the workload's progress file (corral.train.report); None until it reports.
     step: int | None = Field(default=None, description="the last training step it finished")
     checkpoint_step: int | None = Field(
@@ -90,11 +106,29 @@ class ReplicaReport(_Msg):
     )
 
 
+# Every TCP port number at most once: a report is bounded by the port space.
+PortList = Annotated[
+    list[Annotated[int, Field(ge=1, le=65535)]],
+    Field(max_length=65535),
+]
+
+
 class Hello(_Msg):
     type: Literal["hello"] = "hello"
     inventory: Inventory
     address: str = Field(description="address peers use to reach this node (MASTER_ADDR)")
     replicas: list[ReplicaReport] = Field(default_factory=list)
+    ports: PortList | None = Field(
+        default=None,
+        description="TCP ports something listens on at this node, sorted (None: not reported)",
+    )
+
+
+class Ports(_Msg):
+    """The node's listening TCP ports, whoever holds them: corral hands none of them out."""
+
+    type: Literal["ports"] = "ports"
+    ports: PortList
 
 
 class Heartbeat(_Msg):
@@ -112,7 +146,9 @@ class LogChunk(_Msg):
     data: str
 
 
-AgentMessage = Annotated[Hello | Heartbeat | ReplicaReport | LogChunk, Field(discriminator="type")]
+AgentMessage = Annotated[
+    Hello | Heartbeat | ReplicaReport | LogChunk | Ports, Field(discriminator="type")
+]
 AGENT_MESSAGE: TypeAdapter[AgentMessage] = TypeAdapter(AgentMessage)
 
 
@@ -145,6 +181,13 @@ class ReplicaAssignment(_Msg):
     working_dir: str | None = None
     files: dict[str, str] = Field(default_factory=dict)
     probe: Probe | None = Field(default=None, description="for serving replicas (endpoints)")
+    port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="the port corral gave it to listen on (PORT, or MASTER_PORT on rank 0): "
+        "the node starts it only if nothing listens there yet",
+    )
     started: bool = Field(
         default=False,
         description="the node reported it running: files and env are left out (the node "

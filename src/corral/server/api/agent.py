@@ -162,6 +162,12 @@ async def _handle(cp: ControlPlane, node_id: str, message: wire.AgentMessage) ->
         def write(s: Session) -> Effects:
             service.append_log(s, node_id, chunk)
             return Effects()
+    elif isinstance(message, wire.Ports):
+        ports = message
+
+        def write(s: Session) -> Effects:
+            service.record_ports(s, node_id, ports)
+            return Effects()
     else:
         return Effects()
     for _ in range(4):  # a row changed under it (optimistic concurrency): read it again

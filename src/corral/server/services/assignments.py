@@ -183,6 +183,9 @@ def _assignment(
             probe = probe_for(
                 EndpointSpec.model_validate(endpoint.spec, context=STORED), job.master_port
             )
+    # The port the replica listens on: a serving replica's PORT, rank 0's MASTER_PORT. The
+    # node starts it only while nothing else listens there.
+    port = job.master_port if job.endpoint_id is not None or replica.rank == 0 else None
     return ReplicaAssignment(
         replica_id=replica.id,
         job=job.job,
@@ -197,6 +200,7 @@ def _assignment(
         working_dir=spec.working_dir,
         files={} if started else dict(spec.files),
         probe=probe,
+        port=port,
         started=started,
         uid_index=replica.uid_index,
         workspace_checkpoints=(

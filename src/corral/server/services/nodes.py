@@ -8,6 +8,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, defer
 
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES, replica_outcome
+from corral.core.recovery import Cause
 from corral.server.api.errors import ApiError
 from corral.server.auth import NODE_PREFIX, hash_token, new_secret
 from corral.server.services.effects import Effects
@@ -73,6 +74,8 @@ def connect(
     if node is None:
         raise ApiError(401, "unauthorized", "unknown node")
     _apply_inventory(node, hello.inventory)
+    if hello.ports is not None:
+        _take_ports(node, hello.ports)
     node.address = hello.address
     node.connected = True
     node.last_heartbeat_at = now
@@ -98,6 +101,20 @@ def disconnect(session: Session, node_id: str) -> None:
     node = session.get(Node, node_id)
     if node is not None:
         node.connected = False
+
+
+def record_ports(session: Session, node_id: str, report: wire.Ports) -> None:
+    """The node's listening TCP ports: the scheduler hands none of them out. Written only
+    when they changed (the agent also repeats them every minute)."""
+    node = session.get(Node, node_id)
+    if node is not None:
+        _take_ports(node, report.ports)
+
+
+def _take_ports(node: Node, ports: list[int]) -> None:
+    known = sorted(set(ports))
+    if node.ports != known:
+        node.ports = known
 
 
 def heartbeat(session: Session, node_id: str, now: float) -> None:
@@ -156,7 +173,12 @@ def replica_report(
         replica.ready = report.ready
         if report.ready:
             replica.ready_at = now
+            if replica.desired == "run":
+                replica.reason = None  # the probe's complaint, now answered
         routes = True
+    if report.ready is False and report.unready_reason and replica.desired == "run":
+        # The probe's words (GET /health answered 404 for 40 s): what the replica shows.
+        replica.reason = report.unready_reason
     changed = False
     if report.pid is not None and replica.pid != report.pid:
         replica.pid = report.pid
@@ -173,6 +195,8 @@ def replica_report(
         replica.finished_at = report.finished_at or now
         if report.error:
             replica.reason = report.error
+        if report.port_conflict is not None:
+            replica.infra_cause = Cause.PORT_IN_USE.value
         changed = True
     if not changed:
         return Effects(routes_changed=routes, wake_endpoints=routes)

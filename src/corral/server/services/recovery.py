@@ -37,6 +37,8 @@ _PHASES = {
     "lost": core.ReplicaPhase.LOST,
 }
 _CONDITIONS = {c.value: c for c in core.NodeCondition}
+# What an agent may name as the infrastructure cause of a replica's failure.
+_CAUSES = {core.Cause.PORT_IN_USE.value: core.Cause.PORT_IN_USE}
 
 
 def policy_for(replicas: int) -> core.RecoveryPolicy:
@@ -217,6 +219,7 @@ def decide_attempt(
                 finished_at=r.finished_at,
                 step=r.step,
                 progress_at=r.progress_at,
+                cause=_CAUSES.get(r.infra_cause or ""),
             )
             for r in replicas
         ),

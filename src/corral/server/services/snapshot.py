@@ -176,7 +176,8 @@ class SnapshotLoader:
                 used_cpus=sum(f.cpus for f in on_node),
                 used_memory_mb=sum(f.memory_mb for f in on_node),
                 used_disk_mb=sum(f.disk_mb for f in on_node),
-                used_ports=ports.get(node_id, frozenset()),
+                # The host's listening ports (in the base) and corral's rendezvous ports.
+                used_ports=base.used_ports | ports.get(node_id, frozenset()),
             )
         self._nodes = tuple(states[i] for i in self._order)
 

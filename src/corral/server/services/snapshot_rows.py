@@ -128,6 +128,9 @@ def node_base(node: Node) -> NodeState:
         cpus=node.cpus,
         memory_mb=node.memory_mb,
         disk_mb=node.disk_mb,
+        # What the node's agent reports listening there (corral's own ports are added per
+        # round, from the live jobs: SnapshotLoader._restate).
+        used_ports=frozenset(node.ports or ()),
         topology=node_topology(node.labels),
         labels=dict(node.labels),
     )

@@ -116,6 +116,9 @@ class Node(Base):
     connected: Mapped[bool] = mapped_column(Boolean, default=False)
     registered_at: Mapped[float] = mapped_column(Float)
     last_heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # TCP ports something listens on there, as its agent last reported (None: not reported):
+    # the scheduler hands none of them out.
+    ports: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
@@ -239,6 +242,9 @@ class Replica(Base):
     # Serving replicas: the agent's probes say whether it takes traffic (None: not probed).
     ready: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     ready_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # An infrastructure cause the agent found for its failure (core.recovery.Cause value,
+    # e.g. "port_in_use"): not charged to the script.
+    infra_cause: Mapped[str | None] = mapped_column(String(32), nullable=True)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
