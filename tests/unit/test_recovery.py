@@ -156,6 +156,30 @@ def test_an_unknown_exit_status_is_infrastructure() -> None:
     assert (d.verdict, d.cause, set(d.exclude)) == (Verdict.RESTART, Cause.EXIT_UNKNOWN, {"n1"})
 
 
+def test_a_port_held_by_another_process_is_infrastructure_and_excludes_no_node() -> None:
+    # Rank 0 could not listen on its MASTER_PORT (the agent found it taken, exit status none
+    # or 1); rank 1 then failed to reach it and exited 1 within the attribution window.
+    spec = JobRecoverySpec(replicas=2, max_restarts=0)
+    for code in (None, 1):
+        state = failed(attempt(RUN, RUN, spec=spec, heard=T0 + 60), 0, code, T0 + 50)
+        state = with_replica(state, 0, cause=Cause.PORT_IN_USE)
+        state = failed(state, 1, 1, T0 + 50.2)
+        d = decide(state, T0 + 50.5, POLICY)
+        assert (d.verdict, d.cause, d.replicas) == (Verdict.RESTART, Cause.PORT_IN_USE, 2)
+        assert d.exclude == {} and d.cordon == frozenset(), "the port, not the node, was bad"
+        assert d.counts == {Cause.PORT_IN_USE: 1} and Cause.PORT_IN_USE.infrastructure
+        assert "found its port held by another process" in d.reason
+        assert "not charged to max_restarts" in d.reason
+
+
+def test_a_port_in_use_on_one_replica_does_not_hide_a_lost_node() -> None:
+    state = failed(attempt(RUN, RUN, heard=T0 + 60), 0, None, T0 + 50)
+    state = with_replica(state, 0, cause=Cause.PORT_IN_USE)
+    state = with_node(state, "n1", condition=NodeCondition.LOST)
+    d = decide(state, T0 + 51, POLICY)
+    assert d.cause is Cause.NODE_LOST and set(d.exclude) == {"n1"}
+
+
 def test_a_gpu_xid_cordons_its_node_and_outranks_the_exits_it_causes() -> None:
     state = failed(attempt(RUN, RUN), 0, 1, T0 + 30)
     state = replace(state, signals=(Signal(Cause.GPU_XID, T0 + 31, "n0", "Xid 79 on GPU 3"),))

@@ -26,6 +26,7 @@ class AgentConfig:
     stop_replicas_on_exit: bool = False
     stop_grace_s: float = 5.0
     progress_poll_s: float = 1.0  # how often replicas' progress files are read
+    ports_poll_s: float = 2.0  # how often the node's listening ports are looked at
     # How replicas are confined (sandbox/README.md): auto = when the agent can.
     isolation: IsolationMode = IsolationMode.AUTO
     uid_base: int = DEFAULT_UID_BASE
@@ -54,3 +55,5 @@ def check_config(config: AgentConfig) -> None:
         raise AgentConfigError(f"workload uid base: {config.uid_base} is not in 1..4000000000")
     if not config.progress_poll_s > 0:
         raise AgentConfigError(f"progress poll: {config.progress_poll_s} is not > 0 seconds")
+    if not config.ports_poll_s > 0:
+        raise AgentConfigError(f"ports poll: {config.ports_poll_s} is not > 0 seconds")

@@ -190,6 +190,7 @@ class Agent:
                 self._inventory,
                 config.address,
                 progress_poll_s=config.progress_poll_s,
+                ports_poll_s=config.ports_poll_s,
             )
             self.session = session
             try:

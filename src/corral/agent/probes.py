@@ -82,7 +82,7 @@ class ProbeState:
     passed: bool = False  # a probe has passed since this agent started: liveness from now on
     failures: int = 0  # consecutive failed probes since the last pass
     due: float = 0.0  # when the next probe starts (monotonic seconds)
-    failing_since: float | None = None  # when the current run of failures began
+    failing_since: float | None = None  # when the current failure (this kind) began
     failure: Failure | None = None  # the last failure of the current run
     reported: Failure | None = None  # the failure of the reason last reported
     reported_at: float = 0.0  # when that reason was reported
@@ -115,14 +115,16 @@ def observe(
         return ProbeState(ready=True, passed=True, failures=0, due=due)
     failures = state.failures + 1
     ready = False if failures >= probe.failure_threshold else state.ready
-    since = state.failing_since if state.failing_since is not None else started
+    failure = failure or state.failure or Failure("the probe failed")
+    # "for 40 s" is how long this failure has lasted: another kind starts the count again.
+    same = state.failing_since is not None and failure == state.failure
     return dataclasses.replace(
         state,
         ready=ready,
         failures=failures,
         due=due,
-        failing_since=since,
-        failure=failure or state.failure or Failure("the probe failed"),
+        failing_since=state.failing_since if same else started,
+        failure=failure,
     )
 
 
