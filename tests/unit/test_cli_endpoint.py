@@ -594,12 +594,21 @@ def test_get_shows_details_and_replicas(cli: Cli, api: FakeApi) -> None:
         "NODE",
         "URL",
         "READY SINCE",
+        "REASON",
     ]
     first = next(line for line in out.splitlines() if line.startswith("chat-r1-aaaaaa"))
     cells = re.split(r"\s{2,}", first.strip())
     assert cells[:4] == ["chat-r1-aaaaaa", "1", "ready", "gpu-a"] and cells[5].endswith("ago")
     second = next(line for line in out.splitlines() if line.startswith("chat-r2-bbbbbb"))
-    assert re.split(r"\s{2,}", second.strip()) == ["chat-r2-bbbbbb", "2", "starting", "-", "-", "-"]
+    assert re.split(r"\s{2,}", second.strip()) == [
+        "chat-r2-bbbbbb",
+        "2",
+        "starting",
+        "-",
+        "-",
+        "-",
+        "-",
+    ]
     data = json.loads(cli("endpoint", "get", "chat", "--json").stdout)
     assert data["replicas"][1]["job"] == "chat-r2-bbbbbb" and data["revision"] == 2
 
@@ -674,7 +683,7 @@ def test_logs_without_a_live_replica_show_the_last_one_that_ended(cli: Cli, api:
 
 def test_update_with_flags_changes_the_current_spec_where_they_say(cli: Cli, api: FakeApi) -> None:
     api.add("chat")
-    result = cli("endpoint", "update", "chat", "--max-replicas", "8", "--env", "A=2")
+    result = cli("endpoint", "update", "chat", "--max-replicas", "8", "--env", "A=2", "--detach")
     assert result.exit_code == 0, result.output
     method, path, body = api.sent[-1]
     assert (method, path) == ("PUT", "/v1/workspaces/default/endpoints/chat")
@@ -686,17 +695,17 @@ def test_update_with_flags_changes_the_current_spec_where_they_say(cli: Cli, api
 
 def test_update_with_a_command_or_a_file(cli: Cli, api: FakeApi, tmp_path: Path) -> None:
     api.add("chat")
-    result = cli("endpoint", "update", "chat", "--", "sglang", "--port", "$PORT")
+    result = cli("endpoint", "update", "chat", "--detach", "--", "sglang", "--port", "$PORT")
     assert result.exit_code == 0, result.output
     assert api.sent[-1][2]["command"] == 'sglang --port "${PORT}"'
     spec = tmp_path / "chat.yaml"
     spec.write_text("command: serve $PORT\nmin_replicas: 2\n")
-    result = cli("endpoint", "update", "chat", str(spec))
+    result = cli("endpoint", "update", "chat", str(spec), "--detach")
     assert result.exit_code == 0, result.output
     body = api.sent[-1][2]
     assert body["name"] == "chat" and body["min_replicas"] == 2 and "max_replicas" not in body
     spec.write_text("name: other\ncommand: serve $PORT\n")
-    result = cli("endpoint", "update", "chat", str(spec))
+    result = cli("endpoint", "update", "chat", str(spec), "--detach")
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {spec} describes endpoint 'other', not 'chat'")
 
@@ -856,3 +865,60 @@ def test_help_imports_no_heavy_library(args: list[str]) -> None:
     modules = set(result.stdout.rsplit("MODULES ", 1)[1].split())
     loaded = sorted(m for m in modules for h in HEAVY if m == h or m.startswith(h + "."))
     assert loaded == [], f"`corral {' '.join(args)}` imported {loaded}"
+
+
+# -- update waits; reasons shown ------------------------------------------------------------
+
+
+def test_update_waits_by_default_and_a_stuck_rollout_exits_1_with_its_reason(
+    cli: Cli, api: FakeApi
+) -> None:
+    api.add("chat")
+    why = (
+        "rolling out revision 2 by replacement: no node has room for a surge; waiting for 1 "
+        "replica to stop; 0 of 1 ready"
+    )
+    api.script["chat"] = [("ready", 1, 1, None)] + [("updating", 0, 1, why)] * 1000
+    result = cli("endpoint", "update", "chat", "--cpus", "2", "--timeout", "90")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(
+        "error: endpoint 'chat' did not roll out revision 2 within 90 s (it is updating, 0 of 1 "
+        f"replicas ready): {why}"
+    ), result.stderr
+    assert 90 <= api.now < 91
+
+
+def test_update_detach_returns_at_once(cli: Cli, api: FakeApi) -> None:
+    api.add("chat")
+    result = cli("endpoint", "update", "chat", "--cpus", "2", "--detach")
+    assert result.exit_code == 0, result.output
+    assert [m for m, _, _ in api.sent] == ["GET", "PUT"]
+
+
+def test_get_shows_each_replicas_reason_and_the_autoscaler_apart(cli: Cli, api: FakeApi) -> None:
+    pending = "needs 1× (2 CPUs) in one node; no node has room now"
+    api.add(
+        "chat",
+        state="updating",
+        revision=2,
+        reason=f"rolling out revision 2: 0 of 1 ready; 1 replica waiting for a node: {pending}",
+        autoscaler="0.0 in flight over 60 s, target 8 per replica",
+        replicas=[
+            replica("chat-r1-aaaaaa", node="gpu-a", revision=1),
+            replica("chat-r2-bbbbbb", state="starting", node=None, revision=2, reason=pending),
+        ],
+    )
+    result = cli("endpoint", "get", "chat")
+    assert result.exit_code == 0, result.output
+    second = next(line for line in result.stdout.splitlines() if line.startswith("chat-r2"))
+    assert re.split(r"\s{2,}", second.strip())[-1] == pending
+    autoscaler = next(line for line in result.stdout.splitlines() if "autoscaler" in line)
+    assert "0.0 in flight over 60 s" in autoscaler
+
+
+def test_the_empty_ls_hint_deploys_something_that_becomes_ready(cli: Cli) -> None:
+    result = cli("endpoint", "ls")
+    hint = result.stderr.split("deploy one: ", 1)[1].strip()
+    assert hint == (
+        "corral endpoint deploy hello --readiness-path / --wait -- python3 -m http.server '$PORT'"
+    )

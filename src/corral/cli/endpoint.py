@@ -21,6 +21,7 @@ from corral.cli.endpointopts import (
     TargetOpt,
     TimeoutOpt,
     ToZeroOpt,
+    UpdateWaitOpt,
     WaitOpt,
 )
 from corral.cli.inline import InlineCommand, inline_argv
@@ -141,12 +142,14 @@ def update(
     auth: AuthOpt = None,
     env: EnvOpt = None,
     app_target: AppOpt = None,
-    wait: WaitOpt = False,
+    wait: UpdateWaitOpt = True,
     timeout: TimeoutOpt = "10m",
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Roll out a new spec: a file replaces it; flags (or a command after `--`) change the
     current one where they say. New replicas take traffic once ready; the old ones then drain.
+    Where no node has room for new replicas beside the old ones, old ones are replaced one
+    at a time. Waits until the new revision serves, unless --detach.
     """
     from corral.cli.endpointspec import EndpointFlags, build_update_spec, mentions_port
 
@@ -174,7 +177,7 @@ def update(
         view = client.update_endpoint(name, spec)
         _print_deployed(view, "updated")
         if wait_s is not None:
-            _wait(client, view.name, wait_s)
+            _wait(client, view.name, wait_s, revision=view.revision)
 
 
 def _current(client: Client, name: str) -> Callable[[], EndpointSpec]:
@@ -233,7 +236,7 @@ def _print_deployed(view: EndpointView, verb: str) -> None:
     console.print(f"  its log:  corral endpoint logs -f {esc(view.name)}")
 
 
-def _wait(client: Client, name: str, timeout_s: float) -> None:
+def _wait(client: Client, name: str, timeout_s: float, revision: int | None = None) -> None:
     from corral.cli.endpointview import address
 
     def show(view: EndpointView) -> None:
@@ -244,14 +247,18 @@ def _wait(client: Client, name: str, timeout_s: float) -> None:
         )
 
     try:
-        with err().status(f"waiting for endpoint {esc(name)} to be ready…") as status:
-            view = client.wait_endpoint(name, timeout=timeout_s, on_poll=show)
+        what = f"revision {revision} of endpoint" if revision else "endpoint"
+        with err().status(f"waiting for {what} {esc(name)} to be ready…") as status:
+            view = client.wait_endpoint(name, timeout=timeout_s, on_poll=show, revision=revision)
     except TimeoutError as exc:
         raise CliError(
             str(exc), hint=f"see why: corral endpoint logs {name} · corral endpoint get {name}"
         ) from None
     except KeyboardInterrupt:
-        note(f"\nstopped waiting; endpoint {esc(name)} keeps deploying")
+        note(
+            f"\nstopped waiting; endpoint {esc(name)} keeps deploying "
+            f"(corral endpoint get {esc(name)})"
+        )
         raise typer.Exit(130) from None
     if view.state == "scaled-to-zero":
         note(
@@ -279,9 +286,11 @@ def ls(ctx: typer.Context, workspace: WorkspaceOpt = None, json_: JsonOpt = Fals
     if json_:
         print_json(EndpointList(endpoints=views).model_dump(mode="json"))
     elif not views:
+        # http.server answers GET / (not /health, the default readiness path): this one
+        # becomes ready as it is.
         note(
-            f"no endpoints in workspace {esc(ws)}; deploy one: corral endpoint deploy NAME "
-            "-- python -m http.server '$PORT'"
+            f"no endpoints in workspace {esc(ws)}; deploy one: corral endpoint deploy hello "
+            "--readiness-path / --wait -- python3 -m http.server '$PORT'"
         )
     else:
         out().print(endpoints_table(views))

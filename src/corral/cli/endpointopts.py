@@ -80,6 +80,14 @@ AppOpt = Annotated[
 WaitOpt = Annotated[
     bool, typer.Option("--wait", help="Wait until it serves; exit 1 with the reason if not.")
 ]
+UpdateWaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wait/--detach",
+        help="Wait until the new revision serves, showing progress (the default); exit 1 with "
+        "the reason if it does not within --timeout. --detach returns at once.",
+    ),
+]
 TimeoutOpt = Annotated[
-    str, typer.Option("--timeout", help="How long --wait waits: 90 (s), 10m, 1h.")
+    str, typer.Option("--timeout", help="How long waiting waits: 90 (s), 10m, 1h.")
 ]

@@ -94,6 +94,8 @@ def print_endpoint(console: Console, view: EndpointView, now: float | None = Non
     reason = _reason(view)
     if reason:
         grid.add_row("reason", esc(reason))
+    if view.autoscaler:
+        grid.add_row("autoscaler", f"[dim]{esc(view.autoscaler)}[/]")
     grid.add_row("url", esc(address(view)))
     grid.add_row(
         "replicas",
@@ -114,7 +116,7 @@ def print_endpoint(console: Console, view: EndpointView, now: float | None = Non
     if not view.replicas:
         console.print("[dim]no replicas[/]")
         return
-    t = table("JOB", "REV", "STATE", "NODE", "URL", "READY SINCE")
+    t = table("JOB", "REV", "STATE", "NODE", "URL", "READY SINCE", "REASON")
     for replica in view.replicas:
         ready_since = age(replica.ready_at, now) if replica.state == "ready" else "-"
         t.add_row(
@@ -124,5 +126,7 @@ def print_endpoint(console: Console, view: EndpointView, now: float | None = Non
             esc(replica.node or "-"),
             esc(replica.url or "-"),
             ready_since,
+            # Why it does not serve: the scheduler's pending reason or its probe's words.
+            esc(replica.reason or "-"),
         )
     console.print(t)

@@ -353,10 +353,12 @@ class Client:
         timeout: float | None = None,
         poll_s: float = 0.5,
         on_poll: Callable[[EndpointView], None] | None = None,
+        revision: int | None = None,
     ) -> EndpointView:
         """Poll until the endpoint serves its current revision: `ready`; or `updating` with
         only old replicas left that drain (they take no new requests); or `scaled-to-zero`
-        (the first request starts a replica). `on_poll` sees each view on the way.
+        (the first request starts a replica). `on_poll` sees each view on the way; with
+        `revision` (an update's), a timeout says that revision did not roll out.
 
         TimeoutError after `timeout` s, its message saying the state and the server's reason;
         CorralError if the endpoint is being deleted; NotFound if it is gone.
@@ -372,8 +374,9 @@ class Client:
                 raise CorralError(f"endpoint {name!r} is being deleted")
             if deadline is not None and self._clock() >= deadline:
                 why = f": {view.reason}" if view.reason else ""
+                what = "become ready" if revision is None else f"roll out revision {revision}"
                 raise TimeoutError(
-                    f"endpoint {name!r} did not become ready within {timeout:g} s (it is "
+                    f"endpoint {name!r} did not {what} within {timeout:g} s (it is "
                     f"{view.state}, {view.ready_replicas} of {view.desired_replicas} replicas "
                     f"ready){why}"
                 )

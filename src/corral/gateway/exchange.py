@@ -23,6 +23,7 @@ from corral.gateway.signals import Metrics
 from corral.gateway.table import EndpointRuntime, Replica, RoutingTable, Waiter
 from corral.gateway.upstream import UpstreamConnection, take_idle
 from corral.timeouts import within
+from corral.wire.gateway import REASON_MAX
 
 if TYPE_CHECKING:
     from corral.gateway.client import ClientConnection
@@ -271,7 +272,8 @@ class Exchange:
         loop = asyncio.get_running_loop()
         while True:
             if len(endpoint.waiters) >= route.max_held:
-                self._reject(endpoint, f"endpoint '{endpoint.name}' has too many held requests")
+                message = f"endpoint '{endpoint.name}' has too many held requests"
+                self._reject(endpoint, because(message, endpoint.route.reason))
                 return
             waiter = Waiter(loop.create_future(), ctx.clock())
             endpoint.waiters.append(waiter)
@@ -296,7 +298,11 @@ class Exchange:
                 self._send_to(replica)
                 return
             if ctx.clock() >= deadline:
-                self._reject(endpoint, f"no replica of '{endpoint.name}' became ready in time")
+                message = (
+                    f"no replica of '{endpoint.name}' became ready within "
+                    f"{route.hold_timeout_s:g} s"
+                )
+                self._reject(endpoint, because(message, endpoint.route.reason))
                 return
 
     def _attach(self, conn: UpstreamConnection) -> None:
@@ -485,6 +491,14 @@ class Exchange:
             series.answered(status)
         if notify_client:
             self.client.exchange_done(self)
+
+
+def because(message: str, reason: str | None) -> str:
+    """A 503's message with the control plane's word on why no replica serves (capacity or
+    readiness only: the route table carries nothing else for callers to read)."""
+    if not reason:
+        return message
+    return f"{message}: {reason[:REASON_MAX]}"
 
 
 def _keeps_alive(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -12,6 +12,7 @@ import contextlib
 import inspect
 import json
 import logging
+import time
 import typing
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from corral.serve.access import AccessLog
 from corral.serve.decorators import HandlerSpec, handler_spec, is_setup
 
 log = logging.getLogger("corral.serve")
@@ -116,6 +119,42 @@ def _route(fn: Callable[..., Any], status: _Status) -> tuple[Callable[..., Any],
     return endpoint, streaming
 
 
+class _Logged:
+    """Each request into the access log once it has been answered (streams included)."""
+
+    def __init__(self, app: ASGIApp, access: AccessLog) -> None:
+        self.app = app
+        self.access = access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500  # what the client gets if the app fails before answering
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            client = scope.get("client")
+            self.access.request(
+                (str(client[0]), int(client[1])) if client else None,
+                headers,
+                scope["method"],
+                scope["path"],
+                scope.get("http_version", "1.1"),
+                status,
+                started,
+            )
+
+
 def build_app(
     service: object,
     *,
@@ -183,6 +222,7 @@ def build_app(
         return JSONResponse({"status": "loading"}, status_code=503)
 
     app.add_api_route(readiness, ready, methods=["GET"], include_in_schema=False)
+    app.add_middleware(_Logged, access=AccessLog(readiness))
     for spec, fn in handlers:
         endpoint, streaming = _route(fn, status)
         if streaming:

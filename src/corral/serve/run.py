@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 
@@ -49,6 +50,17 @@ def load_target(target: str) -> object:
         raise TargetError(f"{target!r}: {attr}() must take no arguments: {exc}") from exc
 
 
+def _log_to_stderr() -> None:
+    """corral.serve's own lines (ready, failed, requests) beside uvicorn's, in its format."""
+    logger = logging.getLogger("corral.serve")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)-9s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def serve_app(target: str, host: str, port: int) -> None:
     """Serve `target` until interrupted; exits with status 1 if its setup hook fails."""
     service = load_target(target)
@@ -71,7 +83,12 @@ def serve_app(target: str, host: str, port: int) -> None:
         # Longer than the gateway's idle reuse window, so a pooled connection is not
         # closed under a request the gateway is just sending.
         timeout_keep_alive=30,
+        # corral.serve logs requests itself (serve/access.py): the client the gateway names
+        # (from trusted peers only), and readiness probes only when their answer changes.
+        access_log=False,
+        proxy_headers=False,
     )
+    _log_to_stderr()
     server = uvicorn.Server(config)
     server.run()
     if failed:

@@ -304,6 +304,11 @@ class EndpointReplicaView(_View):
     url: str | None = Field(default=None, description="the replica itself, behind the gateway")
     started_at: float | None = None
     ready_at: float | None = None
+    reason: str | None = Field(
+        default=None,
+        description="why it does not serve yet: the scheduler's pending reason, or its "
+        "readiness probe's words",
+    )
 
 
 class EndpointView(_View):
@@ -317,7 +322,10 @@ class EndpointView(_View):
     ready_replicas: int
     min_replicas: int
     max_replicas: int
-    reason: str | None = None
+    reason: str | None = Field(default=None, description="what its replicas are doing now")
+    autoscaler: str | None = Field(
+        default=None, description="the autoscaler's last reckoning: load, target, holds"
+    )
     spec: EndpointSpec
     replicas: list[EndpointReplicaView] = Field(default_factory=list)
     created_at: float

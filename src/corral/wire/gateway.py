@@ -15,6 +15,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# A route's reason is short: it goes into 503 bodies, and into every route table. Cut at
+# the source and again where shown (not validated: one long reason must not cost a gateway
+# the whole table).
+REASON_MAX = 200
+
 ReplicaRouteState = Literal["starting", "ready", "draining"]
 AuthMode = Literal["public", "workspace", "endpoint"]
 
@@ -51,6 +56,11 @@ class EndpointRoute(_Wire):
     )
     affinity_header: str | None = Field(
         default=None, description="requests with the same value of this header prefer one replica"
+    )
+    reason: str | None = Field(
+        default=None,
+        description="why no replica serves (capacity or readiness only: a 503 shows it to "
+        "whoever calls the endpoint); null while one does",
     )
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from corral.core import autoscale
+from corral.core import autoscale, rollout
+from corral.core.lifecycle import ACTIVE_REPLICA_STATES, LIVE_JOB_STATES
 from corral.server.services import endpoints as ep
 from corral.server.services.effects import Effects
 from corral.server.services.jobs import cancel_job, submit_job
@@ -78,7 +79,7 @@ def reconcile(
         endpoint.desired_replicas = desired
         effects.routes_changed = True
 
-    live = [row for row in rows if row[0].draining_at is None and row[0].state != "cancelling"]
+    live = [row for row in rows if not _stopping(row[0])]
     current = [row for row in live if row[0].endpoint_revision == endpoint.revision]
     old = [row for row in live if row[0].endpoint_revision != endpoint.revision]
 
@@ -86,18 +87,16 @@ def reconcile(
     # liveness. They get no traffic (the gateway routes to ready ones only); replace them.
     broken = [row for row in current if _broken(row, spec, now)]
     healthy = [row for row in current if row not in broken]
-    reason = decision.reason
     missing = desired - len(healthy)
+    failing = None
     if missing > 0:
-        wait = _backoff(session, endpoint, now)
-        if wait is None:
+        failing = _backoff(session, endpoint, now)
+        if failing is None:
             for _ in range(missing):
                 job = submit_job(session, workspace, ep.replica_job_spec(endpoint, spec), now)
                 job.endpoint_id = endpoint.id
                 job.endpoint_revision = endpoint.revision
             effects.wake_scheduler = True
-        else:
-            reason = wait
     for job, _, _ in broken:
         effects.merge(cancel_job(session, job, now))
     if missing < 0:
@@ -108,24 +107,119 @@ def reconcile(
         )[:-missing]
         for row in extra:
             effects.merge(_retire(session, row, now))
-    # Rolling update: an old replica goes only while ready capacity stays at the target.
-    ready_current = sum(1 for job, r, _ in healthy if ep.replica_state(job, r) == "ready")
-    ready_old = [row for row in old if ep.replica_state(row[0], row[1]) == "ready"]
-    for row in old:
-        if ep.replica_state(row[0], row[1]) != "ready":
-            effects.merge(cancel_job(session, row[0], now))
-    keep = max(desired, spec.min_replicas)
-    for row in sorted(ready_old, key=lambda row: row[0].submitted_at):
-        if ready_current + len(ready_old) - 1 < keep:
-            break
-        effects.merge(_retire(session, row, now))
-        ready_old = [r for r in ready_old if r is not row]
+        healthy = [row for row in healthy if row not in extra]
+
+    statuses = [_status(row) for row in healthy]
+    kinds = [rollout.pending_kind(job.reason) for job, _, _ in healthy if job.state == "pending"]
+    plan = rollout.decide(
+        rollout.RolloutFacts(
+            revision=endpoint.revision,
+            desired=desired,
+            min_replicas=spec.min_replicas,
+            old=tuple(_old(session, row, spec, rollout.PendingKind.ROOM in kinds) for row in old),
+            new_ready=sum(1 for s in statuses if s.phase == rollout.Phase.READY),
+            new_starting=sum(
+                1 for s in statuses if s.phase in (rollout.Phase.STARTING, rollout.Phase.UNREADY)
+            ),
+            new_waiting_for_room=kinds.count(rollout.PendingKind.ROOM),
+            stopping=sum(1 for row in rows if _stopping(row[0])),
+            old_stopping=sum(
+                1
+                for job, _, _ in rows
+                if _stopping(job) and job.endpoint_revision != endpoint.revision
+            ),
+        )
+    )
+    by_id = {row[0].id: row for row in old}
+    for job_id in plan.stop:
+        effects.merge(cancel_job(session, by_id[job_id][0], now))
+    for job_id in plan.retire:
+        effects.merge(_retire(session, by_id[job_id], now))
     effects.merge(_finish_draining(session, rows, spec, load, now))
-    if old:
-        reason = f"rolling out revision {endpoint.revision}: {ready_current} of {desired} ready"
+
+    status = rollout.EndpointStatus(
+        desired=desired,
+        replicas=tuple(statuses),
+        readiness_path=spec.readiness.path,
+        rollout=plan.reason,
+        failing=failing,
+        idle=decision.stable_in_flight == 0 and not decision.panicking,
+    )
+    reason = rollout.headline(status)
     if endpoint.reason != reason:
         endpoint.reason = reason
+    public = rollout.public_reason(status, kinds)
+    notes = {"autoscaler": decision.reason, **({"public": public} if public else {})}
+    if ep.notes(endpoint) != notes:
+        if ep.notes(endpoint).get("public") != public:
+            effects.routes_changed = True  # the gateways' 503s say it
+        endpoint.autoscale = notes
     return effects
+
+
+def _stopping(job: Job) -> bool:
+    """Draining or being stopped: the room it holds comes free soon."""
+    return job.state == "cancelling" or (
+        job.draining_at is not None and job.state in LIVE_JOB_STATES
+    )
+
+
+def _status(row: Row) -> rollout.ReplicaStatus:
+    job, replica, _ = row
+    if job.state == "pending":
+        return rollout.ReplicaStatus(rollout.Phase.PENDING, job.reason)
+    state = ep.replica_state(job, replica)
+    if state == "ready":
+        return rollout.ReplicaStatus(rollout.Phase.READY)
+    running = replica is not None and replica.state == "running"
+    # A running replica's reason is its readiness probe's words (the agent reports them).
+    why = replica.reason if running and replica is not None else None
+    phase = rollout.Phase.UNREADY if state == "unready" else rollout.Phase.STARTING
+    return rollout.ReplicaStatus(phase, why)
+
+
+def _old(session: Session, row: Row, spec: EndpointSpec, room_wanted: bool) -> rollout.OldReplica:
+    job, replica, node = row
+    return rollout.OldReplica(
+        id=job.id,
+        ready=ep.replica_state(job, replica) == "ready",
+        submitted_at=job.submitted_at,
+        frees_room=room_wanted and _frees_room(session, replica, node, spec),
+    )
+
+
+def _frees_room(
+    session: Session, replica: Replica | None, node: Node | None, spec: EndpointSpec
+) -> bool:
+    """Whether `replica` gone, its node has room for one replica of `spec`."""
+    if replica is None or node is None or node.condition != "ready":
+        return False
+    others = session.execute(
+        select(Replica.cpus, Replica.memory_mb, Replica.disk_mb, Replica.gpus).where(
+            Replica.node_id == node.id,
+            Replica.state.in_(ACTIVE_REPLICA_STATES),
+            Replica.id != replica.id,
+        )
+    ).all()
+    want = spec.resources
+    cpus = node.cpus - sum(o.cpus for o in others)
+    memory = node.memory_mb - sum(o.memory_mb for o in others)
+    disk = node.disk_mb - sum(o.disk_mb for o in others)
+    if cpus < want.cpus or memory < want.memory or disk < want.disk:
+        return False
+    if want.gpus.count == 0:
+        return True
+    taken = {i for o in others for i in o.gpus}
+    model = want.gpus.type.upper() if want.gpus.type else None
+    low = want.gpus.min_memory
+    free = [
+        g
+        for g in node.gpus
+        if g.get("index") not in taken
+        and (model is None or model in str(g.get("model", "")).upper())
+        and (low is None or int(g.get("memory_mb", 0)) >= low)
+    ]
+    return len(free) >= want.gpus.count
 
 
 def _broken(row: Row, spec: EndpointSpec, now: float) -> bool:

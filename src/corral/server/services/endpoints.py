@@ -25,7 +25,7 @@ from corral.spec.job import JobSpec
 from corral.spec.limits import STORED
 from corral.wire.agent import Probe
 from corral.wire.api import EndpointReplicaView, EndpointView
-from corral.wire.gateway import EndpointRoute, ReplicaRoute, RouteTable
+from corral.wire.gateway import REASON_MAX, EndpointRoute, ReplicaRoute, RouteTable
 
 log = logging.getLogger("corral.server.endpoints")
 
@@ -192,6 +192,25 @@ def replica_state(job: Job, replica: Replica | None) -> str:
     return "unready" if replica.ready_at is not None else "starting"
 
 
+def replica_reason(job: Job, replica: Replica | None) -> str | None:
+    """Why a replica does not serve: the scheduler's reason while it waits for a node, its
+    readiness probe's words while running unready; None once it serves."""
+    if job.state == "pending":
+        return job.reason
+    if job.draining_at is not None or job.state == "cancelling":
+        return None
+    if replica is None or replica.state != "running" or replica.ready:
+        return None
+    return replica.reason
+
+
+def notes(endpoint: Endpoint) -> dict[str, str]:
+    """What the controller keeps beside the reason (in the `autoscale` column): the
+    autoscaler's reckoning and the reason a gateway may show callers."""
+    stored = endpoint.autoscale if isinstance(endpoint.autoscale, dict) else {}
+    return {k: v for k, v in stored.items() if isinstance(v, str)}
+
+
 def replica_url(job: Job, node: Node | None) -> str | None:
     if node is None or job.master_port is None:
         return None
@@ -216,6 +235,7 @@ def endpoint_view(
             url=replica_url(job, node),
             started_at=None if replica is None else replica.started_at,
             ready_at=None if replica is None else replica.ready_at,
+            reason=replica_reason(job, replica),
         )
         for job, replica, node in rows
     ]
@@ -243,6 +263,7 @@ def endpoint_view(
         min_replicas=spec.min_replicas,
         max_replicas=spec.replica_limit,
         reason=endpoint.reason,
+        autoscaler=notes(endpoint).get("autoscaler"),
         spec=spec,
         replicas=replicas,
         created_at=endpoint.created_at,
@@ -304,6 +325,7 @@ def route_table(session: Session, version: int, domain: str | None) -> RouteTabl
                 hold_timeout_s=spec.hold_timeout,
                 drain_timeout_s=spec.drain_timeout,
                 affinity_header=spec.affinity_header,
+                reason=(notes(endpoint).get("public") or "")[:REASON_MAX] or None,
             )
         )
     return RouteTable(version=version, domain=domain, endpoints=routes)
