@@ -3,7 +3,9 @@
 - no node is over-committed (GPUs: healthy, existing, never twice; CPUs, memory, disk);
 - a gang is all-or-nothing, of one GPU class, within the domain it may span;
 - every pending job is decided exactly once; never-fits are pending;
-- quota: non-preemptible GPUs stay within the guarantee; all borrowing is preemptible;
+- quota: a non-preemptible job beyond its guarantee takes only GPUs no guarantee needs
+  (what the guarantees can get at once, a max flow, never shrinks for it); all borrowing
+  is preemptible;
 - preemption: only preemptible victims, never of higher priority (equal only to reclaim
   borrowed GPUs), and only for a job the same plan places;
 - backfill: nothing placed after the reservation uses its nodes unless it ends first;
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import replace
 
 from hypothesis import given, settings
@@ -318,35 +321,111 @@ def check(snapshot: Snapshot, plan: PlacementPlan, config: SchedulerConfig) -> N
         assert memory[n.id] <= n.memory_mb
         assert disk[n.id] <= n.disk_mb
 
-    # Quota: non-preemptible GPUs within the guarantee; beyond it, only preemptible jobs.
+    # Quota: borrowing is preemptible; beyond its guarantee, a non-preemptible job only
+    # takes GPUs that no guarantee needs. Replayed in plan order (the order of decisions):
+    # for each such job, the guaranteed GPUs that cannot be given at once must not grow.
     quotas = {ws: dict(q) for ws, q in snapshot.quotas.items()}
     if not quotas:
         assert not any(g.borrowed for g in plan.placements)
         return
-    firm: dict[tuple[str, str | None], int] = {}
-    grew: set[tuple[str, str | None]] = set()
+    for g in plan.placements:
+        assert pending[g.job_id].preemptible or not g.borrowed, "a non-preemptible job borrowed"
+    capacity: dict[str, int] = {}
+    for n in snapshot.nodes:
+        for s in n.gpus:
+            if s.healthy:
+                capacity[s.model] = capacity.get(s.model, 0) + 1
+    firm: dict[tuple[str, str | None], int] = {}  # (workspace, quota key) -> GPUs
+    firm_models: dict[str, int] = {}
+
+    def count(ws: str, node_id: str, indices: tuple[int, ...]) -> None:
+        for index in indices:
+            slot = next(s for s in nodes[node_id].gpus if s.index == index)
+            if slot.healthy:
+                key = (ws, _bucket(quotas, ws, slot.model))
+                firm[key] = firm.get(key, 0) + 1
+                firm_models[slot.model] = firm_models.get(slot.model, 0) + 1
+
     for r in snapshot.running:
-        if not r.preemptible and r.id not in victims:
+        if not r.preemptible:  # victims are preemptible: these all stay
             for rep in r.replicas:
-                for index in rep.gpus:
-                    model = next(s.model for s in nodes[rep.node_id].gpus if s.index == index)
-                    key = (r.workspace, _bucket(quotas, r.workspace, model))
-                    firm[key] = firm.get(key, 0) + 1
+                count(r.workspace, rep.node_id, rep.gpus)
     for g in plan.placements:
         j = pending[g.job_id]
-        if g.borrowed:
-            assert j.preemptible, "a non-preemptible job borrowed"
-        if j.preemptible:
+        if j.preemptible or j.demand.gpus == 0:
             continue
-        for r in g.replicas:
-            for index in r.gpus:
-                model = next(s.model for s in nodes[r.node_id].gpus if s.index == index)
-                key = (j.workspace, _bucket(quotas, j.workspace, model))
-                firm[key] = firm.get(key, 0) + 1
-                grew.add(key)
-    for ws, b in grew:
-        assert b is not None, "a non-preemptible job ran without a guarantee"
-        assert firm[(ws, b)] <= quotas[ws][b], "quota exceeded by a non-preemptible job"
+        model = next(s.model for s in nodes[g.replicas[0].node_id].gpus)
+        key = _bucket(quotas, j.workspace, model)
+        left = 0 if key is None else quotas[j.workspace][key] - firm.get((j.workspace, key), 0)
+        need = j.demand.gpus * j.replicas
+        excess = need - max(0, min(need, left))
+        before = _unmet(quotas, capacity, firm, firm_models)
+        for rep in g.replicas:
+            count(j.workspace, rep.node_id, rep.gpus)
+        if excess > 0:
+            after = _unmet(quotas, capacity, firm, firm_models)
+            assert after <= before, "a non-preemptible job took GPUs a guarantee needs"
+
+
+def _unmet(
+    quotas: dict[str, dict[str, int]],
+    capacity: dict[str, int],
+    firm: dict[tuple[str, str | None], int],
+    firm_models: dict[str, int],
+) -> int:
+    """What the guarantees still claim (guarantee less the owner's non-preemptible GPUs)
+    less what can be given to them at once from GPUs not held by non-preemptible work:
+    a max flow, claims -> the models each may use -> their free room (augmenting paths)."""
+    claims: dict[tuple[str, str], int] = {}
+    uses: dict[tuple[str, str], list[str]] = {}
+    for ws, q in quotas.items():
+        for key, gpus in q.items():
+            models = sorted(m for m in capacity if _bucket(quotas, ws, m) == key)
+            if gpus > 0 and models:
+                claims[(ws, key)] = max(0, gpus - firm.get((ws, key), 0))
+                uses[(ws, key)] = models
+    room = {m: c - firm_models.get(m, 0) for m, c in capacity.items()}
+    flow: dict[tuple[tuple[str, str], str], int] = {}
+    while True:
+        # Breadth first from the claims with something left, through the models they may
+        # use, back along flow to other claims, until a model with room left.
+        by_model: dict[str, tuple[str, str]] = {}  # model -> the claim that reached it
+        by_claim: dict[tuple[str, str], str | None] = {}  # claim -> the model it came back by
+        queue = deque(b for b, left in claims.items() if left > 0)
+        by_claim.update((b, None) for b in queue)
+        end = None
+        while queue and end is None:
+            b = queue.popleft()
+            for m in uses[b]:
+                if m in by_model:
+                    continue
+                by_model[m] = b
+                if room[m] > 0:
+                    end = m
+                    break
+                for (b2, m2), f in flow.items():
+                    if m2 == m and f > 0 and b2 not in by_claim:
+                        by_claim[b2] = m
+                        queue.append(b2)
+        if end is None:
+            return sum(claims.values())
+        forward, backward = [], []
+        m = end
+        while True:
+            b = by_model[m]
+            forward.append((b, m))
+            back = by_claim[b]
+            if back is None:
+                break
+            backward.append((b, back))
+            m = back
+        amount = min([claims[b], room[end], *(flow[e] for e in backward)])
+        for e in forward:
+            flow[e] = flow.get(e, 0) + amount
+        for e in backward:
+            flow[e] -= amount
+        claims[b] -= amount
+        room[end] -= amount
 
 
 @settings(max_examples=400, deadline=None)

@@ -8,6 +8,7 @@ from test_scheduler_helpers import A100, job, node, running, where, world
 from corral.core.placement import Outcome, place
 from corral.core.scheduler import SchedulerConfig
 
+# Over the 16 GPUs of two nodes: every GPU is somebody's guarantee (no unguaranteed pool).
 QUOTAS = {"team-a": {"H100": 8}, "team-b": {"H100": 16}}
 
 
@@ -32,8 +33,10 @@ def test_beyond_the_guarantee_a_non_preemptible_job_waits_with_the_reason() -> N
     firm = running("firm", [("a", range(8))], ws="team-a", preemptible=False)
     _, outcome, reason = _one(job("j", 4, ws="team-a"), [firm])
     assert outcome == Outcome.UNSCHEDULABLE
-    assert reason.startswith(
-        "quota team-a is exhausted: 8 of 8 guaranteed GPUs held by non-preemptible jobs"
+    assert reason == (
+        "workspace team-a holds 8 of its 8 guaranteed GPUs with non-preemptible jobs and "
+        "guarantees cover all the ready fleet's GPUs; this non-preemptible job needs 4: "
+        "mark it preemptible to borrow idle GPUs"
     )
 
 
@@ -41,8 +44,9 @@ def test_a_non_preemptible_job_bigger_than_the_guarantee_never_fits() -> None:
     _, outcome, reason = _one(job("j", 8, 2, ws="team-a"))
     assert outcome == Outcome.UNRESOLVABLE
     assert reason == (
-        "workspace team-a is guaranteed 8 GPUs and this non-preemptible job needs 16; "
-        "mark it preemptible to borrow idle GPUs"
+        "workspace team-a is guaranteed 8 GPUs and the ready fleet leaves 0 GPUs "
+        "unguaranteed; this non-preemptible job needs 16: mark it preemptible to borrow "
+        "idle GPUs"
     )
 
 
@@ -80,7 +84,9 @@ def test_a_workspace_without_a_quota_only_borrows() -> None:
     ],
 )
 def test_quota_keys(quota: dict[str, int], outcome: Outcome) -> None:
-    _, got, _ = _one(job("j", 8, ws="t"), quotas={"t": quota}, nodes=[node("a", model=A100)])
+    # "owner" is guaranteed the node's 8 A100: nothing is left unguaranteed for t.
+    quotas = {"t": quota, "owner": {"A100": 8}}
+    _, got, _ = _one(job("j", 8, ws="t"), quotas=quotas, nodes=[node("a", model=A100)])
     assert got == outcome
 
 

@@ -44,8 +44,9 @@ def test_eta(seconds: float, text: str) -> None:
 
 
 def test_a_pending_reason_says_what_blocks_and_what_preemption_could_do() -> None:
-    # The example: lower-priority jobs are in the way, but the quota is exhausted.
-    quotas = {"team-a": {"H100": 8}}  # team-b has none: all it runs is borrowed
+    # Lower-priority jobs are in the way, but team-a's guarantee is held by its own
+    # non-preemptible work and every GPU is guaranteed to someone (no unguaranteed pool).
+    quotas = {"team-a": {"H100": 8}, "team-x": {"H100": 8}}  # team-b has none: it borrows
     run = [
         running("a-firm", [("a", range(8))], ws="team-a", preemptible=False, prio=100),
         *(running(f"b{i}", [("b", [i])], ws="team-b", prio=0) for i in range(3)),
@@ -54,9 +55,12 @@ def test_a_pending_reason_says_what_blocks_and_what_preemption_could_do() -> Non
         world([node("a"), node("b")], [job("j", 8, ws="team-a", prio=100)], run, quotas), 0
     )
     reason = plan.pending_reasons["j"]
-    assert reason.startswith("quota team-a is exhausted: 8 of 8 guaranteed GPUs")
+    assert reason.startswith(
+        "workspace team-a holds 8 of its 8 guaranteed GPUs with non-preemptible jobs and "
+        "guarantees cover all the ready fleet's GPUs; this non-preemptible job needs 8"
+    )
     assert reason.endswith(
-        "; 3 lower-priority jobs could be preempted but quota team-a is exhausted"
+        "; preempting 3 lower-priority jobs would free GPUs, not guarantee, for workspace team-a"
     )
 
 

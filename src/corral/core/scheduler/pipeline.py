@@ -182,7 +182,8 @@ class Round:
             self._no_preempt.clear()
         c = fit.gpu_class
         need = shape.gpus * shape.replicas
-        # Only a preemptible job borrows (quota.allowed kept the others within guarantee).
+        # Only a preemptible job borrows (quota.allowed kept the others within their guarantee
+        # and the unguaranteed pool).
         borrowed = (
             self.quota.enabled
             and job.preemptible

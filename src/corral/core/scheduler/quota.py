@@ -1,21 +1,32 @@
-"""Quotas: per-workspace guaranteed GPUs per model, and borrowing of idle GPUs.
+"""Quotas: per-workspace guaranteed GPUs per model, the unguaranteed pool, and borrowing.
 
 `Snapshot.quotas` maps workspace -> GPU model -> guaranteed GPUs ("*": any model). A GPU
 counts against the first key of its workspace that names its model (case-insensitive
 substring, like `gpus: H100:8`), else against "*", else against nothing (guarantee 0).
 No quotas at all: nothing is checked and nothing is borrowed.
 
-Within its guarantee a workspace runs anything. Beyond it, a job runs on idle GPUs only
-as a *borrower*: it must be preemptible, and it stays reclaimable — an owner that needs
-its guarantee back may preempt it (see preempt.py). Which of a workspace's running jobs
-are the borrowers is recomputed from the snapshot each round: non-preemptible jobs first,
-then by priority, then oldest first, fill the guarantee; whatever is beyond is borrowed.
+A workspace's quota is a guarantee, like a Kueue ClusterQueue's nominal quota in a cohort
+or Slurm's GrpTRES held for an account: the owner gets those GPUs whenever it asks, by
+reclaiming whatever others borrowed. Three kinds of use follow from it:
+  1. within its guarantee a workspace runs anything;
+  2. GPUs that no one is guaranteed (per model: the ready fleet's GPUs less the sum of
+     guarantees) form a shared *unguaranteed pool*: any workspace's non-preemptible job
+     may use it beyond its own guarantee, first come (in queue order: priority first),
+     and is never preempted for it (pool.py: it may never take a GPU that would leave a
+     guarantee unreachable, counted exactly when "*" guarantees overlap named ones);
+  3. beyond both, a job runs on idle GPUs only as a *borrower*: it must be preemptible,
+     and it stays reclaimable: an owner that needs its guarantee back may preempt it
+     (see preempt.py).
+A non-preemptible job counts its own workspace's guarantee first, then the pool. A job
+larger than its guarantee plus the whole pool never fits as asked; one that does not fit
+now waits with the limit that binds in its reason.
 
-So the invariant is: a workspace's non-preemptible GPUs never exceed its guarantee, and
-everything beyond the guarantee is preemptible. A non-preemptible job is checked against
-the guarantee less the workspace's *non-preemptible* GPUs only: its own preemptible jobs
-do not block it (they become the borrowers), else they would be preempted only to
-borrow again at once.
+Which of a workspace's running jobs are the borrowers is recomputed from the snapshot
+each round: non-preemptible jobs first, then by priority, then oldest first, fill the
+guarantee; whatever is beyond is borrowed (a non-preemptible job beyond it runs in the
+pool, and is never a victim). A non-preemptible job is checked against the guarantee less
+the workspace's *non-preemptible* GPUs only: its own preemptible jobs do not block it
+(they become the borrowers), else they would be preempted only to borrow again at once.
 """
 
 from __future__ import annotations
@@ -24,8 +35,10 @@ from collections.abc import Mapping, Sequence, Set
 
 from corral.core.placement import PendingJob
 from corral.core.scheduler import reasons
+from corral.core.scheduler.domains import free_gpus
 from corral.core.scheduler.filters import CPU_ONLY, Shape
 from corral.core.scheduler.gang import Holding, UsageKey
+from corral.core.scheduler.pool import Pool
 from corral.core.scheduler.state import ClusterState
 
 ANY_MODEL = "*"
@@ -48,6 +61,9 @@ class QuotaBook:
         self._stale: set[Bucket | None] = set()  # buckets whose borrowers are to be redone
         self._borrowed: dict[Bucket | None, set[str]] = {}
         self._placed_within: dict[Bucket, int] = {}  # guarantee taken by this round's gangs
+        self._atom: dict[int, int] = {}  # GPU class -> its atom in the pool
+        self.pool = self._pool() if self.enabled else Pool({}, {})
+        self._never: dict[tuple[str, tuple[int, ...], int], str | None] = {}
 
     def bucket(self, workspace: str, c: int | None) -> Bucket | None:
         if c is None or c == CPU_ONLY:
@@ -66,6 +82,24 @@ class QuotaBook:
     def guarantee(self, bucket: Bucket | None) -> int:
         return 0 if bucket is None else self._quotas[bucket[0]][bucket[1]]
 
+    def _pool(self) -> Pool:
+        """Classes that count against the same guarantees (of positive size) are one atom."""
+        workspaces = sorted(self._quotas)
+        atoms: dict[tuple[Bucket | None, ...], int] = {}
+        capacity: dict[int, int] = {}
+        masks: dict[Bucket, int] = {}
+        st = self._st
+        fleet = st.topology.domains[st.topology.fleet].cap if st.nodes else {}
+        for g in st.classes:
+            buckets = [self.bucket(ws, g.id) for ws in workspaces]
+            sig = tuple(b if self.guarantee(b) > 0 else None for b in buckets)
+            a = self._atom[g.id] = atoms.setdefault(sig, len(atoms))
+            capacity[a] = capacity.get(a, 0) + free_gpus(fleet.get(g.id, []))
+            for b in sig:
+                if b is not None:
+                    masks[b] = masks.get(b, 0) | 1 << a
+        return Pool(capacity, {b: (self.guarantee(b), m) for b, m in masks.items()})
+
     # -- usage -----------------------------------------------------------------------
 
     def add_running(self, holdings: Sequence[Holding], usage: Mapping[UsageKey, int]) -> None:
@@ -75,6 +109,8 @@ class QuotaBook:
         self._running = holdings
         for (workspace, c, preemptible), gpus in usage.items():
             b = self.bucket(workspace, c)
+            if c is not None and not preemptible and gpus:
+                self.pool.charge(self._atom[c], b, gpus)
             if b is not None and gpus:
                 self.used[b] = self.used.get(b, 0) + gpus
                 if not preemptible:
@@ -91,6 +127,10 @@ class QuotaBook:
     def charge(self, h: Holding, sign: int = 1) -> None:
         if not self.enabled or not h.gpus:
             return
+        if not h.preemptible:
+            for c, gpus in h.by_class:
+                if c is not None:
+                    self.pool.charge(self._atom[c], self.bucket(h.workspace, c), sign * gpus)
         for b, gpus in self._portions(h).items():
             if b is None:
                 continue
@@ -145,38 +185,94 @@ class QuotaBook:
         return b is not None and self.used.get(b, 0) + need <= self.guarantee(b)
 
     def firm_within(self, workspace: str, c: int, need: int) -> bool:
-        """Whether `need` more non-preemptible GPUs keep those within the guarantee."""
+        """Whether `need` more non-preemptible GPUs keep those within the guarantee (such
+        a job goes before one that needs the pool: owners first)."""
         if not self.enabled:
             return True
         b = self.bucket(workspace, c)
         return b is not None and self.firm.get(b, 0) + need <= self.guarantee(b)
 
+    def _excess(self, workspace: str, c: int, need: int, *, empty: bool = False) -> int:
+        """Of `need` non-preemptible GPUs, those beyond what the guarantee has left (all of
+        it left: `empty`)."""
+        b = self.bucket(workspace, c)
+        held = 0 if empty or b is None else self.firm.get(b, 0)
+        return need - max(0, min(need, self.guarantee(b) - held))
+
+    def firm_fits(self, workspace: str, c: int, need: int) -> bool:
+        """Whether `need` more non-preemptible GPUs of class c fit in the workspace's
+        guarantee plus what the unguaranteed pool has left."""
+        if not self.enabled:
+            return True
+        excess = self._excess(workspace, c, need)
+        return self.pool.fits(self._atom[c], self.bucket(workspace, c), need, excess)
+
     def allowed(self, job: PendingJob, shape: Shape) -> tuple[int, ...]:
-        """The classes the job may use now: all, unless it is non-preemptible and its
-        guarantee is taken by non-preemptible work (only a reclaimable job borrows)."""
+        """The classes the job may use now: all, unless it is non-preemptible and neither
+        its guarantee nor the unguaranteed pool has room (only a reclaimable job borrows)."""
         if not self.enabled or job.preemptible or shape.gpus == 0:
             return shape.classes
         need = shape.gpus * shape.replicas
-        return tuple(c for c in shape.classes if self.firm_within(job.workspace, c, need))
+        return tuple(c for c in shape.classes if self.firm_fits(job.workspace, c, need))
 
     def never(self, job: PendingJob, shape: Shape) -> str | None:
-        """A non-preemptible job bigger than its whole guarantee never fits as asked."""
+        """A non-preemptible job bigger than its whole guarantee plus the whole unguaranteed
+        pool never fits as asked (on the nodes ready now)."""
         if not self.enabled or job.preemptible or shape.gpus == 0 or not shape.classes:
             return None
         need = shape.gpus * shape.replicas
-        best = max(self.guarantee(self.bucket(job.workspace, c)) for c in shape.classes)
-        if need <= best:
-            return None
-        return reasons.QUOTA_NEVER.format(
-            workspace=job.workspace, guarantee=best, what=shape.what, need=need
+        key = (job.workspace, shape.classes, need)
+        if key in self._never:
+            return self._never[key]
+        reason = None
+        fits = (
+            self.pool.fits_empty(
+                self._atom[c],
+                self.bucket(job.workspace, c),
+                need,
+                self._excess(job.workspace, c, need, empty=True),
+            )
+            for c in shape.classes
         )
+        if not any(fits):
+            c = max(shape.classes, key=lambda c: self._ever(job.workspace, c))
+            reason = reasons.QUOTA_NEVER.format(
+                workspace=job.workspace,
+                guarantee=self.guarantee(self.bucket(job.workspace, c)),
+                what=shape.what,
+                pool=self.pool.unguaranteed(self._atom[c]),
+                need=need,
+            )
+        self._never[key] = reason
+        return reason
+
+    def _ever(self, workspace: str, c: int) -> int:
+        return self.guarantee(self.bucket(workspace, c)) + self.pool.unguaranteed(self._atom[c])
 
     def exhausted(self, job: PendingJob, shape: Shape) -> str:
-        c = shape.classes[0]
-        b = self.bucket(job.workspace, c)
-        return reasons.QUOTA_EXHAUSTED.format(
-            workspace=job.workspace,
-            used=self.firm.get(b, 0) if b else 0,
-            guarantee=self.guarantee(b),
-            what=shape.what,
-        )
+        """Which limit binds, for the class that comes closest to room."""
+        ws = job.workspace
+
+        def room(c: int) -> int:
+            b = self.bucket(ws, c)
+            left = self.guarantee(b) - (self.firm.get(b, 0) if b else 0)
+            return max(0, left) + self.pool.free(self._atom[c])
+
+        c = max(shape.classes, key=room)
+        b = self.bucket(ws, c)
+        what = shape.what
+        guarantee = self.guarantee(b)
+        if guarantee == 0:
+            own = reasons.QUOTA_NONE.format(workspace=ws, what=what)
+        else:
+            held = self.firm.get(b, 0) if b else 0
+            own = reasons.QUOTA_HELD.format(workspace=ws, held=held, guarantee=guarantee, what=what)
+        a = self._atom[c]
+        size, free = self.pool.unguaranteed(a), self.pool.free(a)
+        if size == 0:
+            pool = reasons.POOL_NONE.format(what=what)
+        elif free == 0:
+            pool = reasons.POOL_TAKEN.format(pool=size, what=what)
+        else:
+            pool = reasons.POOL_SHORT.format(free=free, pool=size, what=what)
+        return reasons.QUOTA_BLOCKED.format(own=own, pool=pool, need=shape.gpus * shape.replicas)

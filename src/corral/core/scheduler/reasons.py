@@ -23,8 +23,9 @@ GANG_TOO_BIG = (
     "the largest {level} holds {best} such replicas even when empty"
 )
 QUOTA_NEVER = (
-    "workspace {workspace} is guaranteed {guarantee} {what} and this non-preemptible job "
-    "needs {need}; mark it preemptible to borrow idle GPUs"
+    "workspace {workspace} is guaranteed {guarantee} {what} and the ready fleet leaves "
+    "{pool} {what} unguaranteed; this non-preemptible job needs {need}: mark it "
+    "preemptible to borrow idle GPUs"
 )
 
 # -- may fit later (Outcome.UNSCHEDULABLE) -----------------------------------------------
@@ -33,12 +34,23 @@ NO_ROOM = "needs {replicas}× {gpus} {what} in one {level}; the freest {level} h
 NO_ROOM_CPU = "needs {replicas}× ({demand}) in one {level}; no {level} has room now"
 SHORT_OF_OTHER = "; CPUs, memory or disk are short where those GPUs are free"
 RESERVED_EXCLUDED = "; nodes reserved for {head} are left out"
-QUOTA_EXHAUSTED = (
-    "quota {workspace} is exhausted: {used} of {guarantee} guaranteed {what} held by "
-    "non-preemptible jobs, and only preemptible jobs may borrow idle GPUs"
+# A non-preemptible job beyond its guarantee and the unguaranteed pool: {own} and {pool}.
+QUOTA_BLOCKED = (
+    "{own} and {pool}; this non-preemptible job needs {need}: mark it preemptible to "
+    "borrow idle GPUs"
 )
+QUOTA_NONE = "workspace {workspace} has no guarantee for {what}"
+QUOTA_HELD = (
+    "workspace {workspace} holds {held} of its {guarantee} guaranteed {what} with "
+    "non-preemptible jobs"
+)
+QUOTA_EXHAUSTED = QUOTA_BLOCKED  # the name core/rollout.py recognises quota waits by
+POOL_NONE = "guarantees cover all the ready fleet's {what}"
+POOL_TAKEN = "the {pool} unguaranteed {what} are held by non-preemptible jobs"
+POOL_SHORT = "only {free} of the {pool} unguaranteed {what} are free of non-preemptible jobs"
 COULD_PREEMPT_BUT_QUOTA = (
-    "; {victims} lower-priority jobs could be preempted but quota {workspace} is exhausted"
+    "; preempting {victims} lower-priority jobs would free GPUs, not guarantee, for "
+    "workspace {workspace}"
 )
 PREEMPTION_WOULD_NOT_FIT = (
     "; preempting all {victims} lower-priority jobs in the way would still not make room"
