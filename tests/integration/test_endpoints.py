@@ -270,3 +270,47 @@ def test_a_replica_that_dies_is_replaced(fleet: Fleet) -> None:
     assert replaced["state"] == "ready"
     fleet.routed("flaky")
     assert fleet.chat("flaky").status_code == 200
+
+
+def test_the_empty_ls_hint_becomes_ready(fleet: Fleet) -> None:
+    # What `corral endpoint ls` suggests when there is nothing: it must serve as it is.
+    fleet.deploy(
+        {
+            "name": "hello",
+            "command": "python3 -m http.server $PORT",
+            "readiness": {"path": "/"},
+            "auth": "public",
+            "resources": {"cpus": 0.1, "memory": "64Mi"},
+        }
+    )
+    wait_for("hello to be ready", lambda: fleet.get("hello")["state"] == "ready", timeout=30)
+    fleet.routed("hello")
+    assert fleet.http.get("/ep/hello/").status_code == 200
+
+
+def test_an_update_on_a_full_node_rolls_by_replacement(fleet: Fleet) -> None:
+    # One replica takes every CPU of the node: no room for a surge (the README's example
+    # on a small machine). The update must still finish, and say how it goes meanwhile.
+    (node,) = fleet.api.get("/v1/nodes").json()["nodes"]
+    spec = {
+        "name": "full",
+        "command": mock_command(),
+        "auth": "public",
+        "drain_timeout": 5,
+        "resources": {"cpus": node["cpus"], "memory": "64Mi"},
+    }
+    fleet.deploy(spec)
+    wait_for("full to be ready", lambda: fleet.get("full")["state"] == "ready", timeout=30)
+    r = fleet.api.put(f"{EP}/full", json={**spec, "env": {"REVISION": "2"}})
+    assert r.status_code == 200 and r.json()["revision"] == 2
+    reasons: list[str] = []
+
+    def rolled() -> bool:
+        view = fleet.get("full")
+        reasons.append(view["reason"] or "")
+        return view["state"] == "ready" and all(rep["revision"] == 2 for rep in view["replicas"])
+
+    wait_for("revision 2 to serve alone", rolled, timeout=60)
+    assert any("by replacement: no node has room for a surge" in r for r in reasons), reasons
+    fleet.routed("full")
+    assert fleet.chat("full").status_code == 200
