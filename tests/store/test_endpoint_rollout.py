@@ -146,6 +146,25 @@ def test_an_update_with_no_room_for_a_surge_rolls_by_replacement(driver: Driver)
     assert view.reason == "1 replica ready; idle"
 
 
+def test_no_old_replica_is_stopped_where_stopping_it_would_not_make_room(driver: Driver) -> None:
+    # 2 CPUs: `small` takes 1, `emb` the other. Revision 2 of `emb` wants both: stopping
+    # emb's old replica frees 1 CPU, not 2, so it keeps serving and the reason says why.
+    driver.deploy(embeddings(name="small", resources={"cpus": 1, "memory": "64Mi"}))
+    driver.deploy(embeddings(resources={"cpus": 1, "memory": "64Mi"}))
+    settle(driver, "ready")
+    settle(driver, "ready", name="small")
+    driver.update("emb", embeddings(resources={"cpus": 2, "memory": "64Mi"}))
+    for _ in range(5):
+        driver.tick()
+        driver.agent()
+    view = driver.view("emb")
+    old = [r for r in view.replicas if r.revision == 1]
+    assert [r.state for r in old] == ["ready"]
+    assert view.reason is not None
+    assert "the new replicas wait for room that stopping an old one would not free" in view.reason
+    assert "no node has room now" in view.reason
+
+
 def test_a_new_replica_without_room_says_so_in_the_view_and_the_route(driver: Driver) -> None:
     driver.deploy(embeddings())
     settle(driver, "ready")
