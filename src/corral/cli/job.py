@@ -159,13 +159,15 @@ def run(
 
 
 def _print_submitted(job: JobView, to_stderr: bool) -> None:
-    from corral.cli.output import esc
+    from corral.cli.output import esc, warn
 
     console = err() if to_stderr else out()
     console.print(
         f"submitted job [bold]{esc(job.name)}[/] ({esc(job.state)}) "
         f"in workspace {esc(job.workspace)}"
     )
+    for warning in job.warnings:  # on stderr, whatever else goes to stdout
+        warn(warning)
     if not to_stderr:
         console.print(f"  follow its log:  corral job logs -f {esc(job.name)}")
         console.print(f"  see its state:   corral job get {esc(job.name)}")

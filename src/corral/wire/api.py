@@ -98,6 +98,11 @@ class JobView(_View):
     goodput: GoodputView | None = None
     endpoint: str | None = Field(default=None, description="the endpoint it serves, if any")
     log_tail: list[str] = Field(default_factory=list, description="last lines, once it has failed")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="only in the answer to a submission: what the submitter should know at "
+        "once, e.g. that no node of the fleet has ever had the GPU model it asks for",
+    )
 
 
 class JobList(_View):

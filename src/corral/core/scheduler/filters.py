@@ -15,6 +15,7 @@ from corral.core.placement import PendingJob
 from corral.core.scheduler import reasons
 from corral.core.scheduler.config import Level, SchedulerConfig
 from corral.core.scheduler.domains import slots
+from corral.core.scheduler.gpu_models import matches
 from corral.core.scheduler.state import ClusterState
 
 CPU_ONLY = -2  # pseudo class of a shape without GPUs: any node may hold it
@@ -74,12 +75,12 @@ def compile_shape(job: PendingJob, st: ClusterState, config: SchedulerConfig) ->
 
 
 def matching_classes(st: ClusterState, job: PendingJob) -> tuple[int, ...]:
-    want = job.demand.gpu_type.upper() if job.demand.gpu_type else None
+    want = job.demand.gpu_type
     low = job.demand.gpu_min_memory_mb
     found = [
         g
         for g in st.classes
-        if (want is None or want in g.model.upper()) and (low is None or g.memory_mb >= low)
+        if (want is None or matches(want, g.model)) and (low is None or g.memory_mb >= low)
     ]
     # A job that did not ask for the big GPUs takes the smaller ones first.
     found.sort(key=lambda g: (g.memory_mb, g.model, g.id))

@@ -17,6 +17,7 @@ ALL_EXCLUDED = (
 )
 NODE_TOO_SMALL = "needs {need} {unit} per replica; the largest ready node has {have}"
 NO_SUCH_GPU = "no ready node has {what} GPUs{memory} (models here: {models})"
+NEVER_HAD_MODEL = "no node of this fleet has ever had {what} GPUs; models: {models}"
 REPLICA_TOO_BIG = "needs {gpus}×{what} per replica; the largest ready node has {have}"
 GANG_TOO_BIG = (
     "needs {replicas}× {gpus} {what} in one {level}; "

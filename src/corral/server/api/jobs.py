@@ -10,6 +10,7 @@ from corral.server.api.deps import CP, ReadableWorkspace, WritableWorkspace, ret
 from corral.server.api.errors import ApiError
 from corral.server.services import jobs as service
 from corral.server.services.effects import Effects
+from corral.server.services.fleet_models import resource_warnings
 from corral.spec.job import JobSpec
 from corral.wire.api import JobList, JobView, LogPage
 
@@ -24,7 +25,9 @@ async def submit_job(spec: JobSpec, workspace: WritableWorkspace, cp: CP) -> Res
         job = service.submit_job(
             session, workspace, spec, cp.clock.now(), checkpoint_root, flush=False
         )
-        return service.job_view(session, job, workspace.name)
+        view = service.job_view(session, job, workspace.name)
+        warnings = resource_warnings(session, spec.resources)
+        return view.model_copy(update={"warnings": warnings}) if warnings else view
 
     # Submissions arriving together share one transaction (server/writes.py).
     try:
