@@ -61,8 +61,9 @@ def _log_to_stderr() -> None:
         logger.propagate = False
 
 
-def serve_app(target: str, host: str, port: int) -> None:
-    """Serve `target` until interrupted; exits with status 1 if its setup hook fails."""
+def serve_app(target: str, host: str, port: int, *, readiness_path: str | None = None) -> None:
+    """Serve `target` until interrupted; exits with status 1 if its setup hook fails.
+    `readiness_path`, when given, wins over the class's own: it is what the node probes."""
     service = load_target(target)
     failed: list[BaseException] = []
     server: uvicorn.Server | None = None
@@ -72,7 +73,7 @@ def serve_app(target: str, host: str, port: int) -> None:
         if server is not None:
             server.should_exit = True
 
-    app = build_app(service, on_setup_failed=stop)
+    app = build_app(service, on_setup_failed=stop, readiness_path=readiness_path)
     config = uvicorn.Config(
         app,
         host=host,

@@ -179,10 +179,12 @@ class EndpointSpec(Runnable):
         if self.entrypoint is not None:
             return [*self.entrypoint, *self.args]
         if self.app is not None:
-            # The node's agent names its own Python (which has corral) in CORRAL_PYTHON.
+            # The node's agent names its own Python (which has corral) in CORRAL_PYTHON. The
+            # app answers readiness where the node probes it: the spec's path.
             line = (
                 f'exec "${{CORRAL_PYTHON:-python3}}" -m corral.serve {shlex.quote(self.app)} '
-                '--host 0.0.0.0 --port "$PORT"'
+                f'--host 0.0.0.0 --port "$PORT" '
+                f"--readiness-path {shlex.quote(self.readiness.path)}"
             )
             return ["/bin/sh", "-c", line]
         assert self.command is not None
