@@ -922,3 +922,10 @@ def test_the_empty_ls_hint_deploys_something_that_becomes_ready(cli: Cli) -> Non
     assert hint == (
         "corral endpoint deploy hello --readiness-path / --wait -- python3 -m http.server '$PORT'"
     )
+
+
+def test_delete_of_one_replica_reads_in_the_singular(cli: Cli, api: FakeApi) -> None:
+    api.add("solo", replicas=[replica("solo-r1-aaaaaa")])
+    result = cli("endpoint", "delete", "solo")
+    assert result.exit_code == 0, result.output
+    assert "its replica finishes its open requests and stops" in result.stdout

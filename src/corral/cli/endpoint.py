@@ -351,7 +351,11 @@ def delete(ctx: typer.Context, name: NameArg, workspace: WorkspaceOpt = None) ->
         view = client.delete_endpoint(name)
     n = len(view.replicas)
     if n:
-        what = f"its {n} replica{'s' if n != 1 else ''} finish their open requests and stop"
+        what = (
+            "its replica finishes its open requests and stops"
+            if n == 1
+            else f"its {n} replicas finish their open requests and stop"
+        )
         out().print(f"deleting endpoint [bold]{esc(view.name)}[/]: {what}, then it is gone")
     else:
         out().print(f"deleting endpoint [bold]{esc(view.name)}[/]: it has no replicas; gone soon")
