@@ -90,7 +90,9 @@ class FakeApi:
         path, method = request.url.path, request.method
         if path == "/v1/nodes":
             return httpx.Response(200, json={"nodes": self.nodes})
-        m = re.fullmatch(r"/v1/workspaces/([^/]+)/jobs(?:/([^/]+))?(/logs|/cancel)?", path)
+        m = re.fullmatch(
+            r"/v1/workspaces/([^/]+)/jobs(?:/([^/]+))?(/logs/all|/logs|/cancel)?", path
+        )
         if m is None:
             return httpx.Response(404, json={"detail": "Not Found"})
         ws, name, tail = m.groups()
@@ -130,6 +132,20 @@ class FakeApi:
                     "complete": True,
                 },
             )
+        if tail == "/logs/all":
+            state, code, log = self.outcome.get(name, ("succeeded", 0, ""))
+            offsets = [int(o) for o in request.url.params.get_list("offset")] or [0]
+            # As /logs: one replica, the whole log in one page, then the job has ended.
+            job.update(state=state, exit_code=code, attempt=1, finished_at=NOW)
+            page = {
+                "replica": 0,
+                "data": log[offsets[0] :],
+                "offset": offsets[0],
+                "next_offset": len(log),
+                "complete": True,
+            }
+            body = {"state": state, "job_attempt": 1, "attempt": 1, "replicas": 1}
+            return httpx.Response(200, json={**body, "pages": [page]})
         if tail == "/cancel":
             job["state"] = "cancelling"
             return httpx.Response(200, json=job)

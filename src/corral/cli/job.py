@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -14,7 +14,7 @@ from corral.cli.output import CliError, err, note, out, print_json
 
 if TYPE_CHECKING:
     from corral.client import Client
-    from corral.wire.api import JobView
+    from corral.wire.api import JobKind, JobView
 
 app = typer.Typer(
     cls=LightGroup,
@@ -39,7 +39,9 @@ Submit a job and follow its log until it ends; exit with the job's exit code.
 From a file: [bold]corral job run train.yaml[/] (flags override its fields).
 Inline: [bold]corral job run --gpus H100:8 --replicas 2 -- torchrun train.py[/]: the argv after
 `--` is the entrypoint; a single quoted argument with spaces is run by /bin/sh -c.
-Without --name the server names the job. Ctrl-C stops following; the job keeps running.
+Without --name the server names the job. While it waits to be placed, says why (and each
+change of why); once it runs, streams every replica's log (prefixed [RANK] when there are
+several). Ctrl-C stops following; the job stays queued or running.
 """
 
 
@@ -154,7 +156,7 @@ def run(
             _print_submitted(job, to_stderr=False)
             return
         _print_submitted(job, to_stderr=True)
-        code = follow_job(client, job.name)
+        code = follow_job(client, job.name, job.spec.replicas)
     raise typer.Exit(code)
 
 
@@ -173,25 +175,69 @@ def _print_submitted(job: JobView, to_stderr: bool) -> None:
         console.print(f"  see its state:   corral job get {esc(job.name)}")
 
 
-def follow_job(client: Client, name: str) -> int:
-    """Stream replica 0's log until the job ends; report how it ended; its exit code."""
-    from corral.cli.output import esc
+def follow_job(client: Client, name: str, replicas: int | None = None) -> int:
+    """Say why the job waits while it waits, stream every replica's log once it runs, until
+    it ends; report how it ended; its exit code."""
     from corral.wire.api import TERMINAL_JOB_STATES
 
-    note("[dim]following the log of replica 0; Ctrl-C stops following (the job keeps running)[/]")
+    if replicas is None:
+        replicas = client.get_job(name).spec.replicas
+    which = "every replica" if replicas > 1 else "its log"
+    note(f"[dim]following {which}; Ctrl-C stops following[/]")
+    last: list[str] = ["pending"]
     try:
-        _stream(client, name, replica=0, follow=True)
+        _follow_all(client, name, replicas > 1, last)
         job = client.get_job(name)
         if job.state not in TERMINAL_JOB_STATES:
             job = client.wait_job(name, poll_s=0.5)
     except KeyboardInterrupt:
-        note(
-            f"\nstopped following; job {esc(name)} keeps running. "
-            f"Follow again: corral job logs -f {esc(name)} · stop it: corral job cancel "
-            f"{esc(name)}"
-        )
+        note("\n" + stopped_text(name, last[0]))
         return 130
     return report_outcome(job)
+
+
+def stopped_text(name: str, state: str) -> str:
+    """What Ctrl-C leaves behind, said for the state the job was last seen in."""
+    from corral.cli.output import esc
+
+    n = esc(name)
+    if state == "pending":
+        return (
+            f"stopped following; job {n} is still pending: it will run when placed. "
+            f"Drop it: corral job cancel {n} · follow again: corral job logs -f {n} --replica all"
+        )
+    if state in ("succeeded", "failed", "cancelled"):
+        return f"stopped following; job {n} has ended ({state}): corral job get {n}"
+    return (
+        f"stopped following; job {n} keeps running. Follow again: corral job logs -f {n} "
+        f"--replica all · stop it: corral job cancel {n}"
+    )
+
+
+def _follow_all(client: Client, name: str, prefixed: bool, last: list[str]) -> None:
+    """Print follow.follow_job's events; `last[0]` keeps the state last seen (for Ctrl-C)."""
+    from corral.cli.logprint import LogPrinter
+    from corral.cli.output import esc
+    from corral.client.follow import Ended, LogText, NewAttempt, Running, Waiting, follow_job
+
+    printer = LogPrinter(prefixed)
+    try:
+        for event in follow_job(client, name):
+            if isinstance(event, Waiting):
+                last[0] = event.state
+                why = f": {esc(event.reason)}" if event.reason else ""
+                note(f"[yellow]{esc(event.state)}[/]{why}")
+            elif isinstance(event, Running):
+                last[0] = "running"
+            elif isinstance(event, LogText):
+                printer.write(event.rank, event.data)
+            elif isinstance(event, NewAttempt):
+                printer.close()
+                note(f"[dim]── attempt {event.attempt} of job {esc(name)} ──[/]")
+            elif isinstance(event, Ended):
+                last[0] = event.state
+    finally:
+        printer.close()
 
 
 def report_outcome(job: JobView) -> int:
@@ -249,22 +295,70 @@ def _stream(client: Client, name: str, replica: int, follow: bool) -> None:
         write("\n")
 
 
-@app.command("ls")
-def ls(ctx: typer.Context, workspace: WorkspaceOpt = None, json_: JsonOpt = False) -> None:
-    """List the jobs of a workspace."""
-    from corral.cli.jobview import jobs_table
-    from corral.cli.output import esc
-    from corral.wire.api import JobList
+LS_HELP = """\
+List a workspace's jobs, newest first.
 
+Filter with [bold]--state[/] (repeatable: --state pending --state running) and [bold]--kind[/];
+the first --limit jobs are shown (default 50), [bold]--all[/] shows every one.
+[bold]--watch[/] redraws the list as it changes, until Ctrl-C.
+"""
+
+
+@app.command("ls", help=LS_HELP)
+def ls(
+    ctx: typer.Context,
+    state_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--state",
+            "-s",
+            metavar="STATE",
+            help="pending, starting, running, cancelling, succeeded, failed or cancelled "
+            "(repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            metavar="KIND",
+            help="job (submitted jobs), endpoint-replica (jobs that serve an endpoint) or all.",
+        ),
+    ] = "all",
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=1000, help="Show at most this many.")
+    ] = 50,
+    all_: Annotated[bool, typer.Option("--all", help="Show every job, page after page.")] = False,
+    all_workspaces: Annotated[
+        bool,
+        typer.Option("--all-workspaces", "-A", help="Every workspace's jobs (cluster admins)."),
+    ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Redraw as the list changes, until Ctrl-C.")
+    ] = False,
+    workspace: WorkspaceOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    from corral.cli.joblist import JobQuery, check_states, list_once, watch_jobs
+
+    query = JobQuery(
+        states=check_states(state_ or []),
+        kind=_kind(kind),
+        limit=None if all_ else limit,
+        all_workspaces=all_workspaces,
+    )
     with state(ctx).client(workspace) as client:
-        jobs = client.list_jobs()
-        ws = client.workspace
-    if json_:
-        print_json(JobList(jobs=jobs).model_dump(mode="json"))
-    elif not jobs:
-        note(f"no jobs in workspace {esc(ws)}; submit one: corral job run -- echo hello")
-    else:
-        out().print(jobs_table(jobs))
+        if watch:
+            watch_jobs(client, query)
+        else:
+            list_once(client, query, json_)
+
+
+def _kind(value: str) -> JobKind:
+    if value not in ("job", "endpoint-replica", "all"):
+        raise CliError(f"--kind: expected job, endpoint-replica or all, got {value!r}", code=2)
+    return cast("JobKind", value)
 
 
 @app.command("get")
@@ -289,18 +383,63 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")
     ] = False,
-    replica: Annotated[int, typer.Option("--replica", "-r", help="Replica rank.", min=0)] = 0,
+    replica: Annotated[
+        str,
+        typer.Option(
+            "--replica",
+            "-r",
+            metavar="RANK|all",
+            help="Replica rank, or all: every replica's, each line prefixed [RANK].",
+        ),
+    ] = "0",
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Print a replica's log (its current attempt)."""
-    from corral.cli.output import esc
-
+    """Print a replica's log (its current attempt), or every replica's."""
+    rank = _replica_arg(replica)
     with state(ctx).client(workspace) as client:
+        last = ["running"]
         try:
-            _stream(client, name, replica, follow)
+            if rank is not None:
+                _stream(client, name, rank, follow)
+            elif follow:
+                _follow_all(client, name, client.get_job(name).spec.replicas > 1, last)
+            else:
+                _print_all(client, name)
         except KeyboardInterrupt:
-            note(f"\nstopped following; job {esc(name)} keeps running")
+            note("\n" + stopped_text(name, last[0]))
             raise typer.Exit(130) from None
+
+
+def _replica_arg(value: str) -> int | None:
+    """--replica: a rank (0, 1, ...) or `all` (None)."""
+    if value.strip().lower() == "all":
+        return None
+    try:
+        rank = int(value)
+    except ValueError:
+        rank = -1
+    if rank < 0:
+        raise CliError(f"--replica: expected a rank (0, 1, ...) or all, got {value!r}", code=2)
+    return rank
+
+
+def _print_all(client: Client, name: str) -> None:
+    """Every replica's log as it is now (no following), prefixed when there are several."""
+    from corral.cli.logprint import LogPrinter
+
+    answer = client.all_logs(name)
+    printer = LogPrinter(answer.replicas > 1)
+    offsets = [p.next_offset for p in answer.pages]
+    try:
+        while True:
+            for page in answer.pages:
+                printer.write(page.replica, page.data)
+            if not any(p.data for p in answer.pages):
+                break
+            answer = client.all_logs(name, offsets, answer.attempt)
+            offsets = [p.next_offset for p in answer.pages]
+    finally:
+        printer.close()
 
 
 @app.command("cancel")

@@ -72,13 +72,17 @@ def state_text(job: JobView) -> str:
     return text
 
 
-def jobs_table(jobs: list[JobView], now: float | None = None) -> RenderableType:
+def jobs_table(
+    jobs: list[JobView], now: float | None = None, *, with_workspace: bool = False
+) -> RenderableType:
     now = time.time() if now is None else now
-    t = table("NAME", "STATE", "RUNNING", "GPUS", "ATTEMPT", "SUBMITTED", "REASON")
+    head = ("WORKSPACE",) if with_workspace else ()
+    t = table(*head, "NAME", "STATE", "RUNNING", "GPUS", "ATTEMPT", "SUBMITTED", "REASON")
     for job in jobs:
         running = sum(1 for r in job.replicas if r.state == "running")
         gpus = job.spec.resources.gpus
         t.add_row(
+            *((esc(job.workspace),) if with_workspace else ()),
             esc(job.name),
             state_text(job),
             f"{running}/{job.spec.replicas}",

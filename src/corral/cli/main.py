@@ -22,6 +22,7 @@ from corral.cli import (
     serve,
     server,
     sim,
+    status,
     token,
     up,
     whoami,
@@ -120,6 +121,7 @@ def build_app(deps: CliDeps | None = None) -> typer.Typer:
     app.add_typer(token.app, name="token", rich_help_panel="Cluster")
     app.add_typer(quota.app, name="quota", rich_help_panel="Cluster")
     app.add_typer(secret.app, name="secret", rich_help_panel="Cluster")
+    app.command("status", rich_help_panel="Cluster")(status.status)
     app.command("whoami", rich_help_panel="Cluster")(whoami.whoami)
     app.command("up", rich_help_panel="Run corral")(up.up)
     app.command("down", rich_help_panel="Run corral")(up.down)

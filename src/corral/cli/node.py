@@ -93,7 +93,7 @@ def ls(
     with state(ctx).client() as client:
         nodes = client.list_nodes()
     if json_:
-        print_json(NodeList(nodes=nodes).model_dump(mode="json"))
+        print_json(NodeList(nodes=nodes).model_dump(mode="json", exclude={"next_cursor"}))
     elif not nodes:
         note(
             "no nodes yet; `corral up` starts one here, or run `corral agent --server URL "

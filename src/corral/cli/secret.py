@@ -90,7 +90,7 @@ def ls(
     with state(ctx).client() as client:
         secrets = client.list_secrets()
     if json_:
-        print_json(SecretList(secrets=secrets).model_dump(mode="json"))
+        print_json(SecretList(secrets=secrets).model_dump(mode="json", exclude={"next_cursor"}))
         return
     t = table("NAME", "CREATED", "UPDATED")
     for secret in secrets:

@@ -76,7 +76,7 @@ def ls(
     with state(ctx).client() as client:
         tokens = client.list_tokens(workspace)
     if json_:
-        print_json(TokenList(tokens=tokens).model_dump(mode="json"))
+        print_json(TokenList(tokens=tokens).model_dump(mode="json", exclude={"next_cursor"}))
         return
     t = table("NAME", "ROLE", "WORKSPACE", "CREATED")
     for tok in tokens:

@@ -42,7 +42,9 @@ def ls(
     with state(ctx).client() as client:
         workspaces = client.list_workspaces()
     if json_:
-        print_json(WorkspaceList(workspaces=workspaces).model_dump(mode="json"))
+        print_json(
+            WorkspaceList(workspaces=workspaces).model_dump(mode="json", exclude={"next_cursor"})
+        )
         return
     t = table("NAME", "CREATED")
     for ws in workspaces:

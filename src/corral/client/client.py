@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -33,7 +33,9 @@ from corral.wire.api import (
     TERMINAL_JOB_STATES,
     EndpointList,
     EndpointView,
+    JobKind,
     JobList,
+    JobLogs,
     JobView,
     JoinTokenCreate,
     JoinTokenList,
@@ -41,6 +43,7 @@ from corral.wire.api import (
     LogPage,
     NodeList,
     NodeView,
+    Paged,
     QuotaList,
     QuotaSet,
     QuotaView,
@@ -48,6 +51,7 @@ from corral.wire.api import (
     SecretInfo,
     SecretList,
     SecretSet,
+    StatusView,
     TokenCreate,
     TokenInfo,
     TokenList,
@@ -59,6 +63,11 @@ from corral.wire.api import (
 )
 
 V = TypeVar("V", bound=BaseModel)
+P = TypeVar("P", bound=Paged)
+X = TypeVar("X")
+
+# Items asked for per request when a list method reads every page (the server's maximum).
+_PAGE_ALL = 1000
 
 # How long follow_logs keeps reading an attempt that has ended (the job finished or restarted)
 # but whose log the server has not marked complete: the last chunks may still be on the way.
@@ -159,11 +168,15 @@ class Client:
     def whoami(self) -> WhoAmI:
         return self._get(WhoAmI, "/v1/whoami")
 
+    def status(self) -> StatusView:
+        """Nodes, GPUs, work and endpoints at a glance (`corral status`)."""
+        return self._get(StatusView, "/v1/status")
+
     def list_nodes(self) -> list[NodeView]:
-        return self._get(NodeList, "/v1/nodes").nodes
+        return list(self._every(NodeList, "/v1/nodes", {}, lambda p: p.nodes))
 
     def list_workspaces(self) -> list[WorkspaceView]:
-        return self._get(WorkspaceList, "/v1/workspaces").workspaces
+        return list(self._every(WorkspaceList, "/v1/workspaces", {}, lambda p: p.workspaces))
 
     def create_workspace(self, name: str) -> WorkspaceView:
         body = WorkspaceCreate(name=name).model_dump(mode="json")
@@ -180,8 +193,8 @@ class Client:
 
     def list_tokens(self, workspace: str | None = None) -> list[TokenInfo]:
         """The tokens this (admin) token administers; never their secrets."""
-        params = {"workspace": workspace} if workspace else None
-        return self._get(TokenList, "/v1/tokens", params).tokens
+        params = {"workspace": workspace} if workspace else {}
+        return list(self._every(TokenList, "/v1/tokens", params, lambda p: p.tokens))
 
     def revoke_token(self, name: str, workspace: str | None = None) -> None:
         """Revoke a token of `workspace` (default: the caller's own scope, the cluster's
@@ -234,7 +247,8 @@ class Client:
 
     def list_secrets(self, workspace: str | None = None) -> list[SecretInfo]:
         """Names and times; never values."""
-        return self._get(SecretList, f"{self._ws(workspace)}/secrets").secrets
+        path = f"{self._ws(workspace)}/secrets"
+        return list(self._every(SecretList, path, {}, lambda p: p.secrets))
 
     def delete_secret(self, name: str, workspace: str | None = None) -> None:
         self._request("DELETE", self._secret(name, workspace))
@@ -247,8 +261,47 @@ class Client:
         # The spec writes sizes as "NMi", so the server reads back exactly these MiB.
         return self._send(JobView, "POST", path, spec.model_dump(mode="json", exclude_none=True))
 
-    def list_jobs(self) -> list[JobView]:
-        return self._get(JobList, f"{self._ws()}/jobs").jobs
+    def list_jobs(
+        self, states: Iterable[str] = (), kind: JobKind = "all", limit: int | None = None
+    ) -> list[JobView]:
+        """The workspace's jobs, newest first: all of them, or the `limit` newest."""
+        found: list[JobView] = []
+        cursor: str | None = None
+        while limit is None or len(found) < limit:
+            # The server's own page size first (most lists fit); its largest after that.
+            size = None if cursor is None else _PAGE_ALL
+            if limit is not None:
+                size = min(size or _PAGE_ALL, limit - len(found))
+            page = self.jobs_page(states, kind, size, cursor)
+            found.extend(page.jobs)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        return found
+
+    def jobs_page(
+        self,
+        states: Iterable[str] = (),
+        kind: JobKind = "all",
+        limit: int | None = None,
+        cursor: str | None = None,
+        *,
+        all_workspaces: bool = False,
+    ) -> JobList:
+        """One page of jobs, newest first; pass its `next_cursor` back for the next.
+        all_workspaces: every workspace's (a cluster admin's token), not this client's."""
+        params: dict[str, Any] = {}
+        chosen = list(states)
+        if chosen:
+            params["state"] = chosen
+        if kind != "all":
+            params["kind"] = kind
+        if limit is not None:
+            params["limit"] = limit
+        if cursor:
+            params["cursor"] = cursor
+        path = "/v1/jobs" if all_workspaces else f"{self._ws()}/jobs"
+        return self._get(JobList, path, params)
 
     def get_job(self, name: str) -> JobView:
         return self._get(JobView, self._job(name))
@@ -267,6 +320,15 @@ class Client:
         if attempt is not None:
             params["attempt"] = attempt
         return self._get(LogPage, f"{self._job(name)}/logs", params)
+
+    def all_logs(
+        self, name: str, offsets: list[int] | None = None, attempt: int | None = None
+    ) -> JobLogs:
+        """Every replica's log from `offsets` (by rank) and the job's state, in one request."""
+        params: dict[str, Any] = {"offset": offsets or []}
+        if attempt is not None:
+            params["attempt"] = attempt
+        return self._get(JobLogs, f"{self._job(name)}/logs/all", params)
 
     def follow_logs(self, name: str, replica: int = 0, poll_s: float = 0.25) -> Iterator[str]:
         """Yield a replica's log text as it is written, until the job has ended and all of
@@ -383,6 +445,20 @@ class Client:
             self._sleep(poll_s)
 
     # -- plumbing ------------------------------------------------------------------------
+
+    def _every(
+        self, kind: type[P], path: str, params: dict[str, Any], items: Callable[[P], list[X]]
+    ) -> Iterator[X]:
+        """Every item of a paged list: the server's own page size first (most lists fit),
+        then pages of its largest size."""
+        cursor: str | None = None
+        while True:
+            query = {**params, **({"cursor": cursor, "limit": _PAGE_ALL} if cursor else {})}
+            page = self._get(kind, path, query)
+            yield from items(page)
+            cursor = page.next_cursor
+            if not cursor:
+                return
 
     def _ws(self, workspace: str | None = None) -> str:
         return f"/v1/workspaces/{quote(workspace or self.workspace, safe='')}"

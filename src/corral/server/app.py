@@ -16,7 +16,17 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
-from corral.server.api import agent, endpoints, errors, identity, jobs, nodes, quotas, secrets
+from corral.server.api import (
+    agent,
+    endpoints,
+    errors,
+    identity,
+    jobs,
+    nodes,
+    quotas,
+    secrets,
+    status,
+)
 from corral.server.auth import AuthFailures, JoinTokenRejected, hash_token
 from corral.server.clock import Clock, SystemClock
 from corral.server.config import ServerOptions
@@ -273,8 +283,9 @@ def create_app(
     def healthz() -> dict[str, object]:
         return {"ok": True, "version": __version__}
 
-    for module in (jobs, endpoints, nodes, identity, quotas, secrets, agent):
+    for module in (jobs, endpoints, nodes, identity, quotas, secrets, agent, status):
         app.include_router(module.router)
+    app.include_router(jobs.every_router)
     app.include_router(endpoints.gateway_router)
     return app
 

@@ -23,6 +23,15 @@ class _View(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class Paged(_View):
+    """What every list answer carries besides its items (server/services/pages.py)."""
+
+    next_cursor: str | None = Field(
+        default=None,
+        description="pass as ?cursor= for the next page; null: this is the last page",
+    )
+
+
 class ErrorDetail(_View):
     code: str = Field(description="machine-readable kind, e.g. not_found, invalid_spec, conflict")
     message: str
@@ -105,8 +114,37 @@ class JobView(_View):
     )
 
 
-class JobList(_View):
+class JobList(Paged):
+    """Newest first."""
+
     jobs: list[JobView]
+
+
+# What `?kind=` selects: `job` a job someone submitted, `endpoint-replica` a job that runs
+# one replica of an endpoint (jobs.endpoint_id is set), `all` both.
+JobKind = Literal["job", "endpoint-replica", "all"]
+
+
+class ReplicaLog(_View):
+    """A replica's page in a JobLogs answer."""
+
+    replica: int
+    data: str
+    offset: int
+    next_offset: int
+    complete: bool
+
+
+class JobLogs(_View):
+    """Every replica's log of one attempt read on from the offsets given, with the job's
+    state: one request per poll follows a whole gang and says why it waits."""
+
+    state: JobState
+    reason: str | None = None
+    job_attempt: int = Field(description="the job's current attempt (0: never started)")
+    attempt: int = Field(description="the attempt these pages are of")
+    replicas: int = Field(description="replicas of that attempt (the spec's while pending)")
+    pages: list[ReplicaLog] = Field(default_factory=list, description="by rank")
 
 
 class LogPage(_View):
@@ -145,7 +183,7 @@ class NodeView(_View):
     registered_at: float
 
 
-class NodeList(_View):
+class NodeList(Paged):
     nodes: list[NodeView]
 
 
@@ -158,7 +196,7 @@ class WorkspaceView(_View):
     created_at: float
 
 
-class WorkspaceList(_View):
+class WorkspaceList(Paged):
     workspaces: list[WorkspaceView]
 
 
@@ -187,7 +225,7 @@ class TokenInfo(_View):
     created_at: float
 
 
-class TokenList(_View):
+class TokenList(Paged):
     tokens: list[TokenInfo]
 
 
@@ -221,7 +259,7 @@ class SecretInfo(_View):
     updated_at: float
 
 
-class SecretList(_View):
+class SecretList(Paged):
     secrets: list[SecretInfo]
 
 
@@ -293,7 +331,7 @@ class QuotaView(_View):
     used: dict[str, int] = Field(description="GPU model -> GPUs its running replicas hold")
 
 
-class QuotaList(_View):
+class QuotaList(Paged):
     quotas: list[QuotaView]
 
 
@@ -337,5 +375,58 @@ class EndpointView(_View):
     updated_at: float
 
 
-class EndpointList(_View):
+class EndpointList(Paged):
     endpoints: list[EndpointView]
+
+
+class StatusNodes(_View):
+    total: int = 0
+    ready: int = 0
+    cordoned: int = 0
+    unhealthy: int = 0
+    lost: int = 0
+
+
+class StatusGpus(_View):
+    """One GPU model's count on the fleet."""
+
+    model: str
+    total: int
+    used: int = Field(description="held by active replicas, of any workspace")
+    free: int = Field(description="healthy, unheld, on a ready node")
+
+
+class StatusReason(_View):
+    reason: str
+    jobs: int
+
+
+class StatusWork(_View):
+    """Work of the workspaces the caller may see."""
+
+    running: int = Field(default=0, description="jobs starting or running")
+    pending: int = 0
+    pending_reasons: list[StatusReason] = Field(
+        default_factory=list, description="the commonest reasons pending jobs wait, top 5"
+    )
+    endpoints: int = 0
+    endpoints_ready: int = Field(default=0, description="with at least one ready replica")
+
+
+class StatusWorkspace(_View):
+    name: str
+    running: int
+    pending: int
+    gpus_used: int
+
+
+class StatusView(_View):
+    """`corral status`: the cluster on one screen."""
+
+    scope: str = Field(description="the workspace the work counts are of, or '*' for all")
+    nodes: StatusNodes
+    gpus: list[StatusGpus] = Field(default_factory=list, description="by model")
+    work: StatusWork
+    workspaces: list[StatusWorkspace] = Field(
+        default_factory=list, description="per workspace (cluster admins only)"
+    )

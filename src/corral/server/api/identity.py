@@ -8,8 +8,10 @@ from fastapi import APIRouter, Response
 from sqlalchemy import select
 
 from corral.server.api.deps import CP, Caller
+from corral.server.api.paging import Paging
 from corral.server.services import identity as service
 from corral.server.services import join_tokens
+from corral.server.services.pages import keyset_page, list_page
 from corral.server.store.tables import JoinToken, Workspace
 from corral.wire.api import (
     JoinTokenCreate,
@@ -34,15 +36,16 @@ def whoami(caller: Caller) -> WhoAmI:
 
 
 @router.get("/workspaces")
-def list_workspaces(caller: Caller, cp: CP) -> WorkspaceList:
-    query = select(Workspace).order_by(Workspace.name)
+def list_workspaces(caller: Caller, cp: CP, page: Paging) -> WorkspaceList:
+    """By name, a page at a time: every workspace for a cluster admin, the caller's own
+    otherwise."""
+    query = select(Workspace)
     if not caller.cluster_admin:
         query = query.where(Workspace.id == caller.workspace_id)
     with cp.store.read() as session:
-        rows = session.scalars(query).all()
-    return WorkspaceList(
-        workspaces=[WorkspaceView(name=w.name, created_at=w.created_at) for w in rows]
-    )
+        found = keyset_page(session, query, [Workspace.name], page)
+        views = [WorkspaceView(name=w.name, created_at=w.created_at) for w in found.items]
+    return WorkspaceList(workspaces=views, next_cursor=found.next_cursor)
 
 
 @router.post("/workspaces", status_code=201)
@@ -69,16 +72,18 @@ def create_token(body: TokenCreate, caller: Caller, cp: CP) -> TokenView:
 
 
 @router.get("/tokens")
-def list_tokens(caller: Caller, cp: CP, workspace: str | None = None) -> TokenList:
+def list_tokens(caller: Caller, cp: CP, page: Paging, workspace: str | None = None) -> TokenList:
     """A workspace admin sees its workspace's tokens; a cluster admin every token (or one
-    workspace's, with ?workspace=). Never a secret nor anything made from one."""
+    workspace's, with ?workspace=): the cluster's first, then by workspace and name. Never
+    a secret nor anything made from one."""
     with cp.store.read() as session:
         rows = service.list_tokens(session, caller, workspace)
         tokens = [
             TokenInfo(name=t.name, role=t.role, workspace=ws, created_at=t.created_at)
             for t, ws in rows
         ]
-    return TokenList(tokens=tokens)
+    found = list_page(tokens, lambda t: (t.workspace or "", t.name), (str, str), page)
+    return TokenList(tokens=found.items, next_cursor=found.next_cursor)
 
 
 @router.delete("/tokens/{name}", status_code=204)

@@ -1,4 +1,4 @@
-"""/v1/workspaces/{workspace}/jobs"""
+"""/v1/workspaces/{workspace}/jobs, and /v1/jobs (every workspace's, for a cluster admin)"""
 
 from __future__ import annotations
 
@@ -6,15 +6,26 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from corral.server.api.deps import CP, ReadableWorkspace, WritableWorkspace, retry_stale
+from corral.server.api.deps import CP, Caller, ReadableWorkspace, WritableWorkspace, retry_stale
 from corral.server.api.errors import ApiError
+from corral.server.api.paging import Paging
+from corral.server.auth import check_workspace_access
 from corral.server.services import jobs as service
 from corral.server.services.effects import Effects
 from corral.server.services.fleet_models import resource_warnings
+from corral.server.services.identity import workspace_by_name
 from corral.spec.job import JobSpec
-from corral.wire.api import JobList, JobView, LogPage
+from corral.wire.api import JobKind, JobList, JobLogs, JobState, JobView, LogPage
 
 router = APIRouter(prefix="/v1/workspaces/{workspace}/jobs", tags=["jobs"])
+every_router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+StateQuery = Query(None, description="only jobs in these states (repeat the parameter)")
+KindQuery = Query(
+    "all",
+    description="job: submitted jobs; endpoint-replica: the jobs that run an endpoint's "
+    "replicas; all: both",
+)
 
 
 @router.post("", status_code=201, response_model=JobView)
@@ -42,9 +53,46 @@ async def submit_job(spec: JobSpec, workspace: WritableWorkspace, cp: CP) -> Res
 
 
 @router.get("")
-def list_jobs(workspace: ReadableWorkspace, cp: CP) -> JobList:
+def list_jobs(
+    workspace: ReadableWorkspace,
+    cp: CP,
+    page: Paging,
+    state: list[JobState] | None = StateQuery,
+    kind: JobKind = KindQuery,
+) -> JobList:
+    """The workspace's jobs, newest first, a page at a time."""
+    which = service.JobFilter([workspace], frozenset(state or ()), kind)
     with cp.store.read() as session:
-        return JobList(jobs=service.list_jobs(session, workspace))
+        jobs, cursor = service.list_jobs(session, which, page)
+    return JobList(jobs=jobs, next_cursor=cursor)
+
+
+@every_router.get("")
+def list_every_job(
+    caller: Caller,
+    cp: CP,
+    page: Paging,
+    workspace: list[str] | None = Query(
+        None, description="only these workspaces (repeat); default: every one the caller sees"
+    ),
+    state: list[JobState] | None = StateQuery,
+    kind: JobKind = KindQuery,
+) -> JobList:
+    """Jobs across workspaces, newest first: every workspace for a cluster admin, the
+    caller's own otherwise (naming another is refused as for its own routes)."""
+    names = workspace or ([] if caller.cluster_admin else [caller.workspace or ""])
+    for name in names:
+        check_workspace_access(caller, name, "viewer")
+    with cp.store.read() as session:
+        rows = []
+        for name in names:
+            row = workspace_by_name(session, name)
+            if row is None:
+                raise ApiError(404, "not_found", f"workspace '{name}' not found")
+            rows.append(row)
+        which = service.JobFilter(rows or None, frozenset(state or ()), kind)
+        jobs, cursor = service.list_jobs(session, which, page)
+    return JobList(jobs=jobs, next_cursor=cursor)
 
 
 @router.get("/{name}")
@@ -90,3 +138,26 @@ def job_logs(
     with cp.store.read() as session:
         job = service.get_job(session, workspace, name)
         return service.read_logs(session, job, replica, offset, attempt)
+
+
+@router.get("/{name}/logs/all")
+def job_logs_all(
+    name: str,
+    workspace: ReadableWorkspace,
+    cp: CP,
+    offset: list[int] | None = Query(
+        None, description="byte offset to read each replica from, by rank (repeat); default 0"
+    ),
+    attempt: int | None = Query(None, ge=1, description="default: the current attempt"),
+) -> JobLogs:
+    """Every replica's log at once, with the job's state: what `corral job run` and
+    `corral job logs --replica all` poll."""
+    offsets = offset or []
+    if any(o < 0 for o in offsets):
+        message = "a byte offset is 0 or more"
+        raise ApiError(
+            422, "invalid", f"offset: {message}", [{"path": "offset", "message": message}]
+        )
+    with cp.store.read() as session:
+        job = service.get_job(session, workspace, name)
+        return service.read_all_logs(session, job, offsets, attempt)

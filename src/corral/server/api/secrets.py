@@ -10,8 +10,10 @@ from fastapi import APIRouter, Request, Response
 
 from corral.server.api.deps import CP, ReadableWorkspace, WritableWorkspace
 from corral.server.api.errors import ApiError
+from corral.server.api.paging import Paging
 from corral.server.secretbox import SecretBox
 from corral.server.services import secrets as service
+from corral.server.services.pages import list_page
 from corral.spec.names import check_name
 from corral.wire.api import SecretInfo, SecretList, SecretSet
 
@@ -42,10 +44,13 @@ def set_secret(
 
 
 @router.get("")
-def list_secrets(workspace: ReadableWorkspace, cp: CP) -> SecretList:
-    """Names and times; never a value."""
+def list_secrets(workspace: ReadableWorkspace, cp: CP, page: Paging) -> SecretList:
+    """Names and times, by name, a page at a time; never a value."""
     with cp.store.read() as session:
-        return SecretList(secrets=service.list_secrets(session, workspace))
+        found = list_page(
+            service.list_secrets(session, workspace), lambda s: (s.name,), (str,), page
+        )
+    return SecretList(secrets=found.items, next_cursor=found.next_cursor)
 
 
 @router.delete("/{name}", status_code=204)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -14,11 +15,20 @@ from corral.server.services import recovery
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
 from corral.server.services.names import generate_job_name
+from corral.server.services.pages import PageRequest, keyset_page
 from corral.server.services.secrets import check_references as check_secret_references
 from corral.server.services.specs import job_spec
 from corral.server.store.tables import Endpoint, Job, LogChunk, Node, Replica, Workspace
 from corral.spec.job import JobSpec
-from corral.wire.api import TERMINAL_JOB_STATES, JobView, LogPage, ReplicaView
+from corral.wire.api import (
+    TERMINAL_JOB_STATES,
+    JobKind,
+    JobLogs,
+    JobView,
+    LogPage,
+    ReplicaLog,
+    ReplicaView,
+)
 
 LOG_TAIL_LINES = 20
 LOG_PAGE_BYTES = 1 << 20
@@ -167,14 +177,18 @@ def job_view(
     *,
     with_tail: bool = True,
     now: float | None = None,
+    nodes: dict[str, str] | None = None,
+    endpoints: dict[str, str] | None = None,
 ) -> JobView:
+    """`nodes` (id -> name) and `endpoints` (id -> name): already loaded for a whole list."""
     replicas = current_replicas(session, job) if job.attempt else []
     attempts, goodput = (
         recovery.attempt_views(session, job, now if now is not None else job.submitted_at)
         if with_tail and job.attempt  # no attempt yet: no rows to read
         else ([], None)
     )
-    nodes = node_names(session, {r.node_id for r in replicas})
+    if nodes is None:
+        nodes = node_names(session, {r.node_id for r in replicas})
     tail: list[str] = []
     if with_tail and job.state == "failed":
         failed = [r for r in replicas if r.state == "failed"] or replicas
@@ -204,15 +218,93 @@ def job_view(
         goodput=goodput,
         endpoint=None
         if job.endpoint_id is None
+        else endpoints[job.endpoint_id]
+        if endpoints is not None and job.endpoint_id in endpoints
         else session.scalar(select(Endpoint.name).where(Endpoint.id == job.endpoint_id)),
     )
 
 
-def list_jobs(session: Session, workspace: Workspace) -> list[JobView]:
-    jobs = session.scalars(
-        select(Job).where(Job.workspace_id == workspace.id).order_by(Job.submitted_at)
-    ).all()
-    return [job_view(session, job, workspace.name, with_tail=False) for job in jobs]
+@dataclass(frozen=True)
+class JobFilter:
+    """What `GET …/jobs` selects. workspaces None: every workspace (a cluster admin's)."""
+
+    workspaces: list[Workspace] | None
+    states: frozenset[str] = frozenset()
+    kind: JobKind = "all"
+
+
+def list_jobs(
+    session: Session, which: JobFilter, page: PageRequest
+) -> tuple[list[JobView], str | None]:
+    """One page of jobs, newest first, and the cursor of the next page (None: no more)."""
+    query = select(Job)
+    if which.workspaces is not None:
+        ids = [w.id for w in which.workspaces]
+        query = query.where(
+            Job.workspace_id == ids[0] if len(ids) == 1 else Job.workspace_id.in_(ids)
+        )
+    if which.states:
+        query = query.where(Job.state.in_(sorted(which.states)))
+    if which.kind == "job":
+        query = query.where(Job.endpoint_id.is_(None))
+    elif which.kind == "endpoint-replica":
+        query = query.where(Job.endpoint_id.is_not(None))
+    found = keyset_page(session, query, [Job.submitted_at, Job.id], page, descending=True)
+    return list_views(session, found.items), found.next_cursor
+
+
+def list_views(session: Session, jobs: list[Job]) -> list[JobView]:
+    """Views of many jobs in a handful of queries (not a few per job)."""
+    if not jobs:
+        return []
+    names = dict(
+        session.execute(
+            select(Workspace.id, Workspace.name).where(
+                Workspace.id.in_({j.workspace_id for j in jobs})
+            )
+        ).all()
+    )
+    started = [j for j in jobs if j.attempt]
+    loaded: dict[tuple[str, int], list[Replica]] = {(j.id, j.attempt): [] for j in started}
+    if started:
+        for replica in session.scalars(
+            select(Replica)
+            .where(Replica.job_id.in_([j.id for j in started]))
+            .order_by(Replica.rank)
+        ):
+            key = (replica.job_id, replica.attempt)
+            if key in loaded:
+                loaded[key].append(replica)
+    nodes = node_names(session, {r.node_id for rs in loaded.values() for r in rs})
+    endpoint_ids = {j.endpoint_id for j in jobs if j.endpoint_id is not None}
+    endpoints: dict[str, str] = (
+        dict(
+            session.execute(
+                select(Endpoint.id, Endpoint.name).where(Endpoint.id.in_(endpoint_ids))
+            ).all()
+        )
+        if endpoint_ids
+        else {}
+    )
+    before = session.info.get(CURRENT_REPLICAS)
+    session.info[CURRENT_REPLICAS] = {**(before or {}), **loaded}
+    try:
+        return [
+            job_view(
+                session,
+                job,
+                names[job.workspace_id],
+                with_tail=False,
+                nodes=nodes,
+                endpoints=endpoints,
+            )
+            for job in jobs
+        ]
+    finally:
+        if before is None:
+            session.info.pop(CURRENT_REPLICAS, None)
+        else:
+            session.info[CURRENT_REPLICAS] = before
 
 
 def node_names(session: Session, ids: set[str]) -> dict[str, str]:
@@ -322,28 +414,93 @@ def read_logs(
         return LogPage(
             replica=rank, attempt=attempt, data="", offset=offset, next_offset=offset, complete=done
         )
-    chunks = session.execute(
-        select(LogChunk.offset, LogChunk.nbytes, LogChunk.data)
-        .where(LogChunk.replica_id == replica.id, LogChunk.offset >= offset)
-        .order_by(LogChunk.offset)
-    )
-    parts: list[str] = []
-    next_offset = offset
-    size = 0
-    for chunk_offset, nbytes, data in chunks:
-        if size and size + nbytes > LOG_PAGE_BYTES:
-            break
-        parts.append(data)
-        next_offset = chunk_offset + nbytes
-        size += nbytes
+    data, next_offset = _read_chunks(session, replica.id, offset, LOG_PAGE_BYTES)
     terminal = replica.state not in ACTIVE_REPLICA_STATES
     all_here = replica.log_bytes is None or replica.received_bytes >= replica.log_bytes
     complete = terminal and all_here and next_offset >= replica.received_bytes
     return LogPage(
         replica=rank,
         attempt=attempt,
-        data="".join(parts),
+        data=data,
         offset=offset,
         next_offset=next_offset,
         complete=complete,
     )
+
+
+def read_all_logs(
+    session: Session, job: Job, offsets: list[int], attempt: int | None = None
+) -> JobLogs:
+    """Every replica's log of `attempt` (default: the current one) from `offsets` (by rank;
+    missing ranks from 0), at most LOG_PAGE_BYTES in all, shared fairly between replicas
+    that have something new; and the job's state and reason, for a follower to show."""
+    attempt = attempt or job.attempt
+    replicas = (
+        list(
+            session.scalars(
+                select(Replica)
+                .where(Replica.job_id == job.id, Replica.attempt == attempt)
+                .order_by(Replica.rank)
+            )
+        )
+        if attempt
+        else []
+    )
+    count = len(replicas) or job.next_replicas or job_spec(job).replicas
+    if len(offsets) > count:
+        message = f"{len(offsets)} offsets for {count} replicas: at most one per replica, by rank"
+        raise ApiError(
+            422, "invalid", f"offset: {message}", [{"path": "offset", "message": message}]
+        )
+    done = job.state in TERMINAL_JOB_STATES
+    pages: list[ReplicaLog] = []
+    budget = max(LOG_PAGE_BYTES // max(count, 1), 4096)
+    by_rank = {r.rank: r for r in replicas}
+    for rank in range(count):
+        offset = offsets[rank] if rank < len(offsets) else 0
+        replica = by_rank.get(rank)
+        if replica is None:
+            pages.append(
+                ReplicaLog(replica=rank, data="", offset=offset, next_offset=offset, complete=done)
+            )
+            continue
+        data, next_offset = _read_chunks(session, replica.id, offset, budget)
+        terminal = replica.state not in ACTIVE_REPLICA_STATES
+        all_here = replica.log_bytes is None or replica.received_bytes >= replica.log_bytes
+        pages.append(
+            ReplicaLog(
+                replica=rank,
+                data=data,
+                offset=offset,
+                next_offset=next_offset,
+                complete=terminal and all_here and next_offset >= replica.received_bytes,
+            )
+        )
+    return JobLogs(
+        state=job.state,
+        reason=job.reason,
+        job_attempt=job.attempt,
+        attempt=attempt,
+        replicas=count,
+        pages=pages,
+    )
+
+
+def _read_chunks(session: Session, replica_id: str, offset: int, budget: int) -> tuple[str, int]:
+    """Log text from `offset`, whole chunks up to `budget` bytes (at least one); the offset
+    after it."""
+    chunks = session.execute(
+        select(LogChunk.offset, LogChunk.nbytes, LogChunk.data)
+        .where(LogChunk.replica_id == replica_id, LogChunk.offset >= offset)
+        .order_by(LogChunk.offset)
+    )
+    parts: list[str] = []
+    next_offset = offset
+    size = 0
+    for chunk_offset, nbytes, data in chunks:
+        if size and size + nbytes > budget:
+            break
+        parts.append(data)
+        next_offset = chunk_offset + nbytes
+        size += nbytes
+    return "".join(parts), next_offset

@@ -1,0 +1,212 @@
+"""Following a whole job (SDK and CLI, against the real app in-process on SQLite): why it
+waits while pending, every replica's log prefixed by rank, and Ctrl-C saying the truth."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
+from typer.testing import CliRunner
+
+from corral.cli.config import CliDeps
+from corral.cli.job import follow_job as cli_follow_job
+from corral.cli.job import stopped_text
+from corral.cli.logprint import LogPrinter
+from corral.cli.main import build_app
+from corral.client import Client, Settings
+from corral.client.follow import Ended, LogText, Waiting, follow_job
+from corral.server.store.tables import Job, LogChunk, Replica
+from support.app import AppTransport, in_process
+from support.store import register_node
+
+JOBS = "/v1/workspaces/default/jobs"
+ADMIN = {"Authorization": "Bearer crl_admin"}
+# More GPUs than any node here has: the job stays pending, and the scheduler says why.
+UNPLACEABLE = {"resources": {"gpus": "H100:64"}}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[TestClient]:
+    with in_process(f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "server") as client:
+        yield client
+
+
+def sdk(server: TestClient) -> Client:
+    return Client("http://testserver", "crl_admin", "default", transport=AppTransport(server))
+
+
+def submit(server: TestClient, name: str, **spec: Any) -> None:
+    r = server.post(JOBS, json={"name": name, "command": "true", **spec}, headers=ADMIN)
+    assert r.status_code == 201, r.text
+
+
+def finish_with_logs(server: TestClient, name: str, logs: dict[int, list[str]]) -> None:
+    """Make job `name` one that ran on a node and ended, its replicas' logs in chunks."""
+    store = server.app.state.cp.store  # type: ignore[attr-defined]
+    node = register_node(store, f"node-{name}", gpus=0)
+    for _ in range(20):  # the scheduler may touch the pending job meanwhile: read it again
+        try:
+            with store.transaction() as session:
+                job = session.scalars(select(Job).where(Job.name == name)).one()
+                job.state, job.attempt, job.exit_code = "succeeded", 1, 0
+                job.started_at = job.finished_at = job.submitted_at
+                for rank, chunks in logs.items():
+                    size = sum(len(c.encode()) for c in chunks)
+                    replica = Replica(
+                        id=f"{name}-{rank}",
+                        job_id=job.id,
+                        attempt=1,
+                        rank=rank,
+                        node_id=node,
+                        gpus=[],
+                        cpus=1,
+                        memory_mb=1,
+                        disk_mb=0,
+                        state="succeeded",
+                        desired="run",
+                        exit_code=0,
+                        created_at=job.submitted_at,
+                        received_bytes=size,
+                        log_bytes=size,
+                    )
+                    session.add(replica)
+                    session.flush()  # the chunks refer to it
+                    offset = 0
+                    for chunk in chunks:
+                        n = len(chunk.encode())
+                        session.add(
+                            LogChunk(replica_id=replica.id, offset=offset, nbytes=n, data=chunk)
+                        )
+                        offset += n
+            return
+        except StaleDataError:
+            continue
+    raise AssertionError("could not update the job")
+
+
+def test_follow_says_why_a_pending_job_waits_then_how_it_ended(server: TestClient) -> None:
+    submit(server, "wait", **UNPLACEABLE)
+    client = sdk(server)
+    cancelled: list[bool] = []
+
+    def sleep(_: float) -> None:  # the job is cancelled while the follower waits
+        if not cancelled:
+            client.cancel_job("wait")
+            cancelled.append(True)
+
+    client._sleep = sleep
+    events = list(follow_job(client, "wait"))
+    assert isinstance(events[0], Waiting) and events[0].state == "pending"
+    assert events[0].reason  # the scheduler's words, e.g. which resource is short
+    assert events[-1] == Ended("cancelled")
+    assert not any(isinstance(e, LogText) for e in events)
+
+
+def test_follow_reads_every_replica_log(server: TestClient) -> None:
+    submit(server, "gang", replicas=2, **UNPLACEABLE)
+    finish_with_logs(server, "gang", {0: ["a0\n", "b0\n"], 1: ["a1\nb1", "\n"]})
+    client = sdk(server)
+    client._sleep = lambda _: None
+    events = list(follow_job(client, "gang"))
+    text = {
+        rank: "".join(e.data for e in events if isinstance(e, LogText) and e.rank == rank)
+        for rank in (0, 1)
+    }
+    assert text == {0: "a0\nb0\n", 1: "a1\nb1\n"}
+    assert events[-1] == Ended("succeeded")
+
+
+def test_ctrl_c_while_pending_says_it_is_still_pending(
+    server: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    submit(server, "queued", **UNPLACEABLE)
+    client = sdk(server)
+
+    def interrupt(_: float) -> None:
+        raise KeyboardInterrupt
+
+    client._sleep = interrupt
+    assert cli_follow_job(client, "queued", 1) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert "pending: " in err  # the reason, shown while it waits
+    assert "job queued is still pending: it will run when placed" in err
+    assert "corral job cancel queued" in err
+    assert "keeps running" not in err
+
+
+def test_stopped_text_says_the_state_it_was_left_in() -> None:
+    assert "keeps running" in stopped_text("j", "running")
+    assert "still pending" in stopped_text("j", "pending")
+    assert "has ended (failed)" in stopped_text("j", "failed")
+
+
+class Cli:
+    def __init__(self, server: TestClient, home: Path) -> None:
+        self.server = server
+        self.home = home
+        self.runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "200"})
+
+    def client(self, settings: Settings) -> Client:
+        return Client(
+            "http://testserver",
+            settings.token,
+            settings.workspace,
+            transport=AppTransport(self.server),
+        )
+
+    def __call__(self, *args: str) -> Any:
+        app = build_app(CliDeps(client_factory=self.client, home=self.home))
+        return self.runner.invoke(
+            app, list(args), env={"CORRAL_TOKEN": "crl_admin", "CORRAL_SERVER": None}
+        )
+
+
+def test_job_logs_replica_all_prefixes_each_line_with_its_rank(
+    server: TestClient, tmp_path: Path
+) -> None:
+    submit(server, "gang", replicas=2, **UNPLACEABLE)
+    finish_with_logs(server, "gang", {0: ["zero\n"], 1: ["one\n", "tail"]})
+    cli = Cli(server, tmp_path)
+    for extra in ([], ["-f"]):
+        result = cli("job", "logs", "gang", "--replica", "all", *extra)
+        assert result.exit_code == 0, result.output
+        assert sorted(result.stdout.splitlines()) == ["[0] zero", "[1] one", "[1] tail"]
+    one = cli("job", "logs", "gang", "--replica", "1")
+    assert one.stdout == "one\ntail\n"
+    bad = cli("job", "logs", "gang", "--replica", "first")
+    assert bad.exit_code == 2
+    assert "--replica: expected a rank (0, 1, ...) or all" in bad.output
+
+
+def test_job_run_streams_every_replica_prefixed(
+    server: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    submit(server, "done", replicas=3, **UNPLACEABLE)
+    finish_with_logs(server, "done", {0: ["r0\n"], 1: ["r1\n"], 2: ["r2\n"]})
+    client = sdk(server)
+    client._sleep = lambda _: None
+    assert cli_follow_job(client, "done", 3) == 0
+    captured = capsys.readouterr()
+    assert sorted(captured.out.splitlines()) == ["[0] r0", "[1] r1", "[2] r2"]
+    assert "succeeded" in captured.err
+
+
+def test_log_printer_holds_partial_lines_until_they_end() -> None:
+    out = io.StringIO()
+    printer = LogPrinter(prefixed=True, stream=out)
+    printer.write(0, "hel")
+    printer.write(1, "x\ny")
+    printer.write(0, "lo\n")
+    printer.close()
+    assert out.getvalue() == "[1] x\n[0] hello\n[1] y\n"
+    plain = io.StringIO()
+    single = LogPrinter(prefixed=False, stream=plain)
+    single.write(0, "no newline")
+    single.close()
+    assert plain.getvalue() == "no newline\n"
