@@ -89,7 +89,7 @@ def keyset_page(
     read = key or (lambda row: tuple(getattr(row, n) for n in names))
     if page.cursor is not None:
         types = [c.type.python_type for c in columns]
-        query = query.where(_after(columns, decode_cursor(page.cursor, types), descending))
+        query = query.where(beyond(columns, decode_cursor(page.cursor, types), descending))
     order = [c.desc() if descending else c.asc() for c in columns]
     rows = list(session.scalars(query.order_by(*order).limit(page.limit + 1)))
     return _cut(rows, page.limit, read)
@@ -108,14 +108,15 @@ def list_page(
     return _cut(ordered, page.limit, key)
 
 
-def _after(columns: Sequence[InstrumentedAttribute[Any]], cursor: Key, descending: bool) -> Any:
+def beyond(columns: Sequence[InstrumentedAttribute[Any]], cursor: Key, descending: bool) -> Any:
+    """Rows after `cursor` in the order of `columns`."""
     # (a, b) > (x, y) spelled out: a > x OR (a = x AND b > y). Row values would do on both
     # databases, but this form lets either planner walk the (a, b) index from the cursor.
     clauses = []
     for i, column in enumerate(columns):
         equal = [columns[j] == cursor[j] for j in range(i)]
-        beyond = column < cursor[i] if descending else column > cursor[i]
-        clauses.append(and_(*equal, beyond))
+        past = column < cursor[i] if descending else column > cursor[i]
+        clauses.append(and_(*equal, past))
     return or_(*clauses)
 
 

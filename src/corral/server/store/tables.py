@@ -130,6 +130,9 @@ class Job(Base):
         UniqueConstraint("workspace_id", "name", name="uq_jobs_workspace_name"),
         Index("ix_jobs_state", "state"),
         Index("ix_jobs_recheck_at", "recheck_at"),
+        # Listing newest first, per workspace and across them (services/jobs.list_page).
+        Index("ix_jobs_workspace_submitted", "workspace_id", "submitted_at", "id"),
+        Index("ix_jobs_submitted", "submitted_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
