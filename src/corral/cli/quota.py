@@ -13,7 +13,7 @@ from corral.cli.output import CliError, esc, out, print_json, table
 app = typer.Typer(
     cls=LightGroup,
     help="Quotas: GPUs guaranteed to a workspace. GPUs nobody is guaranteed are a shared "
-    "pool for any workspace's jobs, first come by priority; beyond both, idle GPUs may be "
+    "pool for any workspace's jobs, in queue order; beyond both, idle GPUs may be "
     "borrowed by preemptible jobs and are taken back when the owner needs them.",
     no_args_is_help=True,
 )

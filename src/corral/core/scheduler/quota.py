@@ -11,7 +11,7 @@ reclaiming whatever others borrowed. Three kinds of use follow from it:
   1. within its guarantee a workspace runs anything;
   2. GPUs that no one is guaranteed (per model: the ready fleet's GPUs less the sum of
      guarantees) form a shared *unguaranteed pool*: any workspace's non-preemptible job
-     may use it beyond its own guarantee, first come (in queue order: priority first),
+     may use it beyond its own guarantee, in queue order (priority, then fair share),
      and is never preempted for it (pool.py: it may never take a GPU that would leave a
      guarantee unreachable, counted exactly when "*" guarantees overlap named ones);
   3. beyond both, a job runs on idle GPUs only as a *borrower*: it must be preemptible,
