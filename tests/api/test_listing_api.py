@@ -138,7 +138,14 @@ def test_every_list_pages_with_the_same_cursor_shape(api: TestClient) -> None:
     tokens = [n for page in pages(api, "/v1/tokens", "tokens", 1) for n in page]
     assert len(tokens) == 3 and tokens[0] == "local-admin"  # the cluster's first
     assert pages(api, "/v1/nodes", "nodes", 5) == [[]]
-    for path in ("/v1/workspaces", "/v1/tokens", "/v1/nodes", "/v1/workspaces/default/secrets"):
+    for name in ("join-a", "join-b"):
+        r = api.post("/v1/join-tokens", json={"name": name}, headers=ADMIN)
+        assert r.status_code == 201, r.text
+    joins = pages(api, "/v1/join-tokens", "join_tokens", 1)
+    assert [n for page in joins for n in page][-2:] == ["join-a", "join-b"]
+    assert all(len(page) <= 1 for page in joins)
+    lists = ("/v1/workspaces", "/v1/tokens", "/v1/nodes", "/v1/join-tokens")
+    for path in (*lists, "/v1/workspaces/default/secrets", JOBS, "/v1/jobs"):
         r = api.get(path, params={"cursor": "%%%"}, headers=ADMIN)
         assert r.status_code == 422 and r.json()["error"]["fields"][0]["path"] == "cursor"
 
@@ -167,6 +174,9 @@ def test_jobs_across_workspaces_for_an_admin_and_only_its_own_for_a_member(
     assert refused.status_code == 403
     missing = api.get("/v1/jobs", params={"workspace": "nope"}, headers=ADMIN)
     assert missing.status_code == 404
+    many = api.get("/v1/jobs", params={"workspace": [f"w{i}" for i in range(101)]}, headers=ADMIN)
+    assert many.status_code == 422
+    assert many.json()["error"]["fields"][0]["path"] == "workspace"
 
 
 def test_all_logs_of_a_pending_job_say_why_it_waits(api: TestClient) -> None:

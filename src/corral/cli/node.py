@@ -159,7 +159,9 @@ def join_ls(
     with state(ctx).client() as client:
         tokens = client.list_join_tokens()
     if json_:
-        print_json(JoinTokenList(join_tokens=tokens).model_dump(mode="json"))
+        print_json(
+            JoinTokenList(join_tokens=tokens).model_dump(mode="json", exclude={"next_cursor"})
+        )
         return
     now = time.time()
     t = table("NAME", "STATE", "USES", "EXPIRES", "CREATED")

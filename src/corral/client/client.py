@@ -214,7 +214,7 @@ class Client:
         return self._send(JoinTokenView, "POST", "/v1/join-tokens", body)
 
     def list_join_tokens(self) -> list[JoinTokenView]:
-        return self._get(JoinTokenList, "/v1/join-tokens").join_tokens
+        return list(self._every(JoinTokenList, "/v1/join-tokens", {}, lambda p: p.join_tokens))
 
     def revoke_join_token(self, name: str) -> None:
         """Nodes can no longer register with it; registered nodes stay."""

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 # How long an ended attempt's logs may still arrive after the job moved on (as follow_logs).
 LOG_GRACE_S = 3.0
+# How often a job that waits to be placed is asked again: no log is coming, and a queue of
+# followers of pending jobs should not cost the server four requests a second each.
+PENDING_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -105,4 +108,4 @@ def follow_job(client: Client, name: str, poll_s: float = 0.25) -> Iterator[Foll
                 continue
         else:
             waiting_since = None
-        client._sleep(poll_s)
+        client._sleep(max(poll_s, PENDING_POLL_S) if answer.state == "pending" else poll_s)

@@ -295,7 +295,7 @@ class JoinTokenView(_View):
     state: JoinTokenState = "active"
 
 
-class JoinTokenList(_View):
+class JoinTokenList(Paged):
     join_tokens: list[JoinTokenView]
 
 

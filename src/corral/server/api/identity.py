@@ -113,11 +113,14 @@ def create_join_token(caller: Caller, cp: CP, body: JoinTokenCreate | None = Non
 
 
 @router.get("/join-tokens")
-def list_join_tokens(caller: Caller, cp: CP) -> JoinTokenList:
+def list_join_tokens(caller: Caller, cp: CP, page: Paging) -> JoinTokenList:
+    """Oldest first (then by name), a page at a time; never a secret."""
     now = cp.clock.now()
     with cp.store.read() as session:
         rows = join_tokens.list_join_tokens(session, caller)
-        return JoinTokenList(join_tokens=[_join_view(r, now) for r in rows])
+        found = list_page(rows, lambda r: (r.created_at, r.name), (float, str), page)
+        views = [_join_view(r, now) for r in found.items]
+    return JoinTokenList(join_tokens=views, next_cursor=found.next_cursor)
 
 
 @router.delete("/join-tokens/{name}", status_code=204)

@@ -19,6 +19,7 @@ from corral.wire.api import JobKind, JobList, JobLogs, JobState, JobView, LogPag
 
 router = APIRouter(prefix="/v1/workspaces/{workspace}/jobs", tags=["jobs"])
 every_router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+MAX_WORKSPACES = 100  # named in one ?workspace= list
 
 StateQuery = Query(None, description="only jobs in these states (repeat the parameter)")
 KindQuery = Query(
@@ -81,6 +82,11 @@ def list_every_job(
     """Jobs across workspaces, newest first: every workspace for a cluster admin, the
     caller's own otherwise (naming another is refused as for its own routes)."""
     names = workspace or ([] if caller.cluster_admin else [caller.workspace or ""])
+    if len(names) > MAX_WORKSPACES:
+        message = f"at most {MAX_WORKSPACES} workspaces at once; got {len(names)}"
+        raise ApiError(
+            422, "invalid", f"workspace: {message}", [{"path": "workspace", "message": message}]
+        )
     for name in names:
         check_workspace_access(caller, name, "viewer")
     with cp.store.read() as session:
