@@ -346,10 +346,10 @@ def check(snapshot: Snapshot, plan: PlacementPlan, config: SchedulerConfig) -> N
                 firm[key] = firm.get(key, 0) + 1
                 firm_models[slot.model] = firm_models.get(slot.model, 0) + 1
 
-    for r in snapshot.running:
-        if not r.preemptible:  # victims are preemptible: these all stay
-            for rep in r.replicas:
-                count(r.workspace, rep.node_id, rep.gpus)
+    for held in snapshot.running:
+        if not held.preemptible:  # victims are preemptible: these all stay
+            for rep in held.replicas:
+                count(held.workspace, rep.node_id, rep.gpus)
     for g in plan.placements:
         j = pending[g.job_id]
         if j.preemptible or j.demand.gpus == 0:
