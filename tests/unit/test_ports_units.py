@@ -237,3 +237,24 @@ def test_a_pass_clears_the_reason() -> None:
     state, sent = run_failures([four04] * 3 + [None])
     assert sent[-1] == (True, None)
     assert probes.reason(state, state.due) is None and state.failing_since is None
+
+
+def test_a_long_readiness_path_makes_a_reason_that_still_fits_a_report(tmp_path: Path) -> None:
+    from corral.agent.records import ReplicaRecord
+    from corral.wire.agent import REASON_MAX, ReplicaAssignment
+
+    assignment = ReplicaAssignment(
+        replica_id="r1",
+        job="ep",
+        workspace="default",
+        attempt=1,
+        rank=0,
+        argv=["serve"],
+        env={},
+        probe=HEALTH,
+    )
+    record = ReplicaRecord(replica_id="r1", path=tmp_path, assignment=assignment, pid=1)
+    record.ready = False
+    record.unready_reason = probes.answered("/" + "x" * 5000, 404).reason(3)
+    sent = record.report().unready_reason
+    assert sent is not None and len(sent) == REASON_MAX and sent.endswith("…")

@@ -24,7 +24,7 @@ from corral.agent.layout import (
 )
 from corral.agent.reconcile import RecordState
 from corral.agent.sandbox.files import read_small_nofollow
-from corral.wire.agent import ReplicaAssignment, ReplicaReport
+from corral.wire.agent import REASON_MAX, ReplicaAssignment, ReplicaReport
 
 log = logging.getLogger("corral.agent.runner")
 
@@ -95,14 +95,19 @@ class ReplicaRecord:
             error=self.error,
             log_bytes=self.log_size() if self.exited else None,
             ready=self._ready(),
-            unready_reason=self.unready_reason
-            if self._ready() is False and not self.exited
-            else None,
+            unready_reason=self._unready_reason(),
             port_conflict=self.port_conflict,
             step=self.step,
             checkpoint_step=self.checkpoint_step,
             progress_at=self.progress_at,
         )
+
+    def _unready_reason(self) -> str | None:
+        if self.exited or self._ready() is not False or self.unready_reason is None:
+            return None
+        # The readiness path is the user's: a long one must not make the report invalid.
+        reason = self.unready_reason
+        return reason if len(reason) <= REASON_MAX else reason[: REASON_MAX - 1] + "…"
 
     def _ready(self) -> bool | None:
         if self.assignment is None or self.assignment.probe is None:

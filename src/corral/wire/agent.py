@@ -57,6 +57,7 @@ class RegisterResponse(_Msg):
 
 
 ReplicaPhase = Literal["running", "exited"]
+REASON_MAX = 1000  # characters of a replica's unready_reason
 
 
 class ReplicaReport(_Msg):
@@ -82,7 +83,7 @@ class ReplicaReport(_Msg):
     )
     unready_reason: str | None = Field(
         default=None,
-        max_length=1000,
+        max_length=REASON_MAX,
         description="with ready=false: why, in the probe's words ('GET /health answered 404 "
         "for 40 s', 'port 8000 is held by another process (pid 1234, python), not this "
         "replica')",
