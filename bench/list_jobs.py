@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -202,7 +203,9 @@ def time_api(server: str, params: dict[str, Any]) -> list[float]:
     return times
 
 
-def time_cli(server: str, home: Path) -> list[float]:
+def time_cli(server: str, home: Path) -> tuple[list[float], list[float]]:
+    """Wall seconds of each `corral job ls`, and the CPU seconds its process used (on a
+    loaded machine the wall time is mostly waiting for a core)."""
     corral = str(Path(sys.executable).with_name("corral"))
     env = {
         **os.environ,
@@ -213,17 +216,22 @@ def time_cli(server: str, home: Path) -> list[float]:
         "COLUMNS": "200",
     }
     times: list[float] = []
+    cpu: list[float] = []
     for i in range(1 + CLI_RUNS):  # one warm-up: the page cache, the .pyc files
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         result = subprocess.run([corral, "job", "ls"], env=env, capture_output=True, check=False)
         elapsed = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         if result.returncode != 0:
             raise SystemExit(f"corral job ls failed: {result.stderr.decode()}")
         lines = result.stdout.decode().splitlines()
         assert "train-099999" in lines[2], lines[:3]  # the newest first
         if i >= 1:
             times.append(elapsed)
-    return times
+            cpu.append(used)
+    return times, cpu
 
 
 def main() -> None:
@@ -249,7 +257,7 @@ def main() -> None:
         engine.dispose()
         deep = time_api(server, {"cursor": encode_cursor((submitted, f"job-{middle:06d}"))})
         filtered = time_api(server, {"state": "succeeded"})
-        cli = time_cli(server, home)
+        cli, cli_cpu = time_cli(server, home)
     finally:
         process.terminate()
         try:
@@ -270,6 +278,8 @@ def main() -> None:
                     "api_middle_page_ms": round(statistics.median(deep) * 1000, 2),
                     "api_state_filtered_page_ms": round(statistics.median(filtered) * 1000, 2),
                     "cli_first_page_p90_s": round(_quantile(cli, 0.9), 4),
+                    "cli_cpu_s": round(statistics.median(cli_cpu), 4),
+                    "load_average_1m": round(os.getloadavg()[0], 2),
                     "fill_s": round(fill_s, 1),
                 },
                 "conditions": {
