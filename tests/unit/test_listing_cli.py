@@ -126,14 +126,20 @@ def test_job_ls_bad_flags_are_one_error_line(cli: Cli, args: list[str], message:
 def test_watch_without_a_terminal_reprints_when_the_list_changes(
     server: TestClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    submit(server, "first")
     client = Client("http://testserver", "crl_admin", "default", transport=AppTransport(server))
+
+    def settled(name: str) -> None:
+        # Cancelled, a job changes no more: the scheduler's reasons would be changes too.
+        submit(server, name)
+        client.cancel_job(name)
+
+    settled("first")
     polls: list[float] = []
 
     def sleep(seconds: float) -> None:
         polls.append(seconds)
         if len(polls) == 2:  # nothing changed since the first poll: no reprint
-            submit(server, "second")
+            settled("second")
         if len(polls) == 4:
             raise KeyboardInterrupt
 
