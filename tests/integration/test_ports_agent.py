@@ -23,6 +23,7 @@ from test_agent_probes import SERVE, free_port, serving
 
 from corral.agent import ports, procs
 from corral.agent.daemon import Agent
+from corral.agent.sandbox.modes import IsolationMode
 from corral.wire.agent import (
     AgentMessage,
     Desired,
@@ -277,3 +278,46 @@ def test_a_replica_serving_its_own_port_is_ready(state: Path) -> None:
             assert (ready.ready, ready.unready_reason, ready.port_conflict) == (True, None, None)
 
     asyncio.run(asyncio.wait_for(body(), 60))
+
+
+# Standard library only, no files: a confined workload runs as its workspace's uid, which
+# may not enter the test's directories.
+SERVE_INLINE = """\
+import http.server, sys
+
+class Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Ok).serve_forever()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="confining replicas takes a root agent")
+def test_a_confined_replica_serving_its_own_port_is_ready(state: Path) -> None:
+    # Its processes live in a PID namespace of their own; the agent sees them by host pid.
+    port = free_port()
+
+    async def body() -> None:
+        async with (
+            control_plane() as cp,
+            running(Agent(config(cp, state, isolation=IsolationMode.USER))),
+        ):
+            conn = await cp.next_connection()
+            await connected(conn)
+            probe = Probe(port=port, readiness_path="/", period_s=0.05, failure_threshold=2)
+            replica = assignment("c1", "unused", probe=probe, port=port, uid_index=7)
+            argv = [sys.executable, "-c", SERVE_INLINE, str(port)]
+            await conn.send(Desired(replicas=[replica.model_copy(update={"argv": argv})]))
+            assert (await report(conn, "c1")).ready is None
+            ready = await report(conn, "c1")
+            while ready.ready is False:  # refused while Python starts
+                ready = await report(conn, "c1")
+            assert (ready.phase, ready.ready, ready.unready_reason) == ("running", True, None)
+
+    run(body())
