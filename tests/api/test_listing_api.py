@@ -144,7 +144,14 @@ def test_every_list_pages_with_the_same_cursor_shape(api: TestClient) -> None:
     joins = pages(api, "/v1/join-tokens", "join_tokens", 1)
     assert [n for page in joins for n in page][-2:] == ["join-a", "join-b"]
     assert all(len(page) <= 1 for page in joins)
-    lists = ("/v1/workspaces", "/v1/tokens", "/v1/nodes", "/v1/join-tokens")
+    for name in ("ep-a", "ep-b", "ep-c"):
+        r = api.post(
+            "/v1/workspaces/default/endpoints", json={"name": name, "command": "s"}, headers=ADMIN
+        )
+        assert r.status_code == 201, r.text
+    endpoints = "/v1/workspaces/default/endpoints"
+    assert pages(api, endpoints, "endpoints", 2) == [["ep-a", "ep-b"], ["ep-c"]]
+    lists = ("/v1/workspaces", "/v1/tokens", "/v1/nodes", "/v1/join-tokens", endpoints)
     for path in (*lists, "/v1/workspaces/default/secrets", JOBS, "/v1/jobs"):
         r = api.get(path, params={"cursor": "%%%"}, headers=ADMIN)
         assert r.status_code == 422 and r.json()["error"]["fields"][0]["path"] == "cursor"

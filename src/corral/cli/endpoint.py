@@ -284,7 +284,7 @@ def ls(ctx: typer.Context, workspace: WorkspaceOpt = None, json_: JsonOpt = Fals
         views = client.list_endpoints()
         ws = client.workspace
     if json_:
-        print_json(EndpointList(endpoints=views).model_dump(mode="json"))
+        print_json(EndpointList(endpoints=views).model_dump(mode="json", exclude={"next_cursor"}))
     elif not views:
         # http.server answers GET / (not /health, the default readiness path): this one
         # becomes ready as it is.

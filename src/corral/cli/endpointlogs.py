@@ -65,7 +65,7 @@ def _ended_replica_jobs(client: Client, view: EndpointView) -> list[JobView]:
     The job views do not say which endpoint a job serves; the name the server gives a
     replica's job does, unless a user named a job of their own just like it."""
     found = []
-    for job in client.list_jobs():
+    for job in client.list_jobs(kind="endpoint-replica"):
         m = _REPLICA_JOB.match(job.name)
         if m is None:
             continue

@@ -394,7 +394,7 @@ class Client:
         return self._send(EndpointView, "POST", path, _spec_body(spec))
 
     def list_endpoints(self) -> list[EndpointView]:
-        return self._get(EndpointList, f"{self._ws()}/endpoints").endpoints
+        return list(self._every(EndpointList, f"{self._ws()}/endpoints", {}, lambda p: p.endpoints))
 
     def get_endpoint(self, name: str) -> EndpointView:
         return self._get(EndpointView, self._endpoint(name))

@@ -7,8 +7,10 @@ import asyncio
 from fastapi import APIRouter, Query, Request
 
 from corral.server.api.deps import CP, Caller, ReadableWorkspace, WritableWorkspace, retry_stale
+from corral.server.api.paging import Paging
 from corral.server.runtime import ControlPlane
 from corral.server.services import endpoints as service
+from corral.server.services.pages import list_page
 from corral.spec.endpoint import EndpointSpec
 from corral.wire.api import EndpointList, EndpointView
 from corral.wire.gateway import GatewayLoad, RouteTable, Wake
@@ -33,10 +35,11 @@ def deploy(spec: EndpointSpec, workspace: WritableWorkspace, cp: CP) -> Endpoint
 
 
 @router.get("")
-def list_endpoints(workspace: ReadableWorkspace, cp: CP) -> EndpointList:
+def list_endpoints(workspace: ReadableWorkspace, cp: CP, page: Paging) -> EndpointList:
     with cp.store.read() as session:
         views = service.list_views(session, workspace)
-    return EndpointList(endpoints=[_url(v, cp) for v in views])
+    found = list_page(views, lambda v: (v.name,), (str,), page)
+    return EndpointList(endpoints=[_url(v, cp) for v in found.items], next_cursor=found.next_cursor)
 
 
 @router.get("/{name}")
