@@ -209,3 +209,26 @@ def test_an_unready_replica_shows_its_probes_words_until_it_is_ready(store: Stor
     report(store, replica, 14.0, phase="running", ready=True)
     now = replicas(store, "web")[0]
     assert (now.ready, now.reason) == (True, None)
+
+
+def test_an_exit_replaces_the_last_probe_words_with_the_exit(store: Store) -> None:
+    a = register_node(store, "a", cpus=16)
+    submit(store, 3.0, name="web", replicas=1, max_restarts=0, resources={"cpus": 1})
+    Rounds(store).schedule(3.0)
+    [replica] = replicas(store, "web")
+    report(
+        store,
+        replica,
+        3.5,
+        phase="running",
+        ready=False,
+        unready_reason="GET / answered 503 for 1 s",
+    )
+    with store.transaction() as session:
+        nodes.heartbeat(session, a, 4.0)
+    report(store, replica, 4.0, phase="exited", exit_code=3)
+    assert replicas(store, "web")[0].reason is None
+    failed = job(store, "web")
+    assert failed.state == "failed" and failed.reason is not None
+    assert "replica 0 exited with code 3 (an error in the script)" in failed.reason
+    assert "answered 503" not in failed.reason

@@ -195,6 +195,10 @@ def replica_report(
         replica.finished_at = report.finished_at or now
         if report.error:
             replica.reason = report.error
+        elif replica.desired == "run":
+            # A running replica's only reason is its probe's (nodes.py, above): its exit
+            # says more than the last words of a probe.
+            replica.reason = None
         if report.port_conflict is not None:
             replica.infra_cause = Cause.PORT_IN_USE.value
         changed = True
