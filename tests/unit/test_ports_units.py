@@ -258,3 +258,21 @@ def test_a_long_readiness_path_makes_a_reason_that_still_fits_a_report(tmp_path:
     record.unready_reason = probes.answered("/" + "x" * 5000, 404).reason(3)
     sent = record.report().unready_reason
     assert sent is not None and len(sent) == REASON_MAX and sent.endswith("…")
+
+
+def test_who_listens_is_looked_at_before_ready_while_ready_now_and_then_and_before_unready() -> (
+    None
+):
+    due = probes.owner_check_due
+    start = probes.first(0.0)
+    assert due(HEALTH, start, True, None, 0.0), "a pass that would make it ready"
+    ready = probes.observe(HEALTH, start, True, 0.0, 0.0)
+    assert not due(HEALTH, ready, True, 0.0, probes.OWNER_RECHECK_S - 0.1)
+    assert due(HEALTH, ready, True, 0.0, probes.OWNER_RECHECK_S)
+    assert due(HEALTH, ready, True, None, 1.0), "never verified: look"
+    failing = probes.observe(HEALTH, ready, False, 1.0, 1.0, probes.refused(8000))
+    assert not due(HEALTH, failing, False, 0.0, 2.0), "one failure of three changes nothing"
+    failing = probes.observe(HEALTH, failing, False, 2.0, 2.0, probes.refused(8000))
+    assert due(HEALTH, failing, False, 0.0, 3.0), "the failure that makes it unready"
+    unready = probes.observe(HEALTH, failing, False, 3.0, 3.0, probes.refused(8000))
+    assert unready.ready is False and not due(HEALTH, unready, False, None, 4.0)

@@ -13,9 +13,8 @@ in memory only: a restarted agent probes its adopted replicas from scratch.
 
 A passing answer counts only if it can have come from the replica: every listener that a
 connection to 127.0.0.1:port may reach must be a socket of the replica's own processes
-(ownership.py). That is checked before a pass makes the replica ready, and every
-`OWNER_RECHECK_S` while it stays ready. Not ready, the record's `unready_reason` says why in
-the probe's words (probes.py), the reason a user reads on the replica.
+(ownership.py); probes.owner_check_due says when to look. Not ready, the record's
+`unready_reason` says why in the probe's words (probes.py): the reason a user reads.
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ from corral.wire.agent import Probe
 log = logging.getLogger("corral.agent.probes")
 
 HOST = "127.0.0.1"
-OWNER_RECHECK_S = 5.0  # while ready: how often the listener is checked again
 _USER_AGENT = f"corral-agent/{corral.__version__}"
 _SAFE_PATH = "/%?&=:@!$'()*+,;"  # kept as is; anything else (spaces, CR/LF...) is escaped
 
@@ -152,28 +150,15 @@ class Prober:
             path = probes.path(probe, state)
             started = self._clock()
             result = await self._get(probe.port, path, probe.timeout_s)
-            failure = result.failure
-            ok = result.ok
-            if ok and (
-                state.ready is not True
-                or verified_at is None
-                or self._clock() - verified_at >= OWNER_RECHECK_S
-            ):
-                why = await self._verify(record, probe.port)
-                if why is None:
-                    verified_at = self._clock()
-                else:
-                    ok, failure, verified_at = False, probes.foreign(why), None
-            elif (
-                not ok
-                and state.ready is not False
-                and state.failures + 1 >= probe.failure_threshold
-            ):
-                # About to say unready: a stranger on the port explains an answer better
-                # than its status code does.
+            ok, failure = result.ok, result.failure
+            if probes.owner_check_due(probe, state, ok, verified_at, self._clock()):
                 why = await self._verify(record, probe.port)
                 if why is not None:
-                    failure = probes.foreign(why)
+                    # Answered by a stranger, or failing while one holds the port: either
+                    # way the stranger is the news.
+                    ok, failure, verified_at = False, probes.foreign(why), None
+                elif ok:
+                    verified_at = self._clock()
             if _live_probe(record) is None:
                 return  # exited or being stopped while we asked: the answer means nothing
             now = self._clock()

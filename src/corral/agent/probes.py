@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from corral.wire.agent import Probe
 
 REASON_REFRESH_S = 10.0
+OWNER_RECHECK_S = 5.0  # while ready: how often who listens on its port is looked at again
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,20 @@ def observe(
         failing_since=state.failing_since if same else started,
         failure=failure,
     )
+
+
+def owner_check_due(
+    probe: Probe, state: ProbeState, ok: bool, verified_at: float | None, now: float
+) -> bool:
+    """Whether to look at who listens on the port before taking a probe's result: before a
+    pass can make the replica ready, every `OWNER_RECHECK_S` while it is ready, and when a
+    failure is about to make it unready (a stranger holding the port explains the failure
+    better than its status code)."""
+    if ok:
+        if state.ready is not True or verified_at is None:
+            return True
+        return now - verified_at >= OWNER_RECHECK_S
+    return state.ready is not False and state.failures + 1 >= probe.failure_threshold
 
 
 def news(before: ProbeState, after: ProbeState) -> bool | None:
