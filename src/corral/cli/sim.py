@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Annotated
+from types import TracebackType
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from corral.cli.output import CliError, err, out
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress as Bar
+    from rich.progress import TaskID
+
+    from corral.sim.engine import Progress
 
 FORMATS = ("synthetic", "openb", "philly-csv")
 POLICIES = ("corral", "fifo", "fifo-backfill")
@@ -110,15 +119,83 @@ def sim(
             fill=fill,
         )
         options.check()
-        with err().status(f"simulating with policy {name} …"):
+        with ProgressView(name) as view:
             try:
-                reports.append(run(options))
+                reports.append(run(options, view.update))
             except OSError as exc:
                 raise CliError(f"cannot read the input: {exc}") from None
     if json_:
         for report in reports:
             print(report.to_json())
         return
-    out().print(format_table(reports), highlight=False, markup=False)
+    # soft_wrap: long notes stay one line each, as a script or a wide terminal reads them.
+    out().print(format_table(reports), highlight=False, markup=False, soft_wrap=True)
     if plot is not None:
         out().print(f"plot written to {plot}", highlight=False, markup=False)
+
+
+PLAIN_EVERY_S = 10.0  # without a terminal: one line this often, none for a quick run
+
+
+def sim_time(seconds: float) -> str:
+    """Simulated time, in hours, with days beside it once it is long."""
+    hours = seconds / 3600
+    return f"{hours:,.1f} h" if hours < 48 else f"{hours:,.0f} h ({hours / 24:,.1f} d)"
+
+
+class ProgressView:
+    """Draws the engine's progress on stderr: a bar on a terminal, else a plain line now
+    and then (logs, CI). The engine only reports; the clock is read here."""
+
+    def __init__(self, policy: str, console: Console | None = None) -> None:
+        self.policy = policy
+        self.console = console or err()
+        self.started = time.monotonic()
+        self.last_line = self.started
+        self.bar: Bar | None = None
+        self.task: TaskID | None = None
+
+    def __enter__(self) -> ProgressView:
+        if self.console.is_terminal:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("simulating {task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TextColumn("{task.fields[detail]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self.task = self.bar.add_task(self.policy, total=1.0, detail="loading …")
+            self.bar.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def detail(self, p: Progress) -> str:
+        elapsed = time.monotonic() - self.started
+        rate = p.events / elapsed if elapsed > 0 else 0.0
+        return f"{p.events:,} events · {rate:,.0f} events/s · sim time {sim_time(p.now_s)}"
+
+    def update(self, p: Progress) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, completed=p.fraction, detail=self.detail(p))
+            return
+        now = time.monotonic()
+        if p.finished and self.last_line == self.started:
+            return  # quick enough that no line was written: none at the end either
+        if p.finished or now - self.last_line >= PLAIN_EVERY_S:
+            self.last_line = now
+            done = "done" if p.finished else f"{p.fraction:.0%}"
+            self.console.print(
+                f"sim {self.policy}: {done} · {self.detail(p)}", highlight=False, markup=False
+            )

@@ -9,11 +9,15 @@ A round runs only when something changed (a job arrived, ended or was interrupte
 came back), after every event of its instant — or, with `round_s > 0`, at the next multiple
 of `round_s`, like a controller that wakes up periodically. A plan is checked before it is
 applied: a plan that over-commits a node is a scheduler bug and stops the run (PlanError).
+
+`run(progress=...)` calls back every PROGRESS_EVERY events (and once at the end) with a
+`Progress`: the loop stays pure — no clock reads, no output — and the shell draws it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from corral.sim.cluster import Cluster
@@ -26,6 +30,33 @@ from corral.sim.workload import Job
 from corral.sim.world import Counters, World
 
 ROUNDS_PER_INSTANT = 4  # rounds re-run at one instant after preemptions free room
+PROGRESS_EVERY = 64  # events between progress callbacks: cheap next to one round
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a run is, in its own terms (never wall-clock time)."""
+
+    events: int  # events handled so far
+    now_s: float  # simulated time reached
+    arrived: int  # jobs arrived so far
+    settled: int  # jobs done or dropped
+    jobs: int
+    horizon_s: float | None  # where the run stops if not drained first (fill runs)
+    finished: bool = False
+
+    @property
+    def fraction(self) -> float:
+        """Share of the run done: each job arrives then settles (a fill run ends at its
+        horizon instead)."""
+        if self.finished:
+            return 1.0
+        if self.horizon_s:
+            return min(1.0, self.now_s / self.horizon_s)
+        return (self.arrived + self.settled) / (2 * self.jobs) if self.jobs else 1.0
+
+
+ProgressHook = Callable[[Progress], None]
 
 
 @dataclass(frozen=True)
@@ -63,7 +94,7 @@ class Engine:
         self.processes: list[NodeFailures] = []
         self.next_failure: list[Failure | None] = []
 
-    def run(self) -> Outcome:
+    def run(self, progress: ProgressHook | None = None) -> Outcome:
         w = self.world
         for run in w.jobs:
             self.queue.push(run.job.submit_s, Kind.ARRIVE, run.index)
@@ -75,6 +106,7 @@ class Engine:
                 self.next_failure.append(None)
                 self._schedule_failure(i, 0.0)
         until = math.inf if self.config.until_s is None else self.config.until_s
+        events = 0
         while self.queue:
             # Done when no job can arrive, run or be helped by a repair; jobs still queued
             # then fit nowhere the policy would put them, and are reported unfinished.
@@ -104,7 +136,23 @@ class Engine:
                 self._round()
             if self.queue.peek_time() != now:
                 self._sample()
+            events += 1
+            if progress is not None and events % PROGRESS_EVERY == 0:
+                progress(self._progress(events))
+        if progress is not None:
+            progress(self._progress(events, finished=True))
         return Outcome(w.jobs, self.series, w.counters, self.reasons)
+
+    def _progress(self, events: int, finished: bool = False) -> Progress:
+        return Progress(
+            events=events,
+            now_s=self.queue.now,
+            arrived=len(self.world.jobs) - self.arrivals_left,
+            settled=self.world.settled,
+            jobs=len(self.world.jobs),
+            horizon_s=self.config.until_s,
+            finished=finished,
+        )
 
     def _want_round(self) -> None:
         if self.round_at is not None:

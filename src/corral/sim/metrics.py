@@ -2,11 +2,13 @@
 
 Fragmentation follows the FGD paper (Weng et al., ATC'23), adapted to whole GPUs: the
 target workload is the mix of replica shapes (GPUs, GPU model, CPUs, memory) among the
-run's GPU jobs. From one shape's point of view, a node's free GPUs are fragmented when that
-shape cannot be placed there (too few free GPUs of the model, or too little CPU or memory
-left beside them). A node's fragmentation is the expected fragmented GPUs over the mix;
-the cluster's is the sum over nodes. It is reported against the free GPUs (the share of
-the idle GPUs that the typical job cannot use) and against the capacity.
+run's GPU jobs. From one shape's point of view, a node's idle GPUs are fragmented when that
+shape cannot be placed there (too few idle GPUs of the model, or too little CPU or memory
+left beside them). A node's fragmented GPUs are its idle GPUs times the share of the mix
+that cannot use them; the cluster's is the sum over nodes, in GPUs. As in FGD, a node too
+small for a shape even when empty counts for that shape: those GPUs are stranded for it
+whatever the scheduler does. The report gives the time average in GPUs and the share of
+the idle GPU-hours (report.py), which compares across fleets of any size.
 """
 
 from __future__ import annotations
@@ -106,14 +108,6 @@ class Series:
                 area += column[k] * (hi - lo)
         return area / (end - start)
 
-    def fragmentation_of_free(self, start: float, end: float) -> float:
-        """Time-average of fragmented / free GPUs, over the time some GPU was free."""
-        area = span = 0.0
-        for k in range(len(self.t)):
-            lo = max(self.t[k], start)
-            hi = min(self.t[k + 1] if k + 1 < len(self.t) else end, end)
-            free = self.up[k] - self.used[k]
-            if hi > lo and free > 0:
-                area += self.fragmented[k] / free * (hi - lo)
-                span += hi - lo
-        return area / span if span else 0.0
+    def idle(self) -> array[float]:
+        """GPUs up and not allocated, per sample."""
+        return array("d", (up - used for up, used in zip(self.up, self.used, strict=True)))

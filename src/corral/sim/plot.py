@@ -17,7 +17,26 @@ def _thin(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
     return xs[::step], ys[::step]
 
 
+def _time_unit(reports: list[SimReport]) -> tuple[str, float]:
+    """Hours for runs up to a few days, days beyond (a 149-day trace in hours is unreadable)."""
+    longest = max(
+        (r.series.t[-1] for r in reports if r.series is not None and len(r.series)), default=0.0
+    )
+    return ("days", 86400.0) if longest > 3 * 86400 else ("h", 3600.0)
+
+
 def plot_reports(reports: list[SimReport], path: str | Path) -> Path:
+    fig = figure(reports)
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def figure(reports: list[SimReport]) -> Any:
+    """The matplotlib Figure of `reports` (every axis labelled with its unit)."""
     try:
         import matplotlib
 
@@ -28,38 +47,51 @@ def plot_reports(reports: list[SimReport], path: str | Path) -> Path:
     fill = any(r.allocation_curve for r in reports)
     fig, axes = plt.subplots(4 if fill else 3, 1, figsize=(10, 11 if fill else 9), sharex=False)
     ax_util, ax_queue, ax_frag = axes[0], axes[1], axes[2]
+    unit, per = _time_unit(reports)
+    never_queued = True
     for r in reports:
         s = r.series
         if s is None or not len(s) or not r.gpus:
             continue
-        hours = [t / 3600 for t in s.t]
-        _step(ax_util, *_thin(hours, [u / r.gpus for u in s.used]), r.policy)
-        _step(ax_queue, *_thin(hours, list(s.queued)), r.policy)
+        xs = [t / per for t in s.t]
+        _step(ax_util, *_thin(xs, [100 * u / r.gpus for u in s.used]), r.policy)
+        _step(ax_queue, *_thin(xs, list(s.queued)), r.policy)
+        never_queued = never_queued and not any(s.queued)
         frag = [
-            f / (up - used) if up > used else 0.0
+            100 * f / (up - used) if up > used else 0.0
             for f, up, used in zip(s.fragmented, s.up, s.used, strict=True)
         ]
-        _step(ax_frag, *_thin(hours, frag), r.policy)
+        _step(ax_frag, *_thin(xs, frag), r.policy)
         if fill:
-            xs = [p[0] for p in r.allocation_curve]
-            ys = [p[1] for p in r.allocation_curve]
+            xs = [100 * p[0] for p in r.allocation_curve]
+            ys = [100 * p[1] for p in r.allocation_curve]
             axes[3].plot(xs, ys, marker="o", label=r.policy)
-    ax_util.set_ylabel("GPUs allocated (share)")
-    ax_queue.set_ylabel("GPUs queued")
-    ax_frag.set_ylabel("fragmented share of free GPUs")
+    ax_util.set_ylabel("GPUs allocated (% of fleet)")
+    ax_queue.set_ylabel("GPUs queued (GPUs)")
+    ax_frag.set_ylabel("fragmented (% of idle GPUs)")
+    if never_queued:
+        ax_queue.text(
+            0.5,
+            0.6,
+            "no job waited: the fleet was never the bottleneck",
+            transform=ax_queue.transAxes,
+            ha="center",
+            va="center",
+            bbox={"facecolor": "white", "edgecolor": "0.7"},
+        )
+    ax_queue.set_ylim(bottom=0)
     for ax in (ax_util, ax_queue, ax_frag):
-        ax.set_xlabel("time (h)")
+        ax.set_xlabel(f"simulated time ({unit})")
     if fill:
-        axes[3].set_xlabel("arrived GPU demand / capacity")
-        axes[3].set_ylabel("allocated / capacity")
+        axes[3].set_xlabel("GPUs asked for by arrived jobs (% of fleet)")
+        axes[3].set_ylabel("GPUs allocated (% of fleet)")
+    titles = ", ".join(f"{r.policy}: {r.jobs:,} jobs on {r.gpus:,} GPUs" for r in reports)
+    fig.suptitle(titles)
     for ax in axes:
         ax.legend(loc="best")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def _step(ax: Any, xs: list[float], ys: list[float], label: str) -> None:

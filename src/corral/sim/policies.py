@@ -1,7 +1,10 @@
 """The scheduling policies a simulation can compare, all `(Snapshot, now) -> PlacementPlan`.
 
-- `corral`: the real scheduler, `corral.core.placement.place` — looked up at each call, so
-  the simulator always drives the very function the server calls.
+- `corral`: the real scheduler. A run gets its own `corral.core.scheduler.Scheduler` (from
+  `new_policy`), as the server's scheduler controller does: it keeps the fleet index and
+  the running set between rounds, so a round costs what changed, not the whole fleet, and
+  plans exactly as `corral.core.placement.place` does. `POLICIES["corral"]` is the
+  stateless `place`, looked up at each call.
 - `fifo`: strict FIFO with first fit. Jobs start in queue order; the first that does not
   fit blocks everything behind it (head-of-line blocking, no priorities).
 - `fifo-backfill`: FIFO with EASY backfill, as in Slurm's backfill scheduler: the first
@@ -35,6 +38,7 @@ from corral.core.placement import (
     ReplicaPlacement,
     Snapshot,
 )
+from corral.core.scheduler import Scheduler
 from corral.sim.fit import Frees, first_fit
 
 Policy = Callable[[Snapshot, float], PlacementPlan]
@@ -184,3 +188,11 @@ POLICIES: dict[PolicyName, Policy] = {
     "fifo": fifo,
     "fifo-backfill": fifo_backfill,
 }
+
+
+def new_policy(name: PolicyName) -> Policy:
+    """The policy `name` for one run: corral's keeps state between rounds (a Scheduler), so
+    each run needs a fresh one; the baselines are stateless functions."""
+    if name == "corral":
+        return Scheduler().place
+    return POLICIES[name]

@@ -1,20 +1,29 @@
 """The numbers a run reports, as data, one JSON line, or a plain-text table.
 
-Definitions:
-- JCT (job completion time): finish - submit, over completed jobs.
-- Queueing delay: first start - submit, over jobs that started (waits after a preemption
-  or failure show in JCT, not here).
-- Utilization: GPUs allocated / all GPUs, time-averaged from the first arrival to the last
-  (`utilization`: while jobs keep arriving, the steady state schedulers are compared on),
-  and to the last time a job started or ended (`utilization_makespan`, which a long drain
-  of the last big jobs dilutes).
-- Fragmentation: see metrics.py; time-averaged share of the free GPUs that the workload's
-  typical shapes cannot use (`fragmentation`), and fragmented GPUs (`fragmented_gpus`).
+Definitions (JSON keeps fractions and seconds; the table shows %, hours, GPUs and $):
+- JCT (job completion time): finish - submit, over completed jobs (s).
+- Queueing delay: first start - submit, over jobs that started (s; waits after a
+  preemption or failure show in JCT, not here). `waited`: jobs whose first start came
+  after their submit, or that never started.
+- Utilization: GPU-hours allocated / GPU-hours of the whole fleet, from the first arrival
+  to the last (`utilization`: while jobs keep arriving, the steady state schedulers are
+  compared on), and to the last time a job started or ended (`utilization_makespan`, which
+  a long drain of the last big jobs dilutes). A fraction; the table shows %.
+  `peak_used_gpus`: the most GPUs allocated at any instant.
+- Fragmentation (see metrics.py): idle GPUs that a job drawn from the run's mix of
+  shapes cannot use where they are. `fragmented_gpus` and `idle_gpus`: time-averaged, in
+  GPUs; `fragmentation` = fragmented / idle GPU-hours (so fragmented_gpus = fragmentation
+  x idle_gpus), comparable across fleets of any size.
 - Goodput: useful GPU-hours / allocated GPU-hours, where useful = allocated - lost, and
   lost is the work done since the last checkpoint by attempts that a failure or preemption
   ended.
+- Cost ($): allocated GPU-hours x each node's price per GPU-hour; None when the cluster
+  has no prices (OpenB's node list has none), rather than a misleading $0.
 - Fill runs (`allocation_curve`): allocated / capacity when the GPUs asked for by arrived
   jobs first reach 10%, 20%, … of capacity; `allocation_at_full` at 100%.
+
+A run in which no job waited says so in its notes: its queueing figures are zero because
+the fleet was never the bottleneck, not because a policy is good.
 """
 
 from __future__ import annotations
@@ -68,9 +77,12 @@ class SimReport:
     allocated_gpu_hours: float
     lost_gpu_hours: float
     goodput: float
-    allocated_cost: float
+    allocated_cost: float | None  # None: the cluster has no prices
     makespan_s: float
     rounds: int
+    waited: int = 0
+    peak_used_gpus: int = 0
+    idle_gpus: float = 0.0
     failures_by_cause: dict[str, int] = field(default_factory=dict)
     allocation_curve: tuple[tuple[float, float, float], ...] = ()
     allocation_at_full: float | None = None
@@ -102,6 +114,7 @@ def build_report(
     nodes: int,
     gpus: int,
     fill: bool = False,
+    priced: bool = True,
     notes: tuple[str, ...] = (),
 ) -> SimReport:
     runs = outcome.jobs
@@ -117,6 +130,28 @@ def build_report(
         (end - r.started_at) * r.job.total_gpus for r in runs if r.state == "running"
     )
     curve, at_full = _allocation_curve(series, gpus) if fill else ((), None)
+    waited = sum(
+        1
+        for r in runs
+        if (r.first_start is not None and r.first_start > r.job.submit_s)
+        or (r.first_start is None and r.state == "pending")
+    )
+    peak = int(max(series.used, default=0))
+    utilization = _util(series, start, last_arrival, gpus)
+    idle = series.time_average(series.idle(), start, end)
+    fragmented = series.time_average(series.fragmented, start, end)
+    notes = tuple(notes)
+    if not priced:
+        notes += (
+            "cost: n/a, the cluster has no prices (give --cluster FILE with price_per_gpu_hour)",
+        )
+    if runs and not waited and not fill:
+        notes += (
+            f"{policy}: no job waited: the fleet was never the bottleneck (peak "
+            f"{peak:,} of {gpus:,} GPUs allocated, {_pct(peak / gpus if gpus else 0.0)}; "
+            f"utilization {_pct(utilization)} of GPU-hours); to compare policies, use a "
+            "smaller fleet (--gpus N) or a fill run (--fill 1.0)",
+        )
     return SimReport(
         policy=policy,
         seed=seed,
@@ -132,25 +167,35 @@ def build_report(
         avg_queue_s=_mean(queue),
         p50_queue_s=quantile(queue, 0.5),
         p99_queue_s=quantile(queue, 0.99),
-        utilization=_util(series, start, last_arrival, gpus),
+        utilization=utilization,
         utilization_makespan=_util(series, start, end, gpus),
-        fragmentation=series.fragmentation_of_free(start, end),
-        fragmented_gpus=series.time_average(series.fragmented, start, end),
+        fragmentation=fragmented / idle if idle > 0 else 0.0,
+        fragmented_gpus=fragmented,
         preemptions=c.preemptions,
         node_failures=c.node_failures,
         interrupted_attempts=c.interrupted_attempts,
         allocated_gpu_hours=allocated / HOUR_S,
         lost_gpu_hours=c.lost_gpu_s / HOUR_S,
         goodput=(allocated - c.lost_gpu_s) / allocated if allocated else 1.0,
-        allocated_cost=c.allocated_cost,
+        allocated_cost=c.allocated_cost if priced else None,
         makespan_s=end - start,
         rounds=c.rounds,
+        waited=waited,
+        peak_used_gpus=peak,
+        idle_gpus=idle,
         failures_by_cause=dict(sorted(c.failures_by_cause.items())),
         allocation_curve=curve,
         allocation_at_full=at_full,
         notes=notes,
         series=series,
     )
+
+
+def _pct(share: float) -> str:
+    """A share as a percentage that never rounds a small nonzero value to 0%."""
+    if share and abs(share) < 0.0001:
+        return "<0.01%"
+    return f"{share * 100:.2f}%"
 
 
 def _util(series: Series, start: float, end: float, gpus: int) -> float:
@@ -175,54 +220,77 @@ def _allocation_curve(
     return tuple(points), at_full
 
 
-_ROWS: tuple[tuple[str, str, float], ...] = (
-    # (label, field, scale) — times shown in hours where they are long
-    ("jobs", "jobs", 1),
-    ("completed", "completed", 1),
-    ("unfinished", "unfinished", 1),
-    ("dropped (fill)", "dropped", 1),
-    ("avg JCT (h)", "avg_jct_s", 1 / HOUR_S),
-    ("p50 JCT (h)", "p50_jct_s", 1 / HOUR_S),
-    ("p99 JCT (h)", "p99_jct_s", 1 / HOUR_S),
-    ("avg queueing (h)", "avg_queue_s", 1 / HOUR_S),
-    ("p99 queueing (h)", "p99_queue_s", 1 / HOUR_S),
-    ("utilization (arrivals)", "utilization", 1),
-    ("utilization (makespan)", "utilization_makespan", 1),
-    ("fragmentation (of free)", "fragmentation", 1),
-    ("fragmented GPUs", "fragmented_gpus", 1),
-    ("preemptions", "preemptions", 1),
-    ("node failures", "node_failures", 1),
-    ("interrupted attempts", "interrupted_attempts", 1),
-    ("allocated GPU-h", "allocated_gpu_hours", 1),
-    ("lost GPU-h", "lost_gpu_hours", 1),
-    ("goodput", "goodput", 1),
-    ("cost ($)", "allocated_cost", 1),
-    ("makespan (h)", "makespan_s", 1 / HOUR_S),
-    ("rounds", "rounds", 1),
+# (label with its unit, field, how to show it): "n" a count, "h" seconds shown in hours,
+# "%" a fraction shown as a percentage, "x" a plain quantity with 1 decimal, "$" a cost.
+_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("jobs", "jobs", "n"),
+    ("completed", "completed", "n"),
+    ("unfinished", "unfinished", "n"),
+    ("dropped (fill)", "dropped", "n"),
+    ("jobs that waited", "waited", "n"),
+    ("avg JCT (h)", "avg_jct_s", "h"),
+    ("p50 JCT (h)", "p50_jct_s", "h"),
+    ("p99 JCT (h)", "p99_jct_s", "h"),
+    ("avg queueing (h)", "avg_queue_s", "h"),
+    ("p99 queueing (h)", "p99_queue_s", "h"),
+    ("utilization, arrivals (% of GPU-h)", "utilization", "%"),
+    ("utilization, makespan (% of GPU-h)", "utilization_makespan", "%"),
+    ("peak allocated (GPUs)", "peak_used_gpus", "n"),
+    ("idle (GPUs, time-avg)", "idle_gpus", "x"),
+    ("fragmented (GPUs, time-avg)", "fragmented_gpus", "x"),
+    ("fragmentation (% of idle GPU-h)", "fragmentation", "%"),
+    ("preemptions", "preemptions", "n"),
+    ("node failures", "node_failures", "n"),
+    ("interrupted attempts", "interrupted_attempts", "n"),
+    ("allocated (GPU-h)", "allocated_gpu_hours", "x"),
+    ("lost (GPU-h)", "lost_gpu_hours", "x"),
+    ("goodput (% of allocated GPU-h)", "goodput", "%"),
+    ("cost ($)", "allocated_cost", "$"),
+    ("makespan (h)", "makespan_s", "h"),
+    ("placement rounds", "rounds", "n"),
 )
+
+DEFINITIONS = (
+    "fragmented GPUs: idle GPUs that a job drawn from this run's mix of job shapes could "
+    "not use where they are (too few free on their node, the wrong model, or too little "
+    "CPU or memory beside them; FGD, ATC'23), averaged over time"
+)
+
+
+def _cell(value: float | None, kind: str) -> str:
+    if value is None:
+        return "n/a"
+    if kind == "n":
+        return f"{int(value):,}"
+    if kind == "h":
+        return f"{value / HOUR_S:,.3f}"
+    if kind == "%":
+        return _pct(value)
+    if kind == "$":
+        return f"${value:,.2f}"
+    return f"{value:,.1f}"
 
 
 def _fragmented_at(report: SimReport, arrived: float) -> str:
     point = next((p for p in report.allocation_curve if abs(p[0] - arrived) < 1e-9), None)
-    return "-" if point is None else f"{point[2]:.3f}"
+    return "-" if point is None else _pct(point[2])
 
 
 def format_table(reports: list[SimReport]) -> str:
     """Reports side by side, one column per run, as plain text (cli/ adds any colour)."""
     header = ["", *(r.policy for r in reports)]
     rows = [header]
-    for label, name, scale in _ROWS:
-        cells = [label]
-        for r in reports:
-            value = getattr(r, name)
-            cells.append(f"{value:,}" if isinstance(value, int) else f"{value * scale:,.3f}")
-        rows.append(cells)
+    for label, name, kind in _ROWS:
+        rows.append([label, *(_cell(getattr(r, name), kind) for r in reports)])
     if any(r.allocation_at_full is not None for r in reports):
         rows.append(
-            ["allocated at 100% arrived"]
-            + [f"{r.allocation_at_full:.3f}" if r.allocation_at_full else "-" for r in reports]
+            ["allocated at 100% arrived (% of GPUs)"]
+            + [_cell(r.allocation_at_full, "%") for r in reports]
         )
-        rows.append(["fragmentation at 90% arrived"] + [_fragmented_at(r, 0.9) for r in reports])
+        rows.append(
+            ["fragmentation at 90% arrived (% of idle GPUs)"]
+            + [_fragmented_at(r, 0.9) for r in reports]
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         "  ".join(
@@ -231,4 +299,4 @@ def format_table(reports: list[SimReport]) -> str:
         for row in rows
     ]
     notes = sorted({n for r in reports for n in r.notes})
-    return "\n".join(lines + [f"note: {n}" for n in notes])
+    return "\n".join(lines + [f"note: {n}" for n in notes] + [f"definition: {DEFINITIONS}"])

@@ -7,10 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from corral.sim.cluster import Cluster, gpus_cluster, load_cluster
-from corral.sim.engine import Engine, EngineConfig
+from corral.sim.engine import Engine, EngineConfig, ProgressHook
 from corral.sim.failures import PROFILES
 from corral.sim.options import SYNTHETIC_DEFAULT_GPUS, SimOptions
-from corral.sim.policies import POLICIES
+from corral.sim.policies import new_policy
 from corral.sim.report import SimReport, build_report
 from corral.sim.traces import LoadedTrace, load_openb_jobs, load_openb_nodes, load_philly_csv
 from corral.sim.workload import Job, fill_workload, synthetic_jobs
@@ -92,8 +92,10 @@ def fitting_jobs(jobs: list[Job], cluster: Cluster) -> list[Job]:
     return kept
 
 
-def run(options: SimOptions) -> SimReport:
-    """Simulate `options` and return the report; writes the plot if `options.plot` is set."""
+def run(options: SimOptions, progress: ProgressHook | None = None) -> SimReport:
+    """Simulate `options` and return the report; writes the plot if `options.plot` is set.
+
+    `progress` is called now and then with how far the run is (see engine.Progress)."""
     options.check()
     cluster = load_cluster_for(options)
     loaded = load_workload(options, cluster)
@@ -102,7 +104,7 @@ def run(options: SimOptions) -> SimReport:
     if len(jobs) < len(loaded.jobs):
         notes.append(f"{len(loaded.jobs) - len(jobs)} jobs that fit no node were left out")
     config = EngineConfig(
-        policy=POLICIES[options.policy],
+        policy=new_policy(options.policy),
         checkpoint_interval_s=options.checkpoint_interval_s,
         round_s=options.round_s,
         failures=PROFILES[options.failures] if options.failures else None,
@@ -115,7 +117,7 @@ def run(options: SimOptions) -> SimReport:
         last = jobs[-1].submit_s
         until = last if options.until_s is None else min(options.until_s, last)
         config = replace(config, checkpoint_interval_s=None, drop_unplaced=True, until_s=until)
-    outcome = Engine(cluster, jobs, config).run()
+    outcome = Engine(cluster, jobs, config).run(progress)
     report = build_report(
         outcome,
         policy=options.policy,
@@ -123,6 +125,7 @@ def run(options: SimOptions) -> SimReport:
         nodes=len(cluster.nodes),
         gpus=cluster.total_gpus,
         fill=options.fill is not None,
+        priced=any(n.price_per_gpu_hour > 0 for n in cluster.nodes),
         notes=tuple(notes),
     )
     if options.plot is not None:

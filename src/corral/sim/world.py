@@ -55,6 +55,7 @@ class World:
         self.queued_gpus = 0
         self.arrived_gpus = 0
         self.down = 0
+        self.settled = 0  # jobs done or dropped: for progress
 
     # --- the scheduler's view ------------------------------------------------------------
 
@@ -159,6 +160,7 @@ class World:
         run.remaining_s = 0.0
         run.state = "done"
         run.finished_at = now
+        self.settled += 1
 
     def interrupt(self, run: JobRun, now: float) -> None:
         """End the attempt; the job goes back to the queue from its last checkpoint."""
@@ -187,6 +189,7 @@ class World:
     def drop_pending(self) -> None:
         for j in self.pending:
             self.jobs[j].state = "dropped"
+        self.settled += len(self.pending)
         self.queued_gpus = 0
         self.pending.clear()
 
