@@ -9,6 +9,7 @@ import pytest
 from test_scheduler_helpers import A100, H100, job, node, running, victims, where, world
 
 from corral.core.placement import Outcome, PendingJob, PlacementPlan, RunningJob, place
+from corral.core.scheduler.pool import MAX_ATOMS, Pool
 
 TEAM_A = {"team-a": {"H100": 4}}
 
@@ -188,3 +189,13 @@ def test_the_pool_shrinks_with_the_ready_fleet_and_guarantees_stay() -> None:
     # One node gone: its 8 GPUs came out of the pool, not out of team-a's guarantee.
     one = _place([job("j", 1), job("a", 8, ws="team-a")], quotas=quotas, nodes=["H100"])
     assert one.outcome("j") == Outcome.UNRESOLVABLE and one.outcome("a") == Outcome.PLACED
+
+
+def test_a_fleet_of_too_many_atoms_gets_no_pool_but_keeps_its_guarantees() -> None:
+    capacity = {a: 8 for a in range(MAX_ATOMS + 1)}
+    closed = Pool(capacity, {("t", "X"): (8, 1)})
+    assert closed.fits(0, ("t", "X"), 8, 0)  # within the guarantee: never checked
+    assert not closed.fits(1, None, 1, 1) and closed.unguaranteed(1) == 0
+    small = Pool({0: 8, 1: 8}, {("t", "X"): (8, 1)})
+    assert small.fits(1, None, 8, 8) and not small.fits(0, None, 1, 1)
+    assert (small.unguaranteed(0), small.unguaranteed(1)) == (0, 8)

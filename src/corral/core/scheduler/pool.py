@@ -30,7 +30,7 @@ get no pool: beyond its guarantee a job must be preemptible, as before.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 
 MAX_ATOMS = 12
 
@@ -39,7 +39,7 @@ class Pool:
     def __init__(
         self,
         capacity: Mapping[int, int],  # atom -> healthy GPUs in the ready fleet
-        guarantees: Mapping[object, tuple[int, int]],  # guarantee -> (GPUs, atom mask)
+        guarantees: Mapping[Hashable, tuple[int, int]],  # guarantee -> (GPUs, atom mask)
     ) -> None:
         self.atoms = len(capacity)
         self.open = self.atoms <= MAX_ATOMS
@@ -47,16 +47,16 @@ class Pool:
         self._guarantee = {b: g for b, (g, mask) in guarantees.items() if mask and g > 0}
         self._mask = {b: mask for b, (g, mask) in guarantees.items() if mask and g > 0}
         self._firm_atom = [0] * self.atoms  # non-preemptible GPUs per atom, everyone's
-        self._firm: dict[object, int] = {}  # non-preemptible GPUs per guarantee, the owner's
+        self._firm: dict[Hashable, int] = {}  # non-preemptible GPUs per guarantee, the owner's
         self._slack: list[int] = []
         self._floor = 0
         self._dirty = True
         self._empty_slack: list[int] | None = None  # with no non-preemptible work at all
 
-    def mask(self, b: object) -> int:
+    def mask(self, b: Hashable | None) -> int:
         return self._mask.get(b, 0)
 
-    def charge(self, atom: int, b: object | None, gpus: int) -> None:
+    def charge(self, atom: int, b: Hashable | None, gpus: int) -> None:
         """Count (or, negative, stop counting) non-preemptible GPUs of atom a, of an owner
         whose guarantee there is b (None: none)."""
         self._firm_atom[atom] += gpus
@@ -66,7 +66,7 @@ class Pool:
 
     # -- the check -------------------------------------------------------------------
 
-    def fits(self, atom: int, b: object | None, need: int, excess: int) -> bool:
+    def fits(self, atom: int, b: Hashable | None, need: int, excess: int) -> bool:
         """Whether `need` more non-preemptible GPUs on `atom`, `excess` of them beyond the
         owner's guarantee b, keep every guarantee as reachable as it is now."""
         if excess <= 0:
@@ -76,7 +76,7 @@ class Pool:
         slack, floor = self._current()
         return self._room(slack, floor, atom, self.mask(b), need, excess) >= 0
 
-    def fits_empty(self, atom: int, b: object | None, need: int, excess: int) -> bool:
+    def fits_empty(self, atom: int, b: Hashable | None, need: int, excess: int) -> bool:
         """As `fits`, with no non-preemptible work running anywhere: false means never."""
         if excess <= 0:
             return True
@@ -126,7 +126,7 @@ class Pool:
             self._empty_slack = self._slacks(list(self._cap), dict(self._guarantee))
         return self._empty_slack
 
-    def _slacks(self, left: list[int], claims: Mapping[object, int]) -> list[int]:
+    def _slacks(self, left: list[int], claims: Mapping[Hashable, int]) -> list[int]:
         n = 1 << self.atoms
         slack = [0] * n
         for t in range(1, n):
