@@ -88,6 +88,9 @@ def test_a_replay_in_which_nothing_queues_says_so() -> None:
     assert f"peak {report.peak_used_gpus} of 512 GPUs" in note
     busy = run(replace(OPTIONS, policy="fifo"))
     assert busy.waited > 0 and not any("no job waited" in n for n in busy.notes)
+    # Side by side, the note names the run it is about.
+    lines = format_table([busy, report]).splitlines()
+    assert f"note: corral: {note}" in lines and f"note: {note}" not in lines
 
 
 def test_cost_is_not_applicable_on_an_unpriced_fleet_rather_than_zero() -> None:
@@ -131,6 +134,15 @@ def test_every_figure_in_the_table_has_its_unit_and_fragmentation_is_defined() -
     assert any(line.startswith("fragmented (GPUs, time-avg)") for line in lines)
     assert any(line.startswith("fragmentation (% of idle GPU-h)") for line in lines)
     assert lines[-1].startswith("definition: fragmented GPUs: idle GPUs that a job")
+
+
+def test_a_fill_run_with_no_completed_job_shows_no_jct_rather_than_zero() -> None:
+    fill = run(replace(OPTIONS, fill=1.0, seed=3))
+    assert fill.completed == 0
+    lines = format_table([fill]).splitlines()
+    for label in ("avg JCT (h)", "p50 JCT (h)", "p99 JCT (h)"):
+        assert next(line for line in lines if line.startswith(label)).endswith(" n/a")
+    assert next(line for line in lines if line.startswith("allocated at 100%")).endswith("%")
 
 
 def test_the_plot_axes_carry_units() -> None:

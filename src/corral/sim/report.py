@@ -147,7 +147,7 @@ def build_report(
         )
     if runs and not waited and not fill:
         notes += (
-            f"{policy}: no job waited: the fleet was never the bottleneck (peak "
+            f"no job waited: the fleet was never the bottleneck (peak "
             f"{peak:,} of {gpus:,} GPUs allocated, {_pct(peak / gpus if gpus else 0.0)}; "
             f"utilization {_pct(utilization)} of GPU-hours); to compare policies, use a "
             "smaller fleet (--gpus N) or a fill run (--fill 1.0)",
@@ -281,7 +281,10 @@ def format_table(reports: list[SimReport]) -> str:
     header = ["", *(r.policy for r in reports)]
     rows = [header]
     for label, name, kind in _ROWS:
-        rows.append([label, *(_cell(getattr(r, name), kind) for r in reports)])
+        cells = [_cell(getattr(r, name), kind) for r in reports]
+        if name.endswith("_jct_s"):  # over completed jobs: none (a fill run) is not 0 h
+            cells = [c if r.completed else "n/a" for c, r in zip(cells, reports, strict=True)]
+        rows.append([label, *cells])
     if any(r.allocation_at_full is not None for r in reports):
         rows.append(
             ["allocated at 100% arrived (% of GPUs)"]
@@ -298,5 +301,15 @@ def format_table(reports: list[SimReport]) -> str:
         )
         for row in rows
     ]
+    return "\n".join(lines + _notes(reports) + [f"definition: {DEFINITIONS}"])
+
+
+def _notes(reports: list[SimReport]) -> list[str]:
+    """Each note once; one that only some runs have names their policies."""
     notes = sorted({n for r in reports for n in r.notes})
-    return "\n".join(lines + [f"note: {n}" for n in notes] + [f"definition: {DEFINITIONS}"])
+    out = []
+    for n in notes:
+        having = [r.policy for r in reports if n in r.notes]
+        prefix = "" if len(having) == len(reports) else ", ".join(having) + ": "
+        out.append(f"note: {prefix}{n}")
+    return out
