@@ -88,7 +88,7 @@ def sim(
 ) -> None:
     """Simulate a fleet: the real scheduler on a virtual clock, over a trace or synthetic load.
 
-    Example: corral sim --trace ../shared/traces/openb --format openb --policy corral --policy fifo
+    Example: corral sim --trace ../shared/traces/openb --format openb --fill 1.0 -p corral -p fifo
     """
     from corral.sim import SimOptions, format_table, run
 
