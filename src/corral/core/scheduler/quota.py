@@ -204,8 +204,11 @@ class QuotaBook:
         guarantee plus what the unguaranteed pool has left."""
         if not self.enabled:
             return True
-        excess = self._excess(workspace, c, need)
-        return self.pool.fits(self._atom[c], self.bucket(workspace, c), need, excess)
+        b = self.bucket(workspace, c)
+        left = 0 if b is None else self.guarantee(b) - self.firm.get(b, 0)
+        if need <= left:  # the usual case, first: within its own guarantee
+            return True
+        return self.pool.fits(self._atom[c], b, need, need - max(0, left))
 
     def allowed(self, job: PendingJob, shape: Shape) -> tuple[int, ...]:
         """The classes the job may use now: all, unless it is non-preemptible and neither
@@ -221,6 +224,8 @@ class QuotaBook:
         if not self.enabled or job.preemptible or shape.gpus == 0 or not shape.classes:
             return None
         need = shape.gpus * shape.replicas
+        if any(need <= self.guarantee(self.bucket(job.workspace, c)) for c in shape.classes):
+            return None
         key = (job.workspace, shape.classes, need)
         if key in self._never:
             return self._never[key]
