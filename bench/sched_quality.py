@@ -1,7 +1,7 @@
 """Scheduling quality: corral's scheduler against FIFO + first fit and FIFO + EASY backfill.
 
 Each workload is replayed with all three policies in the same run, in the simulator
-(`corral.sim`), which calls the very `corral.core.placement.place` the server calls.
+(`corral.sim`), which runs the very `corral.core.scheduler.Scheduler` the server runs.
 
 1. OpenB — the Alibaba 2023 GPU trace in ../shared/traces/openb/ on its own 1,213 nodes
    (6,212 GPUs), as in the FGD paper: tasks drawn from the trace (seeded) arrive and never
