@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
+from corral.cli import rerun
 from corral.cli.config import state
 from corral.cli.inline import InlineCommand, inline_argv
 from corral.cli.light import LightGroup
@@ -151,7 +152,10 @@ def run(
             code=2,
         )
     with state(ctx).client(workspace) as client:
-        job = client.submit_job(spec)
+        # A file's own name is taken afresh when that job has ended; --name never is.
+        job, renamed = rerun.submit(client, spec, renamable=name is None)
+        if renamed:
+            note(renamed)
         if detach:
             _print_submitted(job, to_stderr=False)
             return

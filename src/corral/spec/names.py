@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+MAX_NAME_LENGTH = 63  # a DNS label: names appear in hostnames (NAME.<domain>)
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 _NAME = re.compile(NAME_PATTERN)
 
