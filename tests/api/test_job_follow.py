@@ -15,8 +15,8 @@ from sqlalchemy.orm.exc import StaleDataError
 from typer.testing import CliRunner
 
 from corral.cli.config import CliDeps
-from corral.cli.job import follow_job as cli_follow_job
-from corral.cli.job import stopped_text
+from corral.cli.jobfollow import follow_job as cli_follow_job
+from corral.cli.jobfollow import stopped_text
 from corral.cli.logprint import LogPrinter
 from corral.cli.main import build_app
 from corral.client import Client, Settings

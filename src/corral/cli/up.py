@@ -265,7 +265,7 @@ def _print_ready(plane: LocalPlane, node: NodeView, home: Path, detach: bool) ->
 
 
 def _run_job(url: str, admin_token: str, spec: JobSpec) -> int:
-    from corral.cli.job import follow_job
+    from corral.cli.jobfollow import follow_job
     from corral.client import Client
 
     with Client(url, admin_token, "default") as client:
