@@ -330,41 +330,63 @@ def check(snapshot: Snapshot, plan: PlacementPlan, config: SchedulerConfig) -> N
         return
     for g in plan.placements:
         assert pending[g.job_id].preemptible or not g.borrowed, "a non-preemptible job borrowed"
-    capacity: dict[str, int] = {}
-    for n in snapshot.nodes:
-        for s in n.gpus:
-            if s.healthy:
-                capacity[s.model] = capacity.get(s.model, 0) + 1
-    firm: dict[tuple[str, str | None], int] = {}  # (workspace, quota key) -> GPUs
-    firm_models: dict[str, int] = {}
-
-    def count(ws: str, node_id: str, indices: tuple[int, ...]) -> None:
-        for index in indices:
-            slot = next(s for s in nodes[node_id].gpus if s.index == index)
-            if slot.healthy:
-                key = (ws, _bucket(quotas, ws, slot.model))
-                firm[key] = firm.get(key, 0) + 1
-                firm_models[slot.model] = firm_models.get(slot.model, 0) + 1
-
-    for held in snapshot.running:
-        if not held.preemptible:  # victims are preemptible: these all stay
-            for rep in held.replicas:
-                count(held.workspace, rep.node_id, rep.gpus)
+    use = FirmUse(snapshot)
     for g in plan.placements:
         j = pending[g.job_id]
         if j.preemptible or j.demand.gpus == 0:
             continue
         model = next(s.model for s in nodes[g.replicas[0].node_id].gpus)
-        key = _bucket(quotas, j.workspace, model)
-        left = 0 if key is None else quotas[j.workspace][key] - firm.get((j.workspace, key), 0)
-        need = j.demand.gpus * j.replicas
-        excess = need - max(0, min(need, left))
-        before = _unmet(quotas, capacity, firm, firm_models)
-        for rep in g.replicas:
-            count(j.workspace, rep.node_id, rep.gpus)
+        excess = use.excess(j, model)
+        before = use.unmet()
+        use.place(j, g.replicas)
         if excess > 0:
-            after = _unmet(quotas, capacity, firm, firm_models)
-            assert after <= before, "a non-preemptible job took GPUs a guarantee needs"
+            assert use.unmet() <= before, "a non-preemptible job took GPUs a guarantee needs"
+
+
+class FirmUse:
+    """Non-preemptible GPUs held, per (workspace, quota key) and per model, from the
+    snapshot's running jobs on (victims are preemptible: they never count)."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.quotas = {ws: dict(q) for ws, q in snapshot.quotas.items()}
+        self.nodes = {n.id: n for n in snapshot.nodes}
+        self.capacity: dict[str, int] = {}
+        for n in snapshot.nodes:
+            for s in n.gpus:
+                if s.healthy:
+                    self.capacity[s.model] = self.capacity.get(s.model, 0) + 1
+        self.firm: dict[tuple[str, str | None], int] = {}
+        self.models: dict[str, int] = {}
+        for held in snapshot.running:
+            if not held.preemptible:
+                for rep in held.replicas:
+                    self._count(held.workspace, rep.node_id, rep.gpus)
+
+    def place(self, job: PendingJob, replicas: tuple[ReplicaPlacement, ...]) -> None:
+        for rep in replicas:
+            self._count(job.workspace, rep.node_id, rep.gpus)
+
+    def _count(self, ws: str, node_id: str, indices: tuple[int, ...]) -> None:
+        for index in indices:
+            slot = next(s for s in self.nodes[node_id].gpus if s.index == index)
+            if slot.healthy:
+                self.add(ws, slot.model, 1)
+
+    def add(self, ws: str, model: str, gpus: int) -> None:
+        key = (ws, _bucket(self.quotas, ws, model))
+        self.firm[key] = self.firm.get(key, 0) + gpus
+        self.models[model] = self.models.get(model, 0) + gpus
+
+    def excess(self, job: PendingJob, model: str) -> int:
+        """Of the job's GPUs of this model, those beyond what its guarantee has left."""
+        key = _bucket(self.quotas, job.workspace, model)
+        held = self.firm.get((job.workspace, key), 0)
+        left = 0 if key is None else self.quotas[job.workspace][key] - held
+        need = job.demand.gpus * job.replicas
+        return need - max(0, min(need, left))
+
+    def unmet(self) -> int:
+        return _unmet(self.quotas, self.capacity, self.firm, self.models)
 
 
 def _unmet(
@@ -440,6 +462,43 @@ def test_invariants_hold(world: tuple[Snapshot, SchedulerConfig]) -> None:
 def test_invariants_hold_under_contention(world: tuple[Snapshot, SchedulerConfig]) -> None:
     snapshot, config = world
     check(snapshot, place(snapshot, NOW, config), config)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(worlds(), contended_worlds()))
+def test_a_job_refused_for_quota_could_not_have_used_the_pool(
+    world: tuple[Snapshot, SchedulerConfig],
+) -> None:
+    """The pool check is exact, not merely safe: a non-preemptible job kept out by its
+    quota would, on any model it may use, have left some guarantee unreachable."""
+    snapshot, config = world
+    if not snapshot.quotas:
+        return
+    use = FirmUse(snapshot)
+    pending = {j.id: j for j in snapshot.pending}
+    for decision in Round(snapshot, NOW, config).decisions():
+        job = pending[decision.job_id]
+        if decision.placement is not None:
+            if not job.preemptible:
+                use.place(job, decision.placement.replicas)
+            continue
+        reason = decision.reason or ""
+        if not reason.startswith(f"workspace {job.workspace} h"):  # has no / holds: blocked now
+            continue
+        need = job.demand.gpus * job.replicas
+        for model, capacity in use.capacity.items():
+            d = job.demand
+            if d.gpu_type and d.gpu_type.upper() not in model.upper():
+                continue
+            if d.gpu_min_memory_mb and MODELS[model] < d.gpu_min_memory_mb:
+                continue
+            if use.models.get(model, 0) + need > capacity:
+                continue  # not there at all: no question of quota
+            excess, before = use.excess(job, model), use.unmet()
+            use.add(job.workspace, model, need)
+            after = use.unmet()
+            use.add(job.workspace, model, -need)
+            assert excess > 0 and after > before, (job.id, model, reason)
 
 
 @settings(max_examples=200, deadline=None)
