@@ -4,8 +4,8 @@
 - a gang is all-or-nothing, of one GPU class, within the domain it may span;
 - every pending job is decided exactly once; never-fits are pending;
 - quota: a non-preemptible job beyond its guarantee takes only GPUs no guarantee needs
-  (what the guarantees can get at once, a max flow, never shrinks for it); all borrowing
-  is preemptible;
+  (what the guarantees can get at once, a max flow, never shrinks for it), and one refused
+  for its quota could not have been placed so; all borrowing is preemptible;
 - preemption: only preemptible victims, never of higher priority (equal only to reclaim
   borrowed GPUs), and only for a job the same plan places;
 - backfill: nothing placed after the reservation uses its nodes unless it ends first;
