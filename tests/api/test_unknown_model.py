@@ -121,3 +121,25 @@ def test_corral_job_run_prints_the_warning_on_stderr(tmp_path: Path) -> None:
         assert "submitted job" in result.stdout
         quiet = runner.invoke(app, ["job", "run", "-d", "--gpus", "H100", "--", "true"], env=env)
         assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_a_pending_job_says_no_node_ever_had_its_model(api: TestClient) -> None:
+    """The pending reason, not only the submission's warning: a typo is not a wait for
+    capacity. A model only a lost node had is a wait (that node may come back)."""
+    from corral.server.controllers.scheduler import schedule_once
+
+    cp = api.app.state.cp  # type: ignore[attr-defined]
+    register_node(cp.store, "n1", gpus=2)
+    _join(api, "old", "A100")
+    with cp.store.transaction() as session:
+        session.scalars(select(Node).where(Node.name == "old")).one().condition = "lost"
+    _submit(api, "banana:1")
+    r = api.post(
+        JOBS, json={"name": "a100", "command": "true", "resources": {"gpus": "A100"}}, headers=ADMIN
+    )
+    assert r.status_code == 201, r.text
+    schedule_once(cp)
+    jobs = {j["name"]: j for j in api.get(JOBS, headers=ADMIN).json()["jobs"]}
+    banana = next(j for j in jobs.values() if j["spec"]["resources"]["gpus"]["type"] == "banana")
+    assert banana["reason"] == "no node of this fleet has ever had banana GPUs; models: A100, H100"
+    assert "ever had" not in jobs["a100"]["reason"] and "A100" in jobs["a100"]["reason"]

@@ -111,6 +111,9 @@ class Snapshot:
     running: tuple[RunningJob, ...] = ()
     # workspace -> GPU model -> guaranteed GPUs ("*" for any model)
     quotas: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    # Every GPU model a node of this fleet has ever had, lost nodes' too: a job asking for
+    # none of them is told so. Empty: not known (the reason then names the ready models).
+    fleet_models: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,8 @@ class GangPlacement:
     job_id: str
     replicas: tuple[ReplicaPlacement, ...]
     master_port: int
-    # Placed beyond its workspace's guarantee on idle GPUs: reclaimable by preemption.
+    # Placed beyond its workspace's guarantee and the unguaranteed pool, on GPUs guaranteed
+    # to others: reclaimable by preemption.
     borrowed: bool = False
 
 

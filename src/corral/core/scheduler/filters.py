@@ -15,7 +15,7 @@ from corral.core.placement import PendingJob
 from corral.core.scheduler import reasons
 from corral.core.scheduler.config import Level, SchedulerConfig
 from corral.core.scheduler.domains import slots
-from corral.core.scheduler.gpu_models import matches
+from corral.core.scheduler.gpu_models import matches, never_had
 from corral.core.scheduler.state import ClusterState
 
 CPU_ONLY = -2  # pseudo class of a shape without GPUs: any node may hold it
@@ -50,7 +50,12 @@ def shape_key(job: PendingJob) -> ShapeKey:
     )
 
 
-def compile_shape(job: PendingJob, st: ClusterState, config: SchedulerConfig) -> Shape:
+def compile_shape(
+    job: PendingJob,
+    st: ClusterState,
+    config: SchedulerConfig,
+    fleet_models: frozenset[str] = frozenset(),
+) -> Shape:
     d = job.demand
     what = d.gpu_type or "GPUs"
     spread = config.max_spread if job.topology is None else LEVEL_WORDS.get(job.topology)
@@ -68,7 +73,7 @@ def compile_shape(job: PendingJob, st: ClusterState, config: SchedulerConfig) ->
         spread=spread if spread is not None else Level.NODE,
         eligible=eligible,
     )
-    never = _never(job, base, st, spread)
+    never = _never(job, base, st, spread, fleet_models)
     if never is None:
         return base
     return Shape(**{**base.__dict__, "never": never})
@@ -114,7 +119,13 @@ def _eligible(
     )
 
 
-def _never(job: PendingJob, shape: Shape, st: ClusterState, spread: Level | None) -> str | None:
+def _never(
+    job: PendingJob,
+    shape: Shape,
+    st: ClusterState,
+    spread: Level | None,
+    fleet_models: frozenset[str] = frozenset(),
+) -> str | None:
     d = job.demand
     if job.replicas < 1:
         return reasons.NO_REPLICAS
@@ -143,6 +154,9 @@ def _never(job: PendingJob, shape: Shape, st: ClusterState, spread: Level | None
     if d.gpus == 0:
         return None
     if not shape.classes:
+        unheard = never_had(d.gpu_type, fleet_models) if fleet_models else None
+        if unheard is not None:
+            return unheard  # a typo, most likely: not a wait for capacity
         models = sorted({g.model for g in st.classes}) or ["none"]
         each = f" with at least {d.gpu_min_memory_mb}Mi each" if d.gpu_min_memory_mb else ""
         return reasons.NO_SUCH_GPU.format(what=shape.what, memory=each, models=", ".join(models))

@@ -154,7 +154,9 @@ class Round:
             key = shape_key(job)
             shape = self._shapes.get(key)
             if shape is None:
-                shape = self._shapes[key] = compile_shape(job, self.st, self.config)
+                shape = self._shapes[key] = compile_shape(
+                    job, self.st, self.config, self.snapshot.fleet_models
+                )
             self._job_shape[job.id] = shape
         return shape
 

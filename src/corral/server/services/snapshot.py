@@ -25,6 +25,7 @@ from corral.core.placement import (
     RunningJob,
     Snapshot,
 )
+from corral.server.services.fleet_models import fleet_models
 from corral.server.services.snapshot_rows import (
     LIVE_COLUMNS,
     PENDING_COLUMNS,
@@ -82,6 +83,7 @@ class SnapshotLoader:
         self._ended: dict[str, tuple[int, int | None]] = {}  # ended job -> attempt, port
         self._pending: dict[str, PendingEntry] = {}
         self._running: dict[str, RunningJob] = {}
+        self._models: frozenset[str] | None = None  # GPU models the fleet has ever had
 
     def load(self, session: Session, now: float) -> Loaded:
         node_rows = _tuples(
@@ -121,8 +123,12 @@ class SnapshotLoader:
         ):
             quotas.setdefault(workspaces[workspace_id], {})[model] = gpus
         pending = tuple(e.job for e in self._pending.values())
+        if self._models is None:  # once: lost and cordoned nodes' models count too
+            self._models = fleet_models(session)
+        if nodes_changed:
+            self._models |= {g.model for n in self._bases.values() for g in n.gpus}
         return Loaded(
-            Snapshot(self._nodes, pending, tuple(self._running.values()), quotas),
+            Snapshot(self._nodes, pending, tuple(self._running.values()), quotas, self._models),
             dict(self._live),
             {i: e.spec for i, e in self._pending.items()},
         )
