@@ -61,7 +61,8 @@ PREEMPTIBLE = 0.2
 SIZES = {1: 0.30, 2: 0.20, 4: 0.20, 8: 0.18, 16: 0.08, 64: 0.04}
 CLASSES = {"endpoint": 0.05, "dev": 0.15, "train": 0.45, "batch": 0.35}
 # H100 jobs by workspace, and guarantees: 92% of the H100s and 87% of the GB200s are
-# guaranteed; the rest, and whatever an owner leaves idle, is lent to preemptible jobs.
+# guaranteed; the rest is a pool any workspace may use, and what an owner leaves idle is
+# lent to preemptible jobs.
 H100_TEAMS = {"team-a": 0.40, "team-b": 0.25, "team-c": 0.10, "team-d": 0.25}
 QUOTAS = {
     "team-a": {"H100": 28_000},

@@ -143,3 +143,15 @@ def test_a_pending_job_says_no_node_ever_had_its_model(api: TestClient) -> None:
     banana = next(j for j in jobs.values() if j["spec"]["resources"]["gpus"]["type"] == "banana")
     assert banana["reason"] == "no node of this fleet has ever had banana GPUs; models: A100, H100"
     assert "ever had" not in jobs["a100"]["reason"] and "A100" in jobs["a100"]["reason"]
+
+
+def test_an_endpoint_asking_for_a_model_no_node_ever_had_is_warned(api: TestClient) -> None:
+    register_node(api.app.state.cp.store, "n1", gpus=2)  # type: ignore[attr-defined]
+    eps = "/v1/workspaces/default/endpoints"
+    spec: dict[str, Any] = {"name": "chat", "command": "serve", "resources": {"gpus": "banana"}}
+    r = api.post(eps, json=spec, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    assert r.json()["warnings"] == [BANANA]
+    fixed = api.put(f"{eps}/chat", json={**spec, "resources": {"gpus": "H100"}}, headers=ADMIN)
+    assert fixed.status_code == 200 and fixed.json()["warnings"] == []
+    assert api.get(f"{eps}/chat", headers=ADMIN).json()["warnings"] == []

@@ -26,7 +26,7 @@ from corral.cli.endpointopts import (
 )
 from corral.cli.inline import InlineCommand, inline_argv
 from corral.cli.light import LightGroup
-from corral.cli.output import CliError, err, esc, note, out, print_json
+from corral.cli.output import CliError, err, esc, note, out, print_json, warn
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -233,6 +233,8 @@ def _print_deployed(view: EndpointView, verb: str) -> None:
     if view.spec.working_dir is None and (app_file.endswith(".py") or "/" in app_file):
         console.print(f"  app:      {esc(view.spec.app)} [dim](every node must see this file)[/]")
     console.print(f"  watch it: corral endpoint get {esc(view.name)}")
+    for warning in view.warnings:  # on stderr, whatever else goes to stdout
+        warn(warning)
     console.print(f"  its log:  corral endpoint logs -f {esc(view.name)}")
 
 

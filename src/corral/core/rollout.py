@@ -59,6 +59,7 @@ _KINDS: tuple[tuple[PendingKind, re.Pattern[str]], ...] = (
             reasons.ALL_EXCLUDED,
             reasons.NODE_TOO_SMALL,
             reasons.NO_SUCH_GPU,
+            reasons.NEVER_HAD_MODEL,
             reasons.REPLICA_TOO_BIG,
             reasons.GANG_TOO_BIG,
         )

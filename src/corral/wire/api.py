@@ -93,7 +93,9 @@ class JobView(_View):
     restarts: int
     preemptions: int = Field(default=0, description="times stopped for higher-priority work")
     borrowed: bool = Field(
-        default=False, description="runs on GPUs beyond its workspace's quota (reclaimable)"
+        default=False,
+        description="runs on GPUs guaranteed to other workspaces, beyond its own quota and the "
+        "unguaranteed pool (reclaimable)",
     )
     exit_code: int | None = None
     reason: str | None = Field(default=None, description="why it ended, or why it is pending")
@@ -373,6 +375,11 @@ class EndpointView(_View):
     replicas: list[EndpointReplicaView] = Field(default_factory=list)
     created_at: float
     updated_at: float
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="only in the answer to a deploy or update: e.g. that no node of the fleet "
+        "has ever had the GPU model it asks for",
+    )
 
 
 class EndpointList(Paged):

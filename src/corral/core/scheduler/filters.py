@@ -185,7 +185,7 @@ def _gang_never(shape: Shape, st: ClusterState) -> str | None:
         gpus=shape.gpus,
         what=shape.what,
         level=shape.spread.word,
-        best=best,
+        best=f"{best} such replica{'' if best == 1 else 's'}",
     )
 
 

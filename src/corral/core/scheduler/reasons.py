@@ -21,7 +21,7 @@ NEVER_HAD_MODEL = "no node of this fleet has ever had {what} GPUs; models: {mode
 REPLICA_TOO_BIG = "needs {gpus}×{what} per replica; the largest ready node has {have}"
 GANG_TOO_BIG = (
     "needs {replicas}× {gpus} {what} in one {level}; "
-    "the largest {level} holds {best} such replicas even when empty"
+    "the largest {level} holds {best} even when empty"
 )
 QUOTA_NEVER = (
     "workspace {workspace} is guaranteed {guarantee} {what} and the ready fleet leaves "

@@ -10,6 +10,7 @@ from corral.server.api.deps import CP, Caller, ReadableWorkspace, WritableWorksp
 from corral.server.api.paging import Paging
 from corral.server.runtime import ControlPlane
 from corral.server.services import endpoints as service
+from corral.server.services.fleet_models import resource_warnings
 from corral.server.services.pages import list_page
 from corral.spec.endpoint import EndpointSpec
 from corral.wire.api import EndpointList, EndpointView
@@ -29,6 +30,9 @@ def deploy(spec: EndpointSpec, workspace: WritableWorkspace, cp: CP) -> Endpoint
     with cp.store.transaction() as session:
         endpoint = service.deploy(session, workspace, spec, cp.clock.now())
         view = service.endpoint_view(session, endpoint, workspace.name)
+        warnings = resource_warnings(session, spec.resources)
+    if warnings:
+        view = view.model_copy(update={"warnings": warnings})
     cp.wake_endpoints()
     cp.poke_routes()
     return _url(view, cp)
@@ -64,6 +68,10 @@ def update_endpoint(
             return service.endpoint_view(session, endpoint, workspace.name)
 
     view = retry_stale(update)
+    with cp.store.read() as session:
+        warnings = resource_warnings(session, spec.resources)
+    if warnings:
+        view = view.model_copy(update={"warnings": warnings})
     cp.wake_endpoints()
     cp.poke_routes()
     return _url(view, cp)
