@@ -36,8 +36,10 @@ def submit(api: TestClient, name: str, workspace: str = "default", **spec: Any) 
     assert r.status_code == 201, r.text
 
 
-def pages(api: TestClient, path: str, key: str, limit: int, **params: Any) -> list[list[str]]:
-    """Every page of a list, as names, following next_cursor."""
+def pages(
+    api: TestClient, path: str, key: str, limit: int, field: str = "name", **params: Any
+) -> list[list[str]]:
+    """Every page of a list, as names (or `field`), following next_cursor."""
     found: list[list[str]] = []
     cursor = None
     while True:
@@ -45,7 +47,7 @@ def pages(api: TestClient, path: str, key: str, limit: int, **params: Any) -> li
         r = api.get(path, params=query, headers=ADMIN)
         assert r.status_code == 200, r.text
         body = r.json()
-        found.append([item["name"] for item in body[key]])
+        found.append([item[field] for item in body[key]])
         cursor = body["next_cursor"]
         if cursor is None:
             return found
@@ -135,6 +137,8 @@ def test_every_list_pages_with_the_same_cursor_shape(api: TestClient) -> None:
         ["team-b", "team-c"],
     ]
     assert pages(api, "/v1/workspaces/default/secrets", "secrets", 2) == [["k1", "k2"], ["k3"]]
+    quotas = pages(api, "/v1/quotas", "quotas", 3, field="workspace")
+    assert quotas == [["default", "team-a", "team-b"], ["team-c"]]
     tokens = [n for page in pages(api, "/v1/tokens", "tokens", 1) for n in page]
     assert len(tokens) == 3 and tokens[0] == "local-admin"  # the cluster's first
     assert pages(api, "/v1/nodes", "nodes", 5) == [[]]
@@ -151,7 +155,14 @@ def test_every_list_pages_with_the_same_cursor_shape(api: TestClient) -> None:
         assert r.status_code == 201, r.text
     endpoints = "/v1/workspaces/default/endpoints"
     assert pages(api, endpoints, "endpoints", 2) == [["ep-a", "ep-b"], ["ep-c"]]
-    lists = ("/v1/workspaces", "/v1/tokens", "/v1/nodes", "/v1/join-tokens", endpoints)
+    lists = (
+        "/v1/workspaces",
+        "/v1/tokens",
+        "/v1/nodes",
+        "/v1/join-tokens",
+        endpoints,
+        "/v1/quotas",
+    )
     for path in (*lists, "/v1/workspaces/default/secrets", JOBS, "/v1/jobs"):
         r = api.get(path, params={"cursor": "%%%"}, headers=ADMIN)
         assert r.status_code == 422 and r.json()["error"]["fields"][0]["path"] == "cursor"

@@ -78,7 +78,7 @@ def ls(
     with state(ctx).client() as client:
         quotas = client.list_quotas()
     if json_:
-        print_json(QuotaList(quotas=quotas).model_dump(mode="json"))
+        print_json(QuotaList(quotas=quotas).model_dump(mode="json", exclude={"next_cursor"}))
         return
     t = table("WORKSPACE", "GPU MODEL", "GUARANTEED", "USED")
     for quota in quotas:

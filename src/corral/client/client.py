@@ -223,7 +223,7 @@ class Client:
     # -- quotas --------------------------------------------------------------------------
 
     def list_quotas(self) -> list[QuotaView]:
-        return self._get(QuotaList, "/v1/quotas").quotas
+        return list(self._every(QuotaList, "/v1/quotas", {}, lambda p: p.quotas))
 
     def get_quota(self, workspace: str | None = None) -> QuotaView:
         return self._get(QuotaView, f"{self._ws(workspace)}/quota")

@@ -6,7 +6,9 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from corral.server.api.deps import CP, Caller, ReadableWorkspace
+from corral.server.api.paging import Paging
 from corral.server.services import quotas as service
+from corral.server.services.pages import keyset_page
 from corral.server.store.tables import Workspace
 from corral.wire.api import QuotaList, QuotaSet, QuotaView
 
@@ -14,13 +16,17 @@ router = APIRouter(prefix="/v1", tags=["quotas"])
 
 
 @router.get("/quotas")
-def list_quotas(caller: Caller, cp: CP) -> QuotaList:
-    """Every workspace's quota for a cluster admin; the caller's own otherwise."""
+def list_quotas(caller: Caller, cp: CP, page: Paging) -> QuotaList:
+    """Every workspace's quota for a cluster admin; the caller's own otherwise. In order
+    of workspace name, a page at a time."""
     query = select(Workspace)
     if not caller.cluster_admin:
         query = query.where(Workspace.id == caller.workspace_id)
     with cp.store.read() as session:
-        return QuotaList(quotas=service.quota_views(session, list(session.scalars(query))))
+        found = keyset_page(session, query, [Workspace.name], page)
+        return QuotaList(
+            quotas=service.quota_views(session, found.items), next_cursor=found.next_cursor
+        )
 
 
 @router.get("/workspaces/{workspace}/quota")
