@@ -10,7 +10,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from corral.core.placement import place
 from corral.server.api.errors import ApiError
-from corral.server.services import jobs, nodes
+from corral.server.services import job_logs, jobs, nodes
 from corral.server.services.identity import DEFAULT_WORKSPACE, workspace_by_name
 from corral.server.services.scheduling import apply_plan
 from corral.server.services.snapshot import SnapshotLoader
@@ -139,7 +139,7 @@ def test_a_gang_runs_to_success_through_the_store(store: Store) -> None:
     job, _ = _job(store, "train")
     assert (job.state, job.exit_code) == ("succeeded", 0)
     with store.read() as session:
-        page = jobs.read_logs(session, job, 1, 0)
+        page = job_logs.read_logs(session, job, 1, 0)
     assert page.data == "hello\n" and page.complete and page.next_offset == 6
 
 

@@ -10,6 +10,7 @@ from corral.server.api.deps import CP, Caller, ReadableWorkspace, WritableWorksp
 from corral.server.api.errors import ApiError
 from corral.server.api.paging import Paging
 from corral.server.auth import check_workspace_access
+from corral.server.services import job_logs as logs_service
 from corral.server.services import jobs as service
 from corral.server.services.effects import Effects
 from corral.server.services.fleet_models import resource_warnings
@@ -143,7 +144,7 @@ def job_logs(
 ) -> LogPage:
     with cp.store.read() as session:
         job = service.get_job(session, workspace, name)
-        return service.read_logs(session, job, replica, offset, attempt)
+        return logs_service.read_logs(session, job, replica, offset, attempt)
 
 
 @router.get("/{name}/logs/all")
@@ -166,4 +167,4 @@ def job_logs_all(
         )
     with cp.store.read() as session:
         job = service.get_job(session, workspace, name)
-        return service.read_all_logs(session, job, offsets, attempt)
+        return logs_service.read_all_logs(session, job, offsets, attempt)
