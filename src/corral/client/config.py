@@ -144,14 +144,17 @@ def _first(*candidates: tuple[str | None, str | None]) -> tuple[str | None, str 
     return None, None
 
 
+def described(server: str, origin: Origin) -> str:
+    """`server`, and why that one: where its address came from."""
+    if origin.server == _DEFAULT_SOURCE:
+        return f"{server} (the default: no --server, CORRAL_SERVER or config.json names one)"
+    return f"{server} (from {origin.server})" if origin.server else server
+
+
 def rejected(error: Unauthorized, server: str, origin: Origin, *, token_sent: bool) -> Unauthorized:
     """`error` (a 401) reworded to say which server was asked, with which token, and why
     that server: an empty CORRAL_HOME silently means another corral on the default port."""
-    where = server
-    if origin.server == _DEFAULT_SOURCE:
-        where += " (the default: no --server, CORRAL_SERVER or config.json names one)"
-    elif origin.server:
-        where += f" (from {origin.server})"
+    where = described(server, origin)
     if token_sent:
         token = f"the token from {origin.token}" if origin.token else "the token"
         said = f"the corral server at {where} rejected {token}"

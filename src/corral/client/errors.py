@@ -137,9 +137,9 @@ class ConnectionFailed(CorralError):
 class NotCorralApi(ConfigError):
     """The address answers HTTP, but not as corral's API: the gateway, or another server."""
 
-    def __init__(self, server: str, origin: str | None, what: str) -> None:
+    def __init__(self, server: str, where: str, what: str) -> None:
+        """`where`: the server as the user should read it (its address, and why that one)."""
         self.server = server
-        where = f"{server} (from {origin})" if origin else server
         super().__init__(
             f"{where} is not a corral API server: {what}; point --server or CORRAL_SERVER at "
             "the control plane (`corral up` prints its address, port 7390 by default)"

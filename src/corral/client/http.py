@@ -14,7 +14,7 @@ import httpx
 from pydantic import BaseModel
 
 from corral import __version__
-from corral.client.config import DEFAULT_WORKSPACE, Origin, rejected
+from corral.client.config import DEFAULT_WORKSPACE, Origin, described, rejected
 from corral.client.errors import (
     ConfigError,
     ConnectionFailed,
@@ -179,14 +179,14 @@ def _check_corral(response: httpx.Response, server: str, origin: Origin) -> None
     request = f"{response.request.method} {response.request.url.path}"
     if _GATEWAY_MARKER in response.headers:
         what = "it is corral's gateway, which serves endpoints, not the API"
-        raise NotCorralApi(server, origin.server, what)
+        raise NotCorralApi(server, described(server, origin), what)
     try:
         body = response.json()
     except ValueError:
         body = None
     if not (isinstance(body, dict) and isinstance(body.get("error"), dict)):
         what = f"it answered {request} with HTTP {response.status_code} {response.reason_phrase}"
-        raise NotCorralApi(server, origin.server, what)
+        raise NotCorralApi(server, described(server, origin), what)
 
 
 def _error_from(response: httpx.Response) -> CorralError:

@@ -49,6 +49,11 @@ def no_body(status: int, method: bytes) -> bool:
     return method == b"HEAD" or status < 200 or status in (204, 304)
 
 
+# On the gateway's own answers (never on a replica's): a client that took the gateway for
+# the control plane's API can say so instead of reporting "no such endpoint".
+OWN_ANSWER = b"corral-gateway: 1\r\n"
+
+
 def error_response(
     status: int,
     code: str,
@@ -64,6 +69,7 @@ def error_response(
         status_line(status),
         b"content-type: application/json\r\n",
         b"content-length: %d\r\n" % len(body),
+        OWN_ANSWER,
     ]
     if retry_after is not None:
         head.append(b"retry-after: %d\r\n" % retry_after)
@@ -75,7 +81,7 @@ def error_response(
 
 def simple_response(status: int, content_type: bytes, body: bytes, *, close: bool = False) -> bytes:
     head = status_line(status) + b"content-type: " + content_type + b"\r\n"
-    head += b"content-length: %d\r\n" % len(body)
+    head += b"content-length: %d\r\n" % len(body) + OWN_ANSWER
     if close:
         head += b"connection: close\r\n"
     return head + b"\r\n" + body
