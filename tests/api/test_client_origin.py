@@ -123,3 +123,15 @@ def test_the_api_marks_every_answer_as_corral(server: TestClient) -> None:
     missing = Client("http://testserver", ADMIN_TOKEN, "default", transport=AppTransport(server))
     with pytest.raises(NotFound):  # corral's own 404 stays a NotFound
         missing.get_job("nope")
+
+
+def test_a_member_token_is_made_for_the_workspace_the_cli_acts_in(
+    server: TestClient, tmp_path: Path
+) -> None:
+    """The README's `TOKEN=$(corral token create --name curl)` as the cluster admin."""
+    admin = {"CORRAL_TOKEN": ADMIN_TOKEN}
+    made = cli(server, tmp_path, "token", "create", "--name", "curl", env=admin)
+    assert made.exit_code == 0, made.output
+    assert "created member token curl for workspace default" in made.stderr
+    listed = cli(server, tmp_path, "job", "ls", env={"CORRAL_TOKEN": made.stdout.strip()})
+    assert listed.exit_code == 0, listed.output

@@ -28,7 +28,8 @@ def create(
         typer.Option(
             "--workspace",
             "-w",
-            help="Workspace the token acts in (default: yours).",
+            help="Workspace the token acts in (default: this CLI's; an admin token without one "
+            "acts on the whole cluster).",
             show_default=False,
         ),
     ] = None,
@@ -39,6 +40,10 @@ def create(
 ) -> None:
     """Create a token. Its secret is printed once and cannot be shown again."""
     with state(ctx).client() as client:
+        if workspace is None and role != "admin":
+            # A member or viewer acts in some workspace: the one this CLI acts in (the
+            # configured one, else the token's own, else `default` for a cluster admin).
+            workspace = client.workspace
         tok = client.create_token(role=role, workspace=workspace, name=name)
     if json_:
         print_json(tok.model_dump(mode="json"))
