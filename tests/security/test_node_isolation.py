@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -350,3 +352,33 @@ def test_the_real_agent_re_keys_its_own_name_with_its_node_token(cluster: Cluste
     assert agent.popen is not None and agent.popen.poll() is None
     with cluster.client() as admin:
         assert [n.name for n in admin.list_nodes()] == ["node-1"]
+
+
+def test_a_directory_the_spec_names_is_seen_only_if_its_user_may_reach_it(
+    cluster: Cluster,
+) -> None:
+    """A working_dir (or an app file's directory) on the node, /tmp included (the replica
+    has a private one): shown when the workspace's user could reach it on the host, never
+    past a directory it may not enter (issue 10: the README's embeddings endpoint, cloned
+    under /tmp, failed with "no such file" under `make up` as root)."""
+    shared = Path(tempfile.mkdtemp(prefix="corral-shared-", dir="/tmp"))
+    private = Path(tempfile.mkdtemp(prefix="corral-private-", dir="/tmp"))  # 0700, root's
+    try:
+        shared.chmod(0o755)
+        (shared / "hello.txt").write_text("hi from the host\n")
+        inner = private / "project"
+        inner.mkdir(mode=0o755)
+        (inner / "hello.txt").write_text("root's own\n")
+        admin = Client(cluster.url, ADMIN_TOKEN, "default")
+        team = team_client(cluster, admin, "team-a")
+        small = {"cpus": 0.1, "memory": "64Mi"}
+        for name, where in (("seen", shared), ("hidden", inner)):
+            spec = {"name": name, "command": "cat hello.txt", "working_dir": str(where)}
+            team.submit_job(JobSpec.model_validate({**spec, "resources": small}))
+        assert team.wait_job("seen", timeout=60).state == "succeeded"
+        assert "hi from the host" in log_of(team, "seen")
+        assert team.wait_job("hidden", timeout=60).state == "failed"
+        assert "root's own" not in log_of(team, "hidden")
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)

@@ -126,3 +126,24 @@ def test_the_environment_a_confined_replica_inherits_is_an_allow_list() -> None:
     env = Isolation(state_dir=Path("/x")).base_environment(agent_env)
     assert set(env) == {"PATH", "LANG", "LC_ALL", "NCCL_IB_HCA", "GLOO_SOCKET_IFNAME"}
     assert env["PATH"].endswith(":/usr/bin")
+
+
+def test_only_host_paths_every_ancestor_of_which_is_searchable_are_shown(tmp_path: Path) -> None:
+    from corral.agent.sandbox.init import reachable
+
+    (tmp_path / "open" / "app").mkdir(parents=True)
+    (tmp_path / "shut" / "app").mkdir(parents=True)
+    shut = str(tmp_path / "shut")
+    paths = [str(tmp_path / "open" / "app"), str(tmp_path / "shut" / "app"), "relative", "/nope"]
+    assert reachable(paths, lambda d: d != shut) == [str(tmp_path / "open" / "app")]
+
+
+def test_an_app_endpoint_names_its_files_directory() -> None:
+    from corral.server.services.assignments import app_directory
+    from corral.spec.endpoint import EndpointSpec
+
+    def of(app: str) -> list[str]:
+        return app_directory(EndpointSpec.model_validate({"app": app}))
+
+    assert of("/srv/emb/app.py:Embedder") == ["/srv/emb"]
+    assert of("pkg.module:Embedder") == []  # importable: no directory named

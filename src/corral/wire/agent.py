@@ -180,6 +180,13 @@ class ReplicaAssignment(_Msg):
     )
     gpus: list[int] = Field(default_factory=list)
     working_dir: str | None = None
+    host_paths: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="directories of the node the spec names (its working_dir, its app file's "
+        "directory): a confined replica sees each one its workspace's user may reach on the "
+        "host, /tmp included (which it otherwise has a private one of)",
+    )
     files: dict[str, str] = Field(default_factory=dict)
     probe: Probe | None = Field(default=None, description="for serving replicas (endpoints)")
     port: int | None = Field(

@@ -27,6 +27,10 @@ class SandboxConfig:
     workspace_checkpoints: str | None = None
     # Whatever else must stay reachable: the Python running corral (its prefixes).
     expose: list[str] = field(default_factory=list)
+    # The spec's own directories on the node (working_dir, an app file's directory): shown
+    # only if the replica's user may reach them on the host (init.py checks), never by
+    # binding them past a directory it may not enter.
+    host_paths: list[str] = field(default_factory=list)
 
     def needed(self) -> list[str]:
         paths = [self.home, self.work, self.status, *self.expose]

@@ -34,6 +34,20 @@ CANNOT_RUN = 126
 NOT_FOUND = 127
 
 
+def reachable(paths: list[str], traversable: Callable[[str], bool]) -> list[str]:
+    """The existing directories of `paths` the replica's user could reach on the host: each
+    ancestor searchable by it. The others stay out of its view (it could not enter them
+    unconfined either), and its own error (no such file) names the path."""
+    found = []
+    for path in paths:
+        pure = PurePosixPath(path)
+        if not pure.is_absolute() or not os.path.isdir(path):
+            continue
+        if all(traversable(str(a)) for a in [*reversed(pure.parents), pure]):
+            found.append(str(pure))
+    return found
+
+
 def traversable_by(uid: int, gid: int) -> Callable[[str], bool]:
     """Whether `uid:gid` (no supplementary groups) may search a directory, as the host says."""
 
@@ -73,7 +87,7 @@ def build_view(config: SandboxConfig) -> None:
     # tenant are not another's to attach, nor outlive the replica.
     linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWIPC)
     linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    needed = config.needed()
+    needed = config.needed() + reachable(config.host_paths, traversable_by(config.uid, config.gid))
     # Opened now, in this namespace (a bind's source must be one of its mounts) and before
     # any tmpfs or the private /tmp hides them.
     handles = {leaf: os.open(leaf, os.O_PATH | os.O_CLOEXEC) for leaf in set(needed)}

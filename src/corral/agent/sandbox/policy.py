@@ -68,6 +68,7 @@ class Isolation:
             checkpoint_dir=_local_path(assignment.env.get("CORRAL_CHECKPOINT_DIR")),
             workspace_checkpoints=assignment.workspace_checkpoints,
             expose=self.expose(),
+            host_paths=list(assignment.host_paths),
         )
 
     def base_environment(self, environ: Mapping[str, str]) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import posixpath
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -175,14 +176,15 @@ def _assignment(
     if job.checkpoint_dir:
         env["CORRAL_CHECKPOINT_DIR"] = job.checkpoint_dir
     probe = None
+    host_paths = [spec.working_dir] if spec.working_dir else []
     if job.endpoint_id is not None and job.master_port is not None:
         # A serving replica listens on its job's port, unique on the node.
         env["PORT"] = str(job.master_port)
         endpoint = session.get(Endpoint, job.endpoint_id)
         if endpoint is not None:
-            probe = probe_for(
-                EndpointSpec.model_validate(endpoint.spec, context=STORED), job.master_port
-            )
+            serving = EndpointSpec.model_validate(endpoint.spec, context=STORED)
+            probe = probe_for(serving, job.master_port)
+            host_paths.extend(app_directory(serving))
     # The port the replica listens on: a serving replica's PORT, rank 0's MASTER_PORT. The
     # node starts it only while nothing else listens there.
     port = job.master_port if job.endpoint_id is not None or replica.rank == 0 else None
@@ -198,6 +200,7 @@ def _assignment(
         env={} if started else env,
         gpus=list(replica.gpus),
         working_dir=spec.working_dir,
+        host_paths=host_paths,
         files={} if started else dict(spec.files),
         probe=probe,
         port=port,
@@ -207,6 +210,15 @@ def _assignment(
             workspace_checkpoints(checkpoint_root, workspace) if checkpoint_root else None
         ),
     )
+
+
+def app_directory(spec: EndpointSpec) -> list[str]:
+    """The directory of an `app: /path/app.py:Class` endpoint's file, which the node loads
+    where the user put it (a module path names no directory)."""
+    module = (spec.app or "").rpartition(":")[0]
+    if not module.endswith(".py") or not posixpath.isabs(module):
+        return []
+    return [posixpath.dirname(posixpath.normpath(module))]
 
 
 def _kept(replica: Any) -> ReplicaAssignment:
