@@ -92,3 +92,20 @@ def test_routes_are_for_admins_and_long_poll_until_they_change(api: TestClient) 
         "/v1/gateway/wake", json={"endpoint": "e", "workspace": "default", "held": 3}, headers=ADMIN
     )
     assert wake.status_code == 202
+
+
+def test_a_new_or_revoked_token_reaches_the_gateways_at_once(api: TestClient) -> None:
+    """The route table carries each workspace's token hashes; a token change pokes the long
+    polls instead of waiting for their next look (`TOKEN=$(corral token create)` then curl)."""
+    from support.cluster import wait_for
+
+    routes = api.app.state.cp.routes  # type: ignore[attr-defined]
+    before = routes.generation
+    body = {"role": "member", "workspace": "default", "name": "gw"}
+    made = api.post("/v1/tokens", json=body, headers=ADMIN)
+    assert made.status_code == 201, made.text
+    wait_for("a poke for the new token", lambda: routes.generation > before, timeout=5)
+    after_create = routes.generation
+    gone = api.delete("/v1/tokens/gw", params={"workspace": "default"}, headers=ADMIN)
+    assert gone.status_code == 204, gone.text
+    wait_for("a poke for the revoked one", lambda: routes.generation > after_create, timeout=5)

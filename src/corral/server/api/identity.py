@@ -66,6 +66,9 @@ def create_token(body: TokenCreate, caller: Caller, cp: CP) -> TokenView:
             name=body.name,
             now=cp.clock.now(),
         )
+    # The gateways learn a workspace's tokens from the route table: at once, not at their
+    # next look, or the README's `TOKEN=$(corral token create) && curl` is refused.
+    cp.poke_routes()
     return TokenView(
         name=row.name, role=body.role, workspace=workspace, created_at=row.created_at, token=secret
     )
@@ -98,6 +101,7 @@ async def revoke_token(name: str, caller: Caller, cp: CP, workspace: str | None 
     digest = await asyncio.to_thread(run)
     # Here, on the event loop's thread (the cache has no lock), before the answer leaves.
     cp.principals.discard(digest)
+    cp.poke_routes()  # and the gateways stop accepting it for a workspace's endpoints
     return Response(status_code=204)
 
 
