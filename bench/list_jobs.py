@@ -207,8 +207,11 @@ def time_cli(server: str, home: Path) -> tuple[list[float], list[float]]:
     """Wall seconds of each `corral job ls`, and the CPU seconds its process used (on a
     loaded machine the wall time is mostly waiting for a core)."""
     corral = str(Path(sys.executable).with_name("corral"))
+    # As on a user's machine, the warm-up writes corral's .pyc files: a shell that sets
+    # PYTHONDONTWRITEBYTECODE (some sandboxes do) would otherwise compile every module of
+    # corral from source on every run, which is not what a user waits for.
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
         "CORRAL_HOME": str(home / "cli"),
         "CORRAL_SERVER": server,
         "CORRAL_TOKEN": TOKEN,
