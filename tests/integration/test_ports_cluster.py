@@ -20,7 +20,9 @@ from support.cluster import Cluster, wait_for
 SMALL = {"cpus": 0.1, "memory": "64Mi"}
 
 # Rank 0 of a DDP job, as far as ports go: it says its MASTER_PORT, waits for the test's
-# go-ahead, and listens there (a bind that fails ends it with a traceback, exit 1).
+# go-ahead, and listens there (a bind that fails ends it with a traceback, exit 1). Both
+# scripts set SO_REUSEADDR as real servers do: without it a port an earlier test used is
+# unusable for a minute (TIME_WAIT), though nothing listens there.
 RANK0 = """\
 import os, pathlib, socket, sys, time
 port = int(os.environ["MASTER_PORT"])
@@ -28,6 +30,7 @@ print("port", port, flush=True)
 while not pathlib.Path(sys.argv[1]).exists():
     time.sleep(0.02)
 s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torch's TCPStore does
 s.bind(("0.0.0.0", port))
 s.listen()
 print("bound", port, flush=True)
@@ -39,6 +42,9 @@ FOREIGN = """\
 import pathlib, socket, sys, time
 claim = sys.argv[1]
 s = socket.socket()
+# Like every server (http.server, uvicorn): a port whose last connections are in TIME_WAIT
+# (an earlier test's) is free to listen on; one another process listens on is not.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 if claim == "first":
     port = int(sys.argv[2])
     while True:
