@@ -372,13 +372,25 @@ def test_a_directory_the_spec_names_is_seen_only_if_its_user_may_reach_it(
         admin = Client(cluster.url, ADMIN_TOKEN, "default")
         team = team_client(cluster, admin, "team-a")
         small = {"cpus": 0.1, "memory": "64Mi"}
-        for name, where in (("seen", shared), ("hidden", inner)):
-            spec = {"name": name, "command": "cat hello.txt", "working_dir": str(where)}
+        # A link in a directory the tenant may read, to one it may not enter: the bind
+        # (as root) would follow it.
+        (shared / "way-in").symlink_to(inner)
+        runs = (
+            ("seen", shared, "cat hello.txt; touch planted || echo read-only"),
+            ("hidden", inner, "cat hello.txt"),
+            ("linked", shared / "way-in", "cat hello.txt"),
+            ("all-of-tmp", Path("/tmp"), f"ls {shared}"),
+        )
+        for name, where, command in runs:
+            spec = {"name": name, "command": command, "working_dir": str(where)}
             team.submit_job(JobSpec.model_validate({**spec, "resources": small}))
         assert team.wait_job("seen", timeout=60).state == "succeeded"
-        assert "hi from the host" in log_of(team, "seen")
-        assert team.wait_job("hidden", timeout=60).state == "failed"
-        assert "root's own" not in log_of(team, "hidden")
+        seen = log_of(team, "seen")
+        assert "hi from the host" in seen and "read-only" in seen
+        assert not (shared / "planted").exists()  # the host's /tmp is never written
+        for name in ("hidden", "linked", "all-of-tmp"):
+            assert team.wait_job(name, timeout=60).state == "failed", name
+            assert "root's own" not in log_of(team, name)
     finally:
         shutil.rmtree(shared, ignore_errors=True)
         shutil.rmtree(private, ignore_errors=True)

@@ -136,6 +136,13 @@ def test_only_host_paths_every_ancestor_of_which_is_searchable_are_shown(tmp_pat
     shut = str(tmp_path / "shut")
     paths = [str(tmp_path / "open" / "app"), str(tmp_path / "shut" / "app"), "relative", "/nope"]
     assert reachable(paths, lambda d: d != shut) == [str(tmp_path / "open" / "app")]
+    # A link is followed by the bind as root: refused, wherever it points.
+    (tmp_path / "open" / "link").symlink_to(tmp_path / "shut" / "app")
+    (tmp_path / "open" / "self").symlink_to(tmp_path / "open" / "app")
+    links = [str(tmp_path / "open" / "link"), str(tmp_path / "open" / "self")]
+    assert reachable(links, lambda d: True) == []
+    # The host's /tmp itself is every tenant's; outside /tmp nothing needs binding.
+    assert reachable(["/tmp", "/tmp/", "/usr/lib"], lambda d: True) == []
 
 
 def test_an_app_endpoint_names_its_files_directory() -> None:

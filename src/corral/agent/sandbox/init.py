@@ -35,17 +35,34 @@ NOT_FOUND = 127
 
 
 def reachable(paths: list[str], traversable: Callable[[str], bool]) -> list[str]:
-    """The existing directories of `paths` the replica's user could reach on the host: each
-    ancestor searchable by it. The others stay out of its view (it could not enter them
-    unconfined either), and its own error (no such file) names the path."""
+    """The existing directories of `paths`, below /tmp, the replica's user could reach on
+    the host: each ancestor searchable by it, and no symlink on the way (a link is followed
+    by the bind as root, past directories the user may not enter). /tmp itself never: it is
+    every tenant's. A path outside /tmp needs nothing: the replica sees it as the host lets
+    its user, through the kernel's own checks."""
     found = []
     for path in paths:
-        pure = PurePosixPath(path)
-        if not pure.is_absolute() or not os.path.isdir(path):
+        pure = PurePosixPath(os.path.normpath(path))
+        if not pure.is_absolute() or not _under(str(pure), "/tmp") or str(pure) == "/tmp":
+            continue
+        if not os.path.isdir(pure) or os.path.realpath(pure) != str(pure):
             continue
         if all(traversable(str(a)) for a in [*reversed(pure.parents), pure]):
             found.append(str(pure))
     return found
+
+
+def _open_exactly(path: str) -> int | None:
+    """`path` opened (O_PATH) if it still resolves to itself: no symlink swapped in between
+    the check and the open."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if os.readlink(f"/proc/self/fd/{fd}") != path:
+        os.close(fd)
+        return None
+    return fd
 
 
 def traversable_by(uid: int, gid: int) -> Callable[[str], bool]:
@@ -87,10 +104,15 @@ def build_view(config: SandboxConfig) -> None:
     # tenant are not another's to attach, nor outlive the replica.
     linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWIPC)
     linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    needed = config.needed() + reachable(config.host_paths, traversable_by(config.uid, config.gid))
+    needed = config.needed()
     # Opened now, in this namespace (a bind's source must be one of its mounts) and before
     # any tmpfs or the private /tmp hides them.
     handles = {leaf: os.open(leaf, os.O_PATH | os.O_CLOEXEC) for leaf in set(needed)}
+    shown: dict[str, int] = {}  # the spec's own directories below /tmp (see reachable)
+    for host in reachable(config.host_paths, traversable_by(config.uid, config.gid)):
+        fd = _open_exactly(host)
+        if fd is not None:
+            shown[host] = fd
     tmp = os.open(config.tmp, os.O_PATH | os.O_CLOEXEC)
     flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
     linux.mount("proc", "/proc", "proc", flags)
@@ -101,6 +123,17 @@ def build_view(config: SandboxConfig) -> None:
     in_tmp = minimal(PurePosixPath(leaf) for leaf in needed if _under(leaf, "/tmp"))
     for path in in_tmp:
         _bind(handles[str(path)], str(path))
+    for where, fd in shown.items():
+        # Read-only: the host's /tmp is shared by every tenant, and a writable view of it
+        # would let one leave files (or links) there for another.
+        _bind(fd, where)
+        linux.mount(
+            "none",
+            where,
+            None,
+            linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV,
+        )
+        os.close(fd)
     others = [leaf for leaf in needed if not _under(leaf, "/tmp")]
     for reveal in reveals(others, traversable_by(config.uid, config.gid)):
         linux.mount("tmpfs", reveal.blocked, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0755")
