@@ -194,7 +194,7 @@ def test_a_replica_failing_readiness_is_reported_in_the_probes_words(driver: Dri
     assert view.reason == "1 replica starting: GET /health answered 404 for 40 s"
     assert view.replicas[0].reason == "GET /health answered 404 for 40 s"
     assert view.autoscaler is not None  # the autoscaler's words have a field of their own
-    assert driver.route_reason("emb") == "replica not ready: GET /health answered 404"
+    assert driver.route_reason("emb") == "replica not ready: its readiness check answered 404"
     with driver.store.read() as session:
         assert session.scalars(select(Job)).one().state == "running"
         assert session.scalars(select(Endpoint)).one().reason == view.reason

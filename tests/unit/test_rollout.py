@@ -228,10 +228,16 @@ PUBLIC: list[tuple[str, EndpointStatus, tuple[PendingKind, ...], str | None]] = 
         "no node can run a replica as asked",
     ),
     (
-        "probe: the request and the answer only",
+        "probe: the answer's status only",
         status(ReplicaStatus(Phase.STARTING, PROBE)),
         (),
-        "replica not ready: GET /health answered 404",
+        "replica not ready: its readiness check answered 404",
+    ),
+    (
+        "probe: never the spec's path (it may carry a key)",
+        status(ReplicaStatus(Phase.STARTING, "GET /health?key=s3cret answered 401 for 9 s")),
+        (),
+        "replica not ready: its readiness check answered 401",
     ),
     (
         "probe words that are not an answer stay out",

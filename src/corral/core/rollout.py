@@ -255,8 +255,9 @@ def _trouble(status: EndpointStatus) -> str | None:
     return None
 
 
-# Of a probe's words, the part a caller of the endpoint may read: the request and the answer.
-_PROBE_ANSWER = re.compile(r"GET /\S{0,100} answered \d{3}")
+# Of a probe's words, the part a caller of the endpoint may read: the status code. Not the
+# path: it is the spec's, and may carry a query string (`/health?key=...`).
+_PROBE_ANSWER = re.compile(r"GET /\S{0,2000} answered (\d{3})")
 
 
 def public_reason(status: EndpointStatus, pending: Sequence[PendingKind] = ()) -> str | None:
@@ -281,7 +282,7 @@ def public_reason(status: EndpointStatus, pending: Sequence[PendingKind] = ()) -
         if replica.phase in (Phase.UNREADY, Phase.STARTING) and replica.reason:
             answer = _PROBE_ANSWER.search(replica.reason)
             if answer:
-                return f"replica not ready: {answer.group(0)}"
+                return f"replica not ready: its readiness check answered {answer.group(1)}"
     if Phase.UNREADY in phases:
         return "its replicas fail their readiness checks"
     if Phase.STARTING in phases:
