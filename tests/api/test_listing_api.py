@@ -4,6 +4,7 @@ another's jobs."""
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,6 +105,10 @@ def test_filters_by_state_and_kind(api: TestClient) -> None:
     assert len(names()) == 3 + len(replicas)
 
 
+def _cursor(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
@@ -112,6 +117,10 @@ def test_filters_by_state_and_kind(api: TestClient) -> None:
         ({"limit": "many"}, "limit"),
         ({"cursor": "not-a-cursor"}, "cursor"),
         ({"cursor": "WyJhIl0"}, "cursor"),  # valid base64 of ["a"]: not this list's key
+        # The right shape, but nothing a database can compare with (was a 500).
+        ({"cursor": _cursor('[1.0,"\\ud800"]')}, "cursor"),
+        ({"cursor": _cursor('[1.0,"a\\u0000b"]')}, "cursor"),
+        ({"cursor": _cursor('[1e400,"a"]')}, "cursor"),
         ({"state": "sleeping"}, "state[0]"),
         ({"kind": "pod"}, "kind"),
     ],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
@@ -62,10 +63,24 @@ def decode_cursor(cursor: str, types: Sequence[type]) -> Key:
     for part, kind in zip(parts, types, strict=True):
         if kind is float and isinstance(part, int) and not isinstance(part, bool):
             part = float(part)
-        if not isinstance(part, kind) or isinstance(part, bool):
+        if not isinstance(part, kind) or isinstance(part, bool) or not _storable(part):
             raise bad_cursor()
         key.append(cast("str | int | float", part))
     return tuple(key)
+
+
+def _storable(part: object) -> bool:
+    """What a database can compare with: no lone surrogate or NUL in a string (a driver
+    error, a 500), no infinity or NaN."""
+    if isinstance(part, str):
+        try:
+            part.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return "\x00" not in part
+    if isinstance(part, float):
+        return math.isfinite(part)
+    return True
 
 
 def bad_cursor() -> ApiError:
