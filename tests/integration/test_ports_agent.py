@@ -21,7 +21,7 @@ import pytest
 from test_agent_channel import Conn, assignment, config, control_plane, run, running, until
 from test_agent_probes import SERVE, free_port, serving
 
-from corral.agent import ports, procs
+from corral.agent import ports
 from corral.agent.daemon import Agent
 from corral.agent.sandbox.modes import IsolationMode
 from corral.wire.agent import (
@@ -134,12 +134,12 @@ def test_a_replica_whose_port_is_taken_is_not_started_and_says_by_whom(state: Pa
                 ran = state / "ran"
                 await conn.send(Desired(replicas=[assignment("r1", f"touch {ran}", port=port)]))
                 exited = await report(conn, "r1")
-                name = procs.stat(stranger.pid).name  # type: ignore[union-attr]
             assert (exited.phase, exited.exit_code, exited.port_conflict) == ("exited", None, port)
             assert exited.error == (
-                f"port {port}, which corral gave it, is held by another process on this node "
-                f"(pid {stranger.pid}, {name}): not started (placed again on a free port)"
+                f"port {port}, which corral gave it, is held by another process on this node: "
+                "not started (placed again on a free port)"
             )
+            assert str(stranger.pid) not in exited.error  # it may be another workspace's
             assert not ran.exists(), "the workload never ran"
             # Sent before the exit report (the poll is 30 s away): the server knows the
             # port is taken before it places the job again.
@@ -166,13 +166,13 @@ def test_a_failure_while_an_older_stranger_holds_its_port_is_not_the_scripts(sta
                 await until("the stranger listening", lambda: ports.on_port(port))
                 go.touch()
                 exited = await report(conn, "r1")
-                name = procs.stat(stranger.pid).name  # type: ignore[union-attr]
             assert (exited.phase, exited.exit_code, exited.port_conflict) == ("exited", 1, port)
             assert exited.error == (
                 f"exited with code 1 while port {port}, which corral gave it, was held by "
-                f"another process (pid {stranger.pid}, {name}) since before it started: it "
-                "could not listen there (not an error in the script)"
+                "another process since before it started: it could not listen there (not an "
+                "error in the script)"
             )
+            assert str(stranger.pid) not in exited.error  # it may be another workspace's
             saved = json.loads((state / "replicas" / "r1" / "exit.json").read_text())
             assert saved["port_conflict"] == port, "final: a restarted agent says the same"
 
@@ -231,13 +231,12 @@ def test_a_probe_answered_by_a_stranger_is_not_ready_and_names_it(state: Path) -
                 await conn.send(Desired(replicas=[replica]))
                 assert (await report(conn, "r1")).ready is None
                 unready = await report(conn, "r1")
-                name = procs.stat(stranger.pid).name  # type: ignore[union-attr]
             assert (unready.phase, unready.ready) == ("running", False)
             assert unready.unready_reason is not None
             assert unready.unready_reason.startswith(
-                f"port {port} is held by another process (pid {stranger.pid}, {name}), "
-                "not this replica (failing for "
+                f"port {port} is held by another process, not this replica (failing for "
             )
+            assert str(stranger.pid) not in unready.unready_reason
 
     run(body())
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from test_endpoints import Fleet, fleet, mock_command  # noqa: F401 (the fixture)
 
-from corral.agent import ports, procs
+from corral.agent import ports
 from support.cluster import wait_for
 
 # Another program on the node: once `claim` holds a port number, it listens there on every
@@ -84,8 +84,8 @@ def test_a_stranger_on_a_replicas_port_is_named_never_routed_to_and_not_the_user
         first = wait_for("the replica's port", lambda: port_of(fleet.get("web")))
         claim.write_text(str(first))
         wait_for("the stranger listening", lambda: ports.on_port(first))
-        name = procs.stat(stranger.pid).name  # type: ignore[union-attr]
-        held = f"port {first} is held by another process (pid {stranger.pid}, {name})"
+        # Said, without naming it: the stranger may be another workspace's process.
+        held = f"port {first} is held by another process, not this replica"
         shown = wait_for(
             "the replica to name the stranger",
             lambda: (r := replica(fleet.get("web"))) and held in (r.get("reason") or "") and r,

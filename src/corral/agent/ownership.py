@@ -4,7 +4,9 @@ A probe of 127.0.0.1:port is answered by whoever listens there, and nothing in a
 answer says who that is. A replica counts as ready only when every listener that could
 take the probe's connection (one on 127.0.0.1, or on a wildcard address) is a socket held
 by one of the replica's own processes (procs.replica_pids). Anything else listening there
-is named: "port 29500 is held by another process (pid 1234, python), not this replica".
+makes it unready: "port 29500 is held by another process, not this replica". The replica's
+workspace reads that reason, and the other process may be another workspace's: which one
+it is (pid, name) goes to the agent's log, for the node's operator, not into the reason.
 
 The answers are kept per socket inode, which the kernel never reuses while the socket
 lives, so a replica's probes look at /proc/<pid>/fd once per new listener, not per probe.
@@ -12,10 +14,13 @@ lives, so a replica's probes look at /proc/<pid>/fd once per new listener, not p
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from corral.agent import ports, procs
 from corral.agent.ports import Listener
+
+log = logging.getLogger("corral.agent.ownership")
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,8 @@ class Ownership:
                     self._known[x.inode] = None
                 else:
                     holder = holding(port, x, table, where.get(x.inode))
+                    log.info("port %d is held by %s, not the replica probed", port, holder.who())
                     self._known[x.inode] = (
-                        f"port {port} is held by another process ({holder.who()}), not this replica"
+                        f"port {port} is held by another process, not this replica"
                     )
         return next((why for x in candidates if (why := self._known[x.inode]) is not None), None)

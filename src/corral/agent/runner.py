@@ -347,10 +347,12 @@ class Runner:
         if not older:
             return
         record.port_conflict = port
+        # The holder may be another workspace's: named in the log, for the operator only.
+        log.info("replica %s: port %d held by %s", record.replica_id, port, older[0].who())
         record.error = (
             f"exited with code {record.exit_code} while port {port}, which corral gave it, was "
-            f"held by another process ({older[0].who()}) since before it started: it could "
-            "not listen there (not an error in the script)"
+            "held by another process since before it started: it could not listen there (not "
+            "an error in the script)"
         )
         try:
             info = {
@@ -371,9 +373,10 @@ def _port_taken(port: int | None) -> str | None:
     holders = ownership.held_by_others(port, None, None)
     if not holders:
         return None
+    log.info("port %d is held by %s: replica not started", port, holders[0].who())
     return (
-        f"port {port}, which corral gave it, is held by another process on this node "
-        f"({holders[0].who()}): not started (placed again on a free port)"
+        f"port {port}, which corral gave it, is held by another process on this node: not "
+        "started (placed again on a free port)"
     )
 
 

@@ -85,7 +85,7 @@ class ReplicaReport(_Msg):
         default=None,
         max_length=REASON_MAX,
         description="with ready=false: why, in the probe's words ('GET /health answered 404 "
-        "for 40 s', 'port 8000 is held by another process (pid 1234, python), not this "
+        "for 40 s', 'port 8000 is held by another process, not this "
         "replica')",
     )
     port_conflict: int | None = Field(
