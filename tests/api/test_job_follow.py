@@ -210,3 +210,28 @@ def test_log_printer_holds_partial_lines_until_they_end() -> None:
     single.write(0, "no newline")
     single.close()
     assert plain.getvalue() == "no newline\n"
+
+
+def test_one_answer_for_every_replica_is_bounded_and_the_rest_follows(server: TestClient) -> None:
+    """A job of many replicas with long logs: each `logs/all` answer holds about 1 MiB in
+    all (was 1 MiB per replica share but at least a whole chunk each: unbounded), and
+    reading on from its offsets gets every byte."""
+    from corral.server.services.job_logs import LOG_PAGE_BYTES
+
+    replicas, chunk = 40, "x" * 60_000 + "\n"  # 40 x 3 chunks of 60 kB: 7.2 MB in all
+    submit(server, "wide", replicas=replicas, **UNPLACEABLE)
+    finish_with_logs(server, "wide", {r: [chunk] * 3 for r in range(replicas)})
+    client = sdk(server)
+    first = client.all_logs("wide")
+    assert sum(len(p.data) for p in first.pages) <= LOG_PAGE_BYTES + len(chunk)
+    got = {p.replica: p.data for p in first.pages}
+    answer, offsets = first, [p.next_offset for p in first.pages]
+    for _ in range(100):
+        if all(p.complete for p in answer.pages):
+            break
+        answer = client.all_logs("wide", offsets, answer.attempt)
+        for p in answer.pages:
+            got[p.replica] += p.data
+        offsets = [p.next_offset for p in answer.pages]
+    assert all(p.complete for p in answer.pages)
+    assert all(got[r] == chunk * 3 for r in range(replicas))

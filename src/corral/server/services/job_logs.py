@@ -19,6 +19,7 @@ from corral.wire.api import (
 
 LOG_TAIL_LINES = 20
 LOG_PAGE_BYTES = 1 << 20
+MAX_CHUNKS_PER_READ = 1024
 
 
 def log_tail(session: Session, replica_id: str, lines: int = LOG_TAIL_LINES) -> list[str]:
@@ -90,6 +91,7 @@ def read_all_logs(
     done = job.state in TERMINAL_JOB_STATES
     pages: list[ReplicaLog] = []
     budget = max(LOG_PAGE_BYTES // max(count, 1), 4096)
+    left = LOG_PAGE_BYTES  # for the whole answer: beyond it, the next call reads on
     by_rank = {r.rank: r for r in replicas}
     for rank in range(count):
         offset = offsets[rank] if rank < len(offsets) else 0
@@ -99,7 +101,11 @@ def read_all_logs(
                 ReplicaLog(replica=rank, data="", offset=offset, next_offset=offset, complete=done)
             )
             continue
-        data, next_offset = _read_chunks(session, replica.id, offset, budget)
+        if left > 0:
+            data, next_offset = _read_chunks(session, replica.id, offset, min(budget, left))
+            left -= len(data.encode())
+        else:
+            data, next_offset = "", offset
         terminal = replica.state not in ACTIVE_REPLICA_STATES
         all_here = replica.log_bytes is None or replica.received_bytes >= replica.log_bytes
         pages.append(
@@ -128,6 +134,7 @@ def _read_chunks(session: Session, replica_id: str, offset: int, budget: int) ->
         select(LogChunk.offset, LogChunk.nbytes, LogChunk.data)
         .where(LogChunk.replica_id == replica_id, LogChunk.offset >= offset)
         .order_by(LogChunk.offset)
+        .limit(MAX_CHUNKS_PER_READ)  # the driver would otherwise fetch the whole rest
     )
     parts: list[str] = []
     next_offset = offset
