@@ -39,12 +39,10 @@ class Listed:
 
 def check_states(given: list[str]) -> tuple[str, ...]:
     """--state values, each one a job state (one `error:` line naming the option if not)."""
-    from typing import get_args
-
     from corral.cli.output import CliError
-    from corral.wire.api import JobState
+    from corral.core.states import JobState
 
-    known = get_args(JobState)
+    known = [state.value for state in JobState]
     for value in given:
         if value not in known:
             raise CliError(f"--state: expected one of {', '.join(known)}; got {value!r}", code=2)

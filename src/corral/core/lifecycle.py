@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ACTIVE_REPLICA_STATES = frozenset({"assigned", "running"})
-# Jobs not yet ended: they may hold replicas or wait for them.
-LIVE_JOB_STATES = ("pending", "starting", "running", "cancelling")
+from corral.core.states import (
+    ACTIVE_REPLICA_STATES,
+    LIVE_JOB_STATES,
+)
+
+__all__ = ["ACTIVE_REPLICA_STATES", "LIVE_JOB_STATES", "JobDecision", "decide_job"]
 
 
 def replica_outcome(desired: str, exit_code: int | None) -> str:

@@ -6,16 +6,28 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from corral.core.states import (
+    TERMINAL_JOB_STATES,
+    TERMINAL_REPLICA_STATES,
+    EndpointReplicaState,
+    EndpointState,
+    JobState,
+    NodeCondition,
+    ReplicaState,
+)
 from corral.spec.endpoint import EndpointSpec
 from corral.spec.job import JobSpec
 
-JobState = Literal[
-    "pending", "starting", "running", "cancelling", "succeeded", "failed", "cancelled"
+__all__ = [
+    "TERMINAL_JOB_STATES",
+    "TERMINAL_REPLICA_STATES",
+    "EndpointReplicaState",
+    "EndpointState",
+    "JobState",
+    "NodeCondition",
+    "ReplicaState",
 ]
-TERMINAL_JOB_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-ReplicaState = Literal["assigned", "running", "succeeded", "failed", "stopped", "lost"]
-TERMINAL_REPLICA_STATES: frozenset[str] = frozenset({"succeeded", "failed", "stopped", "lost"})
-NodeCondition = Literal["ready", "cordoned", "unhealthy", "lost"]
+
 Role = Literal["admin", "member", "viewer"]
 
 
@@ -341,10 +353,6 @@ class QuotaView(_View):
 
 class QuotaList(Paged):
     quotas: list[QuotaView]
-
-
-EndpointState = Literal["starting", "ready", "scaling", "updating", "scaled-to-zero", "deleting"]
-EndpointReplicaState = Literal["starting", "ready", "unready", "draining"]
 
 
 class EndpointReplicaView(_View):
