@@ -33,6 +33,7 @@ from corral.server.config import ServerOptions
 from corral.server.controllers import endpoints as endpoint_controller
 from corral.server.controllers import liveness, scheduler
 from corral.server.hub import AgentHub
+from corral.server.lease import Lease, keep
 from corral.server.marker import ApiMarker
 from corral.server.runtime import ControlPlane
 from corral.server.secretbox import SecretBox
@@ -223,6 +224,7 @@ def create_app(
     auth_failures: AuthFailures | None = None,
     max_body: int = MAX_BODY_BYTES,
     secret_box: SecretBox | None = None,
+    lease: Lease | None = None,
 ) -> FastAPI:
     clock = clock or SystemClock()
     # Before anything starts: an unusable key file (readable by others, named but missing)
@@ -233,6 +235,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store(options.resolved_database_url())
         upgrade(store.engine)
+        # Before anything is written: a second server on this store stops here (LeaseHeld)
+        # instead of marking the first one's nodes disconnected.
+        held = lease or Lease(store)
+        if not held.held:
+            await asyncio.to_thread(held.acquire, clock.now, options.lease_silent_s)
         bootstrap(
             store,
             clock.now(),
@@ -247,6 +254,7 @@ def create_app(
             clock,
             AgentHub(store, options.resolved_checkpoint_root(), secrets=box),
             started_at=clock.now(),
+            lease=held,
         )
         cp.loop = asyncio.get_running_loop()
         cp.hub.bind(cp.loop)
@@ -256,6 +264,7 @@ def create_app(
             asyncio.create_task(scheduler.run(cp), name="scheduler"),
             asyncio.create_task(liveness.run(cp), name="liveness"),
             asyncio.create_task(endpoint_controller.run(cp), name="endpoints"),
+            asyncio.create_task(keep(held, clock, options.lease_silent_s), name="lease"),
         ]
         try:
             yield
@@ -269,6 +278,10 @@ def create_app(
                     "the %s controller did not stop within %g s", task.get_name(), CONTROLLER_STOP_S
                 )
             await cp.hub.close()
+            with contextlib.suppress(Exception):  # a store gone away: the lease lapses
+                await asyncio.to_thread(held.release)
+            if held.store is not store:
+                held.store.close()
             store.close()
 
     app = FastAPI(title="corral", version=__version__, lifespan=lifespan)

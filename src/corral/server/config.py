@@ -47,6 +47,9 @@ class ServerOptions:
     # After a wake-up, the scheduler waits this long before it reads the store, so that
     # work arriving together is decided in one round (each round reads the fleet).
     scheduler_batch_s: float = 0.01
+    # A server holding the controller lease that has not renewed it for this long (2 s
+    # apart when alive) is taken to be dead, and a starting server takes over.
+    lease_silent_s: float = 10.0
     bootstrap_admin_token: str | None = None
     bootstrap_join_token: str | None = None
     # Jobs that name no checkpoint_dir get <root>/<workspace>/<job>: a path every node sees

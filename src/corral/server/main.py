@@ -47,6 +47,10 @@ def serve(options: ServerOptions) -> None:
     import uvicorn
 
     from corral.server.app import create_app
+    from corral.server.clock import SystemClock
+    from corral.server.lease import Lease
+    from corral.server.store.db import Store
+    from corral.server.store.migrate import upgrade
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -56,8 +60,22 @@ def serve(options: ServerOptions) -> None:
     os.umask(0o077)
     options.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     options.home.chmod(0o700)
+    # The controller lease first, here: a second server on a database another one runs
+    # stops with one line (LeaseHeld, a SettingError), not a traceback from the lifespan.
+    store = Store(options.resolved_database_url())
+    upgrade(store.engine)
+    lease = Lease(store)
+    try:
+        lease.acquire(SystemClock().now, options.lease_silent_s)
+    except BaseException:
+        store.close()
+        raise
     config = uvicorn_config(
-        create_app(options), options.host, options.port, log_level="warning", lifespan="on"
+        create_app(options, lease=lease),
+        options.host,
+        options.port,
+        log_level="warning",
+        lifespan="on",
     )
     # What is alive now (modules, the app, pydantic and SQLAlchemy's compiled machinery)
     # lives as long as the server: keep the cyclic GC from walking it again and again.

@@ -10,6 +10,7 @@ from corral.server.auth import Principal
 from corral.server.clock import Clock
 from corral.server.config import ServerOptions
 from corral.server.hub import AgentHub
+from corral.server.lease import Lease
 from corral.server.loads import LoadBoard
 from corral.server.routes import RouteBoard
 from corral.server.services.effects import Effects
@@ -42,6 +43,8 @@ class ControlPlane:
     principals: TtlCache[str, Principal] = field(default_factory=lambda: TtlCache(AUTH_TTL_S))
     workspaces: TtlCache[str, tuple[str, str]] = field(default_factory=lambda: TtlCache(AUTH_TTL_S))
     writes: GroupCommit = field(init=False)
+    # Whether this server runs the controllers (server/lease.py); None: no lease is kept.
+    lease: Lease | None = None
 
     def __post_init__(self) -> None:
         self.writes = GroupCommit(self.store)
@@ -59,6 +62,10 @@ class ControlPlane:
             self.poke_routes()
         if effects.wake_endpoints:
             self._set(self.endpoints_wakeup)
+
+    def leads(self) -> bool:
+        """Whether this server's controllers may act on the store now."""
+        return self.lease is None or self.lease.held
 
     def wake_scheduler(self) -> None:
         self._set(self.scheduler_wakeup)
