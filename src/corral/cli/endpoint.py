@@ -7,26 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from corral.cli.config import state
-from corral.cli.endpointopts import (
-    AppOpt,
-    AuthOpt,
-    CpusOpt,
-    EnvOpt,
-    GpusOpt,
-    MaxOpt,
-    MemoryOpt,
-    MinOpt,
-    ReadyPathOpt,
-    ReadyTimeoutOpt,
-    TargetOpt,
-    TimeoutOpt,
-    ToZeroOpt,
-    UpdateWaitOpt,
-    WaitOpt,
-)
+from corral.cli.endpointopts import TimeoutOpt, UpdateWaitOpt, WaitOpt
+from corral.cli.endpointspec import EndpointFlags
 from corral.cli.inline import InlineCommand, inline_argv
 from corral.cli.light import LightGroup
+from corral.cli.options import JsonOpt, WorkspaceOpt, takes_flags
 from corral.cli.output import CliError, err, esc, note, out, print_json, warn
+from corral.cli.specflags import check_workspace
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,13 +29,6 @@ app = typer.Typer(
 )
 
 
-WorkspaceOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--workspace", "-w", help="Workspace (default: the configured one).", show_default=False
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")]
 NameArg = Annotated[str, typer.Argument(help="The endpoint's name.", show_default=False)]
 
 DEPLOY_HELP = """\
@@ -63,6 +43,7 @@ here, or this shell expands it first). A Python class: [bold]--app app.py:Embedd
 
 
 @app.command("deploy", cls=InlineCommand, help=DEPLOY_HELP)
+@takes_flags(EndpointFlags)
 def deploy(
     ctx: typer.Context,
     target: Annotated[
@@ -73,42 +54,17 @@ def deploy(
             help="An endpoint file, or the new endpoint's name (default: generated).",
         ),
     ] = None,
-    gpus: GpusOpt = None,
-    cpus: CpusOpt = None,
-    memory: MemoryOpt = None,
-    min_replicas: MinOpt = None,
-    max_replicas: MaxOpt = None,
-    target_in_flight: TargetOpt = None,
-    scale_to_zero_after: ToZeroOpt = None,
-    readiness_path: ReadyPathOpt = None,
-    readiness_timeout: ReadyTimeoutOpt = None,
-    auth: AuthOpt = None,
-    env: EnvOpt = None,
-    app_target: AppOpt = None,
+    flags: EndpointFlags = EndpointFlags(),
     wait: WaitOpt = False,
     timeout: TimeoutOpt = "10m",
     workspace: WorkspaceOpt = None,
 ) -> None:
-    from corral.cli.endpointspec import EndpointFlags, build_deploy_spec, mentions_port
+    from corral.cli.endpointspec import build_deploy_spec, mentions_port
 
-    flags = EndpointFlags(
-        gpus=gpus,
-        cpus=cpus,
-        memory=memory,
-        min_replicas=min_replicas,
-        max_replicas=max_replicas,
-        target_in_flight=target_in_flight,
-        scale_to_zero_after=scale_to_zero_after,
-        readiness_path=readiness_path,
-        readiness_timeout=readiness_timeout,
-        auth=auth,
-        app=app_target,
-        env=env or [],
-    )
     inline = inline_argv(ctx)
     wait_s = _timeout_s(timeout) if wait else None
     spec = build_deploy_spec(target or [], inline, flags)
-    _check_workspace(spec, workspace)
+    check_workspace("endpoint", spec.workspace, workspace)
     if inline and not mentions_port(inline):
         _warn_port()
     with state(ctx).client(workspace) as client:
@@ -119,6 +75,7 @@ def deploy(
 
 
 @app.command("update", cls=InlineCommand)
+@takes_flags(EndpointFlags)
 def update(
     ctx: typer.Context,
     name: NameArg,
@@ -130,18 +87,7 @@ def update(
             help="A new spec for it; or none, and flags or a command after `--`.",
         ),
     ] = None,
-    gpus: GpusOpt = None,
-    cpus: CpusOpt = None,
-    memory: MemoryOpt = None,
-    min_replicas: MinOpt = None,
-    max_replicas: MaxOpt = None,
-    target_in_flight: TargetOpt = None,
-    scale_to_zero_after: ToZeroOpt = None,
-    readiness_path: ReadyPathOpt = None,
-    readiness_timeout: ReadyTimeoutOpt = None,
-    auth: AuthOpt = None,
-    env: EnvOpt = None,
-    app_target: AppOpt = None,
+    flags: EndpointFlags = EndpointFlags(),
     wait: UpdateWaitOpt = True,
     timeout: TimeoutOpt = "10m",
     workspace: WorkspaceOpt = None,
@@ -151,27 +97,13 @@ def update(
     Where no node has room for new replicas beside the old ones, old ones are replaced one
     at a time. Waits until the new revision serves, unless --detach.
     """
-    from corral.cli.endpointspec import EndpointFlags, build_update_spec, mentions_port
+    from corral.cli.endpointspec import build_update_spec, mentions_port
 
-    flags = EndpointFlags(
-        gpus=gpus,
-        cpus=cpus,
-        memory=memory,
-        min_replicas=min_replicas,
-        max_replicas=max_replicas,
-        target_in_flight=target_in_flight,
-        scale_to_zero_after=scale_to_zero_after,
-        readiness_path=readiness_path,
-        readiness_timeout=readiness_timeout,
-        auth=auth,
-        app=app_target,
-        env=env or [],
-    )
     inline = inline_argv(ctx)
     wait_s = _timeout_s(timeout) if wait else None
     with state(ctx).client(workspace) as client:
         spec = build_update_spec(name, file or [], inline, flags, _current(client, name))
-        _check_workspace(spec, workspace)
+        check_workspace("endpoint", spec.workspace, workspace)
         if inline and not mentions_port(inline):
             _warn_port()
         view = client.update_endpoint(name, spec)
@@ -187,15 +119,6 @@ def _current(client: Client, name: str) -> Callable[[], EndpointSpec]:
     return current
 
 
-def _check_workspace(spec: EndpointSpec, workspace: str | None) -> None:
-    if workspace and spec.workspace and workspace != spec.workspace:
-        raise CliError(
-            f"the endpoint file says workspace {spec.workspace!r} but --workspace says "
-            f"{workspace!r}",
-            code=2,
-        )
-
-
 def _timeout_s(text: str) -> float:
     from corral.spec.units import parse_duration_s
 
@@ -206,8 +129,6 @@ def _timeout_s(text: str) -> float:
 
 
 def _warn_port() -> None:
-    from corral.cli.output import warn
-
     warn(
         "the command does not mention $PORT: the server must listen on the port corral "
         "puts in $PORT (write '$PORT' in quotes so this shell leaves it alone)"
@@ -334,13 +255,14 @@ def logs(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Print the log of one of an endpoint's replicas (each replica is a job)."""
-    from corral.cli.endpointlogs import pick_replica_job, stream_job_log
+    from corral.cli.endpointlogs import pick_replica_job
+    from corral.cli.jobfollow import stream
 
     with state(ctx).client(workspace) as client:
         job, why = pick_replica_job(client, name, replica)
         note(f"[dim]{esc(why)}[/]")
         try:
-            stream_job_log(client, job, follow)
+            stream(client, job, 0, follow)
         except KeyboardInterrupt:
             note(f"\nstopped following; endpoint {esc(name)} keeps serving")
             raise typer.Exit(130) from None

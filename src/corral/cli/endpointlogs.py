@@ -1,12 +1,12 @@
-"""`corral endpoint logs`: which replica's job to read, and reading it.
+"""`corral endpoint logs`: which replica's job to read.
 
-Each replica of an endpoint is a job of one replica, so its log is that job's log.
+Each replica of an endpoint is a job of one replica, so its log is that job's log, read
+by `jobfollow.stream` as `corral job logs` reads it.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from typing import TYPE_CHECKING
 
 from corral.cli.output import CliError
@@ -73,29 +73,3 @@ def _ended_replica_jobs(client: Client, view: EndpointView) -> list[JobView]:
         if m["base"] == view.name[: 63 - len(suffix)].rstrip("-"):
             found.append(job)
     return sorted(found, key=lambda j: j.submitted_at)
-
-
-def stream_job_log(client: Client, job: str, follow: bool) -> None:
-    """Print replica 0 of `job`'s log to stdout: what there is, or (follow) until it ends."""
-    at_line_start = True
-
-    def write(data: str) -> None:
-        nonlocal at_line_start
-        sys.stdout.write(data)
-        sys.stdout.flush()
-        at_line_start = data.endswith("\n")
-
-    if follow:
-        for data in client.follow_logs(job):
-            write(data)
-    else:
-        offset = 0
-        while True:
-            page = client.job_logs(job, 0, offset)
-            if page.data:
-                write(page.data)
-            if page.complete or not page.data or page.next_offset <= offset:
-                break
-            offset = page.next_offset
-    if not at_line_start:
-        write("\n")

@@ -1,4 +1,5 @@
-"""The options of `corral endpoint deploy` and `update`, declared once for both.
+"""The options of `corral endpoint deploy` and `update` beyond the shared ones
+(`options.py`); `EndpointFlags` declares them once for both.
 
 Only typer here: importing this module is part of every `corral --help`.
 """
@@ -9,13 +10,6 @@ from typing import Annotated
 
 import typer
 
-GpusOpt = Annotated[
-    str | None, typer.Option(help="Per replica: H100:1, 1 or H100.", show_default=False)
-]
-CpusOpt = Annotated[float | None, typer.Option(help="CPUs per replica.", show_default=False)]
-MemoryOpt = Annotated[
-    str | None, typer.Option(help="Memory per replica: 16Gi, 512Mi.", show_default=False)
-]
 MinOpt = Annotated[
     int | None,
     typer.Option(help="Fewest replicas (0 allows scaling to zero); default 1.", show_default=False),
@@ -62,10 +56,6 @@ AuthOpt = Annotated[
         "workspace; the default).",
         show_default=False,
     ),
-]
-EnvOpt = Annotated[
-    list[str] | None,
-    typer.Option("--env", "-e", help="K=V, or K to pass this shell's value.", show_default=False),
 ]
 AppOpt = Annotated[
     str | None,

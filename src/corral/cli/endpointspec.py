@@ -12,16 +12,24 @@ import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from corral.cli.jobspec import parse_env
+from corral.cli.endpointopts import (
+    AppOpt,
+    AuthOpt,
+    MaxOpt,
+    MinOpt,
+    ReadyPathOpt,
+    ReadyTimeoutOpt,
+    TargetOpt,
+    ToZeroOpt,
+)
+from corral.cli.options import CpusOpt, EnvOpt, GpusOpt, MemoryOpt
 from corral.cli.output import CliError
+from corral.cli.specflags import SpecFlags, looks_like_spec_file, parse_env, validate
 
 if TYPE_CHECKING:
     from corral.spec.endpoint import EndpointSpec
-    from corral.spec.errors import FieldError
-
-_SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 # Which flag sets which spec field, so that an error names what the user typed.
 _FLAG_FOR_PATH = {
@@ -51,21 +59,23 @@ INLINE_HINT = (
 
 
 @dataclass(frozen=True)
-class EndpointFlags:
+class EndpointFlags(SpecFlags):
     """The spec-shaping flags of `corral endpoint deploy|update`; None means "not given"."""
 
-    gpus: str | None = None
-    cpus: float | None = None
-    memory: str | None = None
-    min_replicas: int | None = None
-    max_replicas: int | None = None
-    target_in_flight: float | None = None
-    scale_to_zero_after: str | None = None
-    readiness_path: str | None = None
-    readiness_timeout: str | None = None
-    auth: str | None = None
-    app: str | None = None
-    env: list[str] = field(default_factory=list)
+    FLAG_FOR_PATH: ClassVar[dict[str, str]] = _FLAG_FOR_PATH
+
+    gpus: GpusOpt = None
+    cpus: CpusOpt = None
+    memory: MemoryOpt = None
+    min_replicas: MinOpt = None
+    max_replicas: MaxOpt = None
+    target_in_flight: TargetOpt = None
+    scale_to_zero_after: ToZeroOpt = None
+    readiness_path: ReadyPathOpt = None
+    readiness_timeout: ReadyTimeoutOpt = None
+    auth: AuthOpt = None
+    env: EnvOpt = field(default_factory=list)
+    app: AppOpt = None
 
     def top_level(self) -> dict[str, Any]:
         values: dict[str, Any] = {
@@ -81,27 +91,14 @@ class EndpointFlags:
             given["min_replicas"] = 0
         return given
 
-    def resources(self) -> dict[str, Any]:
-        values = {"gpus": self.gpus, "cpus": self.cpus, "memory": self.memory}
-        return {k: v for k, v in values.items() if v is not None}
-
-    def readiness(self) -> dict[str, Any]:
+    def sections(self) -> dict[str, dict[str, Any]]:
         values = {"path": self.readiness_path, "timeout": self.readiness_timeout}
-        return {k: v for k, v in values.items() if v is not None}
+        readiness = {k: v for k, v in values.items() if v is not None}
+        return {**super().sections(), "readiness": readiness}
 
     def paths(self) -> set[str]:
-        """The spec fields these flags set, as error paths."""
-        paths = set(self.top_level())
-        paths |= {f"resources.{k}" for k in self.resources()}
-        paths |= {f"readiness.{k}" for k in self.readiness()}
-        if self.env:
-            paths.add("env")
-        if self.app is not None:
-            paths.add("app")
-        return paths
-
-    def given(self) -> bool:
-        return bool(self.paths())
+        # --app is not merged like the others: it replaces the command (see _build).
+        return super().paths() | ({"app"} if self.app is not None else set())
 
 
 def shell_line(argv: list[str]) -> str:
@@ -134,40 +131,9 @@ def split_target(positional: list[str]) -> tuple[str | None, str | None]:
             code=2,
             hint="put the command after `--`: " + INLINE_HINT,
         )
-    if first.endswith(_SPEC_SUFFIXES) or os.path.isfile(first):
+    if looks_like_spec_file(first):
         return first, None
     return None, first
-
-
-def load_endpoint_file(path: str) -> EndpointSpec:
-    """An endpoint file (YAML or JSON), each bad field named with its path."""
-    import yaml
-    from pydantic import ValidationError
-
-    from corral.spec.endpoint import EndpointSpec
-    from corral.spec.errors import FieldError, SpecError, field_errors
-
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise SpecError(path, [FieldError("", f"cannot read file: {exc.strerror}")]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(path, [FieldError("", f"invalid YAML: {where}{problem}")]) from None
-    if not isinstance(data, dict):
-        raise SpecError(path, [FieldError("", "expected a mapping of endpoint fields")])
-    kind = data.pop("kind", "endpoint")
-    if kind != "endpoint":
-        hint = " (run it with `corral job run`)" if kind == "job" else ""
-        raise SpecError(path, [FieldError("kind", f"{kind!r} is not an endpoint{hint}")])
-    try:
-        return EndpointSpec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(path, field_errors(exc)) from None
 
 
 def build_deploy_spec(
@@ -178,6 +144,8 @@ def build_deploy_spec(
     cwd: Path | None = None,
 ) -> EndpointSpec:
     """`corral endpoint deploy FILE.yaml | NAME [flags] [-- command | --app FILE.py:Class]`."""
+    from corral.spec.loader import load_endpoint_spec
+
     path, name = split_target(positional)
     if path is None and inline_argv is None and flags.app is None:
         raise CliError(
@@ -185,7 +153,7 @@ def build_deploy_spec(
             code=2,
             hint=INLINE_HINT,
         )
-    base = load_endpoint_file(path) if path is not None else None
+    base = load_endpoint_spec(path) if path is not None else None
     return _build(base, path, name, inline_argv, flags, environ, cwd)
 
 
@@ -200,6 +168,8 @@ def build_update_spec(
 ) -> EndpointSpec:
     """`corral endpoint update NAME FILE.yaml | [flags] [-- command]`: a file replaces the
     spec; flags and a command change the current spec (from `current()`) where they say."""
+    from corral.spec.loader import load_endpoint_spec
+
     path, stray = split_target(positional)
     if stray is not None:
         raise CliError(f"{stray!r} is not an endpoint file (.yaml)", code=2)
@@ -210,7 +180,7 @@ def build_update_spec(
             hint=f"corral endpoint update {name} endpoint.yaml, or e.g. --max-replicas 4",
         )
     if path is not None:
-        base = load_endpoint_file(path)
+        base = load_endpoint_spec(path)
         if base.name is not None and base.name != name:
             raise CliError(
                 f"{path} describes endpoint {base.name!r}, not {name!r}",
@@ -235,6 +205,8 @@ def _build(
         raise CliError("give a command after `--` or --app, not both", code=2)
     if inline_argv is not None and not inline_argv:
         raise CliError("nothing to run after `--`", code=2, hint=INLINE_HINT)
+    from corral.spec.loader import parse_endpoint_spec
+
     env = parse_env(flags.env, os.environ if environ is None else environ)
     # A dumped spec writes sizes as "NMi" and durations as seconds: it parses back the same.
     data = base.model_dump(mode="json", exclude_none=True) if base is not None else {}
@@ -250,46 +222,9 @@ def _build(
             given.add("command")
         else:
             data["app"] = flags.app
-    data.update(flags.top_level())
-    if flags.resources():
-        data["resources"] = {**data.get("resources", {}), **flags.resources()}
-    if flags.readiness():
-        data["readiness"] = {**data.get("readiness", {}), **flags.readiness()}
-    if env:
-        data["env"] = {**data.get("env", {}), **env}
-    spec = _validate(data, path, given)
+    flags.merge_into(data, env)
+    spec = validate(parse_endpoint_spec, data, path, flags, given)
     return _with_local_app(spec, path, given, cwd or Path.cwd())
-
-
-def _validate(data: dict[str, Any], path: str | None, given: set[str]) -> EndpointSpec:
-    from pydantic import ValidationError
-
-    from corral.spec.endpoint import EndpointSpec
-    from corral.spec.errors import FieldError, SpecError, field_errors
-
-    try:
-        return EndpointSpec.model_validate(data)
-    except ValidationError as exc:
-        named = [_name_error(e, path, given) for e in field_errors(exc)]
-        raise SpecError("", [FieldError(where, message) for where, message in named]) from None
-
-
-def _name_error(error: FieldError, path: str | None, given: set[str]) -> tuple[str, str]:
-    """(where, message) for one bad field: the flag that set it, else the file's field."""
-    if error.path:
-        for field_path in given:
-            if error.path == field_path or error.path.startswith(field_path + "."):
-                return _FLAG_FOR_PATH.get(field_path, field_path), error.message
-        return (f"{path}: {error.path}" if path else error.path), error.message
-    # A rule across fields ("max_replicas (1) is below min_replicas (2)"): name the flags
-    # given among the fields it mentions.
-    flags = sorted(
-        _FLAG_FOR_PATH[p]
-        for p in given
-        if p in _FLAG_FOR_PATH and re.search(rf"\b{re.escape(p.split('.')[0])}\b", error.message)
-    )
-    where = ", ".join(flags) if flags else (path or "")
-    return where, error.message
 
 
 def _with_local_app(

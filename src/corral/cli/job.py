@@ -9,8 +9,11 @@ import typer
 from corral.cli import jobfollow, rerun
 from corral.cli.config import state
 from corral.cli.inline import InlineCommand, inline_argv
+from corral.cli.jobspec import RunFlags
 from corral.cli.light import LightGroup
+from corral.cli.options import JsonOpt, WorkspaceOpt, takes_flags
 from corral.cli.output import CliError, err, note, out, print_json
+from corral.cli.specflags import check_workspace
 
 if TYPE_CHECKING:
     from corral.wire.api import JobKind, JobView
@@ -22,13 +25,6 @@ app = typer.Typer(
 )
 
 
-WorkspaceOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--workspace", "-w", help="Workspace (default: the configured one).", show_default=False
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")]
 NameArg = Annotated[str, typer.Argument(help="The job's name.", show_default=False)]
 
 
@@ -45,6 +41,7 @@ several). Ctrl-C stops following; the job stays queued or running.
 
 
 @app.command("run", cls=InlineCommand, help=RUN_HELP)
+@takes_flags(RunFlags)
 def run(
     ctx: typer.Context,
     file: Annotated[
@@ -55,103 +52,19 @@ def run(
             help="A job file; or none, and the command after `--`.",
         ),
     ] = None,
-    name: Annotated[
-        str | None, typer.Option("--name", "-n", help="Job name.", show_default=False)
-    ] = None,
-    gpus: Annotated[
-        str | None, typer.Option(help="Per replica: H100:8, 8 or H100.", show_default=False)
-    ] = None,
-    cpus: Annotated[
-        float | None, typer.Option(help="CPUs per replica.", show_default=False)
-    ] = None,
-    memory: Annotated[
-        str | None, typer.Option(help="Memory per replica: 16Gi, 512Mi.", show_default=False)
-    ] = None,
-    replicas: Annotated[
-        int | None, typer.Option(help="Replicas, placed together as a gang.", show_default=False)
-    ] = None,
-    max_restarts: Annotated[
-        int | None, typer.Option(help="Restarts allowed after a failure.", show_default=False)
-    ] = None,
-    priority: Annotated[
-        str | None,
-        typer.Option(
-            help="endpoint, dev, train or batch, or a number -1000..1000; higher runs first.",
-            show_default=False,
-        ),
-    ] = None,
-    preemptible: Annotated[
-        bool | None,
-        typer.Option(
-            "--preemptible/--not-preemptible",
-            help="May be stopped and queued again for higher-priority work, and may borrow "
-            "idle GPUs beyond the workspace's quota.",
-            show_default=False,
-        ),
-    ] = None,
-    topology: Annotated[
-        str | None,
-        typer.Option(
-            help="Widest domain the gang may span: node, rack, zone, region, provider, any.",
-            show_default=False,
-        ),
-    ] = None,
-    max_runtime: Annotated[
-        str | None,
-        typer.Option(help="Stop it after this long: 90 (s), 30m, 2h.", show_default=False),
-    ] = None,
-    selector: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--selector", help="LABEL=VALUE the node must carry (repeatable).", show_default=False
-        ),
-    ] = None,
-    env: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--env", "-e", help="K=V, or K to pass this shell's value.", show_default=False
-        ),
-    ] = None,
-    secret: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--secret",
-            help="ENV=NAME: set ENV from the workspace secret NAME (`corral secret set`); "
-            "the value never passes through this command (repeatable).",
-            show_default=False,
-        ),
-    ] = None,
+    flags: RunFlags = RunFlags(),
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Submit and return; do not follow the log.")
     ] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    from corral.cli.jobspec import RunFlags, build_job_spec
+    from corral.cli.jobspec import build_job_spec
 
-    flags = RunFlags(
-        name=name,
-        gpus=gpus,
-        cpus=cpus,
-        memory=memory,
-        replicas=replicas,
-        max_restarts=max_restarts,
-        priority=priority,
-        preemptible=preemptible,
-        topology=topology,
-        max_runtime=max_runtime,
-        selector=selector or [],
-        env=env or [],
-        secret=secret or [],
-    )
     spec = build_job_spec(file or [], inline_argv(ctx), flags)
-    if workspace and spec.workspace and workspace != spec.workspace:
-        raise CliError(
-            f"the job file says workspace {spec.workspace!r} but --workspace says {workspace!r}",
-            code=2,
-        )
+    check_workspace("job", spec.workspace, workspace)
     with state(ctx).client(workspace) as client:
         # A file's own name is taken afresh when that job has ended; --name never is.
-        job, renamed = rerun.submit(client, spec, renamable=name is None)
+        job, renamed = rerun.submit(client, spec, renamable=flags.name is None)
         if renamed:
             note(renamed)
         if detach:

@@ -5,52 +5,102 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
+import typer
+
+from corral.cli.options import CpusOpt, EnvOpt, GpusOpt, MemoryOpt
 from corral.cli.output import CliError
+from corral.cli.specflags import SpecFlags, looks_like_spec_file, parse_env, validate
 
 if TYPE_CHECKING:
     from corral.spec import JobSpec
 
-_SPEC_SUFFIXES = (".yaml", ".yml", ".json")
-
-# Which flag sets which spec field, so that an error names what the user typed.
-_FLAG_FOR_PATH = {
-    "name": "--name",
-    "resources.gpus": "--gpus",
-    "resources.cpus": "--cpus",
-    "resources.memory": "--memory",
-    "replicas": "--replicas",
-    "max_restarts": "--max-restarts",
-    "priority": "--priority",
-    "preemptible": "--preemptible",
-    "topology": "--topology",
-    "max_runtime": "--max-runtime",
-    "node_selector": "--selector",
-    "env": "--env",
-    "secrets": "--secret",
-}
-
 INLINE_HINT = "put the command after `--`, e.g. corral job run --gpus 1 -- python train.py"
+
+NameOpt = Annotated[str | None, typer.Option("--name", "-n", help="Job name.", show_default=False)]
+ReplicasOpt = Annotated[
+    int | None, typer.Option(help="Replicas, placed together as a gang.", show_default=False)
+]
+MaxRestartsOpt = Annotated[
+    int | None, typer.Option(help="Restarts allowed after a failure.", show_default=False)
+]
+PriorityOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="endpoint, dev, train or batch, or a number -1000..1000; higher runs first.",
+        show_default=False,
+    ),
+]
+PreemptibleOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--preemptible/--not-preemptible",
+        help="May be stopped and queued again for higher-priority work, and may borrow "
+        "idle GPUs beyond the workspace's quota.",
+        show_default=False,
+    ),
+]
+TopologyOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Widest domain the gang may span: node, rack, zone, region, provider, any.",
+        show_default=False,
+    ),
+]
+MaxRuntimeOpt = Annotated[
+    str | None, typer.Option(help="Stop it after this long: 90 (s), 30m, 2h.", show_default=False)
+]
+SelectorOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--selector", help="LABEL=VALUE the node must carry (repeatable).", show_default=False
+    ),
+]
+SecretOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--secret",
+        help="ENV=NAME: set ENV from the workspace secret NAME (`corral secret set`); "
+        "the value never passes through this command (repeatable).",
+        show_default=False,
+    ),
+]
 
 
 @dataclass(frozen=True)
-class RunFlags:
+class RunFlags(SpecFlags):
     """The spec-shaping flags of `corral job run`; None means "not given"."""
 
-    name: str | None = None
-    gpus: str | None = None
-    cpus: float | None = None
-    memory: str | None = None
-    replicas: int | None = None
-    max_restarts: int | None = None
-    priority: str | None = None  # a number or a class name; the spec checks which
-    preemptible: bool | None = None
-    topology: str | None = None
-    max_runtime: str | None = None
-    selector: list[str] = field(default_factory=list)
-    env: list[str] = field(default_factory=list)
-    secret: list[str] = field(default_factory=list)  # ENV=NAME of a workspace secret
+    FLAG_FOR_PATH: ClassVar[dict[str, str]] = {
+        "name": "--name",
+        "resources.gpus": "--gpus",
+        "resources.cpus": "--cpus",
+        "resources.memory": "--memory",
+        "replicas": "--replicas",
+        "max_restarts": "--max-restarts",
+        "priority": "--priority",
+        "preemptible": "--preemptible",
+        "topology": "--topology",
+        "max_runtime": "--max-runtime",
+        "node_selector": "--selector",
+        "env": "--env",
+        "secrets": "--secret",
+    }
+
+    name: NameOpt = None
+    gpus: GpusOpt = None
+    cpus: CpusOpt = None
+    memory: MemoryOpt = None
+    replicas: ReplicasOpt = None
+    max_restarts: MaxRestartsOpt = None
+    priority: PriorityOpt = None  # a number or a class name; the spec checks which
+    preemptible: PreemptibleOpt = None
+    topology: TopologyOpt = None
+    max_runtime: MaxRuntimeOpt = None
+    selector: SelectorOpt = field(default_factory=list)
+    env: EnvOpt = field(default_factory=list)
+    secret: SecretOpt = field(default_factory=list)
 
     def top_level(self) -> dict[str, Any]:
         values: dict[str, Any] = {
@@ -64,16 +114,12 @@ class RunFlags:
         }
         if self.selector:
             values["node_selector"] = parse_selector(self.selector)
-        if self.secret:
-            values["secrets"] = parse_secrets(self.secret)
         return {k: v for k, v in values.items() if v is not None}
 
-    def resources(self) -> dict[str, Any]:
-        values = {"gpus": self.gpus, "cpus": self.cpus, "memory": self.memory}
-        return {k: v for k, v in values.items() if v is not None}
-
-    def given(self) -> bool:
-        return bool(self.top_level() or self.resources() or self.env)
+    def sections(self) -> dict[str, dict[str, Any]]:
+        # Secrets add to the file's, as --env does.
+        secrets = parse_secrets(self.secret) if self.secret else {}
+        return {**super().sections(), "secrets": secrets}
 
 
 def parse_secrets(items: list[str]) -> dict[str, str]:
@@ -100,21 +146,6 @@ def parse_selector(items: list[str]) -> dict[str, str]:
     return selector
 
 
-def parse_env(items: list[str], environ: Mapping[str, str]) -> dict[str, str]:
-    """`K=V` sets K; a bare `K` passes this shell's value of K on, as `docker run -e K` does."""
-    env: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            if key not in environ:
-                raise CliError(
-                    f"--env {key}: {key} is not set in this shell; use --env {key}=VALUE", code=2
-                )
-            value = environ[key]
-        env[key] = value
-    return env
-
-
 def command_fields(argv: list[str]) -> dict[str, Any]:
     """Inline argv → spec fields: one argument with spaces is a shell line, else an argv."""
     if not argv:
@@ -134,7 +165,7 @@ def spec_file(positional: list[str], inline: bool) -> str | None:
             code=2,
             hint="corral job run train.yaml, or " + INLINE_HINT,
         )
-    looks_like_file = positional[0].endswith(_SPEC_SUFFIXES) or os.path.isfile(positional[0])
+    looks_like_file = looks_like_spec_file(positional[0])
     if len(positional) == 1 and looks_like_file:
         return positional[0]
     if looks_like_file:
@@ -153,11 +184,10 @@ def build_job_spec(
     environ: Mapping[str, str] | None = None,
 ) -> JobSpec:
     """The spec to submit. Raises SpecError naming each bad field (or flag), CliError."""
-    from corral.spec import load_job_spec
+    from corral.spec import load_job_spec, parse_job_spec
 
-    environ = os.environ if environ is None else environ
     path = spec_file(positional, inline=inline_argv is not None)
-    env = parse_env(flags.env, environ)
+    env = parse_env(flags.env, os.environ if environ is None else environ)
     base = load_job_spec(path) if path is not None else None
     if base is not None and inline_argv is None and not flags.given():
         return base
@@ -168,33 +198,5 @@ def build_job_spec(
         for key in ("command", "entrypoint", "args"):
             data.pop(key, None)
         data.update(command_fields(inline_argv))
-    data.update(flags.top_level())
-    if flags.resources():
-        data["resources"] = {**data.get("resources", {}), **flags.resources()}
-    if env:
-        data["env"] = {**data.get("env", {}), **env}
-    if flags.secret:
-        data["secrets"] = {**(base.secrets if base is not None else {}), **data["secrets"]}
-    return _validate(data, path)
-
-
-def _validate(data: dict[str, Any], path: str | None) -> JobSpec:
-    from corral.spec import FieldError, SpecError, parse_job_spec
-
-    try:
-        return parse_job_spec(data, path or "")
-    except SpecError as exc:
-        # The file was valid on its own, so a bad field now comes from a flag: name the flag.
-        named = []
-        for e in exc.errors:
-            flag = _flag_for(e.path)
-            where = flag or (f"{path}: {e.path}" if path and e.path else path or e.path)
-            named.append(FieldError(where, e.message))
-        raise SpecError("", named) from None
-
-
-def _flag_for(path: str) -> str | None:
-    for prefix, flag in _FLAG_FOR_PATH.items():
-        if path == prefix or path.startswith((prefix + ".", prefix + "[")):
-            return flag
-    return None
+    flags.merge_into(data, env)
+    return validate(parse_job_spec, data, path, flags, flags.paths())
