@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from itertools import islice
 
+from corral.server.errors import Forbidden  # raised here and by the services: a 403
+
+__all__ = ["Forbidden"]
+
 ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2}
 ADMIN_PREFIX = "crl_"
 JOIN_PREFIX = "crj_"
@@ -37,10 +41,6 @@ class Principal:
 
     def at_least(self, role: str) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
-
-
-class Forbidden(Exception):
-    pass
 
 
 def check_workspace_access(principal: Principal, workspace: str, role: str) -> None:

@@ -9,7 +9,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from corral.server.auth import Forbidden
+from corral.server.errors import (
+    Busy,
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Unauthorized,
+)
 
 
 class ApiError(Exception):
@@ -25,6 +33,21 @@ class ApiError(Exception):
 
 def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
+
+
+# Each kind of refusal the services raise, and its HTTP status: the one place they meet.
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    Invalid: 422,
+    NotFound: 404,
+    Conflict: 409,
+    Forbidden: 403,
+    Unauthorized: 401,
+    Busy: 503,
+}
+
+
+def domain_status(exc: DomainError) -> int:
+    return next((DOMAIN_STATUS[k] for k in type(exc).__mro__ if k in DOMAIN_STATUS), 400)
 
 
 def _body(code: str, message: str, fields: list[dict[str, str]] | None = None) -> dict[str, Any]:
@@ -64,9 +87,10 @@ def install(app: FastAPI) -> None:
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(_body(exc.code, exc.message, exc.fields), status_code=exc.status)
 
-    @app.exception_handler(Forbidden)
-    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
-        return JSONResponse(_body("forbidden", str(exc)), status_code=403)
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        body = _body(exc.code, exc.message, exc.fields)
+        return JSONResponse(body, status_code=domain_status(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -15,8 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import LIVE_JOB_STATES
-from corral.server.api.errors import ApiError, not_found
 from corral.server.auth import Principal
+from corral.server.errors import Conflict, Forbidden, NotFound
 from corral.server.services.names import generate_job_name
 from corral.server.services.secrets import check_references as check_secret_references
 from corral.server.store.tables import Endpoint, Job, Node, Replica, Token, Workspace
@@ -33,17 +33,13 @@ log = logging.getLogger("corral.server.endpoints")
 def deploy(session: Session, workspace: Workspace, spec: EndpointSpec, now: float) -> Endpoint:
     name = spec.name or generate_job_name()
     if find(session, workspace, name) is not None:
-        raise ApiError(
-            409,
-            "conflict",
+        raise Conflict(
             f"endpoint '{name}' already exists in workspace '{workspace.name}'; roll out a new "
             f"spec with `corral endpoint update`",
         )
     if session.scalars(select(Endpoint.id).where(Endpoint.name == name)).first() is not None:
         # The name is the URL (/ep/NAME/, NAME.<domain>): one namespace for the gateway.
-        raise ApiError(
-            409, "conflict", f"endpoint name '{name}' is taken by another workspace; choose another"
-        )
+        raise Conflict(f"endpoint name '{name}' is taken by another workspace; choose another")
     check_secret_references(session, workspace, spec.secrets)
     stored = spec.model_copy(update={"name": name, "workspace": workspace.name})
     endpoint = Endpoint(
@@ -63,8 +59,8 @@ def deploy(session: Session, workspace: Workspace, spec: EndpointSpec, now: floa
     try:
         session.flush()
     except IntegrityError:
-        raise ApiError(
-            409, "conflict", f"endpoint '{name}' already exists in workspace '{workspace.name}'"
+        raise Conflict(
+            f"endpoint '{name}' already exists in workspace '{workspace.name}'"
         ) from None
     return endpoint
 
@@ -72,7 +68,7 @@ def deploy(session: Session, workspace: Workspace, spec: EndpointSpec, now: floa
 def update(session: Session, endpoint: Endpoint, spec: EndpointSpec, now: float) -> Endpoint:
     """Roll out a new spec: a new revision's replicas replace the old ones once ready."""
     if endpoint.deleting:
-        raise ApiError(409, "conflict", f"endpoint '{endpoint.name}' is being deleted")
+        raise Conflict(f"endpoint '{endpoint.name}' is being deleted")
     stored = spec.model_copy(
         update={"name": endpoint.name, "workspace": endpoint_spec(endpoint).workspace}
     )
@@ -104,7 +100,7 @@ def find(session: Session, workspace: Workspace, name: str) -> Endpoint | None:
 def get(session: Session, workspace: Workspace, name: str) -> Endpoint:
     endpoint = find(session, workspace, name)
     if endpoint is None:
-        raise not_found(f"endpoint '{name}' in workspace '{workspace.name}'")
+        raise NotFound.of(f"endpoint '{name}' in workspace '{workspace.name}'")
     return endpoint
 
 
@@ -333,6 +329,4 @@ def route_table(session: Session, version: int, domain: str | None) -> RouteTabl
 
 def check_gateway_caller(caller: Principal) -> None:
     if not caller.cluster_admin:
-        raise ApiError(
-            403, "forbidden", "the route table is for gateways: use a cluster admin token"
-        )
+        raise Forbidden("the route table is for gateways: use a cluster admin token")

@@ -13,7 +13,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from corral.server.api.errors import ApiError
 from corral.server.auth import (
     ADMIN_PREFIX,
     Forbidden,
@@ -22,6 +21,7 @@ from corral.server.auth import (
     hash_token,
     new_secret,
 )
+from corral.server.errors import Busy, Conflict, Invalid, NotFound
 from corral.server.store.db import Store
 from corral.server.store.tables import JoinToken, Token, Workspace
 from corral.spec.names import check_name
@@ -69,7 +69,7 @@ def _insert_workspace(session: Session, name: str, now: float) -> Workspace:
                 raise _NameTaken(name) from None
             continue  # the same uid_index as a workspace committed meanwhile: take the next
         return workspace
-    raise ApiError(503, "busy", "workspaces are being created concurrently; try again")
+    raise Busy("workspaces are being created concurrently; try again")
 
 
 def bootstrap(
@@ -162,13 +162,13 @@ def create_workspace(session: Session, principal: Principal, name: str, now: flo
     try:
         check_name(name, "workspace name")
     except ValueError as exc:
-        raise ApiError(422, "invalid", str(exc), [{"path": "name", "message": str(exc)}]) from None
+        raise Invalid(str(exc), [{"path": "name", "message": str(exc)}]) from None
     if workspace_by_name(session, name) is not None:
-        raise ApiError(409, "conflict", f"workspace '{name}' already exists")
+        raise Conflict(f"workspace '{name}' already exists")
     try:
         return _insert_workspace(session, name, now)
     except _NameTaken:
-        raise ApiError(409, "conflict", f"workspace '{name}' already exists") from None
+        raise Conflict(f"workspace '{name}' already exists") from None
 
 
 def create_token(
@@ -184,9 +184,7 @@ def create_token(
     if workspace is None and not principal.cluster_admin:
         workspace = principal.workspace
     if workspace is None and role != "admin":
-        raise ApiError(
-            422,
-            "invalid",
+        raise Invalid(
             "a member or viewer token needs a workspace",
             [{"path": "workspace", "message": "required for role " + role}],
         )
@@ -201,7 +199,7 @@ def create_token(
     if workspace is not None:
         ws_row = workspace_by_name(session, workspace)
         if ws_row is None:
-            raise ApiError(404, "not_found", f"workspace '{workspace}' not found")
+            raise NotFound(f"workspace '{workspace}' not found")
     ws_id = ws_row.id if ws_row else None
     secret = new_secret(ADMIN_PREFIX)
     where = f"workspace '{workspace}'" if workspace else "the cluster"
@@ -256,7 +254,7 @@ def revoke_token(session: Session, principal: Principal, name: str, workspace: s
     if workspace is not None:
         ws_row = workspace_by_name(session, workspace)
         if ws_row is None:
-            raise ApiError(404, "not_found", f"workspace '{workspace}' not found")
+            raise NotFound(f"workspace '{workspace}' not found")
         ws_id = ws_row.id
     scope = Token.workspace_id.is_(None) if ws_id is None else Token.workspace_id == ws_id
     token = session.scalars(select(Token).where(scope, Token.name == name)).first()
@@ -271,9 +269,7 @@ def revoke_token(session: Session, principal: Principal, name: str, workspace: s
             .with_for_update()
         ).all()
         if len(admins) <= 1:
-            raise ApiError(
-                409,
-                "conflict",
+            raise Conflict(
                 f"'{name}' is the last cluster-admin token: create another one first "
                 "(`corral token create --role admin`), or nobody could administer the cluster",
             )
@@ -282,9 +278,9 @@ def revoke_token(session: Session, principal: Principal, name: str, workspace: s
     return token
 
 
-def _token_not_found(session: Session, name: str, workspace: str | None) -> ApiError:
+def _token_not_found(session: Session, name: str, workspace: str | None) -> NotFound:
     if workspace is not None:
-        return ApiError(404, "not_found", f"token '{name}' not found in workspace '{workspace}'")
+        return NotFound(f"token '{name}' not found in workspace '{workspace}'")
     elsewhere = session.scalars(
         select(Workspace.name)
         .join(Token, Token.workspace_id == Workspace.id)
@@ -296,7 +292,7 @@ def _token_not_found(session: Session, name: str, workspace: str | None) -> ApiE
         if elsewhere
         else ""
     )
-    return ApiError(404, "not_found", f"no cluster-wide token '{name}'{hint}")
+    return NotFound(f"no cluster-wide token '{name}'{hint}")
 
 
 Row = TypeVar("Row", Token, JoinToken)
@@ -316,14 +312,14 @@ def insert_named(
                 session.flush()
         except IntegrityError:
             if name is not None:
-                raise ApiError(409, "conflict", taken) from None
+                raise Conflict(taken) from None
             continue
         return row
-    raise ApiError(503, "busy", f"could not pick a free {prefix} name; try again")
+    raise Busy(f"could not pick a free {prefix} name; try again")
 
 
 def check_token_name(name: str, what: str) -> None:
     try:
         check_name(name, what)
     except ValueError as exc:
-        raise ApiError(422, "invalid", str(exc), [{"path": "name", "message": str(exc)}]) from None
+        raise Invalid(str(exc), [{"path": "name", "message": str(exc)}]) from None

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES
-from corral.server.api.errors import ApiError
+from corral.server.errors import Invalid, NotFound
 from corral.server.services.specs import job_spec
 from corral.server.store.tables import Job, LogChunk, Replica
 from corral.wire.api import (
@@ -38,7 +38,7 @@ def read_logs(
 ) -> LogPage:
     attempt = attempt or job.attempt
     if rank < 0 or rank >= job_spec(job).replicas:
-        raise ApiError(404, "not_found", f"job '{job.name}' has no replica {rank}")
+        raise NotFound(f"job '{job.name}' has no replica {rank}")
     replica = session.scalars(
         select(Replica).where(
             Replica.job_id == job.id, Replica.attempt == attempt, Replica.rank == rank
@@ -85,9 +85,7 @@ def read_all_logs(
     count = len(replicas) or job.next_replicas or job_spec(job).replicas
     if len(offsets) > count:
         message = f"{len(offsets)} offsets for {count} replicas: at most one per replica, by rank"
-        raise ApiError(
-            422, "invalid", f"offset: {message}", [{"path": "offset", "message": message}]
-        )
+        raise Invalid(f"offset: {message}", [{"path": "offset", "message": message}])
     done = job.state in TERMINAL_JOB_STATES
     pages: list[ReplicaLog] = []
     budget = max(LOG_PAGE_BYTES // max(count, 1), 4096)

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES
-from corral.server.api.errors import ApiError, not_found
+from corral.server.errors import Conflict, Invalid, NotFound
 from corral.server.services import recovery
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
@@ -53,9 +53,7 @@ def check_checkpoint_dir(value: str | None, checkpoint_root: str | None, workspa
             f"inside {own}/ (or leave it out for {own}/JOB), or an object-store URI such "
             "as s3://bucket/prefix"
         )
-        raise ApiError(
-            422,
-            "invalid",
+        raise Invalid(
             f"checkpoint_dir: {message}",
             [{"path": "checkpoint_dir", "message": message}],
         )
@@ -86,9 +84,7 @@ def submit_job(
         if state is None:
             break
         if spec.name:
-            raise ApiError(
-                409,
-                "conflict",
+            raise Conflict(
                 f"job '{name}' already exists in workspace '{workspace.name}' (it is "
                 f"{state}); choose another name or delete it with "
                 f"`corral job delete {name}`",
@@ -124,8 +120,8 @@ def submit_job(
     return job
 
 
-def name_taken(name: str, workspace: str) -> ApiError:
-    return ApiError(409, "conflict", f"job '{name}' already exists in workspace '{workspace}'")
+def name_taken(name: str, workspace: str) -> Conflict:
+    return Conflict(f"job '{name}' already exists in workspace '{workspace}'")
 
 
 # Built once: every submission runs it.
@@ -143,7 +139,7 @@ def _job_by_name(session: Session, workspace_id: str, name: str) -> Job | None:
 def get_job(session: Session, workspace: Workspace, name: str) -> Job:
     job = _job_by_name(session, workspace.id, name)
     if job is None:
-        raise not_found(f"job '{name}' in workspace '{workspace.name}'")
+        raise NotFound.of(f"job '{name}' in workspace '{workspace.name}'")
     return job
 
 
@@ -360,9 +356,7 @@ def stop_replicas(replicas: list[Replica]) -> Effects:
 
 def delete_job(session: Session, job: Job) -> None:
     if job.state not in TERMINAL_JOB_STATES:
-        raise ApiError(
-            409,
-            "conflict",
+        raise Conflict(
             f"job '{job.name}' is {job.state}; cancel it first (`corral job cancel {job.name}`)",
         )
     active = session.scalar(
@@ -371,9 +365,7 @@ def delete_job(session: Session, job: Job) -> None:
         .where(Replica.job_id == job.id, Replica.state.in_(ACTIVE_REPLICA_STATES))
     )
     if active:
-        raise ApiError(
-            409,
-            "conflict",
+        raise Conflict(
             f"job '{job.name}' still has {active} replica(s) stopping; try again in a few seconds",
         )
     replica_ids = select(Replica.id).where(Replica.job_id == job.id)

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from corral.server.api.errors import ApiError
 from corral.server.auth import (
     JOIN_PREFIX,
     Forbidden,
@@ -18,6 +17,7 @@ from corral.server.auth import (
     hash_token,
     new_secret,
 )
+from corral.server.errors import NotFound
 from corral.server.services.identity import check_token_name, insert_named, new_id
 from corral.server.store.tables import JoinToken
 from corral.wire.api import DEFAULT_JOIN_TTL_S
@@ -80,7 +80,7 @@ def revoke_join_token(session: Session, principal: Principal, name: str, now: fl
         raise Forbidden("only a cluster admin can revoke join tokens")
     row = session.scalars(select(JoinToken).where(JoinToken.name == name)).first()
     if row is None:
-        raise ApiError(404, "not_found", f"join token '{name}' not found")
+        raise NotFound(f"join token '{name}' not found")
     if row.revoked_at is None:
         row.revoked_at = now
         session.flush()

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session, defer
 
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES, replica_outcome
 from corral.core.recovery import Cause
-from corral.server.api.errors import ApiError
 from corral.server.auth import NODE_PREFIX, hash_token, new_secret
+from corral.server.errors import Conflict, Unauthorized
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
 from corral.server.services.jobs import CURRENT_REPLICAS
@@ -32,9 +32,7 @@ def register_node(session: Session, request: wire.RegisterRequest, now: float) -
         request.node_token is None
         or not hmac.compare_digest(node.token_hash, hash_token(request.node_token))
     ):
-        raise ApiError(
-            409,
-            "conflict",
+        raise Conflict(
             f"node name '{request.name}' belongs to a registered node, and this agent "
             "presented no valid credential of it (the node token in its node.json): start "
             "the agent with another --name (a reinstalled machine, or a restored database, "
@@ -72,7 +70,7 @@ def connect(
     """A node (re)connected: take its inventory and its replicas' news; return log offsets."""
     node = session.get(Node, node_id)
     if node is None:
-        raise ApiError(401, "unauthorized", "unknown node")
+        raise Unauthorized("unknown node")
     _apply_inventory(node, hello.inventory)
     if hello.ports is not None:
         _take_ports(node, hello.ports)

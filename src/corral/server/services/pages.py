@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar, cast
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from corral.server.api.errors import ApiError
+from corral.server.errors import Invalid
 
 T = TypeVar("T")
 Key = tuple[str | int | float, ...]
@@ -83,9 +83,9 @@ def _storable(part: object) -> bool:
     return True
 
 
-def bad_cursor() -> ApiError:
+def bad_cursor() -> Invalid:
     message = "not a cursor this list gave out: pass the next_cursor of the previous page"
-    return ApiError(422, "invalid", f"cursor: {message}", [{"path": "cursor", "message": message}])
+    return Invalid(f"cursor: {message}", [{"path": "cursor", "message": message}])
 
 
 def keyset_page(

@@ -8,8 +8,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES
-from corral.server.api.errors import ApiError
 from corral.server.auth import Principal
+from corral.server.errors import Forbidden
 from corral.server.store.tables import Job, Node, Quota, Replica, Workspace
 from corral.wire.api import QuotaView
 
@@ -21,7 +21,7 @@ def set_quota(
 ) -> None:
     """Replace the workspace's guarantees; a zero removes that model's guarantee."""
     if not caller.cluster_admin:
-        raise ApiError(403, "forbidden", "only a cluster admin may set quotas")
+        raise Forbidden("only a cluster admin may set quotas")
     session.execute(delete(Quota).where(Quota.workspace_id == workspace.id))
     for model, count in sorted(gpus.items()):
         if count > 0:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import LIVE_JOB_STATES
-from corral.server.api.errors import ApiError, not_found
+from corral.server.errors import Conflict, Invalid, NotFound
 from corral.server.secretbox import SecretBox, SecretDecryptError
 from corral.server.services.identity import new_id
 from corral.server.store.tables import Endpoint, Job, Secret, Workspace
@@ -68,13 +68,11 @@ def delete_secret(session: Session, workspace: Workspace, name: str) -> None:
     it. Stop those first, or `set` a new value instead (that is how a secret is rotated)."""
     secret = _find(session, workspace.id, name)
     if secret is None:
-        raise not_found(f"secret '{name}' in workspace '{workspace.name}'")
+        raise NotFound.of(f"secret '{name}' in workspace '{workspace.name}'")
     users = _users(session, workspace.id, name)
     if users:
         shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
-        raise ApiError(
-            409,
-            "conflict",
+        raise Conflict(
             f"secret '{name}' is used by {shown}; cancel or update them first, or replace "
             f"its value with `corral secret set {name}`",
         )
@@ -128,7 +126,7 @@ def check_references(session: Session, workspace: Workspace, secrets: Mapping[st
     ]
     if fields:
         summary = "; ".join(f"{f['path']}: {f['message']}" for f in fields)
-        raise ApiError(422, "invalid", f"invalid spec: {summary}", fields)
+        raise Invalid(f"invalid spec: {summary}", fields)
 
 
 def secret_values(
