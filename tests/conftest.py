@@ -11,6 +11,9 @@ from sqlalchemy import create_engine, text
 
 from support.postgres import temporary_postgres
 
+# `server` and `cli`: the CLI against the real app in-process, for any test.
+pytest_plugins = ["support.cli"]
+
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:

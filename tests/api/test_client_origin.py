@@ -3,88 +3,52 @@ rejected token names the server that was asked and why that one."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner, Result
 
-from corral.cli.config import CliDeps
-from corral.cli.main import build_app
-from corral.client import Client, NotCorralApi, NotFound, Settings
+from corral.client import Client, NotCorralApi, NotFound
 from corral.client.config import Origin
-from support.app import ADMIN_TOKEN, AppTransport, in_process
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[TestClient]:
-    with in_process(f"sqlite:///{tmp_path / 'corral.db'}", tmp_path / "server") as client:
-        yield client
-
-
-def cli(server: TestClient, home: Path, *args: str, env: dict[str, str | None]) -> Result:
-    def client(settings: Settings) -> Client:
-        # The real resolved settings (origin included), only the network is in-process.
-        return Client(
-            settings.server,
-            settings.token,
-            settings.workspace,
-            transport=AppTransport(server),
-            origin=settings.origin,
-        )
-
-    app = build_app(CliDeps(client_factory=client, home=home))
-    base: dict[str, str | None] = {
-        "CORRAL_SERVER": None,
-        "CORRAL_TOKEN": None,
-        "CORRAL_WORKSPACE": None,
-        "NO_COLOR": "1",
-        "COLUMNS": "200",
-    }
-    return CliRunner().invoke(app, list(args), env={**base, **env})
+from support.app import ADMIN_TOKEN, AppTransport
+from support.cli import Cli
 
 
 def test_a_workspace_token_acts_in_its_workspace_without_flags(
-    server: TestClient, tmp_path: Path
+    cli: Cli,
 ) -> None:
-    admin = {"CORRAL_TOKEN": ADMIN_TOKEN}
-    assert cli(server, tmp_path, "workspace", "create", "team-a", env=admin).exit_code == 0
-    made = cli(server, tmp_path, "token", "create", "--role", "member", "-w", "team-a", env=admin)
-    team_a = {"CORRAL_TOKEN": made.stdout.strip()}
-    submitted = cli(
-        server, tmp_path, "job", "run", "--detach", "--name", "a1", "--", "true", env=team_a
-    )
+    assert cli("workspace", "create", "team-a").exit_code == 0
+    made = cli("token", "create", "--role", "member", "-w", "team-a")
+    team_a = made.stdout.strip()
+    submitted = cli("job", "run", "--detach", "--name", "a1", "--", "true", token=team_a)
     assert submitted.exit_code == 0, submitted.output
-    listed = cli(server, tmp_path, "job", "ls", "--json", env=team_a)
+    listed = cli("job", "ls", "--json", token=team_a)
     assert listed.exit_code == 0, listed.output
     assert '"a1"' in listed.stdout and '"team-a"' in listed.stdout
     # The admin's token is the cluster's: it still means `default` when nothing is named.
-    assert '"a1"' not in cli(server, tmp_path, "job", "ls", "--json", env=admin).stdout
+    assert '"a1"' not in cli("job", "ls", "--json", token=ADMIN_TOKEN).stdout
     # A workspace named explicitly still wins (and is refused for another team's token).
-    other = cli(server, tmp_path, "job", "ls", "-w", "default", env=team_a)
+    other = cli("job", "ls", "-w", "default", token=team_a)
     assert other.exit_code == 1 and "default" in other.stderr
 
 
 def test_a_rejected_token_names_the_server_and_where_each_came_from(
-    server: TestClient, tmp_path: Path
+    cli: Cli,
 ) -> None:
-    wrong = cli(server, tmp_path, "job", "ls", env={"CORRAL_TOKEN": "crl_nope"})
+    wrong = cli("job", "ls", token="crl_nope")
     assert wrong.exit_code == 1
     line = wrong.stderr.splitlines()[0]
     assert "http://127.0.0.1:7390 (the default: no --server, CORRAL_SERVER" in line
     assert "rejected the token from CORRAL_TOKEN" in line
-    missing = cli(server, tmp_path, "job", "ls", env={"CORRAL_SERVER": "http://corral.example"})
+    missing = cli("job", "ls", token=None, env={"CORRAL_SERVER": "http://corral.example"})
     assert missing.exit_code == 1
     assert (
         "http://corral.example (from CORRAL_SERVER) needs a token, and none was found in "
-        f"CORRAL_TOKEN or {tmp_path / 'config.json'}" in missing.stderr.replace("\n", " ")
+        f"CORRAL_TOKEN or {cli.home / 'config.json'}" in missing.stderr.replace("\n", " ")
     )
     assert "Traceback" not in wrong.output + missing.output
 
 
-def test_a_server_that_is_not_corral_is_named_as_such(tmp_path: Path) -> None:
+def test_a_server_that_is_not_corral_is_named_as_such() -> None:
     """`--server` at the gateway, or at any other web server, says so, not "Not Found"."""
 
     def answer(response: httpx.Response) -> Client:
@@ -126,12 +90,11 @@ def test_the_api_marks_every_answer_as_corral(server: TestClient) -> None:
 
 
 def test_a_member_token_is_made_for_the_workspace_the_cli_acts_in(
-    server: TestClient, tmp_path: Path
+    cli: Cli,
 ) -> None:
     """The README's `TOKEN=$(corral token create --name curl)` as the cluster admin."""
-    admin = {"CORRAL_TOKEN": ADMIN_TOKEN}
-    made = cli(server, tmp_path, "token", "create", "--name", "curl", env=admin)
+    made = cli("token", "create", "--name", "curl", token=ADMIN_TOKEN)
     assert made.exit_code == 0, made.output
     assert "created member token curl for workspace default" in made.stderr
-    listed = cli(server, tmp_path, "job", "ls", env={"CORRAL_TOKEN": made.stdout.strip()})
+    listed = cli("job", "ls", token=made.stdout.strip())
     assert listed.exit_code == 0, listed.output

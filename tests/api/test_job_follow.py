@@ -4,90 +4,23 @@ waits while pending, every replica's log prefixed by rank, and Ctrl-C saying the
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
-from sqlalchemy.orm.exc import StaleDataError
-from typer.testing import CliRunner
 
-from corral.cli.config import CliDeps
 from corral.cli.jobfollow import follow_job as cli_follow_job
 from corral.cli.jobfollow import stopped_text
 from corral.cli.logprint import LogPrinter
-from corral.cli.main import build_app
-from corral.client import Client, Settings
+from corral.client import Client
 from corral.client.follow import Ended, LogText, Waiting, follow_job
-from corral.server.store.tables import Job, LogChunk, Replica
-from support.app import AppTransport, in_process
-from support.store import register_node
-
-JOBS = "/v1/workspaces/default/jobs"
-ADMIN = {"Authorization": "Bearer crl_admin"}
-# More GPUs than any node here has: the job stays pending, and the scheduler says why.
-UNPLACEABLE = {"resources": {"gpus": "H100:64"}}
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[TestClient]:
-    with in_process(f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "server") as client:
-        yield client
+from support.app import ADMIN_TOKEN, AppTransport
+from support.cli import UNPLACEABLE, Cli
+from support.cli import finish_job as finish_with_logs
+from support.cli import submit_job as submit
 
 
 def sdk(server: TestClient) -> Client:
-    return Client("http://testserver", "crl_admin", "default", transport=AppTransport(server))
-
-
-def submit(server: TestClient, name: str, **spec: Any) -> None:
-    r = server.post(JOBS, json={"name": name, "command": "true", **spec}, headers=ADMIN)
-    assert r.status_code == 201, r.text
-
-
-def finish_with_logs(server: TestClient, name: str, logs: dict[int, list[str]]) -> None:
-    """Make job `name` one that ran on a node and ended, its replicas' logs in chunks."""
-    store = server.app.state.cp.store  # type: ignore[attr-defined]
-    node = register_node(store, f"node-{name}", gpus=0)
-    for _ in range(20):  # the scheduler may touch the pending job meanwhile: read it again
-        try:
-            with store.transaction() as session:
-                job = session.scalars(select(Job).where(Job.name == name)).one()
-                job.state, job.attempt, job.exit_code = "succeeded", 1, 0
-                job.started_at = job.finished_at = job.submitted_at
-                for rank, chunks in logs.items():
-                    size = sum(len(c.encode()) for c in chunks)
-                    replica = Replica(
-                        id=f"{name}-{rank}",
-                        job_id=job.id,
-                        attempt=1,
-                        rank=rank,
-                        node_id=node,
-                        gpus=[],
-                        cpus=1,
-                        memory_mb=1,
-                        disk_mb=0,
-                        state="succeeded",
-                        desired="run",
-                        exit_code=0,
-                        created_at=job.submitted_at,
-                        received_bytes=size,
-                        log_bytes=size,
-                    )
-                    session.add(replica)
-                    session.flush()  # the chunks refer to it
-                    offset = 0
-                    for chunk in chunks:
-                        n = len(chunk.encode())
-                        session.add(
-                            LogChunk(replica_id=replica.id, offset=offset, nbytes=n, data=chunk)
-                        )
-                        offset += n
-            return
-        except StaleDataError:
-            continue
-    raise AssertionError("could not update the job")
+    return Client("http://testserver", ADMIN_TOKEN, "default", transport=AppTransport(server))
 
 
 def test_follow_says_why_a_pending_job_waits_then_how_it_ended(server: TestClient) -> None:
@@ -146,33 +79,11 @@ def test_stopped_text_says_the_state_it_was_left_in() -> None:
     assert "has ended (failed)" in stopped_text("j", "failed")
 
 
-class Cli:
-    def __init__(self, server: TestClient, home: Path) -> None:
-        self.server = server
-        self.home = home
-        self.runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "200"})
-
-    def client(self, settings: Settings) -> Client:
-        return Client(
-            "http://testserver",
-            settings.token,
-            settings.workspace,
-            transport=AppTransport(self.server),
-        )
-
-    def __call__(self, *args: str) -> Any:
-        app = build_app(CliDeps(client_factory=self.client, home=self.home))
-        return self.runner.invoke(
-            app, list(args), env={"CORRAL_TOKEN": "crl_admin", "CORRAL_SERVER": None}
-        )
-
-
 def test_job_logs_replica_all_prefixes_each_line_with_its_rank(
-    server: TestClient, tmp_path: Path
+    server: TestClient, cli: Cli
 ) -> None:
     submit(server, "gang", replicas=2, **UNPLACEABLE)
     finish_with_logs(server, "gang", {0: ["zero\n"], 1: ["one\n", "tail"]})
-    cli = Cli(server, tmp_path)
     for extra in ([], ["-f"]):
         result = cli("job", "logs", "gang", "--replica", "all", *extra)
         assert result.exit_code == 0, result.output

@@ -4,53 +4,10 @@ app in-process (SQLite): readable tables, JSON, one-line errors and their exit c
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
-from corral.cli.config import CliDeps
-from corral.cli.main import build_app
-from corral.client import Client, Settings
-from support.app import AppTransport, in_process
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[TestClient]:
-    database_url = f"sqlite:///{tmp_path / 'corral.db'}"
-    with in_process(database_url, tmp_path / "server") as client:
-        yield client
-
-
-class Cli:
-    def __init__(self, server: TestClient, home: Path) -> None:
-        self.server = server
-        self.home = home
-        self.runner = CliRunner(
-            env={"CORRAL_SERVER": None, "CORRAL_WORKSPACE": None, "NO_COLOR": "1", "COLUMNS": "200"}
-        )
-
-    def client(self, settings: Settings) -> Client:
-        return Client(
-            "http://testserver",
-            settings.token,
-            settings.workspace,
-            transport=AppTransport(self.server),
-        )
-
-    def __call__(self, *args: str, token: str = "crl_admin") -> Any:
-        app = build_app(CliDeps(client_factory=self.client, home=self.home))
-        return self.runner.invoke(app, list(args), env={"CORRAL_TOKEN": token})
-
-
-@pytest.fixture
-def cli(server: TestClient, tmp_path: Path) -> Cli:
-    home = tmp_path / "home"
-    home.mkdir()
-    return Cli(server, home)
+from support.cli import Cli
 
 
 def test_token_ls_shows_a_table_and_json_without_secrets(cli: Cli) -> None:

@@ -5,56 +5,17 @@ terminal, and one-line errors for bad flags."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
-from corral.cli.config import CliDeps
 from corral.cli.joblist import JobQuery, watch_jobs
-from corral.cli.main import build_app
-from corral.client import Client, Settings
-from support.app import AppTransport, in_process
+from corral.client import Client
+from support.app import AppTransport
+from support.cli import Cli
 
 ADMIN = {"Authorization": "Bearer crl_admin"}
 UNPLACEABLE = {"resources": {"gpus": "H100:64"}}
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[TestClient]:
-    with in_process(f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "server") as client:
-        yield client
-
-
-class Cli:
-    def __init__(self, server: TestClient, home: Path) -> None:
-        self.server = server
-        self.home = home
-        self.runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "200"})
-
-    def client(self, settings: Settings) -> Client:
-        return Client(
-            "http://testserver",
-            settings.token,
-            settings.workspace,
-            transport=AppTransport(self.server),
-        )
-
-    def __call__(self, *args: str, token: str = "crl_admin") -> Any:
-        app = build_app(CliDeps(client_factory=self.client, home=self.home))
-        return self.runner.invoke(
-            app,
-            list(args),
-            env={"CORRAL_TOKEN": token, "CORRAL_SERVER": None, "CORRAL_WORKSPACE": None},
-        )
-
-
-@pytest.fixture
-def cli(server: TestClient, tmp_path: Path) -> Cli:
-    return Cli(server, tmp_path / "home")
 
 
 def submit(server: TestClient, name: str, workspace: str = "default") -> None:
