@@ -9,7 +9,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.orm.exc import StaleDataError
 
 from corral.core.placement import place
-from corral.server.api.errors import ApiError
+from corral.server.errors import Conflict
 from corral.server.services import job_logs, jobs, nodes
 from corral.server.services.identity import DEFAULT_WORKSPACE, workspace_by_name
 from corral.server.services.scheduling import apply_plan
@@ -145,9 +145,9 @@ def test_a_gang_runs_to_success_through_the_store(store: Store) -> None:
 
 def test_a_second_job_with_the_same_name_is_refused(store: Store) -> None:
     _submit(store, {"name": "dup", "command": "true"})
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(Conflict) as err:
         _submit(store, {"name": "dup", "command": "true"})
-    assert err.value.status == 409 and "already exists" in err.value.message
+    assert "already exists" in err.value.message
 
 
 def test_a_lost_node_ends_the_attempt_and_requeues_the_job(store: Store) -> None:

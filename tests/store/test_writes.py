@@ -8,7 +8,7 @@ import asyncio
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from corral.server.api.errors import ApiError
+from corral.server.errors import Conflict
 from corral.server.services import jobs
 from corral.server.services.identity import DEFAULT_WORKSPACE, workspace_by_name
 from corral.server.store.db import Store
@@ -99,6 +99,6 @@ def test_two_submissions_of_one_name_in_one_batch_give_one_job_and_one_conflict(
 
     first, second = asyncio.run(main())
     assert first == "same"
-    assert isinstance(second, ApiError) and second.status == 409
+    assert isinstance(second, Conflict)
     with store.read() as session:
         assert session.scalars(select(Job.name).where(Job.name == "same")).all() == ["same"]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corral.server.api.errors import ApiError
+from corral.server.errors import Invalid
 from corral.server.services.pages import (
     PageRequest,
     decode_cursor,
@@ -43,9 +43,8 @@ def test_a_cursor_round_trips_its_key(at: float, ident: str) -> None:
 def test_a_cursor_that_is_not_this_lists_is_refused_naming_it(
     cursor: str, types: tuple[type, ...]
 ) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(Invalid) as caught:
         decode_cursor(cursor, types)
-    assert caught.value.status == 422
     assert [f["path"] for f in caught.value.fields] == ["cursor"]
 
 

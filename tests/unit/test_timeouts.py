@@ -8,15 +8,14 @@ down would then loop forever and the shutdown would hang (it did, once, in CI).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from corral.server.controllers import endpoints as endpoint_controller
-from corral.server.controllers import scheduler as scheduler_controller
-from corral.server.services.effects import Effects
+from corral.server.controllers import runner
 from corral.timeouts import wait_event, within
 
 
@@ -70,28 +69,48 @@ def test_a_cancel_that_arrives_as_the_event_is_set_is_not_lost() -> None:
     assert asyncio.run(main())
 
 
-@pytest.mark.parametrize("controller", ["scheduler", "endpoints"])
-def test_a_controller_stops_when_cancelled_as_it_is_woken(
-    controller: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(scheduler_controller, "schedule_once", lambda cp, rounds: Effects())
-    monkeypatch.setattr(endpoint_controller, "tick", lambda cp, memory, quarantine: Effects())
+class _Idle:
+    """A controller with nothing to do: the runner's loop is what is under test."""
 
+    name = "idle"
+
+    def __init__(self, wakeup: asyncio.Event, batch_s: float) -> None:
+        self._wakeup = wakeup
+        self._batch_s = batch_s
+
+    def period_s(self, cp: Any) -> float:
+        return 1.0
+
+    def wakeup(self, cp: Any) -> asyncio.Event:
+        return self._wakeup
+
+    def batch_s(self, cp: Any) -> float:
+        return self._batch_s
+
+    def prepare(self, cp: Any) -> None:
+        pass
+
+    def keys(self, session: Any, now: float) -> list[str]:
+        return []
+
+    def reset(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("batch_s", [0.0, 0.01])
+def test_a_controller_stops_when_cancelled_as_it_is_woken(batch_s: float) -> None:
     async def main() -> bool:
+        wakeup = asyncio.Event()
         cp = SimpleNamespace(
-            scheduler_wakeup=asyncio.Event(),
-            endpoints_wakeup=asyncio.Event(),
-            options=SimpleNamespace(scheduler_interval_s=1.0, scheduler_batch_s=0.0),
+            leads=lambda: True,
             apply=lambda effects: None,
+            clock=SimpleNamespace(now=lambda: 0.0),
+            store=SimpleNamespace(read=contextlib.nullcontext),
         )
-        if controller == "scheduler":
-            return await _cancel_as_woken(
-                lambda: scheduler_controller.run(cp),  # type: ignore[arg-type]
-                cp.scheduler_wakeup,
-            )
+        controller = _Idle(wakeup, batch_s)
         return await _cancel_as_woken(
-            lambda: endpoint_controller.run(cp),  # type: ignore[arg-type]
-            cp.endpoints_wakeup,
+            lambda: runner.run(cp, controller),  # type: ignore[arg-type]
+            wakeup,
         )
 
     assert asyncio.run(main())

@@ -1,38 +1,109 @@
 """The liveness controller: silent nodes become `lost`, and their replicas with them; jobs
-past their max_runtime are stopped."""
+past their max_runtime are stopped; jobs that asked to be decided again are.
+
+One object, the fleet. When the server last heard from each node is collected on the
+event loop (cp.heard) and written here, in bulk, with the round.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+from sqlalchemy.orm import Session
+
+from corral.core import liveness as core
+from corral.server.controllers import runner
 from corral.server.runtime import ControlPlane
+from corral.server.services import liveness as store
 from corral.server.services.effects import Effects
-from corral.server.services.nodes import mark_lost_nodes, record_heard
-from corral.server.services.settling import recheck_jobs, stop_overdue_jobs
 
-log = logging.getLogger("corral.server.liveness")
+FLEET = "fleet"
+
+
+@dataclass(frozen=True)
+class Seen:
+    heard: dict[str, float]  # written with the plan
+    facts: core.LivenessFacts
+
+
+@dataclass(frozen=True)
+class Checking:
+    heard: dict[str, float]
+    plan: core.LivenessPlan
+
+
+@dataclass
+class LivenessController:
+    lost_after_s: float
+    alive_since: float
+    name: str = "liveness"
+    # Heard from, not yet written: kept across a failed round, not lost with it.
+    heard: dict[str, float] = field(default_factory=dict)
+
+    def period_s(self, cp: ControlPlane) -> float:
+        return max(0.2, min(1.0, self.lost_after_s / 5))
+
+    def wakeup(self, cp: ControlPlane) -> asyncio.Event | None:
+        return None  # silence has no event: look every period
+
+    def batch_s(self, cp: ControlPlane) -> float:
+        return 0.0
+
+    def prepare(self, cp: ControlPlane) -> None:
+        taken, cp.heard = cp.heard, {}  # on the loop's thread, where it is written
+        for node, at in taken.items():
+            self.heard[node] = max(at, self.heard.get(node, at))
+
+    def keys(self, session: Session, now: float) -> Sequence[str]:
+        return [FLEET]
+
+    def load(self, session: Session, key: str, now: float) -> Seen | None:
+        heard = dict(self.heard)
+        facts = store.load(session, now, self.lost_after_s, self.alive_since)
+        # Heard from but not yet written: not silent.
+        nodes = tuple(
+            core.NodeSilence(n.id, n.name, max(n.last_heard or 0.0, heard[n.id]))
+            if n.id in heard
+            else n
+            for n in facts.nodes
+        )
+        facts = core.LivenessFacts(
+            nodes, facts.running, facts.recheck, facts.lost_after_s, facts.alive_since
+        )
+        return Seen(heard, facts)
+
+    def decide(self, facts: Seen, now: float) -> Checking:
+        return Checking(facts.heard, core.decide(facts.facts, now))
+
+    def apply(self, session: Session, key: str, plan: Checking, now: float) -> Effects:
+        store.record_heard(session, plan.heard)
+        effects = Effects()
+        for lost in plan.plan.lost:
+            effects.merge(store.mark_lost(session, lost, now))
+        for overdue in plan.plan.overdue:
+            effects.merge(store.stop_overdue(session, overdue, now))
+        for job_id in plan.plan.recheck:
+            effects.merge(store.recheck(session, job_id, now))
+        for node, at in plan.heard.items():  # written: forget unless heard again since
+            if self.heard.get(node) == at:
+                del self.heard[node]
+        return effects
+
+    def failed(self, session: Session, key: str, reason: str) -> None:
+        pass  # the log says why; the next round tries again with what it kept
+
+    def reset(self) -> None:
+        pass
 
 
 def check_once(cp: ControlPlane, heard: dict[str, float] | None = None) -> Effects:
-    now = cp.clock.now()
-    with cp.store.transaction() as session:
-        record_heard(session, heard or {})
-        effects = mark_lost_nodes(session, now, cp.options.node_lost_after_s, cp.started_at)
-        effects.merge(stop_overdue_jobs(session, now))
-        return effects.merge(recheck_jobs(session, now))
+    """One liveness round, at once (tests and tools); the server runs `run`."""
+    controller = LivenessController(cp.options.node_lost_after_s, cp.started_at)
+    controller.heard.update(heard or {})
+    return runner.Runner(controller).round(cp).effects
 
 
 async def run(cp: ControlPlane) -> None:
-    period = max(0.2, min(1.0, cp.options.node_lost_after_s / 5))
-    while True:
-        await asyncio.sleep(period)
-        heard, cp.heard = cp.heard, {}  # on the loop's thread, where it is written
-        try:
-            effects = await asyncio.to_thread(check_once, cp, heard)
-        except Exception:
-            log.exception("liveness check failed; retrying")
-            for node, at in heard.items():  # keep what was not written
-                cp.heard.setdefault(node, at)
-            continue
-        cp.apply(effects)
+    await runner.run(cp, LivenessController(cp.options.node_lost_after_s, cp.started_at))

@@ -1,67 +1,91 @@
-"""The scheduler controller: snapshot -> core Scheduler -> one transaction -> notify."""
+"""The scheduler controller: snapshot -> core Scheduler -> one transaction -> notify.
+
+One object, the fleet: every pending job is decided together, because they compete for
+the same GPUs. See core/scheduler/README.md for the decisions themselves.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm import Session
 
+from corral.core.placement import PlacementPlan
 from corral.core.scheduler import Scheduler
+from corral.core.states import JobState
+from corral.server.controllers import runner
 from corral.server.runtime import ControlPlane
 from corral.server.services.effects import Effects
 from corral.server.services.scheduling import apply_plan
-from corral.server.services.snapshot import SnapshotLoader
+from corral.server.services.snapshot import Loaded, SnapshotLoader
 from corral.server.store.tables import Job
-from corral.timeouts import wait_event
 
-log = logging.getLogger("corral.server.scheduler")
+FLEET = "fleet"
+
+
+@dataclass(frozen=True)
+class Placing:
+    """The scheduler's plan and the snapshot it was made from (the applier checks the
+    versions it saw)."""
+
+    plan: PlacementPlan
+    loaded: Loaded
 
 
 @dataclass
-class Rounds:
-    """What one controller keeps between rounds: each round costs O(what changed).
+class SchedulerController:
+    """What it keeps between rounds makes each round cost O(what changed). Both only
+    ever save work: a fresh pair decides exactly the same (the store is the truth), so a
+    restarted or newly elected controller simply starts with a fresh one."""
 
-    Both only ever save work: a fresh pair decides exactly the same (the store is the
-    truth), so a restarted or newly elected controller simply starts with a fresh one.
-    """
-
+    name: str = "scheduler"
     loader: SnapshotLoader = field(default_factory=SnapshotLoader)
     scheduler: Scheduler = field(default_factory=Scheduler)
 
+    def period_s(self, cp: ControlPlane) -> float:
+        return cp.options.scheduler_interval_s
 
-def schedule_once(cp: ControlPlane, rounds: Rounds | None = None) -> Effects:
-    rounds = rounds or Rounds()
-    now = cp.clock.now()
-    with cp.store.read() as session:
-        if session.scalar(select(Job.id).where(Job.state == "pending").limit(1)) is None:
-            return Effects()  # nothing to place: skip loading the fleet
-        loaded = rounds.loader.load(session, now)
-    if not loaded.snapshot.pending:
-        return Effects()
-    plan = rounds.scheduler.place(loaded.snapshot, now)  # pure: no session open meanwhile
-    try:
-        with cp.store.transaction() as session:
-            return apply_plan(session, plan, loaded, now)
-    except StaleDataError:
-        # Something changed under the plan; the next round sees it. Nothing half-applied.
-        return Effects(wake_scheduler=True)
+    def wakeup(self, cp: ControlPlane) -> asyncio.Event | None:
+        return cp.scheduler_wakeup
+
+    def batch_s(self, cp: ControlPlane) -> float:
+        return cp.options.scheduler_batch_s
+
+    def prepare(self, cp: ControlPlane) -> None:
+        pass
+
+    def keys(self, session: Session, now: float) -> Sequence[str]:
+        pending = session.scalar(select(Job.id).where(Job.state == JobState.PENDING).limit(1))
+        return [FLEET] if pending is not None else []  # nothing to place: no fleet read
+
+    def load(self, session: Session, key: str, now: float) -> Loaded | None:
+        loaded = self.loader.load(session, now)
+        return loaded if loaded.snapshot.pending else None
+
+    def decide(self, facts: Loaded, now: float) -> Placing:
+        return Placing(self.scheduler.place(facts.snapshot, now), facts)
+
+    def apply(self, session: Session, key: str, plan: Placing, now: float) -> Effects:
+        return apply_plan(session, plan.plan, plan.loaded, now)
+
+    def failed(self, session: Session, key: str, reason: str) -> None:
+        pass  # the fleet has no owner to tell; the log says why, and the next round retries
+
+    def reset(self) -> None:
+        self.loader = SnapshotLoader()
+        self.scheduler = Scheduler()
+
+
+def schedule_once(cp: ControlPlane, controller: SchedulerController | None = None) -> Effects:
+    """One scheduling round, at once (tests and tools); the server runs `run`."""
+    done = runner.Runner(controller or SchedulerController()).round(cp)
+    if done.again:
+        done.effects.wake_scheduler = True  # decided on stale facts: decide again
+    return done.effects
 
 
 async def run(cp: ControlPlane) -> None:
-    rounds = Rounds()
-    while True:
-        await wait_event(cp.scheduler_wakeup, cp.options.scheduler_interval_s)
-        if cp.options.scheduler_batch_s > 0:
-            await asyncio.sleep(cp.options.scheduler_batch_s)
-        cp.scheduler_wakeup.clear()
-        try:
-            effects = await asyncio.to_thread(schedule_once, cp, rounds)
-        except Exception:
-            log.exception("scheduling round failed; retrying with a fresh snapshot")
-            rounds = Rounds()
-            await asyncio.sleep(1.0)
-            continue
-        cp.apply(effects)
+    await runner.run(cp, SchedulerController())
