@@ -19,7 +19,6 @@ from corral.server.hub import AgentHub
 from corral.server.runtime import ControlPlane
 from corral.server.services import endpoints as ep
 from corral.server.services import nodes
-from corral.server.services.endpoint_reconcile import Memory
 from corral.server.store.db import Store
 from corral.server.store.tables import Endpoint, Job, Replica, Workspace
 from corral.spec.endpoint import EndpointSpec
@@ -46,12 +45,12 @@ class Driver:
         self.cp = ControlPlane(
             app_options(database_url, home), store, self.clock, AgentHub(store), 0.0
         )
-        self.memory: dict[str, Memory] = {}
+        self.endpoints = controller.EndpointController()
         self.node = register_node(store, "small", cpus=2, memory_mb=4096)
 
     def tick(self, seconds: float = 1.0) -> None:
         self.clock.t += seconds
-        controller.tick(self.cp, self.memory)
+        controller.reconcile_once(self.cp, self.endpoints)
         schedule_once(self.cp)
 
     def agent(self) -> None:

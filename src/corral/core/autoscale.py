@@ -15,13 +15,17 @@ held by the gateway), the goal `target_in_flight` per replica.
   zero. From zero, the first sample with any demand asks for a replica at once.
 
 The caller keeps the returned `AutoscaleState` (it is small and frozen) and passes it back
-with the next sample; `now` is always handed in.
+with the next sample; `now` is always handed in. `to_dict`/`from_dict` make it plain JSON,
+so the server stores it with the endpoint and a restarted server decides exactly as the
+one before it would have.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 # Avoids asking for a third replica when 2 x target comes out as 2.0000000001 x target.
 _EPSILON = 1e-9
@@ -80,6 +84,66 @@ class AutoscaleState:
     def initial(policy: AutoscalePolicy, now: float, replicas: int | None = None) -> AutoscaleState:
         start = policy.min_replicas if replicas is None else replicas
         return AutoscaleState(desired=_clamp(policy, start), created_at=now)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON (lists, numbers, None): what the store keeps. Floats survive JSON
+        exactly, so `from_dict(to_dict(s)) == s`."""
+        return {
+            "version": STATE_FORMAT,
+            "desired": self.desired,
+            "samples": [[s.at, s.in_flight, s.arrivals, s.held] for s in self.samples],
+            "recommendations": [[r.at, r.replicas] for r in self.recommendations],
+            "panic_until": self.panic_until,
+            "last_scale_up_at": self.last_scale_up_at,
+            "last_traffic_at": self.last_traffic_at,
+            "created_at": self.created_at,
+        }
+
+    @staticmethod
+    def from_dict(stored: Mapping[str, Any]) -> AutoscaleState:
+        """The state `to_dict` wrote; ValueError for anything else (another format, a
+        hand-edited row): the caller then starts afresh."""
+        if stored.get("version") != STATE_FORMAT:
+            raise ValueError(f"not an autoscaler state of format {STATE_FORMAT}")
+        try:
+            return AutoscaleState(
+                desired=_int(stored["desired"]),
+                samples=tuple(
+                    LoadSample(
+                        at=_float(at), in_flight=_float(flight), arrivals=_int(n), held=_int(h)
+                    )
+                    for at, flight, n, h in stored["samples"]
+                ),
+                recommendations=tuple(
+                    _Recommendation(at=_float(at), replicas=_int(n))
+                    for at, n in stored["recommendations"]
+                ),
+                panic_until=_optional(stored["panic_until"]),
+                last_scale_up_at=_optional(stored["last_scale_up_at"]),
+                last_traffic_at=_optional(stored["last_traffic_at"]),
+                created_at=_float(stored["created_at"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed autoscaler state: {exc}") from None
+
+
+STATE_FORMAT = 1
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _optional(value: Any) -> float | None:
+    return None if value is None else _float(value)
 
 
 @dataclass(frozen=True)

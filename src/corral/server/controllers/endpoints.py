@@ -1,143 +1,134 @@
-"""The endpoint controller: each tick (or at once on a wake-up), every endpoint is scaled to
-its load and reconciled — replicas started, replaced, rolled out, drained and stopped."""
+"""The endpoint controller: every endpoint scaled to its load and reconciled — replicas
+started, replaced, rolled out, drained and stopped — one endpoint at a time.
+
+    prepare  (event loop) take the gateways' loads since the last round
+    load     services/endpoint_reconcile.py: the endpoint's facts, read in one session
+    decide   core/endpoints.py: the plan (pure)
+    apply    services/endpoint_apply.py: written in one transaction, if the facts still hold
+
+The autoscaler's memory is stored with the endpoint (by the plan), not kept here: a
+restarted server, or another one taking over the controllers, carries on from it. What
+is kept here is only the gateways' load not yet used by a decision that was written.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm import Session
 
-from corral.core import autoscale
+from corral.core import endpoints as core
+from corral.server.controllers import runner
 from corral.server.runtime import ControlPlane
-from corral.server.services import endpoint_reconcile as reconcile
-from corral.server.services import endpoints as ep
+from corral.server.services import endpoint_apply
+from corral.server.services import endpoint_reconcile as facts
 from corral.server.services.effects import Effects
 from corral.server.store.tables import Endpoint, Workspace
-from corral.timeouts import wait_event
 
 log = logging.getLogger("corral.server.endpoints")
 
 TICK_S = 1.0
-FIRST_BACKOFF_S = 1.0
-MAX_BACKOFF_S = 60.0
+
+Name = tuple[str, str]  # (workspace, endpoint): how the gateways name an endpoint
 
 
-class Quarantine:
-    """Endpoints whose reconciliation raised: each is retried after a delay that doubles,
-    while every other endpoint carries on. One bad object must not stall the controller
-    (one workspace's broken endpoint would otherwise stop everyone's)."""
+@dataclass(frozen=True)
+class Deciding:
+    """A plan and the facts it was decided on (the applier checks they still hold)."""
 
-    def __init__(self) -> None:
-        self._until: dict[str, float] = {}
-        self._delay: dict[str, float] = {}
-
-    def waiting(self, endpoint_id: str, now: float) -> bool:
-        return now < self._until.get(endpoint_id, 0.0)
-
-    def failed(self, endpoint_id: str, now: float) -> float:
-        delay = min(MAX_BACKOFF_S, self._delay.get(endpoint_id, FIRST_BACKOFF_S / 2) * 2)
-        self._delay[endpoint_id] = delay
-        self._until[endpoint_id] = now + delay
-        return delay
-
-    def succeeded(self, endpoint_id: str) -> None:
-        self._until.pop(endpoint_id, None)
-        self._delay.pop(endpoint_id, None)
-
-    def keep_only(self, endpoint_ids: set[str]) -> None:
-        """Forget endpoints that no longer exist (deleted while quarantined)."""
-        for gone in set(self._until) - endpoint_ids:
-            self.succeeded(gone)
+    plan: core.EndpointPlan
+    loaded: facts.Loaded
 
 
-def _record_failure(cp: ControlPlane, endpoint_id: str, error: Exception, delay: float) -> None:
-    """Say why in the endpoint's status, where its owner looks (`corral endpoint get`)."""
-    reason = (
-        f"corral could not reconcile this endpoint ({type(error).__name__}: "
-        f"{str(error)[:300]}); retrying in {delay:g} s"
-    )
-    try:
-        with cp.store.transaction() as session:
-            endpoint = session.get(Endpoint, endpoint_id)
-            if endpoint is not None and endpoint.reason != reason:
-                endpoint.reason = reason
-    except Exception:  # the reason is a courtesy; the log has the error
-        log.warning("could not record the failure of endpoint %s", endpoint_id, exc_info=True)
+@dataclass
+class EndpointController:
+    name: str = "endpoints"
+    # The endpoints seen by the last round, so that their load is taken even when no
+    # gateway mentions them (a gateway's silence about one is "no traffic").
+    names: dict[str, Name] = field(default_factory=dict)
+    # Loads taken from the gateways and not yet used by a plan that was written: a plan
+    # that went stale or failed must not lose the arrivals it saw.
+    traffic: dict[Name, facts.Load] = field(default_factory=dict)
 
+    def period_s(self, cp: ControlPlane) -> float:
+        return TICK_S
 
-def tick(
-    cp: ControlPlane, memory: dict[str, reconcile.Memory], quarantine: Quarantine | None = None
-) -> Effects:
-    quarantine = quarantine or Quarantine()
-    now = cp.clock.now()
-    effects = Effects()
-    with cp.store.read() as session:
-        ids = [
-            (e.id, w)
-            for e, w in session.execute(
-                select(Endpoint, Workspace.name).join(
-                    Workspace, Endpoint.workspace_id == Workspace.id
-                )
+    def wakeup(self, cp: ControlPlane) -> asyncio.Event | None:
+        return cp.endpoints_wakeup
+
+    def batch_s(self, cp: ControlPlane) -> float:
+        return 0.0
+
+    def prepare(self, cp: ControlPlane) -> None:
+        """Take the loads on the loop's thread, where the gateways' reports are written:
+        taking is destructive (arrivals are counted once)."""
+        now = cp.clock.now()
+        held, cp.held = cp.held, {}
+        names = set(self.names.values()) | set(held)
+        for _, report in cp.loads.reports.values():
+            names.update((e.workspace, e.name) for e in report.endpoints)
+        for name in names:
+            load = cp.loads.take(name[0], name[1], now)
+            load.held = max(load.held, held.get(name, 0))
+            older = self.traffic.get(name)
+            if older is not None:
+                load.merge_older(older)
+            self.traffic[name] = load
+
+    def keys(self, session: Session, now: float) -> Sequence[str]:
+        rows = session.execute(
+            select(Endpoint.id, Workspace.name, Endpoint.name).join(
+                Workspace, Endpoint.workspace_id == Workspace.id
             )
-        ]
-    quarantine.keep_only({endpoint_id for endpoint_id, _ in ids})
-    for endpoint_id, workspace in ids:
-        if quarantine.waiting(endpoint_id, now):
-            continue
+        ).all()
+        self.names = {endpoint_id: (ws, name) for endpoint_id, ws, name in rows}
+        live = set(self.names.values())
+        for gone in set(self.traffic) - live:
+            del self.traffic[gone]
+        return list(self.names)
+
+    def load(self, session: Session, key: str, now: float) -> facts.Loaded | None:
+        endpoint = session.get(Endpoint, key)
+        if endpoint is None:
+            return None
+        traffic = self.traffic.get(self.names.get(key, ("", "")))
+        return facts.load(session, endpoint, traffic, now)
+
+    def decide(self, loaded: facts.Loaded, now: float) -> Deciding:
+        return Deciding(core.reconcile(loaded.facts, now), loaded)
+
+    def apply(self, session: Session, key: str, plan: Deciding, now: float) -> Effects:
         try:
-            with cp.store.transaction() as session:
-                endpoint = session.get(Endpoint, endpoint_id)
-                if endpoint is None:
-                    memory.pop(endpoint_id, None)
-                    continue
-                load = cp.loads.take(workspace, endpoint.name, now)
-                load.held = max(load.held, cp.held.pop((workspace, endpoint.name), 0))
-                state = memory.get(endpoint_id)
-                if state is None:
-                    spec = ep.endpoint_spec(endpoint)
-                    policy = autoscale.AutoscalePolicy(
-                        target_in_flight=spec.target_in_flight,
-                        min_replicas=spec.min_replicas,
-                        max_replicas=spec.replica_limit,
-                        scale_to_zero_after_s=spec.idle_to_zero_s,
-                    )
-                    # After a restart, carry on from the stored count, not from scratch.
-                    scaler = autoscale.AutoscaleState.initial(
-                        policy, now, endpoint.desired_replicas
-                    )
-                    state = memory[endpoint_id] = reconcile.Memory(scaler)
-                effects.merge(reconcile.reconcile(session, endpoint, state, load, now))
-        except StaleDataError:
-            effects.wake_endpoints = True  # changed under us (a user's update): next tick
-        except Exception as exc:
-            memory.pop(endpoint_id, None)
-            delay = quarantine.failed(endpoint_id, now)
-            log.exception(
-                "endpoint %s (workspace %s) failed to reconcile; retrying it in %g s, "
-                "the others carry on",
-                endpoint_id,
-                workspace,
-                delay,
-            )
-            _record_failure(cp, endpoint_id, exc, delay)
-        else:
-            quarantine.succeeded(endpoint_id)
-    return effects
+            effects = endpoint_apply.apply(session, plan.loaded, plan.plan, now)
+        except endpoint_apply.Changed as exc:
+            raise runner.Stale(str(exc)) from None
+        # Used by a written plan (a failed commit loses it, as a crash would).
+        self.traffic.pop((plan.loaded.workspace, plan.loaded.facts.name), None)
+        return effects
+
+    def failed(self, session: Session, key: str, reason: str) -> None:
+        """Say why in the endpoint's status, where its owner looks (`corral endpoint get`)."""
+        endpoint = session.get(Endpoint, key)
+        if endpoint is not None and endpoint.reason != reason:
+            endpoint.reason = reason
+
+    def reset(self) -> None:
+        pass  # the autoscaler's memory is in the store; the loads are kept for the next try
+
+
+def reconcile_once(cp: ControlPlane, controller: EndpointController | None = None) -> Effects:
+    """One round over every endpoint, at once (tests and tools); the server runs `run`."""
+    controller = controller or EndpointController()
+    controller.prepare(cp)
+    done = runner.Runner(controller).round(cp)
+    if done.again:
+        done.effects.wake_endpoints = True  # decided on stale facts: decide again
+    return done.effects
 
 
 async def run(cp: ControlPlane) -> None:
-    memory: dict[str, reconcile.Memory] = {}
-    quarantine = Quarantine()
-    while True:
-        await wait_event(cp.endpoints_wakeup, TICK_S)
-        cp.endpoints_wakeup.clear()
-        try:
-            effects = await asyncio.to_thread(tick, cp, memory, quarantine)
-        except Exception:
-            log.exception("endpoint reconciliation failed; retrying")
-            await asyncio.sleep(1.0)
-            continue
-        effects.wake_endpoints = False  # not a loop on ourselves
-        cp.apply(effects)
+    await runner.run(cp, EndpointController())
