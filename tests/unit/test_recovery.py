@@ -14,8 +14,8 @@ from corral.core.recovery import (
     AttemptState,
     Cause,
     JobRecoverySpec,
-    NodeCondition,
     NodeView,
+    RecoveryMemory,
     RecoveryPolicy,
     ReplicaPhase,
     ReplicaView,
@@ -25,6 +25,7 @@ from corral.core.recovery import (
     plan_next_attempt,
     young_interval_s,
 )
+from corral.core.states import NodeCondition
 
 T0 = 1000.0
 POLICY = RecoveryPolicy(attribution_window_s=5.0, exclude_s=3600.0)
@@ -38,7 +39,8 @@ def attempt(
     spare: int = 1,
     **extra: object,
 ) -> AttemptState:
-    """A gang of len(phases) replicas on n0, n1, ...; `spare` more ready nodes; all heard."""
+    """A gang of len(phases) replicas on n0, n1, ...; `spare` more ready nodes; all heard.
+    `counts`, `excluded` and `hang_streak` in `extra` go to its recovery memory."""
     replicas = tuple(ReplicaView(rank=i, node=f"n{i}", phase=p) for i, p in enumerate(phases))
     names = [f"n{i}" for i in range(len(phases) + spare)]
     state = AttemptState(
@@ -49,7 +51,12 @@ def attempt(
         nodes={n: NodeView(NodeCondition.READY, heard) for n in names},
         slots={n: 1 for n in names},
     )
-    return replace(state, **extra)  # type: ignore[arg-type]
+    memory = {k: extra.pop(k) for k in ("counts", "excluded", "hang_streak") if k in extra}
+    return with_memory(replace(state, **extra), **memory)  # type: ignore[arg-type]
+
+
+def with_memory(state: AttemptState, **changes: object) -> AttemptState:
+    return replace(state, memory=replace(state.memory, **changes))  # type: ignore[arg-type]
 
 
 def with_replica(state: AttemptState, rank: int, **changes: object) -> AttemptState:
@@ -88,9 +95,9 @@ def test_a_lost_node_restarts_on_the_spare_and_excludes_the_node() -> None:
         2,
         True,
     )
-    assert d.exclude == {"n1": T0 + 60 + 3600}
+    assert d.memory.excluded == {"n1": T0 + 60 + 3600}
     assert d.cordon == frozenset()
-    assert d.counts == {Cause.NODE_LOST: 1}
+    assert d.memory.counts == {Cause.NODE_LOST: 1}
     assert "node n1 lost" in d.reason and "not charged to max_restarts" in d.reason
 
 
@@ -100,14 +107,14 @@ def test_a_survivors_exit_is_not_blamed_on_the_script_while_its_peer_is_silent()
     state = with_node(state, "n0", last_heard_at=T0 + 50.1)  # its exit report
     held = decide(state, T0 + 51, POLICY)
     assert held.verdict is Verdict.HOLD and held.stop_replicas
-    assert held.counts == {} and held.recheck_at == pytest.approx(T0 + 55.1)
+    assert held.memory.counts == {} and held.recheck_at == pytest.approx(T0 + 55.1)
     still = decide(state, T0 + 56, POLICY)
     assert still.verdict is Verdict.HOLD and "not heard from n1" in still.reason
     assert still.recheck_at == T0 + 57
     lost = with_node(state, "n1", condition=NodeCondition.LOST)
     d = decide(lost, T0 + 60, POLICY)
     assert (d.verdict, d.cause) == (Verdict.RESTART, Cause.NODE_LOST)
-    assert Cause.USER_ERROR not in d.counts and set(d.exclude) == {"n1"}
+    assert Cause.USER_ERROR not in d.memory.counts and set(d.memory.excluded) == {"n1"}
 
 
 def test_a_non_zero_exit_with_every_node_heard_is_a_user_error() -> None:
@@ -116,17 +123,17 @@ def test_a_non_zero_exit_with_every_node_heard_is_a_user_error() -> None:
     d = decide(state, T0 + 55, POLICY)
     assert (d.verdict, d.cause, d.replicas) == (Verdict.RESTART, Cause.USER_ERROR, 2)
     assert "replica 1 exited with code 3" in d.reason and "restart 1 of 2" in d.reason
-    assert d.exclude == {}, "a script's error says nothing about the node"
+    assert d.memory.excluded == {}, "a script's error says nothing about the node"
 
 
 def test_user_errors_give_up_after_max_restarts() -> None:
     spec = JobRecoverySpec(replicas=2, max_restarts=2)
     state = failed(attempt(RUN, RUN, spec=spec, heard=T0 + 60), 0, 1, T0 + 50)
-    state = replace(state, counts={Cause.USER_ERROR: 2, Cause.NODE_LOST: 5})
+    state = with_memory(state, counts={Cause.USER_ERROR: 2, Cause.NODE_LOST: 5})
     d = decide(state, T0 + 60, POLICY)
     assert (d.verdict, d.cause, d.stop_replicas) == (Verdict.GIVE_UP, Cause.USER_ERROR, True)
     assert "no restarts left (max_restarts: 2)" in d.reason
-    assert d.counts == {Cause.USER_ERROR: 3, Cause.NODE_LOST: 5}
+    assert d.memory.counts == {Cause.USER_ERROR: 3, Cause.NODE_LOST: 5}
 
 
 def test_max_restarts_zero_fails_on_the_first_user_error() -> None:
@@ -139,11 +146,13 @@ def test_infrastructure_failures_do_not_spend_max_restarts_but_have_their_own_ca
     spec = JobRecoverySpec(replicas=2, max_restarts=0)
     state = with_node(attempt(RUN, RUN, spec=spec), "n1", condition=NodeCondition.LOST)
     ok = decide(
-        replace(state, counts={Cause.NODE_LOST: 9}), T0 + 5, replace(POLICY, max_infra_restarts=10)
+        with_memory(state, counts={Cause.NODE_LOST: 9}),
+        T0 + 5,
+        replace(POLICY, max_infra_restarts=10),
     )
     assert ok.verdict is Verdict.RESTART
     capped = decide(
-        replace(state, counts={Cause.NODE_LOST: 6, Cause.GPU_XID: 4}),
+        with_memory(state, counts={Cause.NODE_LOST: 6, Cause.GPU_XID: 4}),
         T0 + 5,
         replace(POLICY, max_infra_restarts=10),
     )
@@ -153,7 +162,11 @@ def test_infrastructure_failures_do_not_spend_max_restarts_but_have_their_own_ca
 def test_an_unknown_exit_status_is_infrastructure() -> None:
     state = failed(attempt(RUN, RUN, heard=T0 + 60), 1, None, T0 + 50)
     d = decide(state, T0 + 50.5, POLICY)  # no attribution wait: nothing to blame on the script
-    assert (d.verdict, d.cause, set(d.exclude)) == (Verdict.RESTART, Cause.EXIT_UNKNOWN, {"n1"})
+    assert (d.verdict, d.cause, set(d.memory.excluded)) == (
+        Verdict.RESTART,
+        Cause.EXIT_UNKNOWN,
+        {"n1"},
+    )
 
 
 def test_a_port_held_by_another_process_is_infrastructure_and_excludes_no_node() -> None:
@@ -166,8 +179,10 @@ def test_a_port_held_by_another_process_is_infrastructure_and_excludes_no_node()
         state = failed(state, 1, 1, T0 + 50.2)
         d = decide(state, T0 + 50.5, POLICY)
         assert (d.verdict, d.cause, d.replicas) == (Verdict.RESTART, Cause.PORT_IN_USE, 2)
-        assert d.exclude == {} and d.cordon == frozenset(), "the port, not the node, was bad"
-        assert d.counts == {Cause.PORT_IN_USE: 1} and Cause.PORT_IN_USE.infrastructure
+        assert d.memory.excluded == {} and d.cordon == frozenset(), (
+            "the port, not the node, was bad"
+        )
+        assert d.memory.counts == {Cause.PORT_IN_USE: 1} and Cause.PORT_IN_USE.infrastructure
         assert "found its port held by another process" in d.reason
         assert "not charged to max_restarts" in d.reason
 
@@ -177,7 +192,7 @@ def test_a_port_in_use_on_one_replica_does_not_hide_a_lost_node() -> None:
     state = with_replica(state, 0, cause=Cause.PORT_IN_USE)
     state = with_node(state, "n1", condition=NodeCondition.LOST)
     d = decide(state, T0 + 51, POLICY)
-    assert d.cause is Cause.NODE_LOST and set(d.exclude) == {"n1"}
+    assert d.cause is Cause.NODE_LOST and set(d.memory.excluded) == {"n1"}
 
 
 def test_a_gpu_xid_cordons_its_node_and_outranks_the_exits_it_causes() -> None:
@@ -199,7 +214,7 @@ def test_a_node_lost_outranks_an_xid_and_both_nodes_are_excluded() -> None:
     state = with_node(attempt(RUN, RUN, spare=2), "n1", condition=NodeCondition.LOST)
     state = replace(state, signals=(Signal(Cause.GPU_XID, T0 + 1, "n0"),))
     d = decide(state, T0 + 10, POLICY)
-    assert d.cause is Cause.NODE_LOST and set(d.exclude) == {"n0", "n1"}
+    assert d.cause is Cause.NODE_LOST and set(d.memory.excluded) == {"n0", "n1"}
     assert d.cordon == frozenset({"n0"}), "the Xid's node, though the lost node is the cause"
 
 
@@ -212,7 +227,11 @@ def test_an_unhealthy_node_ends_the_attempt() -> None:
 def test_a_collective_timeout_without_a_node_excludes_nobody() -> None:
     state = replace(attempt(RUN, RUN), signals=(Signal(Cause.COLLECTIVE_TIMEOUT, T0 + 9),))
     d = decide(state, T0 + 10, POLICY)
-    assert (d.verdict, d.cause, d.exclude) == (Verdict.RESTART, Cause.COLLECTIVE_TIMEOUT, {})
+    assert (d.verdict, d.cause, d.memory.excluded) == (
+        Verdict.RESTART,
+        Cause.COLLECTIVE_TIMEOUT,
+        {},
+    )
 
 
 def test_a_signal_must_be_infrastructure() -> None:
@@ -233,7 +252,7 @@ def test_no_progress_for_the_timeout_is_a_hang_of_the_whole_gang() -> None:
     state = with_replica(state, 1, step=10, progress_at=T0 + 101)
     assert decide(state, T0 + 159, POLICY).verdict is Verdict.CONTINUE
     d = decide(state, T0 + 160, POLICY)
-    assert (d.verdict, d.cause, d.exclude) == (Verdict.RESTART, Cause.HANG, {})
+    assert (d.verdict, d.cause, d.memory.excluded) == (Verdict.RESTART, Cause.HANG, {})
     assert "no new step for 60s" in d.reason
 
 
@@ -248,10 +267,10 @@ def test_a_replica_stalled_while_the_others_advance_has_its_node_excluded() -> N
     state = with_replica(state, 0, step=50, progress_at=T0 + 200)
     state = with_replica(state, 1, step=20, progress_at=T0 + 100)
     d = decide(state, T0 + 201, POLICY)
-    assert d.cause is Cause.HANG and set(d.exclude) == {"n1"}
+    assert d.cause is Cause.HANG and set(d.memory.excluded) == {"n1"}
     # Stalled at the same step as the rest (lockstep) is no evidence against the node.
     level = with_replica(state, 0, step=20)
-    assert decide(level, T0 + 201, POLICY).exclude == {}
+    assert decide(level, T0 + 201, POLICY).memory.excluded == {}
 
 
 def test_repeated_hangs_without_progress_give_up_as_a_likely_deadlock() -> None:
@@ -259,8 +278,8 @@ def test_repeated_hangs_without_progress_give_up_as_a_likely_deadlock() -> None:
     state = attempt(RUN, RUN, spec=hang_spec(), start_step=40, hang_streak=1)
     state = with_replica(state, 0, step=40, progress_at=T0 + 5)
     first = decide(state, T0 + 100, policy)
-    assert (first.verdict, first.hang_streak) == (Verdict.RESTART, 2)
-    again = decide(replace(state, hang_streak=first.hang_streak), T0 + 100, policy)
+    assert (first.verdict, first.memory.hang_streak) == (Verdict.RESTART, 2)
+    again = decide(with_memory(state, hang_streak=first.memory.hang_streak), T0 + 100, policy)
     assert again.verdict is Verdict.GIVE_UP and "deadlock" in again.reason
 
 
@@ -268,7 +287,7 @@ def test_a_hang_after_new_steps_resets_the_streak() -> None:
     state = attempt(RUN, RUN, spec=hang_spec(), start_step=40, hang_streak=2)
     state = with_replica(state, 0, step=41, progress_at=T0 + 5)
     d = decide(state, T0 + 100, POLICY)
-    assert (d.verdict, d.hang_streak) == (Verdict.RESTART, 0)
+    assert (d.verdict, d.memory.hang_streak) == (Verdict.RESTART, 0)
 
 
 # -- capacity, exclusion and elastic sizing ---------------------------------------------
@@ -283,7 +302,7 @@ def test_without_a_spare_the_next_attempt_waits_for_capacity() -> None:
 
 def test_expired_exclusions_are_dropped_and_live_ones_kept() -> None:
     state = attempt(RUN, RUN, excluded={"old": T0 - 1, "live": T0 + 500})
-    assert decide(state, T0, POLICY).exclude == {"live": T0 + 500}
+    assert decide(state, T0, POLICY).memory.excluded == {"live": T0 + 500}
 
 
 def test_an_elastic_job_waits_for_a_replacement_then_shrinks() -> None:
@@ -295,7 +314,9 @@ def test_an_elastic_job_waits_for_a_replacement_then_shrinks() -> None:
     d = decide(state, T0 + 10, policy)
     assert (d.verdict, d.replicas, d.recheck_at) == (Verdict.WAIT, 4, T0 + 130)
     assert "then shrinking to 3" in d.reason
-    later = plan_next_attempt(spec, state.slots, state.nodes, d.exclude, T0 + 10, T0 + 130, policy)
+    later = plan_next_attempt(
+        spec, state.slots, state.nodes, d.memory.excluded, T0 + 10, T0 + 130, policy
+    )
     assert (later.verdict, later.replicas) == (Verdict.RESTART, 3)
     assert "shrinking to 3 (min_replicas: 2)" in later.reason
 
@@ -416,3 +437,22 @@ def test_goodput_partitions_wall_time(history: tuple[list[AttemptRecord], float]
     assert total == pytest.approx(g.wall_s, abs=1e-6 * max(1.0, g.wall_s))
     assert 0.0 <= g.ettr <= 1.0 + 1e-9
     assert all(v >= 0 for v in g.lost_by_cause.values())
+
+
+# -- the memory kept across attempts ----------------------------------------------------
+
+
+def test_the_recovery_memory_survives_its_json_column() -> None:
+    memory = RecoveryMemory({Cause.GPU_XID: 2, Cause.USER_ERROR: 1}, {"n1": T0 + 5.5}, 2)
+    assert RecoveryMemory.from_json(memory.to_json()) == memory
+    assert RecoveryMemory.from_json({}) == RecoveryMemory() == RecoveryMemory.from_json(None)
+
+
+def test_a_cause_this_version_does_not_know_is_dropped_not_fatal() -> None:
+    raw = {"counts": {"gpu_xid": 1, "cosmic_ray": 4}, "excluded": {}, "hang_streak": 0}
+    assert RecoveryMemory.from_json(raw).counts == {Cause.GPU_XID: 1}
+
+
+def test_exclusions_expire() -> None:
+    memory = RecoveryMemory(excluded={"old": T0, "live": T0 + 1})
+    assert memory.excluded_at(T0) == {"live": T0 + 1}

@@ -11,16 +11,21 @@ from dataclasses import dataclass
 from corral.core.states import (
     ACTIVE_REPLICA_STATES,
     LIVE_JOB_STATES,
+    Desired,
+    JobState,
+    ReplicaState,
 )
 
 __all__ = ["ACTIVE_REPLICA_STATES", "LIVE_JOB_STATES", "JobDecision", "decide_job"]
 
+_SETTLED = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.PENDING)
 
-def replica_outcome(desired: str, exit_code: int | None) -> str:
+
+def replica_outcome(desired: str, exit_code: int | None) -> ReplicaState:
     """The terminal state of a replica that exited."""
-    if desired == "stop":
-        return "stopped"
-    return "succeeded" if exit_code == 0 else "failed"
+    if desired == Desired.STOP:
+        return ReplicaState.STOPPED
+    return ReplicaState.SUCCEEDED if exit_code == 0 else ReplicaState.FAILED
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class JobFacts:
 
 @dataclass(frozen=True)
 class JobDecision:
-    state: str
+    state: JobState
     exit_code: int | None = None
     reason: str | None = None
     stop_replicas: bool = False  # set the attempt's still-active replicas to desired=stop
@@ -52,26 +57,26 @@ class JobDecision:
 
     @staticmethod
     def keep(job: JobFacts) -> JobDecision:
-        return JobDecision(state=job.state)
+        return JobDecision(state=JobState(job.state))
 
 
 def decide_job(job: JobFacts, replicas: list[ReplicaFacts]) -> JobDecision:
-    if job.state in ("succeeded", "failed", "cancelled", "pending") or not replicas:
+    if job.state in _SETTLED or not replicas:
         return JobDecision.keep(job)
     active = [r for r in replicas if r.state in ACTIVE_REPLICA_STATES]
-    if job.state == "cancelling":
+    if job.state == JobState.CANCELLING:
         if active:
             return JobDecision.keep(job)
-        return JobDecision("cancelled", reason="cancelled by user", mark_finished=True)
+        return JobDecision(JobState.CANCELLED, reason="cancelled by user", mark_finished=True)
 
-    lost = sorted((r for r in replicas if r.state == "lost"), key=lambda r: r.rank)
-    failed = sorted((r for r in replicas if r.state == "failed"), key=lambda r: r.rank)
+    lost = sorted((r for r in replicas if r.state == ReplicaState.LOST), key=lambda r: r.rank)
+    failed = sorted((r for r in replicas if r.state == ReplicaState.FAILED), key=lambda r: r.rank)
     if lost:
         # An infrastructure failure is not the job's fault: end the attempt and queue again.
         first = lost[0]
         why = first.reason or f"node {first.node} was lost"
         return JobDecision(
-            "pending",
+            JobState.PENDING,
             reason=f"attempt {job.attempt} ended: replica {first.rank}: {why}; queued again",
             stop_replicas=True,
         )
@@ -83,17 +88,18 @@ def decide_job(job: JobFacts, replicas: list[ReplicaFacts]) -> JobDecision:
             why = f"replica {first.rank}: {first.reason}"
         if job.restarts < job.max_restarts:
             return JobDecision(
-                "pending",
+                JobState.PENDING,
                 reason=f"attempt {job.attempt} failed: {why}; restart "
                 f"{job.restarts + 1} of {job.max_restarts}",
                 stop_replicas=True,
                 count_restart=True,
             )
         return JobDecision(
-            "failed", exit_code=code, reason=why, stop_replicas=True, mark_finished=True
+            JobState.FAILED, exit_code=code, reason=why, stop_replicas=True, mark_finished=True
         )
-    if all(r.state == "succeeded" for r in replicas):
-        return JobDecision("succeeded", exit_code=0, mark_finished=True)
-    if job.state == "starting" and all(r.state in ("running", "succeeded") for r in replicas):
-        return JobDecision("running", mark_started=True)
+    if all(r.state == ReplicaState.SUCCEEDED for r in replicas):
+        return JobDecision(JobState.SUCCEEDED, exit_code=0, mark_finished=True)
+    started = (ReplicaState.RUNNING, ReplicaState.SUCCEEDED)
+    if job.state == JobState.STARTING and all(r.state in started for r in replicas):
+        return JobDecision(JobState.RUNNING, mark_started=True)
     return JobDecision.keep(job)

@@ -38,6 +38,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
+
+from corral.core.states import NodeCondition
 
 
 class Cause(Enum):
@@ -71,13 +74,6 @@ PRECEDENCE = (
     Cause.HANG,
 )
 _CORDON = frozenset({Cause.GPU_XID, Cause.NODE_UNHEALTHY})  # the hardware is suspect for all
-
-
-class NodeCondition(Enum):
-    READY = "ready"
-    CORDONED = "cordoned"
-    UNHEALTHY = "unhealthy"
-    LOST = "lost"
 
 
 class ReplicaPhase(Enum):
@@ -125,6 +121,44 @@ class ReplicaView:
 
 
 @dataclass(frozen=True)
+class RecoveryMemory:
+    """What recovery remembers about a job across its attempts: attempts ended per cause
+    (the budgets), the nodes it avoids and until when, and the run of attempts in a row
+    that hung without a new step. The store keeps it as JSON (`to_json`/`from_json`)."""
+
+    counts: Mapping[Cause, int] = field(default_factory=dict)
+    excluded: Mapping[str, float] = field(default_factory=dict)  # node name -> until
+    hang_streak: int = 0
+
+    def excluded_at(self, now: float) -> dict[str, float]:
+        """The nodes still avoided at `now`."""
+        return {n: until for n, until in self.excluded.items() if until > now}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "counts": {c.value: n for c, n in sorted(self.counts.items(), key=_by_value)},
+            "excluded": dict(sorted(self.excluded.items())),
+            "hang_streak": self.hang_streak,
+        }
+
+    @staticmethod
+    def from_json(raw: Mapping[str, Any] | None) -> RecoveryMemory:
+        """Read what `to_json` wrote ({} or None: a job with no history). A cause this
+        version does not know is dropped rather than failing the job's every decision."""
+        raw = raw or {}
+        known = {c.value: c for c in Cause}
+        return RecoveryMemory(
+            counts={known[c]: int(n) for c, n in raw.get("counts", {}).items() if c in known},
+            excluded={str(n): float(t) for n, t in raw.get("excluded", {}).items()},
+            hang_streak=int(raw.get("hang_streak", 0)),
+        )
+
+
+def _by_value(item: tuple[Cause, int]) -> str:
+    return item[0].value
+
+
+@dataclass(frozen=True)
 class NodeView:
     condition: NodeCondition = NodeCondition.READY
     last_heard_at: float | None = None  # its last heartbeat or message
@@ -146,9 +180,7 @@ class AttemptState:
     replicas: tuple[ReplicaView, ...]
     nodes: Mapping[str, NodeView] = field(default_factory=dict)
     signals: tuple[Signal, ...] = ()
-    counts: Mapping[Cause, int] = field(default_factory=dict)  # attempts ended, by cause
-    excluded: Mapping[str, float] = field(default_factory=dict)  # node -> excluded until
-    hang_streak: int = 0  # earlier attempts in a row ended by a hang without a new step
+    memory: RecoveryMemory = field(default_factory=RecoveryMemory)  # earlier attempts'
     start_step: int | None = None  # the checkpoint step this attempt resumed from
     # node -> replicas of this job that fit there once this attempt's own are released.
     slots: Mapping[str, int] = field(default_factory=dict)
@@ -166,15 +198,16 @@ class RecoveryPolicy:
 
 @dataclass(frozen=True)
 class Decision:
+    """What to do about an attempt. The server applies every field (services/settling.py,
+    checked by tests/unit/test_decisions_applied.py)."""
+
     verdict: Verdict
     reason: str
     cause: Cause | None = None
     stop_replicas: bool = False
     replicas: int | None = None  # the next attempt's size (RESTART, WAIT)
-    exclude: Mapping[str, float] = field(default_factory=dict)  # the job's list afterwards
+    memory: RecoveryMemory = field(default_factory=RecoveryMemory)  # the job's, afterwards
     cordon: frozenset[str] = frozenset()  # nodes to cordon for every job
-    counts: Mapping[Cause, int] = field(default_factory=dict)  # counters afterwards
-    hang_streak: int = 0
     recheck_at: float | None = None  # decide again then, even if nothing else changes
 
 
@@ -206,14 +239,9 @@ class NextAttempt:
 def decide(state: AttemptState, now: float, policy: RecoveryPolicy | None = None) -> Decision:
     """What to do about this attempt now."""
     policy = policy or RecoveryPolicy()
-    excluded = {n: until for n, until in state.excluded.items() if until > now}
-    keep = Decision(
-        Verdict.CONTINUE,
-        "",
-        exclude=excluded,
-        counts=dict(state.counts),
-        hang_streak=state.hang_streak,
-    )
+    memory = state.memory
+    excluded = memory.excluded_at(now)
+    kept = RecoveryMemory(dict(memory.counts), dict(excluded), memory.hang_streak)
     found = classify(state, now, policy)
     if isinstance(found, Hold):
         return Decision(
@@ -221,19 +249,18 @@ def decide(state: AttemptState, now: float, policy: RecoveryPolicy | None = None
             f"attempt {state.attempt}: {found.what}; waiting for the nodes to report "
             "before blaming the script",
             stop_replicas=True,
-            exclude=excluded,
-            counts=keep.counts,
-            hang_streak=state.hang_streak,
+            memory=kept,
             recheck_at=found.recheck_at,
         )
     if found is None:
-        return keep
-    counts = dict(state.counts)
+        return Decision(Verdict.CONTINUE, "", memory=kept, recheck_at=_hang_check_at(state, now))
+    counts = dict(memory.counts)
     counts[found.cause] = counts.get(found.cause, 0) + 1
     streak = _hang_streak(state, found)
     cordon = found.cordon
     for node in found.nodes:
         excluded[node] = now + policy.exclude_s
+    after = RecoveryMemory(counts, excluded, streak)
     head = f"attempt {state.attempt} ended: {found.what}"
 
     def ended(
@@ -244,15 +271,17 @@ def decide(state: AttemptState, now: float, policy: RecoveryPolicy | None = None
             reason,
             cause=found.cause,
             stop_replicas=True,
-            exclude=excluded,
+            memory=after,
             cordon=cordon,
-            counts=counts,
-            hang_streak=streak,
             replicas=replicas,
             recheck_at=recheck_at,
         )
 
     given_up = _budget_spent(state, found, counts, streak, policy)
+    if cordon:
+        # Said where the user looks: the node takes no new work from anyone until an
+        # operator has looked at it.
+        head += f"; cordoned {', '.join(sorted(cordon))} (suspect hardware)"
     if given_up is not None:
         return ended(Verdict.GIVE_UP, f"{head}; {given_up}")
     if found.cause.infrastructure:
@@ -359,13 +388,31 @@ def _hang(state: AttemptState, now: float) -> Finding | None:
     return Finding(Cause.HANG, at, f"no new step for {timeout:g}s (replicas {ranks})", nodes)
 
 
+def _hang_check_at(state: AttemptState, now: float) -> float | None:
+    """When a healthy attempt would count as hung if no replica reports a new step before
+    then: a hang is only seen by looking again."""
+    timeout = state.spec.progress_timeout_s
+    if timeout is None:
+        return None
+    last = min(
+        (
+            state.started_at if r.progress_at is None else max(r.progress_at, state.started_at)
+            for r in state.replicas
+            if r.phase is ReplicaPhase.RUNNING
+        ),
+        default=now,
+    )
+    return max(now, last + timeout)
+
+
 def _hang_streak(state: AttemptState, found: Finding) -> int:
     reached = max((r.step for r in state.replicas if r.step is not None), default=None)
     progressed = reached is not None and (state.start_step is None or reached > state.start_step)
     if progressed:
         return 0
     anonymous = found.cause in (Cause.HANG, Cause.COLLECTIVE_TIMEOUT) and not found.nodes
-    return state.hang_streak + 1 if anonymous else state.hang_streak
+    streak = state.memory.hang_streak
+    return streak + 1 if anonymous else streak
 
 
 def _budget_spent(

@@ -34,8 +34,8 @@ from corral.core.recovery import (
     Cause,
     Decision,
     JobRecoverySpec,
-    NodeCondition,
     NodeView,
+    RecoveryMemory,
     RecoveryPolicy,
     ReplicaPhase,
     ReplicaView,
@@ -45,6 +45,7 @@ from corral.core.recovery import (
     plan_next_attempt,
     young_interval_s,
 )
+from corral.core.states import NodeCondition
 from corral.sim.failures import DAY_S, LLAMA3_405B, Failure, FailureProfile, NodeFailures
 
 
@@ -141,9 +142,7 @@ class _Run:
         self.repairs: list[tuple[float, str]] = []  # (back at, node)
         self.pending: list[tuple[float, str, int, Failure]] = []  # (at, node, generation, f)
         self.generation: dict[str, int] = dict.fromkeys(names, 0)
-        self.excluded: dict[str, float] = {}
-        self.counts: dict[Cause, int] = {}
-        self.hang_streak = 0
+        self.memory = RecoveryMemory()  # recovery's, across attempts
         self.attempt = 1
         self.interruptions: Counter[str] = Counter()
         self.verdicts: Counter[str] = Counter()
@@ -178,12 +177,11 @@ class _Run:
                 given_up = decision.reason
                 break
             repaired = at + failure.repair_s
-            for bad in sorted(set(decision.exclude) - set(self.excluded)):
+            excluded = decision.memory.excluded
+            for bad in sorted(set(excluded) - set(self.memory.excluded)):
                 # Back once repaired (the failed node) and no longer excluded.
-                self._leave(bad, max(repaired if bad == node else at, decision.exclude[bad]))
-            self.excluded = dict(decision.exclude)
-            self.counts = dict(decision.counts)
-            self.hang_streak = decision.hang_streak
+                self._leave(bad, max(repaired if bad == node else at, excluded[bad]))
+            self.memory = decision.memory
             if node in self.gang:
                 if shows in (Shows.SCRIPT, Shows.HANG):
                     self._arm(node, at)  # nothing wrong with the machine: it stays
@@ -261,9 +259,7 @@ class _Run:
             replicas=replicas,
             nodes=nodes,
             signals=signals,
-            counts=self.counts,
-            excluded=self.excluded,
-            hang_streak=self.hang_streak,
+            memory=self.memory,
             start_step=a.start_step,
             slots=dict.fromkeys([*self.gang, *self.spares], 1),
         )
@@ -283,7 +279,7 @@ class _Run:
                 self.spec,
                 dict.fromkeys(usable, 1),
                 {n: NodeView() for n in usable},
-                {n: t for n, t in self.excluded.items() if t > now},
+                self.memory.excluded_at(now),
                 failed_at,
                 now,
                 self.o.policy,

@@ -7,8 +7,8 @@ attributed, or given up; each attempt's record for goodput accounting.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from corral.core import goodput
 from corral.core import recovery as core
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES
+from corral.core.states import NodeCondition, ReplicaState
 from corral.server.services.effects import Effects
 from corral.server.services.specs import job_spec
 from corral.server.store.tables import Attempt, Job, Node, Replica
@@ -28,15 +29,17 @@ from corral.wire.api import AttemptView, GoodputView
 # has been heard from since (heartbeats are 1 s apart) and this long has passed.
 ATTRIBUTION_WINDOW_S = 2.0
 
-_PHASES = {
-    "assigned": core.ReplicaPhase.STARTING,
-    "running": core.ReplicaPhase.RUNNING,
-    "succeeded": core.ReplicaPhase.SUCCEEDED,
-    "failed": core.ReplicaPhase.FAILED,
-    "stopped": core.ReplicaPhase.STOPPED,
-    "lost": core.ReplicaPhase.LOST,
+log = logging.getLogger("corral.server.recovery")
+
+# Keyed by the stored string (a StrEnum member is equal to its string and hashes alike).
+_PHASES: dict[str, core.ReplicaPhase] = {
+    ReplicaState.ASSIGNED: core.ReplicaPhase.STARTING,
+    ReplicaState.RUNNING: core.ReplicaPhase.RUNNING,
+    ReplicaState.SUCCEEDED: core.ReplicaPhase.SUCCEEDED,
+    ReplicaState.FAILED: core.ReplicaPhase.FAILED,
+    ReplicaState.STOPPED: core.ReplicaPhase.STOPPED,
+    ReplicaState.LOST: core.ReplicaPhase.LOST,
 }
-_CONDITIONS = {c.value: c for c in core.NodeCondition}
 # What an agent may name as the infrastructure cause of a replica's failure.
 _CAUSES = {core.Cause.PORT_IN_USE.value: core.Cause.PORT_IN_USE}
 
@@ -197,7 +200,6 @@ def decide_attempt(
     """core.recovery's decision for the job's current attempt, and node name -> id."""
     spec = job_spec(job)
     size = len(replicas) or spec.replicas
-    memory: dict[str, Any] = job.recovery or {}
     nodes = _nodes(session, {r.node_id for r in replicas})
     names = {n.id: n.name for n in nodes.values()}
     attempt_row = session.get(Attempt, (job.id, job.attempt))
@@ -224,15 +226,11 @@ def decide_attempt(
             for r in replicas
         ),
         nodes={
-            n.name: core.NodeView(
-                condition=_CONDITIONS.get(n.condition, core.NodeCondition.READY),
-                last_heard_at=n.last_heartbeat_at,
-            )
+            n.name: core.NodeView(condition=_condition(n), last_heard_at=n.last_heartbeat_at)
             for n in nodes.values()
         },
-        counts={core.Cause(c): k for c, k in memory.get("counts", {}).items()},
-        excluded=dict(memory.get("excluded", {})),
-        hang_streak=int(memory.get("hang_streak", 0)),
+        signals=_signals(replicas, nodes, now),
+        memory=memory_of(job),
         start_step=attempt_row.start_step if attempt_row else None,
         slots=_LazySlots(lambda: free_slots(session, spec, job.id)),
     )
@@ -263,9 +261,45 @@ class _LazySlots(Mapping[str, int]):
         return len(self._get())
 
 
+def _condition(node: Node) -> NodeCondition:
+    try:
+        return NodeCondition(node.condition)
+    except ValueError:  # written by a newer version: take nothing new there
+        return NodeCondition.CORDONED
+
+
+def _signals(
+    replicas: list[Replica], nodes: Mapping[str, Node], now: float
+) -> tuple[core.Signal, ...]:
+    """What the server knows beyond the replicas' states and the nodes' conditions: a GPU
+    that the node's agent reports unhealthy under a replica of this attempt. The scheduler
+    places nothing on such a GPU, so one under a replica failed since it was placed — the
+    likeliest cause of that replica's failure, and not the script's fault."""
+    found: list[core.Signal] = []
+    for r in replicas:
+        node = nodes.get(r.node_id)
+        if node is None or not r.gpus:
+            continue
+        bad = sorted(
+            g["index"] for g in node.gpus if g["index"] in r.gpus and not g.get("healthy", True)
+        )
+        if bad:
+            # Reported at the node's last message at the latest (the signal's own time is
+            # not sent): what counts is that it is this attempt's, which it is.
+            at = min(now, node.last_heartbeat_at if node.last_heartbeat_at is not None else now)
+            at = max(at, r.created_at)
+            gpus = ", ".join(str(i) for i in bad)
+            found.append(
+                core.Signal(core.Cause.GPU_XID, at, node.name, f"GPU {gpus} reported unhealthy")
+            )
+    return tuple(found)
+
+
 def _nodes(session: Session, ids: Iterable[str]) -> dict[str, Node]:
     wanted = set(ids)
-    rows = session.scalars(select(Node).where((Node.condition == "ready") | Node.id.in_(wanted)))
+    rows = session.scalars(
+        select(Node).where((Node.condition == NodeCondition.READY) | Node.id.in_(wanted))
+    )
     return {n.id: n for n in rows}
 
 
@@ -273,7 +307,9 @@ def free_slots(session: Session, spec: JobSpec, job_id: str) -> dict[str, int]:
     """Ready node name -> replicas of this job that fit there, its own replicas released."""
     res = spec.resources
     nodes = list(
-        session.scalars(select(Node).where(Node.condition == "ready", Node.connected.is_(True)))
+        session.scalars(
+            select(Node).where(Node.condition == NodeCondition.READY, Node.connected.is_(True))
+        )
     )
     held: dict[str, list[Replica]] = {n.id: [] for n in nodes}
     for r in session.scalars(
@@ -310,11 +346,8 @@ def replan_waiting(session: Session, job: Job, now: float) -> Effects:
     spec = job_spec(job)
     last = session.get(Attempt, (job.id, job.attempt))
     failed_at = last.ended_at if last is not None and last.ended_at is not None else now
-    nodes = {
-        n.name: core.NodeView(condition=_CONDITIONS.get(n.condition, core.NodeCondition.READY))
-        for n in _nodes(session, ()).values()
-    }
-    excluded = {n: t for n, t in (job.recovery or {}).get("excluded", {}).items() if t > now}
+    nodes = {n.name: core.NodeView(condition=_condition(n)) for n in _nodes(session, ()).values()}
+    excluded = memory_of(job).excluded_at(now)
     nxt = core.plan_next_attempt(
         core.JobRecoverySpec(spec.replicas, spec.max_restarts, spec.min_replicas),
         free_slots(session, spec, job.id),
@@ -330,13 +363,48 @@ def replan_waiting(session: Session, job: Job, now: float) -> Effects:
     return Effects(wake_scheduler=True)
 
 
-def remember(job: Job, decision: core.Decision) -> None:
+# -- the job's recovery memory: the one place that reads and writes `jobs.recovery` -------
+
+
+def memory_of(job: Job) -> core.RecoveryMemory:
+    return core.RecoveryMemory.from_json(job.recovery)
+
+
+def remember(job: Job, memory: core.RecoveryMemory) -> None:
     """Keep the counters and exclusions core.recovery needs at the next decision."""
-    job.recovery = {
-        "counts": {c.value: n for c, n in decision.counts.items()},
-        "excluded": dict(decision.exclude),
-        "hang_streak": decision.hang_streak,
-    }
+    raw = memory.to_json()
+    if job.recovery != raw:  # an unchanged memory is no change of the job's row
+        job.recovery = raw
+
+
+# -- cordoning --------------------------------------------------------------------------
+
+
+def cordon(session: Session, names: Iterable[str], job: Job, why: str | None) -> list[str]:
+    """Take the named nodes out of scheduling for every job: they run what they have and
+    take nothing new until an operator looks. Only a ready node changes: a lost one is
+    gone anyway and an unhealthy one is already out. Returns the nodes cordoned now.
+
+    Nodes have no reason column: the job's reason names them (core.recovery writes it),
+    and the log says which job's failure did it."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return []
+    done: list[str] = []
+    for node in session.scalars(select(Node).where(Node.name.in_(wanted)).order_by(Node.id)):
+        if node.condition != NodeCondition.READY:
+            continue
+        node.condition = NodeCondition.CORDONED
+        done.append(node.name)
+        log.warning(
+            "node %s cordoned: suspect hardware in job %s (%s), attempt %d: %s",
+            node.name,
+            job.name,
+            job.id,
+            job.attempt,
+            why or "",
+        )
+    return done
 
 
 def needs_recheck(job: Job, now: float) -> bool:

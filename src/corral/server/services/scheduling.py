@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES
 from corral.core.placement import GangPlacement, PlacementPlan, Preemption
 from corral.core.recovery import Cause
+from corral.core.states import Desired, JobState, NodeCondition, ReplicaState
 from corral.server.services import recovery
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
 from corral.server.services.snapshot import Loaded
 from corral.server.store.db import in_chunks
-from corral.server.store.tables import Attempt, Job, Replica
+from corral.server.store.tables import Attempt, Job, Node, Replica
 
 
 def apply_plan(session: Session, plan: PlacementPlan, loaded: Loaded, now: float) -> Effects:
-    """Store the plan. A job changed since the snapshot (cancelled, say) is skipped."""
+    """Store the plan. A job changed since the snapshot (cancelled, say) is skipped; a node
+    that is no longer ready and connected voids the whole plan (StaleDataError: nothing
+    is written, and the next round plans again without it)."""
+    _guard_nodes(session, {r.node_id for g in plan.placements for r in g.replicas})
     effects = Effects()
     jobs = loaded.jobs
     versions = {p.job_id: jobs[p.job_id].version for p in plan.preemptions if p.job_id in jobs}
@@ -39,7 +44,34 @@ def apply_plan(session: Session, plan: PlacementPlan, loaded: Loaded, now: float
     return effects
 
 
+def _guard_nodes(session: Session, node_ids: set[str]) -> None:
+    """Every node receiving a placement is still as the snapshot saw it: ready and
+    connected. Its row stays locked until the commit, so that a node marked lost (or
+    cordoned) meanwhile waits for the placement to be stored and then sees its replicas
+    (PostgreSQL: FOR SHARE; SQLite holds the write lock since BEGIN IMMEDIATE). Locked
+    before the jobs, as the other writers that change both (liveness) lock them."""
+    if not node_ids:
+        return
+    usable: set[str] = set()
+    for chunk in in_chunks(sorted(node_ids)):
+        for node_id, condition, connected in session.connection().execute(_NODES, {"ids": chunk}):
+            if condition == NodeCondition.READY and connected:
+                usable.add(node_id)
+    gone = sorted(node_ids - usable)
+    if gone:
+        raise StaleDataError(
+            f"{len(gone)} node(s) of the plan are no longer ready and connected "
+            f"({', '.join(gone[:5])}): the plan is void, the next round plans again"
+        )
+
+
 # Built once (a round claims many jobs; building statements cost more than running them).
+_NODES = (
+    select(Node.id, Node.condition, Node.connected)
+    .where(Node.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Node.id)  # rows locked in one order by every writer: no deadlock
+    .with_for_update(read=True)
+)
 # FOR UPDATE (PostgreSQL): nobody changes the rows between this read and the writes;
 # SQLite's write lock, held since BEGIN IMMEDIATE, already does that.
 _CLAIMABLE = (
@@ -54,7 +86,7 @@ _REASON = (
     .where(
         _JOBS.c.id == bindparam("job"),
         _JOBS.c.version == bindparam("v"),
-        _JOBS.c.state == "pending",
+        _JOBS.c.state == JobState.PENDING,
     )
     .values(reason=bindparam("reason"), version=_JOBS.c.version + 1)
 )
@@ -62,7 +94,7 @@ _START = (
     update(_JOBS)  # type: ignore[arg-type]
     .where(_JOBS.c.id == bindparam("job"))
     .values(
-        state="starting",
+        state=JobState.STARTING,
         attempt=bindparam("attempt"),
         master_port=bindparam("port"),
         reason=None,
@@ -84,7 +116,7 @@ def _claim(
     for chunk in in_chunks(sorted(g.job_id for g in gangs)):
         rows = session.connection().execute(_CLAIMABLE, {"ids": chunk})
         seen.update((job_id, (version, state)) for job_id, version, state in rows)
-    claimed = [g for g in gangs if seen.get(g.job_id) == (jobs[g.job_id].version, "pending")]
+    claimed = [g for g in gangs if seen.get(g.job_id) == (jobs[g.job_id].version, JobState.PENDING)]
     if not claimed:
         return []
     session.connection().execute(
@@ -117,8 +149,8 @@ def _claim(
                 "cpus": res.cpus,
                 "memory_mb": res.memory,
                 "disk_mb": res.disk,
-                "state": "assigned",
-                "desired": "run",
+                "state": ReplicaState.ASSIGNED,
+                "desired": Desired.RUN,
                 "created_at": now,
                 "received_bytes": 0,
                 "version": 1,
@@ -131,6 +163,9 @@ def _claim(
     return claimed
 
 
+_RUNNING = (JobState.STARTING, JobState.RUNNING)
+
+
 def _preempt(
     session: Session,
     preemption: Preemption,
@@ -141,7 +176,7 @@ def _preempt(
     """Stop the victim's current attempt and queue it again; False if it changed meanwhile."""
     job = session.get(Job, preemption.job_id)
     version = versions.get(preemption.job_id)
-    if job is None or job.version != version or job.state not in ("starting", "running"):
+    if job is None or job.version != version or job.state not in _RUNNING:
         return False
     replicas = session.scalars(
         select(Replica).where(
@@ -156,11 +191,11 @@ def _preempt(
     if for_job is not None:
         reason = reason.replace(preemption.for_job_id, f"job '{for_job.name}'")
     for replica in replicas:
-        replica.desired = "stop"
+        replica.desired = Desired.STOP
         replica.reason = reason
         effects.sync_nodes.add(replica.node_id)
     recovery.close_attempt(session, job, now, Cause.PREEMPTED, reason)
-    job.state = "pending"
+    job.state = JobState.PENDING
     job.preemptions += 1
     job.borrowed = False
     job.reason = f"attempt {job.attempt} {reason}; queued again"

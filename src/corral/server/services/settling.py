@@ -6,31 +6,34 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from corral.core import recovery as core_recovery
-from corral.core.lifecycle import JobFacts, ReplicaFacts, decide_job
+from corral.core.lifecycle import JobDecision, JobFacts, ReplicaFacts, decide_job
+from corral.core.recovery import Cause, Decision, Verdict
+from corral.core.states import JobState, ReplicaState
 from corral.server.services import recovery
 from corral.server.services.effects import Effects
 from corral.server.services.jobs import current_replicas, node_names, stop_replicas
 from corral.server.services.specs import job_spec, specs_by_id
 from corral.server.store.tables import Job, Replica
-from corral.spec.job import JobSpec
 
 
 def settle_job(session: Session, job: Job, now: float) -> Effects:
-    """Move the job on from what its current attempt's replicas say (idempotent)."""
+    """Move the job on from what its current attempt's replicas say (idempotent): the store
+    loads the facts, core decides (core.recovery first, then core.lifecycle), and the
+    appliers below write every field of the decision."""
     replicas = current_replicas(session, job)
     if (
-        job.state in ("starting", "running")
+        job.state in _RUNNING
         and replicas
-        and not all(r.state == "succeeded" for r in replicas)
+        and not all(r.state == ReplicaState.SUCCEEDED for r in replicas)
         and _needs_recovery(job, replicas, now)
     ):
-        effects = _recover(session, job, replicas, now)
-        if effects is not None:
+        verdict, _ = recovery.decide_attempt(session, job, replicas, now)
+        effects = apply_recovery(session, job, replicas, verdict, now)
+        if verdict.verdict is not Verdict.CONTINUE:
             return effects
     facts = JobFacts(job.state, job.attempt, job.restarts, job_spec(job).max_restarts)
     # Node names only show in the reason for a lost replica: the usual report skips the read.
-    lost = {r.node_id for r in replicas if r.state == "lost"}
+    lost = {r.node_id for r in replicas if r.state == ReplicaState.LOST}
     names = node_names(session, lost)
     decision = decide_job(
         facts,
@@ -39,13 +42,23 @@ def settle_job(session: Session, job: Job, now: float) -> Effects:
             for r in replicas
         ],
     )
+    return apply_job_decision(session, job, replicas, decision, now)
+
+
+_RUNNING = (JobState.STARTING, JobState.RUNNING)
+
+
+def apply_job_decision(
+    session: Session, job: Job, replicas: list[Replica], decision: JobDecision, now: float
+) -> Effects:
+    """Write core.lifecycle's decision about the job: every field of it."""
     effects = Effects()
     if decision.stop_replicas:
         effects.merge(stop_replicas(replicas))
     if decision.state == job.state and decision.reason is None:
         return effects
     job.state = decision.state
-    if decision.reason is not None or decision.state != "pending":
+    if decision.reason is not None or decision.state != JobState.PENDING:
         job.reason = decision.reason
     if decision.exit_code is not None:
         job.exit_code = decision.exit_code
@@ -60,7 +73,7 @@ def settle_job(session: Session, job: Job, now: float) -> Effects:
         if job.started_at is None:
             starts = [r.started_at for r in replicas if r.started_at is not None]
             job.started_at = min(starts, default=None)
-    if decision.state == "pending":
+    if decision.state == JobState.PENDING:
         effects.wake_scheduler = True
     return effects
 
@@ -68,7 +81,7 @@ def settle_job(session: Session, job: Job, now: float) -> Effects:
 def _needs_recovery(job: Job, replicas: list[Replica], now: float) -> bool:
     """Whether core.recovery has anything to say. The common case — a replica reporting that
     it runs — must not pay for a look at the whole cluster."""
-    if any(r.state in ("failed", "lost", "stopped") for r in replicas):
+    if any(r.state in _ENDED for r in replicas):
         return True
     if job.recheck_at is not None:
         return job.recheck_at <= now
@@ -76,55 +89,43 @@ def _needs_recovery(job: Job, replicas: list[Replica], now: float) -> bool:
     return job_spec(job).progress_timeout is not None
 
 
-def _recover(session: Session, job: Job, replicas: list[Replica], now: float) -> Effects | None:
-    """Apply core.recovery to a running attempt; None when nothing is wrong with it."""
-    decision, _ = recovery.decide_attempt(session, job, replicas, now)
+_ENDED = (ReplicaState.FAILED, ReplicaState.LOST, ReplicaState.STOPPED)
+
+
+def apply_recovery(
+    session: Session, job: Job, replicas: list[Replica], decision: Decision, now: float
+) -> Effects:
+    """Write core.recovery's decision about a running attempt: every field of it. CONTINUE
+    keeps the memory and when to look again (a hang is only seen by looking again), and
+    leaves the job to core.lifecycle."""
     verdict = decision.verdict
-    spec = job_spec(job)
-    if verdict is core_recovery.Verdict.CONTINUE:
-        # A hang is only seen by looking again: come back when it would become one.
-        job.recheck_at = _hang_check_at(spec, replicas, job, now)
-        return None
-    recovery.remember(job, decision)
+    recovery.remember(job, decision.memory)
+    job.recheck_at = decision.recheck_at
+    if verdict is Verdict.CONTINUE:
+        return Effects()
     effects = stop_replicas(replicas) if decision.stop_replicas else Effects()
-    if verdict is core_recovery.Verdict.HOLD:
-        job.reason = decision.reason
-        job.recheck_at = decision.recheck_at
+    job.reason = decision.reason  # it names the nodes cordoned, if any
+    recovery.cordon(session, decision.cordon, job, decision.reason)
+    if verdict is Verdict.HOLD:
         return effects
     recovery.close_attempt(session, job, now, decision.cause, decision.reason)
-    if (
-        decision.cause is core_recovery.Cause.USER_ERROR
-        and verdict is not core_recovery.Verdict.GIVE_UP
-    ):
+    if decision.cause is Cause.USER_ERROR and verdict is not Verdict.GIVE_UP:
         job.restarts += 1  # a restart that happens, not the failure that ends the job
-    job.reason = decision.reason
-    if verdict is core_recovery.Verdict.GIVE_UP:
-        job.state = "failed"
-        failed = [r for r in replicas if r.state == "failed" and r.exit_code is not None]
+    if verdict is Verdict.GIVE_UP:
+        job.state = JobState.FAILED
+        failed = [r for r in replicas if r.state == ReplicaState.FAILED and r.exit_code is not None]
         job.exit_code = min(failed, key=lambda r: r.rank).exit_code if failed else None
         job.finished_at = now
         job.recheck_at = None
         return effects
     # RESTART or WAIT: queued again; the scheduler places it when (and where) it fits.
-    job.state = "pending"
+    job.state = JobState.PENDING
+    size = job_spec(job).replicas
     job.next_replicas = (
-        decision.replicas
-        if decision.replicas is not None and decision.replicas != spec.replicas
-        else None
+        decision.replicas if decision.replicas is not None and decision.replicas != size else None
     )
-    job.recheck_at = decision.recheck_at
     effects.wake_scheduler = True
     return effects
-
-
-def _hang_check_at(spec: JobSpec, replicas: list[Replica], job: Job, now: float) -> float | None:
-    """When the attempt would count as hung if no replica reports a new step before then."""
-    if spec.progress_timeout is None:
-        return None
-    started = min(r.created_at for r in replicas)
-    running = [r for r in replicas if r.state == "running"]
-    last = min((r.progress_at or started for r in running), default=now)
-    return max(now, last + spec.progress_timeout)
 
 
 def recheck_jobs(session: Session, now: float) -> Effects:
@@ -135,9 +136,9 @@ def recheck_jobs(session: Session, now: float) -> Effects:
         select(Job).where(Job.recheck_at.is_not(None), Job.recheck_at <= now)
     ):
         job.recheck_at = None
-        if job.state in ("starting", "running"):
+        if job.state in _RUNNING:
             effects.merge(settle_job(session, job, now))
-        elif job.state == "pending":
+        elif job.state == JobState.PENDING:
             effects.merge(recovery.replan_waiting(session, job, now))
     return effects
 
@@ -146,9 +147,7 @@ def stop_overdue_jobs(session: Session, now: float) -> Effects:
     """Fail jobs that ran past their spec's max_runtime (backfill relies on the limit)."""
     effects = Effects()
     started = session.execute(
-        select(Job.id, Job.started_at).where(
-            Job.state.in_(("starting", "running")), Job.started_at.is_not(None)
-        )
+        select(Job.id, Job.started_at).where(Job.state.in_(_RUNNING), Job.started_at.is_not(None))
     ).all()
     # Every second, over every running job: read two columns, and specs from the cache.
     limits = specs_by_id(session, [job_id for job_id, _ in started])
@@ -159,10 +158,10 @@ def stop_overdue_jobs(session: Session, now: float) -> Effects:
         if limit is not None and started_at is not None and now >= started_at + limit:
             overdue.append(job_id)
     # The state again: under READ COMMITTED a job may have ended since the first read.
-    running = Job.state.in_(("starting", "running"))
+    running = Job.state.in_(_RUNNING)
     for job in session.scalars(select(Job).where(Job.id.in_(overdue), running)) if overdue else ():
         limit = job_spec(job).max_runtime
-        job.state = "failed"
+        job.state = JobState.FAILED
         job.finished_at = now
         job.reason = f"exceeded its max_runtime of {limit:g}s; stopped"
         recovery.close_attempt(session, job, now, None, job.reason)
