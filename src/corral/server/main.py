@@ -15,6 +15,23 @@ if TYPE_CHECKING:
 # The request line and headers of one request, together. Past it the parser answers 400
 # and closes the connection (the body has its own bound: app.MAX_BODY_BYTES).
 MAX_HEAD_BYTES = 32 * 1024
+STOP_REQUESTS_S = 5
+
+
+def stopping_server(config: uvicorn.Config) -> uvicorn.Server:
+    """uvicorn's server, telling the app when it begins to stop: uvicorn waits for the
+    requests in flight before the lifespan's shutdown, so a long poll held for a minute
+    would hold the stop for a minute (the app's `cp.stopping` makes it answer at once)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            cp = getattr(getattr(config.app, "state", None), "cp", None)
+            if cp is not None:
+                cp.stopping.set()
+            await super().shutdown(sockets)
+
+    return Server(config)
 
 
 def uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> uvicorn.Config:
@@ -39,12 +56,14 @@ def uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> uvicorn.Conf
         # The agent channel carries small JSON messages, a few per node a second at fleet
         # scale: compressing them would cost the control plane more CPU than it saves.
         ws_per_message_deflate=False,
+        # On SIGTERM, requests still running after this long are cancelled: a stop never
+        # waits for a client (the lifespan, which stops the controllers, runs after).
+        timeout_graceful_shutdown=STOP_REQUESTS_S,
         **extra,
     )
 
 
 def serve(options: ServerOptions) -> None:
-    import uvicorn
 
     from corral.server.app import create_app
     from corral.server.clock import SystemClock
@@ -84,4 +103,4 @@ def serve(options: ServerOptions) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    uvicorn.Server(config).run()
+    stopping_server(config).run()

@@ -33,6 +33,8 @@ class ControlPlane:
     loop: asyncio.AbstractEventLoop | None = None
     scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     endpoints_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the server begins to stop: long polls answer at once instead of holding.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
     routes: RouteBoard = field(default_factory=RouteBoard)
     loads: LoadBoard = field(default_factory=LoadBoard)
     # Node id -> when the server last heard from it; flushed to the store by liveness.

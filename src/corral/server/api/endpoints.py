@@ -112,8 +112,8 @@ async def routes(
         remaining = deadline - loop.time()
         if after is None or table.version != after or remaining <= 0:
             return table
-        if await request.is_disconnected():
-            return table  # the gateway hung up (or the server is stopping): stop holding
+        if cp.stopping.is_set() or await request.is_disconnected():
+            return table  # the server is stopping, or the gateway hung up: stop holding
         await cp.routes.wait(seen, min(remaining, 1.0))
 
 
