@@ -7,7 +7,7 @@ One pass, in this order (each step sees what the ones before it decided):
                 readiness timeout, or failing liveness after having served
     start       as many as are missing, unless replicas keep failing (crash backoff)
     scale down  fewer wanted: not-yet-ready ones stop first (no traffic lost), then the
-                newest ready ones drain
+                oldest ready ones drain
     roll out    old-revision replicas go as core.rollout says (surge, or by replacement)
     drain done  draining replicas stop once the gateways report them idle, or at
                 `drain_timeout`, whichever is first
@@ -224,7 +224,7 @@ def reconcile(facts: EndpointFacts, now: float) -> EndpointPlan:
     # Replaced ones hold room until they have stopped, like those already stopping.
     going = len(broken)
     if missing < 0:
-        # Fewer wanted: not-yet-ready ones go first (no traffic lost), then the newest.
+        # Fewer wanted: not-yet-ready ones go first (no traffic lost), then the oldest.
         extra = sorted(
             healthy, key=lambda r: (r.state == EndpointReplicaState.READY, r.submitted_at)
         )[:-missing]
