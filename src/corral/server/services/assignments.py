@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from corral.core.states import Desired, ReplicaState
 from corral.server.secretbox import SecretBox
 from corral.server.services.endpoints import probe_for
 from corral.server.services.jobs import workspace_checkpoints
@@ -47,6 +48,8 @@ def torchrun_env(
 # Built once: a node's desired set is read after every change on it, and building the
 # statement anew each time cost more than running it.
 # Columns, not ORM objects; the spec comes from the parsed-spec cache.
+RUNNING = ReplicaState.RUNNING
+
 _ON_NODE = (
     select(
         Replica.id,
@@ -67,7 +70,10 @@ _ON_NODE = (
     )
     .join(Job, Replica.job_id == Job.id)
     .join(Workspace, Job.workspace_id == Workspace.id)
-    .where(Replica.node_id == bindparam("node"), Replica.state.in_(("assigned", "running")))
+    .where(
+        Replica.node_id == bindparam("node"),
+        Replica.state.in_((ReplicaState.ASSIGNED, ReplicaState.RUNNING)),
+    )
     .order_by(Replica.created_at, Replica.rank)
 )
 _MASTERS = (
@@ -87,9 +93,9 @@ def build_assignments(
     the environment of replicas not yet started, the only place a value ever leaves the
     server. Without it (or with a secret deleted meanwhile) the variable is left out."""
     active = session.execute(_ON_NODE, {"node": node_id}).all()
-    rows = [row for row in active if row.desired == "run"]
+    rows = [row for row in active if row.desired == Desired.RUN]
     # GPUs still held by replicas told to stop (a preemption victim on its way out).
-    releasing = {gpu for row in active if row.desired != "run" for gpu in row.gpus}
+    releasing = {gpu for row in active if row.desired != Desired.RUN for gpu in row.gpus}
     masters = _master_addresses(session, [(row.job_id, row.attempt) for row in rows])
     specs = specs_by_id(session, sorted({row.job_id for row in rows}))
     values = (
@@ -99,7 +105,7 @@ def build_assignments(
             (
                 (row.workspace_id, name)
                 for row in rows
-                if row.state != "running"
+                if row.state != ReplicaState.RUNNING
                 for name in specs[row.job_id].secrets.values()
             ),
         )
@@ -121,9 +127,11 @@ def build_assignments(
                 "replica %s of job %s: cannot build its assignment; %s",
                 replica.id,
                 replica.job,
-                "kept as it runs" if replica.state == "running" else "not started for now",
+                "kept as it runs"
+                if replica.state == ReplicaState.RUNNING
+                else "not started for now",
             )
-            if replica.state == "running":
+            if replica.state == ReplicaState.RUNNING:
                 result.append(_kept(replica))
     return result
 
@@ -139,7 +147,7 @@ def _assignment(
     """One replica's assignment. `replica` is a row of _ON_NODE (the job's columns too)."""
     job = replica  # the job's columns are on the same row
     workspace = replica.workspace
-    started = replica.state == "running"
+    started = replica.state == ReplicaState.RUNNING
     env = dict(spec.env)
     for variable, name in () if started else spec.secrets.items():
         value = values.get((replica.workspace_id, name))

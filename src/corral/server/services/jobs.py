@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES
+from corral.core.states import Desired, JobState, ReplicaState
 from corral.server.errors import Conflict, Invalid, NotFound
 from corral.server.services import recovery
 from corral.server.services.effects import Effects
@@ -98,7 +99,7 @@ def submit_job(
         workspace_id=workspace.id,
         name=name,
         spec=stored.model_dump(mode="json"),
-        state="pending",
+        state=JobState.PENDING,
         priority=spec.priority,
         attempt=0,
         restarts=0,
@@ -182,8 +183,8 @@ def job_view(
     if nodes is None:
         nodes = node_names(session, {r.node_id for r in replicas})
     tail: list[str] = []
-    if with_tail and job.state == "failed":
-        failed = [r for r in replicas if r.state == "failed"] or replicas
+    if with_tail and job.state == JobState.FAILED:
+        failed = [r for r in replicas if r.state == ReplicaState.FAILED] or replicas
         if failed:
             tail = log_tail(session, failed[0].id)
     return JobView(
@@ -325,21 +326,21 @@ def _replica_view(replica: Replica, node: str | None) -> ReplicaView:
 
 def cancel_job(session: Session, job: Job, now: float) -> Effects:
     effects = Effects()
-    if job.state in TERMINAL_JOB_STATES or job.state == "cancelling":
+    if job.state in TERMINAL_JOB_STATES or job.state == JobState.CANCELLING:
         return effects
     replicas = [r for r in current_replicas(session, job) if r.state in ACTIVE_REPLICA_STATES]
-    if job.state == "pending" and not replicas:
-        job.state = "cancelled"
+    if job.state == JobState.PENDING and not replicas:
+        job.state = JobState.CANCELLED
         job.reason = "cancelled by user"
         job.finished_at = now
         return effects
-    job.state = "cancelling"
+    job.state = JobState.CANCELLING
     job.reason = "stopping its replicas"
     job.recheck_at = None
     recovery.close_attempt(session, job, now, None, "cancelled by user")
     effects.merge(stop_replicas(replicas))
     if not replicas:
-        job.state = "cancelled"
+        job.state = JobState.CANCELLED
         job.finished_at = now
         job.reason = "cancelled by user"
     return effects
@@ -348,8 +349,8 @@ def cancel_job(session: Session, job: Job, now: float) -> Effects:
 def stop_replicas(replicas: list[Replica]) -> Effects:
     effects = Effects()
     for replica in replicas:
-        if replica.state in ACTIVE_REPLICA_STATES and replica.desired != "stop":
-            replica.desired = "stop"
+        if replica.state in ACTIVE_REPLICA_STATES and replica.desired != Desired.STOP:
+            replica.desired = Desired.STOP
             effects.sync_nodes.add(replica.node_id)
     return effects
 

@@ -25,6 +25,7 @@ from corral.core.placement import (
     RunningJob,
     Snapshot,
 )
+from corral.core.states import Desired, JobState, NodeCondition
 from corral.server.services.fleet_models import fleet_models
 from corral.server.services.snapshot_rows import (
     LIVE_COLUMNS,
@@ -41,6 +42,8 @@ from corral.server.services.specs import specs_by_id
 from corral.server.store.db import in_chunks
 from corral.server.store.tables import Job, Node, Quota, Replica, Workspace
 from corral.spec.job import JobSpec
+
+_STARTED = (JobState.STARTING, JobState.RUNNING)
 
 
 @dataclass
@@ -89,7 +92,7 @@ class SnapshotLoader:
         node_rows = _tuples(
             session,
             select(Node.id, Node.version).where(
-                Node.condition == "ready", Node.connected.is_(True)
+                Node.condition == NodeCondition.READY, Node.connected.is_(True)
             ),
         )
         replica_rows = _tuples(
@@ -308,13 +311,17 @@ class SnapshotLoader:
         for job_id in touched:
             self._running.pop(job_id, None)
             job = self._live.get(job_id)
-            if job is None or job.state not in ("starting", "running") or job.attempt <= 0:
+            if (
+                job is None
+                or job.state not in (JobState.STARTING, JobState.RUNNING)
+                or job.attempt <= 0
+            ):
                 continue
             current = [
                 r for r in self._by_job.get(job_id, ()) if self._facts[r].attempt == job.attempt
             ]
             # A replica already told to stop is on its way out: not a victim to pick again.
-            if current and all(self._desired[r] == "run" for r in current):
+            if current and all(self._desired[r] == Desired.RUN for r in current):
                 building.append((job, [self._facts[r] for r in current]))
         specs = specs_by_id(session, [job.id for job, _ in building])
         for job, held in building:
@@ -350,7 +357,7 @@ class SnapshotLoader:
         for job_id in touched:
             self._pending.pop(job_id, None)
             job = self._live.get(job_id)
-            if job is not None and job.state == "pending":
+            if job is not None and job.state == JobState.PENDING:
                 load.append(job_id)
         specs = specs_by_id(session, load)
         for chunk in in_chunks(load):

@@ -13,6 +13,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES
+from corral.core.states import JobState, NodeCondition, ReplicaState
 from corral.server.store.tables import Endpoint, Job, Node, Replica, Workspace
 from corral.wire.api import (
     StatusGpus,
@@ -24,7 +25,7 @@ from corral.wire.api import (
 )
 
 TOP_REASONS = 5
-_RUNNING = ("starting", "running", "cancelling")
+_RUNNING = (JobState.STARTING, JobState.RUNNING, JobState.CANCELLING)
 
 
 def status(session: Session, workspace: Workspace | None) -> StatusView:
@@ -45,10 +46,10 @@ def _nodes(session: Session) -> StatusNodes:
     )
     return StatusNodes(
         total=sum(counts.values()),
-        ready=counts.get("ready", 0),
-        cordoned=counts.get("cordoned", 0),
-        unhealthy=counts.get("unhealthy", 0),
-        lost=counts.get("lost", 0),
+        ready=counts.get(NodeCondition.READY, 0),
+        cordoned=counts.get(NodeCondition.CORDONED, 0),
+        unhealthy=counts.get(NodeCondition.UNHEALTHY, 0),
+        lost=counts.get(NodeCondition.LOST, 0),
     )
 
 
@@ -71,7 +72,7 @@ def _gpus(session: Session, used: dict[str, set[int]]) -> list[StatusGpus]:
             total[model] += 1
             if gpu["index"] in used.get(node_id, ()):
                 held[model] += 1
-            elif condition == "ready" and gpu.get("healthy", True):
+            elif condition == NodeCondition.READY and gpu.get("healthy", True):
                 free[model] += 1
     return [StatusGpus(model=m, total=total[m], used=held[m], free=free[m]) for m in sorted(total)]
 
@@ -82,7 +83,7 @@ def _work(session: Session, workspace: Workspace | None) -> StatusWork:
         str(state): int(n)
         for state, n in session.execute(
             select(Job.state, func.count())
-            .where(Job.state.in_(("pending", *_RUNNING)), *scope)
+            .where(Job.state.in_((JobState.PENDING, *_RUNNING)), *scope)
             .group_by(Job.state)
         )
     }
@@ -91,7 +92,7 @@ def _work(session: Session, workspace: Workspace | None) -> StatusWork:
         StatusReason(reason=str(reason), jobs=int(n))
         for reason, n in session.execute(
             select(func.coalesce(Job.reason, "waiting"), count)
-            .where(Job.state == "pending", *scope)
+            .where(Job.state == JobState.PENDING, *scope)
             .group_by(Job.reason)
             .order_by(count.desc())
             .limit(TOP_REASONS)
@@ -105,14 +106,14 @@ def _work(session: Session, workspace: Workspace | None) -> StatusWork:
         .join(Replica, and_(Replica.job_id == Job.id, Replica.attempt == Job.attempt))
         .where(
             Job.endpoint_id.is_not(None),
-            Replica.state == "running",
+            Replica.state == ReplicaState.RUNNING,
             Replica.ready.is_(True),
             *scope,
         )
     )
     return StatusWork(
         running=sum(states.get(s, 0) for s in _RUNNING),
-        pending=states.get("pending", 0),
+        pending=states.get(JobState.PENDING, 0),
         pending_reasons=reasons,
         endpoints=session.scalar(endpoints) or 0,
         endpoints_ready=session.scalar(ready) or 0,
@@ -125,10 +126,10 @@ def _per_workspace(session: Session) -> list[StatusWorkspace]:
     pending: Counter[str] = Counter()
     for ws, state, n in session.execute(
         select(Job.workspace_id, Job.state, func.count())
-        .where(Job.state.in_(("pending", *_RUNNING)))
+        .where(Job.state.in_((JobState.PENDING, *_RUNNING)))
         .group_by(Job.workspace_id, Job.state)
     ):
-        (pending if state == "pending" else running)[ws] += n
+        (pending if state == JobState.PENDING else running)[ws] += n
     gpus: Counter[str] = Counter()
     for ws, held in session.execute(
         select(Job.workspace_id, Replica.gpus)
