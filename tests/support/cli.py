@@ -8,10 +8,12 @@ as a plugin by tests/conftest.py, so every test can ask for `server` and `cli`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -36,23 +38,27 @@ _UNSET: Mapping[str, str | None] = {
 
 class Cli:
     """`cli("job", "ls")` runs `corral job ls` against `server`, as the cluster admin unless
-    `token=` says otherwise; `env=` adds to (or unsets, with None) the environment.
+    `token=` says otherwise; `env=` adds to (or unsets, with None) the environment. The
+    clients' `transport` is the app's (a test may wrap it to watch the requests).
 
     With `virtual_time`, the clients' clock moves only by their own sleeps (`now`), so a
-    command that waits (`--wait --timeout 90`) runs its whole wait at once."""
+    command that waits (`--wait --timeout 90`) runs its whole wait at once; `on_sleep`, if
+    set, runs at each of those sleeps (the world changing while the command waits)."""
 
     def __init__(self, server: TestClient, home: Path, *, virtual_time: bool = False) -> None:
         self.server = server
         self.home = home
         self.virtual_time = virtual_time
+        self.transport: httpx.BaseTransport = AppTransport(server)
         self.now = 0.0
+        self.on_sleep: Callable[[], None] | None = None
 
     def client(self, settings: Settings) -> Client:
         client = Client(
             settings.server,
             settings.token,
             settings.workspace,
-            transport=AppTransport(self.server),
+            transport=self.transport,
             origin=settings.origin,
         )
         if self.virtual_time:
@@ -62,6 +68,8 @@ class Cli:
 
     def _sleep(self, seconds: float) -> None:
         self.now += seconds
+        if self.on_sleep is not None:
+            self.on_sleep()
 
     def sdk(self, workspace: str = "default", token: str = ADMIN_TOKEN) -> Client:
         """The SDK as the CLI builds it, for a test's own calls."""
@@ -98,10 +106,22 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 UNPLACEABLE = {"resources": {"gpus": "H100:64"}}
 
 
-def submit_job(server: TestClient, name: str, **spec: Any) -> None:
+def submit_job(server: TestClient, name: str, workspace: str = "default", **spec: Any) -> None:
     """Submit job `name` (`command: true` unless `spec` says otherwise) over the API."""
-    r = server.post(JOBS, json={"name": name, "command": "true", **spec}, headers=ADMIN)
+    body = {"name": name, "command": "true", **spec}
+    r = server.post(f"/v1/workspaces/{workspace}/jobs", json=body, headers=ADMIN)
     assert r.status_code == 201, r.text
+
+
+def scheduled_reason(cli: Cli, name: str, workspace: str = "default") -> str:
+    """Why job `name` is pending, once the scheduler has looked at it (a deadline of 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        reason = cli.sdk(workspace).get_job(name).reason or ""
+        if reason and reason != "waiting for the scheduler":
+            return reason
+        assert time.monotonic() < deadline, f"the scheduler did not look at job {name}"
+        time.sleep(0.02)
 
 
 def finish_job(

@@ -1,7 +1,8 @@
-"""The CLI's commands against an in-memory API behind httpx.MockTransport.
+"""The CLI's commands against the real control plane in-process (tests/support/cli.py).
 
-The seam is `build_app(CliDeps(client_factory=...))`: each command builds its client through
-the factory, so no global is patched.
+The seam is `build_app(CliDeps(client_factory=...))`: each command builds its SDK client
+through the factory, and that client's requests go to the app through its TestClient; what
+a command sent is read back from the server, and what it prints is the server's answer.
 """
 
 from __future__ import annotations
@@ -10,208 +11,34 @@ import json
 import re
 import socket
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from corral.cli.config import CliDeps
 from corral.cli.main import build_app
-from corral.client import Client, Settings
+from corral.client import NotFound
 from corral.spec import JobSpec
+from support.cli import Cli, finish_job, scheduled_reason, submit_job
+from support.store import register_node
 
-NOW = 1_700_000_000.0
-
-
-class FakeApi:
-    """Just enough of the REST API to drive the CLI, recording what it was sent."""
-
-    def __init__(self) -> None:
-        self.requests: list[httpx.Request] = []
-        self.posted: list[dict[str, Any]] = []
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.outcome: dict[str, tuple[str, int | None, str]] = {}  # name -> state, exit, log
-        self.token = "crl_good"
-        self.nodes: list[dict[str, Any]] = []
-
-    def client(self, settings: Settings) -> Client:
-        return Client(
-            settings.server,
-            settings.token,
-            settings.workspace,
-            transport=httpx.MockTransport(self.handle),
-        )
-
-    def add_job(self, name: str, state: str = "running", **over: Any) -> dict[str, Any]:
-        job: dict[str, Any] = {
-            "name": name,
-            "workspace": "default",
-            "state": state,
-            "spec": {
-                "name": name,
-                "command": "python train.py",
-                "replicas": 2,
-                "resources": {"gpus": {"count": 8, "type": "H100"}, "memory": "64Gi"},
-            },
-            "attempt": 1,
-            "restarts": 0,
-            "submitted_at": NOW - 300,
-            "started_at": NOW - 240,
-            "replicas": [
-                {
-                    "id": f"{name}-0",
-                    "rank": 0,
-                    "attempt": 1,
-                    "node": "gpu-a",
-                    "gpus": [0, 1],
-                    "state": "running",
-                    "pid": 41,
-                },
-                {
-                    "id": f"{name}-1",
-                    "rank": 1,
-                    "attempt": 1,
-                    "node": "gpu-b",
-                    "gpus": [0, 1],
-                    "state": "running",
-                    "pid": 42,
-                },
-            ],
-        }
-        job.update(over)
-        self.jobs[name] = job
-        return job
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        if request.headers.get("authorization") != f"Bearer {self.token}":
-            return _error(401, "unauthorized", "invalid token")
-        path, method = request.url.path, request.method
-        if path == "/v1/nodes":
-            return httpx.Response(200, json={"nodes": self.nodes})
-        m = re.fullmatch(
-            r"/v1/workspaces/([^/]+)/jobs(?:/([^/]+))?(/logs/all|/logs|/cancel)?", path
-        )
-        if m is None:
-            return httpx.Response(404, json={"detail": "Not Found"})
-        ws, name, tail = m.groups()
-        if name is None and method == "POST":
-            body = json.loads(request.content)
-            self.posted.append(body)
-            name = body.get("name") or "job-brisk-otter-1a2b"
-            if name in self.jobs:
-                return _error(409, "conflict", f"job '{name}' already exists in workspace '{ws}'")
-            job = self.add_job(
-                name,
-                state="pending",
-                spec={**body, "name": name},
-                attempt=0,
-                replicas=[],
-                started_at=None,
-            )
-            return httpx.Response(201, json=job)
-        if name is None:
-            return httpx.Response(200, json={"jobs": list(self.jobs.values())})
-        if name not in self.jobs:
-            return _error(404, "not_found", f"job '{name}' not found")
-        job = self.jobs[name]
-        if tail == "/logs":
-            state, code, log = self.outcome.get(name, ("succeeded", 0, ""))
-            offset = int(request.url.params["offset"])
-            # The whole log in one page; the job ends once it has all been read.
-            job.update(state=state, exit_code=code, attempt=1, finished_at=NOW)
-            return httpx.Response(
-                200,
-                json={
-                    "replica": 0,
-                    "attempt": 1,
-                    "data": log[offset:],
-                    "offset": offset,
-                    "next_offset": len(log),
-                    "complete": True,
-                },
-            )
-        if tail == "/logs/all":
-            state, code, log = self.outcome.get(name, ("succeeded", 0, ""))
-            offsets = [int(o) for o in request.url.params.get_list("offset")] or [0]
-            # As /logs: one replica, the whole log in one page, then the job has ended.
-            job.update(state=state, exit_code=code, attempt=1, finished_at=NOW)
-            page = {
-                "replica": 0,
-                "data": log[offsets[0] :],
-                "offset": offsets[0],
-                "next_offset": len(log),
-                "complete": True,
-            }
-            body = {"state": state, "job_attempt": 1, "attempt": 1, "replicas": 1}
-            return httpx.Response(200, json={**body, "pages": [page]})
-        if tail == "/cancel":
-            job["state"] = "cancelling"
-            return httpx.Response(200, json=job)
-        if method == "DELETE":
-            if job["state"] not in ("succeeded", "failed", "cancelled"):
-                return _error(409, "conflict", f"job '{name}' is {job['state']}, not finished")
-            del self.jobs[name]
-            return httpx.Response(204)
-        return httpx.Response(200, json=job)
+GANG = {"replicas": 2, "resources": {"gpus": "H100:8", "memory": "64Gi"}}
 
 
-def _error(
-    status: int, code: str, message: str, fields: list[dict[str, str]] | None = None
-) -> httpx.Response:
-    return httpx.Response(
-        status, json={"error": {"code": code, "message": message, "fields": fields or []}}
-    )
+def job_names(cli: Cli, workspace: str = "default") -> list[str]:
+    return [j.name for j in cli.sdk(workspace).list_jobs()]
 
 
-@pytest.fixture
-def api() -> FakeApi:
-    return FakeApi()
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    (tmp_path / "config.json").write_text(
-        json.dumps(
-            {"server": "http://corral.test:7390", "token": "crl_good", "workspace": "default"}
-        )
-    )
-    return tmp_path
-
-
-@pytest.fixture
-def cli(api: FakeApi, home: Path) -> CliRunner:
-    return CliRunner(
-        env={
-            "CORRAL_SERVER": None,
-            "CORRAL_TOKEN": None,
-            "CORRAL_WORKSPACE": None,
-            "NO_COLOR": "1",
-            "COLUMNS": "200",
-        }
-    )
-
-
-def run(cli: CliRunner, api: FakeApi, home: Path, *args: str) -> Any:
-    app = build_app(CliDeps(client_factory=api.client, home=home))
-    return cli.invoke(app, list(args))
-
-
-def test_help_lists_every_noun(cli: CliRunner, api: FakeApi, home: Path) -> None:
-    result = run(cli, api, home, "--help")
+def test_help_lists_every_noun(cli: Cli) -> None:
+    result = cli("--help")
     assert result.exit_code == 0
     for noun in ("job", "node", "workspace", "token", "up", "down", "server", "agent"):
         assert re.search(rf"^\W*{noun}\b", result.stdout, re.M), noun
 
 
-def test_inline_argv_after_dashdash_becomes_the_entrypoint(
-    cli: CliRunner, api: FakeApi, home: Path
-) -> None:
-    result = run(
-        cli,
-        api,
-        home,
+def test_inline_argv_after_dashdash_becomes_the_entrypoint(cli: Cli) -> None:
+    result = cli(
         "job",
         "run",
         "-d",
@@ -232,57 +59,60 @@ def test_inline_argv_after_dashdash_becomes_the_entrypoint(
         "3e-4",
     )
     assert result.exit_code == 0, result.output
-    body = api.posted[0]
-    assert body["entrypoint"] == ["python", "train.py", "--lr", "3e-4"]
-    assert "command" not in body
-    assert body["replicas"] == 2 and body["env"] == {"A": "1"}
-    spec = JobSpec.model_validate(body)
+    spec = cli.sdk().get_job("t1").spec
+    assert spec.entrypoint == ["python", "train.py", "--lr", "3e-4"]
+    assert spec.command is None
+    assert spec.replicas == 2 and spec.env == {"A": "1"}
     assert spec.resources.gpus.count == 8 and spec.resources.gpus.type == "H100"
     assert spec.resources.memory == 16 * 1024
     assert "submitted job t1" in result.stdout and "corral job logs -f t1" in result.stdout
 
 
-def test_one_argument_with_spaces_becomes_a_shell_command(
-    cli: CliRunner, api: FakeApi, home: Path
-) -> None:
-    result = run(cli, api, home, "job", "run", "-d", "--", "echo hi && echo there")
+def test_one_argument_with_spaces_becomes_a_shell_command(cli: Cli) -> None:
+    result = cli("job", "run", "-d", "--", "echo hi && echo there")
     assert result.exit_code == 0, result.output
-    assert api.posted[0]["command"] == "echo hi && echo there"
-    assert "entrypoint" not in api.posted[0]
-    assert "name" not in api.posted[0]  # the server names it
-    assert "job-brisk-otter-1a2b" in result.stdout
+    [job] = cli.sdk().list_jobs()  # the server named it
+    assert job.spec.command == "echo hi && echo there" and job.spec.entrypoint is None
+    assert f"submitted job {job.name} " in result.stdout
 
 
-def test_a_command_without_dashdash_is_refused_with_the_fix(
-    cli: CliRunner, api: FakeApi, home: Path
-) -> None:
-    result = run(cli, api, home, "job", "run", "python", "train.py")
+def test_a_command_without_dashdash_is_refused_with_the_fix(cli: Cli) -> None:
+    result = cli("job", "run", "python", "train.py")
     assert result.exit_code == 2
     assert "corral job run --gpus 1 -- python train.py" in result.stderr
-    assert api.requests == []
+    assert job_names(cli) == []
 
 
 def test_run_follows_the_log_and_exits_with_the_jobs_exit_code(
-    cli: CliRunner, api: FakeApi, home: Path
+    cli: Cli, server: TestClient
 ) -> None:
-    api.outcome["boom"] = ("failed", 3, "step 1\nTraceback: oops\n")
-    result = run(cli, api, home, "job", "run", "--name", "boom", "--", "python", "x.py")
-    assert result.exit_code == 3
+    """The job ends (as its agent would report) while `job run` follows it."""
+    cli.virtual_time = True
+    outcome: dict[str, tuple[str, int, list[str]]] = {
+        "boom": ("failed", 3, ["step 1\n", "Traceback: oops\n"]),
+        "fine": ("succeeded", 0, ["ok\n"]),
+    }
+
+    def finish_what_was_submitted() -> None:
+        for job in cli.sdk().list_jobs(states=["pending"]):
+            state, code, log = outcome[job.name]
+            finish_job(server, job.name, {0: log}, state=state, exit_code=code)
+
+    cli.on_sleep = finish_what_was_submitted
+    result = cli("job", "run", "--name", "boom", "--", "python", "x.py")
+    assert result.exit_code == 3, result.output
     assert result.stdout == "step 1\nTraceback: oops\n"  # only the job's own output
     assert "failed" in result.stderr and "exit code 3" in result.stderr
 
-    api.outcome["fine"] = ("succeeded", 0, "ok\n")
-    result = run(cli, api, home, "job", "run", "--name", "fine", "--", "true")
+    result = cli("job", "run", "--name", "fine", "--", "true")
     assert result.exit_code == 0 and result.stdout == "ok\n"
     assert "succeeded" in result.stderr
 
 
-def test_a_bad_yaml_file_lists_every_bad_field_and_exits_2(
-    cli: CliRunner, api: FakeApi, home: Path, tmp_path: Path
-) -> None:
+def test_a_bad_yaml_file_lists_every_bad_field_and_exits_2(cli: Cli, tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
     spec.write_text("command: python train.py\nreplicsa: 2\nresources:\n  gpus: H100:-1\n")
-    result = run(cli, api, home, "job", "run", str(spec))
+    result = cli("job", "run", str(spec))
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 2, result.stderr
@@ -290,52 +120,39 @@ def test_a_bad_yaml_file_lists_every_bad_field_and_exits_2(
     assert any("replicsa: unknown field" in line for line in lines)
     assert any("resources.gpus" in line for line in lines)
     assert "Traceback" not in result.output
-    assert api.requests == []
+    assert job_names(cli) == []
 
 
 def test_a_file_with_flags_overrides_its_fields_and_keeps_its_sizes(
-    cli: CliRunner, api: FakeApi, home: Path, tmp_path: Path
+    cli: Cli, tmp_path: Path
 ) -> None:
     spec = tmp_path / "train.yaml"
     spec.write_text(
         "name: base\ncommand: python train.py\nenv: {A: '1'}\n"
         "resources: {memory: 512Mi, gpus: 'H100:8'}\n"
     )
-    result = run(
-        cli,
-        api,
-        home,
-        "job",
-        "run",
-        "-d",
-        str(spec),
-        "--name",
-        "over",
-        "--gpus",
-        "A100:2",
-        "--env",
-        "B=2",
+    result = cli(
+        "job", "run", "-d", str(spec), "--name", "over", "--gpus", "A100:2", "--env", "B=2"
     )
     assert result.exit_code == 0, result.output
-    sent = JobSpec.model_validate(api.posted[0])
+    assert job_names(cli) == ["over"]
+    sent = cli.sdk().get_job("over").spec
     assert sent.name == "over" and sent.command == "python train.py"
     assert sent.env == {"A": "1", "B": "2"}
     assert (sent.resources.gpus.type, sent.resources.gpus.count) == ("A100", 2)
     assert sent.resources.memory == 512
 
 
-def test_a_bad_flag_is_named_as_the_flag(cli: CliRunner, api: FakeApi, home: Path) -> None:
-    result = run(cli, api, home, "job", "run", "--gpus", "H100:-1", "--", "true")
+def test_a_bad_flag_is_named_as_the_flag(cli: Cli) -> None:
+    result = cli("job", "run", "--gpus", "H100:-1", "--", "true")
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --gpus: ")
-    assert api.requests == []
+    assert job_names(cli) == []
 
 
-def test_job_ls_json_is_one_json_document_of_the_api_view(
-    cli: CliRunner, api: FakeApi, home: Path
-) -> None:
-    api.add_job("train")
-    result = run(cli, api, home, "job", "ls", "--json")
+def test_job_ls_json_is_one_json_document_of_the_api_view(cli: Cli, server: TestClient) -> None:
+    submit_job(server, "train", **GANG)
+    result = cli("job", "ls", "--json")
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert [j["name"] for j in data["jobs"]] == ["train"]
@@ -343,30 +160,31 @@ def test_job_ls_json_is_one_json_document_of_the_api_view(
     assert JobSpec.model_validate(data["jobs"][0]["spec"]).resources.memory == 65536
 
 
-def test_job_ls_table(cli: CliRunner, api: FakeApi, home: Path) -> None:
-    api.add_job("train", reason=None)
-    api.add_job("wait", state="pending", reason="needs 2×H100:8; no node has them", replicas=[])
-    result = run(cli, api, home, "job", "ls")
+def test_job_ls_table(cli: Cli, server: TestClient) -> None:
+    submit_job(server, "train", **GANG)
+    finish_job(server, "train", {0: [], 1: []}, nodes=["gpu-a", "gpu-b"])
+    submit_job(server, "wait", **GANG)
+    why = scheduled_reason(cli, "wait")  # the scheduler's words: no node has room
+    result = cli("job", "ls")
     assert result.exit_code == 0
     train = next(line for line in result.stdout.splitlines() if line.startswith("train"))
-    assert "running" in train and "2/2" in train and "H100:8" in train
-    assert "needs 2×H100:8" in result.stdout
+    assert "succeeded" in train and "H100:8" in train
+    wait = next(line for line in result.stdout.splitlines() if line.startswith("wait"))
+    assert "pending" in wait and "0/2" in wait and why in wait
 
 
-def test_job_get_shows_replicas_and_the_log_tail_of_a_failure(
-    cli: CliRunner, api: FakeApi, home: Path
-) -> None:
-    api.add_job(
+def test_job_get_shows_replicas_and_the_log_tail_of_a_failure(cli: Cli, server: TestClient) -> None:
+    submit_job(server, "boom", **GANG)
+    finish_job(
+        server,
         "boom",
+        {0: ["Traceback (most recent call last):\n", "ValueError: [bad] lr\n"], 1: []},
         state="failed",
         exit_code=1,
         reason="replica 0 exited with code 1",
-        restarts=1,
-        attempt=2,
-        finished_at=NOW - 10,
-        log_tail=["Traceback (most recent call last):", "ValueError: [bad] lr"],
+        nodes=["gpu-a", "gpu-b"],
     )
-    result = run(cli, api, home, "job", "get", "boom")
+    result = cli("job", "get", "boom")
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "failed (exit code 1)" in out
@@ -376,15 +194,14 @@ def test_job_get_shows_replicas_and_the_log_tail_of_a_failure(
     assert "2 replicas × H100:8" in out and "64Gi memory" in out
 
 
-def test_unknown_job_is_one_line_and_exit_1(cli: CliRunner, api: FakeApi, home: Path) -> None:
-    result = run(cli, api, home, "job", "get", "nope")
+def test_unknown_job_is_one_line_and_exit_1(cli: Cli) -> None:
+    result = cli("job", "get", "nope")
     assert result.exit_code == 1
-    assert result.stderr == "error: job 'nope' not found\n"
+    assert result.stderr == "error: job 'nope' in workspace 'default' not found\n"
 
 
-def test_a_rejected_token_says_what_to_do(cli: CliRunner, api: FakeApi, home: Path) -> None:
-    api.token = "crl_other"
-    result = run(cli, api, home, "job", "ls")
+def test_a_rejected_token_says_what_to_do(cli: Cli) -> None:
+    result = cli("job", "ls", token="crl_other")
     assert result.exit_code == 1
     # Which server, and where the token came from: an empty CORRAL_HOME once meant another
     # corral on the default port, and the error did not say so.
@@ -392,82 +209,55 @@ def test_a_rejected_token_says_what_to_do(cli: CliRunner, api: FakeApi, home: Pa
     assert "rejected the token" in result.stderr and "CORRAL_TOKEN" in result.stderr
 
 
-def test_delete_of_a_running_job_hints_at_cancel(cli: CliRunner, api: FakeApi, home: Path) -> None:
-    api.add_job("train")
-    result = run(cli, api, home, "job", "delete", "train")
+def test_delete_of_an_unfinished_job_hints_at_cancel(cli: Cli, server: TestClient) -> None:
+    submit_job(server, "train", **GANG)
+    result = cli("job", "delete", "train")
     assert result.exit_code == 1
     assert "corral job cancel train" in result.stderr
-    assert run(cli, api, home, "job", "cancel", "train").exit_code == 0
-    api.jobs["train"]["state"] = "cancelled"
-    assert run(cli, api, home, "job", "delete", "train").exit_code == 0
-    assert "train" not in api.jobs
+    cancelled = cli("job", "cancel", "train")
+    assert cancelled.exit_code == 0 and "job train: cancelled" in cancelled.stdout
+    assert cli("job", "delete", "train").exit_code == 0
+    with pytest.raises(NotFound):
+        cli.sdk().get_job("train")
 
 
-def test_job_logs_prints_the_log(cli: CliRunner, api: FakeApi, home: Path) -> None:
-    api.add_job("train")
-    api.outcome["train"] = ("succeeded", 0, "line 1\nline 2\n")
-    result = run(cli, api, home, "job", "logs", "train")
+def test_job_logs_prints_the_log(cli: Cli, server: TestClient) -> None:
+    submit_job(server, "train", **GANG)
+    finish_job(server, "train", {0: ["line 1\n", "line 2\n"], 1: ["other\n"]})
+    result = cli("job", "logs", "train")
     assert result.exit_code == 0
-    assert result.stdout == "line 1\nline 2\n"
-    logs = [r for r in api.requests if r.url.path.endswith("/logs")]
-    assert logs[0].url.params["replica"] == "0"
+    assert result.stdout == "line 1\nline 2\n"  # replica 0's, by default
 
 
-def test_workspace_flag_selects_the_path(cli: CliRunner, api: FakeApi, home: Path) -> None:
-    run(cli, api, home, "job", "ls", "-w", "research")
-    run(cli, api, home, "--workspace", "vision", "job", "ls")
-    paths = [r.url.path for r in api.requests]
-    assert paths == ["/v1/workspaces/research/jobs", "/v1/workspaces/vision/jobs"]
+def test_workspace_flag_selects_the_workspace(cli: Cli, server: TestClient) -> None:
+    for ws in ("research", "vision"):
+        assert cli("workspace", "create", ws).exit_code == 0
+        submit_job(server, f"in-{ws}", workspace=ws)
+    research = cli("job", "ls", "-w", "research")
+    vision = cli("--workspace", "vision", "job", "ls")
+    assert "in-research" in research.stdout and "in-vision" not in research.stdout
+    assert "in-vision" in vision.stdout and "in-research" not in vision.stdout
 
 
-def test_node_ls_renders_gpus_allocation_and_heartbeat(
-    cli: CliRunner, api: FakeApi, home: Path
-) -> None:
-    gpus = [
-        {
-            "index": i,
-            "model": "H100",
-            "memory_mb": 81559,
-            "uuid": f"GPU-{i}",
-            "healthy": True,
-            "allocated": i < 3,
-        }
-        for i in range(8)
-    ]
-    api.nodes = [
-        {
-            "id": "n1",
-            "name": "gpu-a",
-            "address": "10.0.0.1",
-            "condition": "ready",
-            "gpu_backend": "fake",
-            "gpus": gpus,
-            "cpus": 64,
-            "memory_mb": 512 * 1024,
-            "disk_mb": 0,
-            "labels": {},
-            "agent_version": "0.1.0",
-            "connected": True,
-            "last_heartbeat_at": NOW,
-            "heartbeat_age_s": 1.2,
-            "registered_at": NOW - 100,
-        }
-    ]
-    result = run(cli, api, home, "node", "ls")
+def test_node_ls_renders_gpus_allocation_and_heartbeat(cli: Cli, server: TestClient) -> None:
+    register_node(server.app.state.cp.store, "gpu-a", gpus=8, cpus=64, memory_mb=512 * 1024)  # type: ignore[attr-defined]
+    [node] = cli.sdk().list_nodes()
+    result = cli("node", "ls")
     assert result.exit_code == 0, result.output
     row = next(line for line in result.stdout.splitlines() if line.startswith("gpu-a"))
-    for needle in ("ready", "8×H100 (fake)", "3/8", "64", "512Gi", "1s ago"):
+    for needle in (node.condition, "8×H100 (fake)", "0/8", "64", "512Gi", " ago"):
         assert needle in row, (needle, row)
-    data = json.loads(run(cli, api, home, "node", "ls", "--json").stdout)
+    data = json.loads(cli("node", "ls", "--json").stdout)
     assert data["nodes"][0]["name"] == "gpu-a"
 
 
-def test_an_unreachable_server_is_exit_1_with_how_to_start_one(cli: CliRunner, home: Path) -> None:
+def test_an_unreachable_server_is_exit_1_with_how_to_start_one(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = build_app(CliDeps(home=home))  # the real client and transport
-    result = cli.invoke(app, ["--server", f"http://127.0.0.1:{port}", "job", "ls"])
+    app = build_app(CliDeps(home=tmp_path))  # the real client and transport
+    runner = CliRunner(env={"CORRAL_TOKEN": "crl_any", "CORRAL_SERVER": None, "NO_COLOR": "1"})
+    result = runner.invoke(app, ["--server", f"http://127.0.0.1:{port}", "job", "ls"])
     assert result.exit_code == 1
     assert result.stderr.startswith(
         f"error: cannot reach the corral server at http://127.0.0.1:{port}"

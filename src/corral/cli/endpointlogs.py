@@ -64,11 +64,13 @@ def _ended_replica_jobs(client: Client, view: EndpointView) -> list[JobView]:
 
     The job views do not say which endpoint a job serves; the name the server gives a
     replica's job does, unless a user named a job of their own just like it."""
+    from corral.wire.api import TERMINAL_JOB_STATES
+
     found = []
     for job in client.list_jobs(kind="endpoint-replica"):
         m = _REPLICA_JOB.match(job.name)
-        if m is None:
-            continue
+        if m is None or job.state not in TERMINAL_JOB_STATES:
+            continue  # a replacement still waiting to start has no story to tell yet
         suffix = f"-r{m['revision']}-xxxxxx"
         if m["base"] == view.name[: 63 - len(suffix)].rstrip("-"):
             found.append(job)
