@@ -12,7 +12,7 @@ from corral.cli.endpointspec import EndpointFlags
 from corral.cli.inline import InlineCommand, inline_argv
 from corral.cli.light import LightGroup
 from corral.cli.options import JsonOpt, WorkspaceOpt, takes_flags
-from corral.cli.output import CliError, err, esc, note, out, print_json, warn
+from corral.cli.output import CliError, err, esc, note, out, print_page, print_view, warn
 from corral.cli.specflags import check_workspace
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ def ls(ctx: typer.Context, workspace: WorkspaceOpt = None, json_: JsonOpt = Fals
         views = client.list_endpoints()
         ws = client.workspace
     if json_:
-        print_json(EndpointList(endpoints=views).model_dump(mode="json", exclude={"next_cursor"}))
+        print_page(EndpointList(endpoints=views))
     elif not views:
         # http.server answers GET / (not /health, the default readiness path): this one
         # becomes ready as it is.
@@ -228,10 +228,7 @@ def get(
 
     with state(ctx).client(workspace) as client:
         view = client.get_endpoint(name)
-    if json_:
-        print_json(view.model_dump(mode="json"))
-    else:
-        print_endpoint(out(), view)
+    print_view(view, json_, print_endpoint)
 
 
 @app.command("logs")

@@ -12,7 +12,7 @@ from corral.cli.inline import InlineCommand, inline_argv
 from corral.cli.jobspec import RunFlags
 from corral.cli.light import LightGroup
 from corral.cli.options import JsonOpt, WorkspaceOpt, takes_flags
-from corral.cli.output import CliError, err, note, out, print_json
+from corral.cli.output import CliError, err, note, out, print_view
 from corral.cli.specflags import check_workspace
 
 if TYPE_CHECKING:
@@ -165,10 +165,7 @@ def get(
 
     with state(ctx).client(workspace) as client:
         job = client.get_job(name)
-    if json_:
-        print_json(job.model_dump(mode="json"))
-    else:
-        print_job(out(), job)
+    print_view(job, json_, print_job)
 
 
 @app.command("logs")

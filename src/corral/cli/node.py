@@ -10,6 +10,7 @@ import typer
 
 from corral.cli.config import state
 from corral.cli.light import LightGroup
+from corral.cli.options import JsonOpt
 from corral.cli.output import (
     CONDITION_STYLE,
     age,
@@ -20,6 +21,7 @@ from corral.cli.output import (
     note,
     out,
     print_json,
+    print_page,
     styled,
     table,
 )
@@ -85,7 +87,7 @@ def nodes_table(nodes: list[NodeView], now: float | None = None) -> RenderableTy
 @app.command("ls")
 def ls(
     ctx: typer.Context,
-    json_: Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """List nodes with their condition, GPUs and last heartbeat."""
     from corral.wire.api import NodeList
@@ -93,7 +95,7 @@ def ls(
     with state(ctx).client() as client:
         nodes = client.list_nodes()
     if json_:
-        print_json(NodeList(nodes=nodes).model_dump(mode="json", exclude={"next_cursor"}))
+        print_page(NodeList(nodes=nodes))
     elif not nodes:
         note(
             "no nodes yet; `corral up` starts one here, or run `corral agent --server URL "
@@ -125,7 +127,7 @@ def join_create(
         int | None,
         typer.Option(help="How many registrations it allows (default: unlimited).", min=1),
     ] = None,
-    json_: Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Create a join token (cluster admins). Its secret is printed once."""
     from corral.cli.output import CliError
@@ -151,7 +153,7 @@ def join_create(
 @join_app.command("ls")
 def join_ls(
     ctx: typer.Context,
-    json_: Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """List join tokens (cluster admins), with their state and uses; never their secrets."""
     from corral.wire.api import JoinTokenList
@@ -159,9 +161,7 @@ def join_ls(
     with state(ctx).client() as client:
         tokens = client.list_join_tokens()
     if json_:
-        print_json(
-            JoinTokenList(join_tokens=tokens).model_dump(mode="json", exclude={"next_cursor"})
-        )
+        print_page(JoinTokenList(join_tokens=tokens))
         return
     now = time.time()
     t = table("NAME", "STATE", "USES", "EXPIRES", "CREATED")

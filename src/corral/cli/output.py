@@ -9,11 +9,16 @@ import json
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pydantic import BaseModel
     from rich.console import Console
     from rich.table import Table
+
+V = TypeVar("V", bound="BaseModel")
 
 # Styles by state. Colour is decoration only: every state is also written out as a word.
 JOB_STATE_STYLE = {
@@ -78,6 +83,20 @@ def styled(text: str, style: str | None) -> str:
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
     sys.stdout.flush()
+
+
+def print_view(view: V, as_json: bool, render: Callable[[Console, V], None]) -> None:
+    """One object the API answered: its JSON document (--json), or `render`ed for people."""
+    if as_json:
+        print_json(view.model_dump(mode="json"))
+    else:
+        render(out(), view)
+
+
+def print_page(page: BaseModel) -> None:
+    """A list the API answered (EndpointList, NodeList, ...) as its JSON document: every
+    item, without the cursor of the page it came on (the CLI has read them all)."""
+    print_json(page.model_dump(mode="json", exclude={"next_cursor"}))
 
 
 def table(*columns: str) -> Table:

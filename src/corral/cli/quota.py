@@ -8,7 +8,8 @@ import typer
 
 from corral.cli.config import state
 from corral.cli.light import LightGroup
-from corral.cli.output import CliError, esc, out, print_json, table
+from corral.cli.options import JsonOpt
+from corral.cli.output import CliError, esc, out, print_json, print_page, table
 
 app = typer.Typer(
     cls=LightGroup,
@@ -53,7 +54,7 @@ def set_(
             show_default=False,
         ),
     ],
-    json_: Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Set a workspace's guaranteed GPUs, replacing what it had (cluster admins only)."""
     wanted = parse_guarantees(gpus)
@@ -70,7 +71,7 @@ def set_(
 @app.command("ls")
 def ls(
     ctx: typer.Context,
-    json_: Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Each workspace's guaranteed and used GPUs (all of them for a cluster admin)."""
     from corral.wire.api import QuotaList
@@ -78,7 +79,7 @@ def ls(
     with state(ctx).client() as client:
         quotas = client.list_quotas()
     if json_:
-        print_json(QuotaList(quotas=quotas).model_dump(mode="json", exclude={"next_cursor"}))
+        print_page(QuotaList(quotas=quotas))
         return
     t = table("WORKSPACE", "GPU MODEL", "GUARANTEED", "USED")
     for quota in quotas:

@@ -14,7 +14,8 @@ import typer
 
 from corral.cli.config import state
 from corral.cli.light import LightGroup
-from corral.cli.output import CliError, age, err, esc, out, print_json, table
+from corral.cli.options import JsonOpt
+from corral.cli.output import CliError, age, err, esc, out, print_page, table
 
 app = typer.Typer(
     cls=LightGroup,
@@ -82,7 +83,7 @@ def set_(
 @app.command("ls")
 def ls(
     ctx: typer.Context,
-    json_: Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """List the workspace's secrets: names and times, never values."""
     from corral.wire.api import SecretList
@@ -90,7 +91,7 @@ def ls(
     with state(ctx).client() as client:
         secrets = client.list_secrets()
     if json_:
-        print_json(SecretList(secrets=secrets).model_dump(mode="json", exclude={"next_cursor"}))
+        print_page(SecretList(secrets=secrets))
         return
     t = table("NAME", "CREATED", "UPDATED")
     for secret in secrets:

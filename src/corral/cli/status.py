@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
 
 from corral.cli.config import state
+from corral.cli.options import JsonOpt
 from corral.cli.output import print_json
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 def status(
     ctx: typer.Context,
-    json_: Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Nodes (ready, cordoned, unhealthy, lost), GPUs used and free by model, jobs running
     and pending (and why they wait), endpoints ready; per workspace for a cluster admin."""

@@ -8,7 +8,8 @@ import typer
 
 from corral.cli.config import state
 from corral.cli.light import LightGroup
-from corral.cli.output import age, err, esc, out, print_json, table
+from corral.cli.options import JsonOpt
+from corral.cli.output import age, err, esc, out, print_json, print_page, table
 
 app = typer.Typer(cls=LightGroup, help="API tokens.", no_args_is_help=True)
 
@@ -36,7 +37,7 @@ def create(
     name: Annotated[
         str | None, typer.Option(help="A label to recognise it by.", show_default=False)
     ] = None,
-    json_: Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Create a token. Its secret is printed once and cannot be shown again."""
     with state(ctx).client() as client:
@@ -70,7 +71,7 @@ def ls(
             show_default=False,
         ),
     ] = None,
-    json_: Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """List tokens (admins): a workspace admin sees its workspace's, a cluster admin all.
 
@@ -81,7 +82,7 @@ def ls(
     with state(ctx).client() as client:
         tokens = client.list_tokens(workspace)
     if json_:
-        print_json(TokenList(tokens=tokens).model_dump(mode="json", exclude={"next_cursor"}))
+        print_page(TokenList(tokens=tokens))
         return
     t = table("NAME", "ROLE", "WORKSPACE", "CREATED")
     for tok in tokens:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
 from corral.cli.config import state
+from corral.cli.options import JsonOpt
 from corral.cli.output import esc, out, print_json
 
 
 def whoami(
     ctx: typer.Context,
-    json_: Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Show the server this CLI talks to and the role and workspace of its token."""
     st = state(ctx)

@@ -8,7 +8,8 @@ import typer
 
 from corral.cli.config import state
 from corral.cli.light import LightGroup
-from corral.cli.output import age, esc, out, print_json, table
+from corral.cli.options import JsonOpt
+from corral.cli.output import age, esc, out, print_page, table
 
 app = typer.Typer(
     cls=LightGroup,
@@ -34,7 +35,7 @@ def create(
 @app.command("ls")
 def ls(
     ctx: typer.Context,
-    json_: Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """List the workspaces this token can see."""
     from corral.wire.api import WorkspaceList
@@ -42,9 +43,7 @@ def ls(
     with state(ctx).client() as client:
         workspaces = client.list_workspaces()
     if json_:
-        print_json(
-            WorkspaceList(workspaces=workspaces).model_dump(mode="json", exclude={"next_cursor"})
-        )
+        print_page(WorkspaceList(workspaces=workspaces))
         return
     t = table("NAME", "CREATED")
     for ws in workspaces:
