@@ -201,6 +201,7 @@ def test_a_gpu_xid_cordons_its_node_and_outranks_the_exits_it_causes() -> None:
     d = decide(state, T0 + 32, POLICY)
     assert (d.verdict, d.cause, d.cordon) == (Verdict.RESTART, Cause.GPU_XID, frozenset({"n0"}))
     assert "Xid 79 on GPU 3" in d.reason
+    assert "cordoned n0 (suspect hardware)" in d.reason, "the user reads why the node left"
 
 
 def test_signals_of_earlier_attempts_and_other_nodes_are_ignored() -> None:
@@ -244,6 +245,14 @@ def test_a_signal_must_be_infrastructure() -> None:
 
 def hang_spec() -> JobRecoverySpec:
     return JobRecoverySpec(replicas=2, max_restarts=0, progress_timeout_s=60.0)
+
+
+def test_a_healthy_attempt_with_a_progress_timeout_is_looked_at_again_when_it_would_hang() -> None:
+    state = attempt(RUN, RUN, spec=hang_spec())
+    state = with_replica(with_replica(state, 0, progress_at=T0 + 20), 1, progress_at=T0 + 30)
+    d = decide(state, T0 + 40, POLICY)
+    assert (d.verdict, d.recheck_at) == (Verdict.CONTINUE, T0 + 80), "the slowest rank's"
+    assert decide(attempt(RUN, RUN), T0 + 40, POLICY).recheck_at is None, "no timeout"
 
 
 def test_no_progress_for_the_timeout_is_a_hang_of_the_whole_gang() -> None:
