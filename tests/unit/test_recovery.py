@@ -247,7 +247,7 @@ def hang_spec() -> JobRecoverySpec:
     return JobRecoverySpec(replicas=2, max_restarts=0, progress_timeout_s=60.0)
 
 
-def test_a_healthy_attempt_with_a_progress_timeout_is_looked_at_again_when_it_would_hang() -> None:
+def test_a_healthy_attempt_is_looked_at_again_when_it_would_hang() -> None:
     state = attempt(RUN, RUN, spec=hang_spec())
     state = with_replica(with_replica(state, 0, progress_at=T0 + 20), 1, progress_at=T0 + 30)
     d = decide(state, T0 + 40, POLICY)
