@@ -4,7 +4,8 @@ is a bug (DESIGN.md, "Controllers").
 For each decision dataclass there is a table with one row per field: a variant of a
 baseline decision with that field changed, and what the store must then show differently
 after the server's applier ran. The tables must name every field (`dataclasses.fields`),
-so a new field fails here until someone applies it and adds its row. Each variant is
+so a new field fails here until someone applies it and adds its row. The few fields no
+applier needs are rows too, each saying why (a reviewer weighs that). Each variant is
 applied in a transaction that is rolled back, on one SQLite store.
 """
 
@@ -27,11 +28,12 @@ from corral.core.placement import (
     ReplicaPlacement,
     Reservation,
 )
-from corral.core.recovery import Cause, Decision, RecoveryMemory, Verdict
+from corral.core.recovery import Cause, Decision, NextAttempt, RecoveryMemory, Verdict
 from corral.core.states import Desired, JobState, NodeCondition
 from corral.server.services import jobs
 from corral.server.services.identity import DEFAULT_WORKSPACE, bootstrap, workspace_by_name
 from corral.server.services.jobs import current_replicas
+from corral.server.services.recovery import apply_next_attempt
 from corral.server.services.scheduling import apply_plan
 from corral.server.services.settling import apply_job_decision, apply_recovery
 from corral.server.services.snapshot import SnapshotLoader
@@ -182,6 +184,40 @@ def test_every_recovery_decision_field_is_applied(store: Store) -> None:
     before = _trial(store, applying(base))
     assert before["job.state"] == JobState.PENDING  # the baseline does something too
     for name, (value, expected) in RECOVERY.items():
+        after = _trial(store, applying(dataclasses.replace(base, **{name: value})))
+        assert _changes(before, after) == expected, name
+
+
+# -- core.recovery.NextAttempt (a waiting elastic job) -> recovery.apply_next_attempt ------
+
+# field -> (the variant's value, what the store shows differently), or why it is not applied.
+NEXT: dict[str, tuple[Any, Observed] | str] = {
+    "verdict": "RESTART or WAIT: the job is pending either way, placed when it fits",
+    "replicas": (1, {"job.next_replicas": 1}),
+    "reason": ("shrinking", {"job.reason": "shrinking"}),
+    "recheck_at": (900.0, {"job.recheck_at": 900.0}),
+}
+
+
+def test_every_next_attempt_field_is_applied(store: Store) -> None:
+    _assert_complete(NextAttempt, NEXT)
+    job_id = _submit(store, "job", replicas=2, min_replicas=1)
+    base = NextAttempt(Verdict.WAIT, 2, "waiting for a replacement")
+
+    def applying(nxt: NextAttempt) -> Callable[[Session], object]:
+        def apply(session: Session) -> object:
+            job = session.get(Job, job_id)
+            assert job is not None
+            return apply_next_attempt(job, nxt)
+
+        return apply
+
+    before = _trial(store, applying(base))
+    assert before["job.reason"] == "waiting for a replacement"
+    for name, row in NEXT.items():
+        if isinstance(row, str):
+            continue
+        value, expected = row
         after = _trial(store, applying(dataclasses.replace(base, **{name: value})))
         assert _changes(before, after) == expected, name
 

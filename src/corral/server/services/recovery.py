@@ -357,7 +357,15 @@ def replan_waiting(session: Session, job: Job, now: float) -> Effects:
         now,
         policy_for(spec.replicas),
     )
-    job.next_replicas = nxt.replicas if nxt.replicas != spec.replicas else None
+    return apply_next_attempt(job, nxt)
+
+
+def apply_next_attempt(job: Job, nxt: core.NextAttempt) -> Effects:
+    """Write the waiting job's next attempt. Its verdict, RESTART or WAIT, is no state of
+    its own here: the job is pending either way and the scheduler places it when it fits;
+    what changes is its size, the reason shown and when to look again."""
+    size = job_spec(job).replicas
+    job.next_replicas = nxt.replicas if nxt.replicas != size else None
     job.recheck_at = nxt.recheck_at
     job.reason = nxt.reason
     return Effects(wake_scheduler=True)
