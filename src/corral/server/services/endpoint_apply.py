@@ -36,6 +36,8 @@ def apply(session: Session, loaded: Loaded, plan: core.EndpointPlan, now: float)
     jobs = _check_jobs(session, loaded)
     effects = Effects()
     name = f"{loaded.workspace}/{endpoint.name}"
+    if plan.by_replacement:
+        log.info("endpoint %s: rolling out by replacement (no node has room for a surge)", name)
     for action in plan.actions:
         match action:
             case core.Start(reason=why):
