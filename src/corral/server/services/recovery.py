@@ -1,8 +1,10 @@
 """Training recovery in the store: attempts, progress, and core.recovery's decisions applied.
 
-core/recovery.py decides (pure); this module reads what it needs from the store, asks it,
-and writes the outcome: the job queued again with nodes to avoid, held while a failure is
-attributed, or given up; each attempt's record for goodput accounting.
+core/recovery.py decides (pure); this module reads what it needs from the store (the
+replicas, their nodes' conditions, GPUs reported unhealthy under them as signals, the job's
+recovery memory), asks it, and writes what settling.apply_recovery is told to: the memory
+(`memory_of`/`remember`, the only readers and writers of `jobs.recovery` here), nodes
+cordoned, and each attempt's record for goodput accounting.
 """
 
 from __future__ import annotations
@@ -196,8 +198,8 @@ def _record(row: Attempt) -> goodput.AttemptRecord:
 
 def decide_attempt(
     session: Session, job: Job, replicas: list[Replica], now: float
-) -> tuple[core.Decision, Mapping[str, str]]:
-    """core.recovery's decision for the job's current attempt, and node name -> id."""
+) -> core.Decision:
+    """core.recovery's decision for the job's current attempt."""
     spec = job_spec(job)
     size = len(replicas) or spec.replicas
     nodes = _nodes(session, {r.node_id for r in replicas})
@@ -234,8 +236,7 @@ def decide_attempt(
         start_step=attempt_row.start_step if attempt_row else None,
         slots=_LazySlots(lambda: free_slots(session, spec, job.id)),
     )
-    decision = core.decide(state, now, policy_for(size))
-    return decision, {n.name: n.id for n in nodes.values()}
+    return core.decide(state, now, policy_for(size))
 
 
 class _LazySlots(Mapping[str, int]):

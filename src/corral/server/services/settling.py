@@ -27,9 +27,9 @@ def settle_job(session: Session, job: Job, now: float) -> Effects:
         and not all(r.state == ReplicaState.SUCCEEDED for r in replicas)
         and _needs_recovery(job, replicas, now)
     ):
-        verdict, _ = recovery.decide_attempt(session, job, replicas, now)
-        effects = apply_recovery(session, job, replicas, verdict, now)
-        if verdict.verdict is not Verdict.CONTINUE:
+        decided = recovery.decide_attempt(session, job, replicas, now)
+        effects = apply_recovery(session, job, replicas, decided, now)
+        if decided.verdict is not Verdict.CONTINUE:
             return effects
     facts = JobFacts(job.state, job.attempt, job.restarts, job_spec(job).max_restarts)
     # Node names only show in the reason for a lost replica: the usual report skips the read.
