@@ -13,7 +13,7 @@ from corral.server.store.tables import Replica
 from corral.spec import parse_job_spec
 from corral.wire import agent as wire
 from corral.wire.api import JobView
-from support.store import register_node
+from support.store import check_liveness, register_node
 
 
 def schedule(store: Store, now: float) -> None:
@@ -62,7 +62,7 @@ def test_a_checkpoint_the_server_never_heard_of_is_where_the_next_attempt_starts
         for node_id in ids:
             if node_id != r0.node_id:
                 nodes.heartbeat(session, node_id, 19.0)
-        nodes.mark_lost_nodes(session, now=20.0, lost_after_s=8.0, alive_since=0.0)
+        check_liveness(session, 20.0, 8.0, 0.0)
     job, _ = view(store, 20.0)
     assert job.state == "pending" and job.attempts[0].end_cause == "node_lost"
     assert job.checkpoint_step is None, "rank 0 never reported a checkpoint"

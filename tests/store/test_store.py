@@ -19,7 +19,7 @@ from corral.server.store.migrate import HEAD_REVISION, alembic_config, current_r
 from corral.server.store.tables import Base, Job, Replica
 from corral.spec import parse_job_spec
 from corral.wire import agent as wire
-from support.store import register_node
+from support.store import check_liveness, register_node
 
 
 def test_migrations_build_exactly_the_tables_the_code_uses(store: Store) -> None:
@@ -157,7 +157,7 @@ def test_a_lost_node_ends_the_attempt_and_requeues_the_job(store: Store) -> None
     _, replicas = _job(store, "j")
     assert [r.node_id for r in replicas] == [a]
     with store.transaction() as session:
-        nodes.mark_lost_nodes(session, now=30.0, lost_after_s=10.0, alive_since=0.0)
+        check_liveness(session, 30.0, 10.0, 0.0)
     job, replicas = _job(store, "j")
     assert job.state == "pending" and "lost" in (job.reason or "")
     assert replicas[0].state == "lost"
@@ -169,6 +169,6 @@ def test_a_lost_node_ends_the_attempt_and_requeues_the_job(store: Store) -> None
 def test_no_node_is_lost_for_silence_before_the_server_started(store: Store) -> None:
     register_node(store, "a")
     with store.transaction() as session:
-        nodes.mark_lost_nodes(session, now=30.0, lost_after_s=10.0, alive_since=25.0)
+        check_liveness(session, 30.0, 10.0, 25.0)
     with store.read() as session:
         assert nodes.node_views(session, 30.0)[0].condition == "ready"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from corral.server.services import nodes
+from sqlalchemy.orm import Session
+
+from corral.core import liveness as core_liveness
+from corral.server.services import liveness, nodes
 from corral.server.store.db import Store
 from corral.wire import agent as wire
 
@@ -37,3 +40,9 @@ def register_node(
         )
         nodes.connect(session, node.id, wire.Hello(inventory=inventory, address=name), 2.0)
         return node.id
+
+
+def check_liveness(session: Session, now: float, lost_after_s: float, alive_since: float) -> None:
+    """One liveness round in `session`: the facts loaded, core's plan applied."""
+    facts = liveness.load(session, now, lost_after_s, alive_since)
+    liveness.apply_plan(session, core_liveness.decide(facts, now), {}, now)

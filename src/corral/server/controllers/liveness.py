@@ -78,14 +78,7 @@ class LivenessController:
         return Checking(facts.heard, core.decide(facts.facts, now))
 
     def apply(self, session: Session, key: str, plan: Checking, now: float) -> Effects:
-        store.record_heard(session, plan.heard)
-        effects = Effects()
-        for lost in plan.plan.lost:
-            effects.merge(store.mark_lost(session, lost, now))
-        for overdue in plan.plan.overdue:
-            effects.merge(store.stop_overdue(session, overdue, now))
-        for job_id in plan.plan.recheck:
-            effects.merge(store.recheck(session, job_id, now))
+        effects = store.apply_plan(session, plan.plan, plan.heard, now)
         for node, at in plan.heard.items():  # written: forget unless heard again since
             if self.heard.get(node) == at:
                 del self.heard[node]

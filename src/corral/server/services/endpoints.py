@@ -15,6 +15,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import LIVE_JOB_STATES
+from corral.core.states import (
+    EndpointReplicaState,
+    EndpointState,
+    JobState,
+    ReplicaState,
+)
 from corral.server.auth import Principal
 from corral.server.errors import Conflict, Forbidden, NotFound
 from corral.server.services.names import generate_job_name
@@ -177,25 +183,29 @@ def replica_rows(
     return result
 
 
-def replica_state(job: Job, replica: Replica | None) -> str:
+def replica_state(job: Job, replica: Replica | None) -> EndpointReplicaState:
     """starting | ready | unready | draining, as `corral endpoint get` shows it."""
-    if job.draining_at is not None or job.state == "cancelling":
-        return "draining"
-    if replica is None or replica.state != "running":
-        return "starting"
+    if job.draining_at is not None or job.state == JobState.CANCELLING:
+        return EndpointReplicaState.DRAINING
+    if replica is None or replica.state != ReplicaState.RUNNING:
+        return EndpointReplicaState.STARTING
     if replica.ready:
-        return "ready"
-    return "unready" if replica.ready_at is not None else "starting"
+        return EndpointReplicaState.READY
+    return (
+        EndpointReplicaState.UNREADY
+        if replica.ready_at is not None
+        else EndpointReplicaState.STARTING
+    )
 
 
 def replica_reason(job: Job, replica: Replica | None) -> str | None:
     """Why a replica does not serve: the scheduler's reason while it waits for a node, its
     readiness probe's words while running unready; None once it serves."""
-    if job.state == "pending":
+    if job.state == JobState.PENDING:
         return job.reason
-    if job.draining_at is not None or job.state == "cancelling":
+    if job.draining_at is not None or job.state == JobState.CANCELLING:
         return None
-    if replica is None or replica.state != "running" or replica.ready:
+    if replica is None or replica.state != ReplicaState.RUNNING or replica.ready:
         return None
     return replica.reason
 
@@ -235,19 +245,19 @@ def endpoint_view(
         )
         for job, replica, node in rows
     ]
-    ready = sum(1 for r in replicas if r.state == "ready")
+    ready = sum(1 for r in replicas if r.state == EndpointReplicaState.READY)
     if endpoint.deleting:
-        state = "deleting"
+        state = EndpointState.DELETING
     elif ready == 0 and endpoint.desired_replicas == 0:
-        state = "scaled-to-zero"
+        state = EndpointState.SCALED_TO_ZERO
     elif any(r.revision != endpoint.revision for r in replicas):
-        state = "updating"
+        state = EndpointState.UPDATING
     elif ready == 0:
-        state = "starting"
+        state = EndpointState.STARTING
     elif ready < endpoint.desired_replicas:
-        state = "scaling"
+        state = EndpointState.SCALING
     else:
-        state = "ready"
+        state = EndpointState.READY
     return EndpointView(
         name=endpoint.name,
         workspace=workspace,
@@ -303,7 +313,11 @@ def route_table(session: Session, version: int, domain: str | None) -> RouteTabl
         replicas = []
         for job, replica, node in rows[endpoint.id]:
             url = replica_url(job, node)
-            if url is None or replica is None or replica.state not in ("assigned", "running"):
+            if (
+                url is None
+                or replica is None
+                or replica.state not in (ReplicaState.ASSIGNED, ReplicaState.RUNNING)
+            ):
                 continue
             state = replica_state(job, replica)
             wire_state = {"ready": "ready", "draining": "draining"}.get(state, "starting")

@@ -10,7 +10,14 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from corral.core.liveness import LivenessFacts, LostNode, NodeSilence, Overdue, RunningJob
+from corral.core.liveness import (
+    LivenessFacts,
+    LivenessPlan,
+    LostNode,
+    NodeSilence,
+    Overdue,
+    RunningJob,
+)
 from corral.core.states import ACTIVE_REPLICA_STATES, JobState, NodeCondition, ReplicaState
 from corral.server.services import recovery
 from corral.server.services.effects import Effects
@@ -55,8 +62,24 @@ def record_heard(session: Session, heard: dict[str, float]) -> None:
             update(Node.__table__)  # type: ignore[arg-type]
             .where(Node.__table__.c.id == bindparam("node"))
             .values(last_heartbeat_at=bindparam("at")),
-            [{"node": node, "at": at} for node, at in heard.items()],
+            # In id order, as every writer locks node rows (no deadlock on PostgreSQL).
+            [{"node": node, "at": heard[node]} for node in sorted(heard)],
         )
+
+
+def apply_plan(
+    session: Session, plan: LivenessPlan, heard: dict[str, float], now: float
+) -> Effects:
+    """Every field of the plan, each write checked again (below)."""
+    record_heard(session, heard)
+    effects = Effects()
+    for lost in plan.lost:
+        effects.merge(mark_lost(session, lost, now))
+    for overdue in plan.overdue:
+        effects.merge(stop_overdue(session, overdue, now))
+    for job_id in plan.recheck:
+        effects.merge(recheck(session, job_id, now))
+    return effects
 
 
 def mark_lost(session: Session, lost: LostNode, now: float) -> Effects:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hmac
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES, replica_outcome
 from corral.core.recovery import Cause
+from corral.core.states import Desired, NodeCondition, ReplicaState
 from corral.server.auth import NODE_PREFIX, hash_token, new_secret
 from corral.server.errors import Conflict, Unauthorized
 from corral.server.services.effects import Effects
@@ -40,7 +41,11 @@ def register_node(session: Session, request: wire.RegisterRequest, now: float) -
         )
     if node is None:
         node = Node(
-            id=new_id(), name=request.name, registered_at=now, condition="ready", connected=False
+            id=new_id(),
+            name=request.name,
+            registered_at=now,
+            condition=NodeCondition.READY,
+            connected=False,
         )
         session.add(node)
     node.token_hash = hash_token(secret)
@@ -77,8 +82,8 @@ def connect(
     node.address = hello.address
     node.connected = True
     node.last_heartbeat_at = now
-    if node.condition == "lost":
-        node.condition = "ready"
+    if node.condition == NodeCondition.LOST:
+        node.condition = NodeCondition.READY
     effects = Effects(sync_nodes={node.id}, wake_scheduler=True)
     for report in hello.replicas:
         effects.merge(replica_report(session, node.id, report, now))
@@ -121,18 +126,6 @@ def heartbeat(session: Session, node_id: str, now: float) -> None:
         node.last_heartbeat_at = now
 
 
-def record_heard(session: Session, heard: dict[str, float]) -> None:
-    """When each node was last heard from, for many nodes in one statement. Not a state
-    change: no version bump, so it never makes another writer's update stale."""
-    if heard:
-        session.execute(
-            update(Node.__table__)  # type: ignore[arg-type]
-            .where(Node.__table__.c.id == bindparam("node"))
-            .values(last_heartbeat_at=bindparam("at")),
-            [{"node": node, "at": at} for node, at in heard.items()],
-        )
-
-
 _NO_SPEC = (defer(Job.spec),)
 
 
@@ -171,10 +164,10 @@ def replica_report(
         replica.ready = report.ready
         if report.ready:
             replica.ready_at = now
-            if replica.desired == "run":
+            if replica.desired == Desired.RUN:
                 replica.reason = None  # the probe's complaint, now answered
         routes = True
-    if report.ready is False and report.unready_reason and replica.desired == "run":
+    if report.ready is False and report.unready_reason and replica.desired == Desired.RUN:
         # The probe's words (GET /health answered 404 for 40 s): what the replica shows.
         replica.reason = report.unready_reason
     changed = False
@@ -183,8 +176,8 @@ def replica_report(
     if report.started_at is not None and replica.started_at is None:
         replica.started_at = report.started_at
         changed = True
-    if report.phase == "running" and replica.state == "assigned":
-        replica.state = "running"
+    if report.phase == "running" and replica.state == ReplicaState.ASSIGNED:
+        replica.state = ReplicaState.RUNNING
         replica.started_at = replica.started_at or now
         changed = True
     elif report.phase == "exited":
@@ -193,7 +186,7 @@ def replica_report(
         replica.finished_at = report.finished_at or now
         if report.error:
             replica.reason = report.error
-        elif replica.desired == "run":
+        elif replica.desired == Desired.RUN:
             # A running replica's only reason is its probe's (nodes.py, above): its exit
             # says more than the last words of a probe.
             replica.reason = None
@@ -227,47 +220,6 @@ def append_log(session: Session, node_id: str, chunk: wire.LogChunk) -> None:
         LogChunk(replica_id=replica.id, offset=chunk.offset, nbytes=chunk.nbytes, data=chunk.data)
     )
     replica.received_bytes = end
-
-
-def mark_lost_nodes(
-    session: Session, now: float, lost_after_s: float, alive_since: float
-) -> Effects:
-    """Nodes silent for `lost_after_s` are lost; their replicas are lost with them.
-
-    `alive_since` is when this server started: a node cannot have been heard from before,
-    so silence is only counted from then (a server restart must not lose the fleet).
-    """
-    effects = Effects()
-    cutoff = now - lost_after_s
-    if alive_since > cutoff:
-        return effects
-    nodes = session.scalars(
-        select(Node).where(
-            Node.condition != "lost",
-            (Node.last_heartbeat_at.is_(None)) | (Node.last_heartbeat_at < cutoff),
-        )
-    ).all()
-    for node in nodes:
-        node.condition = "lost"
-        node.connected = False
-        silent = now - max(node.last_heartbeat_at or 0.0, alive_since)
-        replicas = session.scalars(
-            select(Replica).where(
-                Replica.node_id == node.id, Replica.state.in_(ACTIVE_REPLICA_STATES)
-            )
-        ).all()
-        jobs: set[str] = set()
-        for replica in replicas:
-            replica.state = "lost"
-            replica.finished_at = now
-            replica.reason = f"node {node.name} lost (no heartbeat for {silent:.0f}s)"
-            jobs.add(replica.job_id)
-        session.flush()
-        for job_id in sorted(jobs):
-            job = session.get(Job, job_id)
-            if job is not None:
-                effects.merge(settle_job(session, job, now))
-    return effects
 
 
 def node_views(session: Session, now: float) -> list[NodeView]:

@@ -3,7 +3,6 @@ again about jobs that asked for it, and stopping jobs past their max_runtime."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import JobDecision, JobFacts, ReplicaFacts, decide_job
@@ -12,7 +11,7 @@ from corral.core.states import JobState, ReplicaState
 from corral.server.services import recovery
 from corral.server.services.effects import Effects
 from corral.server.services.jobs import current_replicas, node_names, stop_replicas
-from corral.server.services.specs import job_spec, specs_by_id
+from corral.server.services.specs import job_spec
 from corral.server.store.tables import Job, Replica
 
 
@@ -125,46 +124,4 @@ def apply_recovery(
         decision.replicas if decision.replicas is not None and decision.replicas != size else None
     )
     effects.wake_scheduler = True
-    return effects
-
-
-def recheck_jobs(session: Session, now: float) -> Effects:
-    """Decide again about jobs that asked for it: a possible hang, a failure being
-    attributed, an elastic job waiting for a replacement node."""
-    effects = Effects()
-    for job in session.scalars(
-        select(Job).where(Job.recheck_at.is_not(None), Job.recheck_at <= now)
-    ):
-        job.recheck_at = None
-        if job.state in _RUNNING:
-            effects.merge(settle_job(session, job, now))
-        elif job.state == JobState.PENDING:
-            effects.merge(recovery.replan_waiting(session, job, now))
-    return effects
-
-
-def stop_overdue_jobs(session: Session, now: float) -> Effects:
-    """Fail jobs that ran past their spec's max_runtime (backfill relies on the limit)."""
-    effects = Effects()
-    started = session.execute(
-        select(Job.id, Job.started_at).where(Job.state.in_(_RUNNING), Job.started_at.is_not(None))
-    ).all()
-    # Every second, over every running job: read two columns, and specs from the cache.
-    limits = specs_by_id(session, [job_id for job_id, _ in started])
-    overdue = []
-    for job_id, started_at in started:
-        spec = limits.get(job_id)
-        limit = None if spec is None else spec.max_runtime
-        if limit is not None and started_at is not None and now >= started_at + limit:
-            overdue.append(job_id)
-    # The state again: under READ COMMITTED a job may have ended since the first read.
-    running = Job.state.in_(_RUNNING)
-    for job in session.scalars(select(Job).where(Job.id.in_(overdue), running)) if overdue else ():
-        limit = job_spec(job).max_runtime
-        job.state = JobState.FAILED
-        job.finished_at = now
-        job.reason = f"exceeded its max_runtime of {limit:g}s; stopped"
-        recovery.close_attempt(session, job, now, None, job.reason)
-        effects.merge(stop_replicas(current_replicas(session, job)))
-        effects.wake_scheduler = True
     return effects

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import select
 
 from corral.core.placement import Demand, GpuSlot, NodeState, PendingJob
+from corral.core.recovery import RecoveryMemory
 from corral.server.store.tables import Job, Node
 from corral.spec.job import JobSpec
 
@@ -97,7 +98,7 @@ def pending_entry(
     names: Mapping[str, str],
     now: float,
 ) -> PendingEntry:
-    excluded: Mapping[str, float] = (job.recovery or {}).get("excluded", {})
+    excluded = RecoveryMemory.from_json(job.recovery).excluded
     return PendingEntry(
         spec,
         PendingJob(

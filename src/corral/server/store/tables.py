@@ -21,6 +21,9 @@ from sqlalchemy import (
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from corral.core.states import Desired, JobState, NodeCondition, ReplicaState
+from corral.server.store.types import State
+
 
 class Base(DeclarativeBase):
     pass
@@ -103,7 +106,7 @@ class Node(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(253), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    condition: Mapped[str] = mapped_column(String(16))
+    condition: Mapped[NodeCondition] = mapped_column(State(NodeCondition, 16))
     address: Mapped[str | None] = mapped_column(String(255), nullable=True)
     hostname: Mapped[str] = mapped_column(String(255))
     cpus: Mapped[float] = mapped_column(Float)
@@ -139,7 +142,7 @@ class Job(Base):
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(63))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[JobState] = mapped_column(State(JobState, 16))
     priority: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     restarts: Mapped[int] = mapped_column(Integer, default=0)
@@ -151,8 +154,8 @@ class Job(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Where its checkpoints live, across attempts and nodes (CORRAL_CHECKPOINT_DIR).
     checkpoint_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # core.recovery's memory across attempts: {"counts": {cause: n}, "excluded": {node:
-    # until}, "hang_streak": n}.
+    # core.recovery's memory across attempts (core.recovery.RecoveryMemory, read and written
+    # by services/recovery.py).
     recovery: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Decide about it again at this time even if nothing is reported (a hang, a held failure).
     recheck_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -228,8 +231,8 @@ class Replica(Base):
     cpus: Mapped[float] = mapped_column(Float)
     memory_mb: Mapped[int] = mapped_column(Integer)
     disk_mb: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16))
-    desired: Mapped[str] = mapped_column(String(8))  # run | stop
+    state: Mapped[ReplicaState] = mapped_column(State(ReplicaState, 16))
+    desired: Mapped[Desired] = mapped_column(State(Desired, 8))
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
