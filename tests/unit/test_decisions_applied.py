@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import JobDecision
+from corral.core.liveness import LivenessPlan, LostNode, Overdue
 from corral.core.placement import (
     GangPlacement,
     PlacementPlan,
@@ -33,6 +34,7 @@ from corral.core.states import Desired, JobState, NodeCondition
 from corral.server.services import jobs
 from corral.server.services.identity import DEFAULT_WORKSPACE, bootstrap, workspace_by_name
 from corral.server.services.jobs import current_replicas
+from corral.server.services.liveness import apply_plan as apply_plan_liveness
 from corral.server.services.recovery import apply_next_attempt
 from corral.server.services.scheduling import apply_plan
 from corral.server.services.settling import apply_job_decision, apply_recovery
@@ -373,3 +375,62 @@ def test_every_placement_plan_field_is_applied(store: Store) -> None:
             before, _trial(store, lambda s, plan=plan: apply_plan(s, plan, loaded, NOW))
         )
         assert changed and check(changed), (kind.__name__, name, changed)
+
+
+# -- core.liveness.LivenessPlan -> services/liveness.apply_plan ---------------------------
+
+
+def test_every_liveness_plan_field_is_applied(store: Store) -> None:
+    running = _submit(store, "run", max_runtime=60)
+    _place(store, running, ("a", 0))
+    waiting = _submit(store, "wait")
+    with store.transaction() as session:
+        for job in session.scalars(select(Job)):
+            job.recheck_at = 50.0  # both asked to be decided again by now
+    a = _node_id(store, "a")
+    lost = LostNode(a, silent_s=42.0, cutoff=NOW)
+    overdue = Overdue(running, max_runtime_s=60.0)
+    rows: dict[tuple[type, str], tuple[LivenessPlan, Callable[[Observed], bool]]] = {
+        (LivenessPlan, "lost"): (
+            LivenessPlan(lost=(lost,)),
+            lambda d: d["node a"] == NodeCondition.LOST and d["run#1.0"][0] == "lost",
+        ),
+        (LivenessPlan, "overdue"): (
+            LivenessPlan(overdue=(overdue,)),
+            lambda d: d["run.state"] == JobState.FAILED,
+        ),
+        (LivenessPlan, "recheck"): (
+            LivenessPlan(recheck=(waiting,)),
+            lambda d: d.get("wait.recheck_at", 1) is None,  # and decided again (replanned)
+        ),
+        (LostNode, "id"): (
+            LivenessPlan(lost=(dataclasses.replace(lost, id=_node_id(store, "b")),)),
+            lambda d: d == {"node b": NodeCondition.LOST},
+        ),
+        (LostNode, "silent_s"): (
+            LivenessPlan(lost=(dataclasses.replace(lost, silent_s=7.0),)),
+            lambda d: "no heartbeat for 7s" in d["run#1.0"][2],
+        ),
+        (LostNode, "cutoff"): (  # heard from since the cutoff: not lost after all
+            LivenessPlan(lost=(dataclasses.replace(lost, cutoff=0.0),)),
+            lambda d: d == {},
+        ),
+        (Overdue, "job_id"): (
+            LivenessPlan(overdue=(dataclasses.replace(overdue, job_id=waiting),)),
+            lambda d: d == {},  # not running: nothing to stop
+        ),
+        (Overdue, "max_runtime_s"): (
+            LivenessPlan(overdue=(dataclasses.replace(overdue, max_runtime_s=9.0),)),
+            lambda d: "max_runtime of 9s" in d["run.reason"],
+        ),
+    }
+    for kind in (LivenessPlan, LostNode, Overdue):
+        _assert_complete(kind, {n: 1 for k, n in rows if k is kind})
+    with store.transaction() as session:
+        for node in session.scalars(select(Node)):
+            node.last_heartbeat_at = 10.0  # silent since 10; "cutoff=0" means heard since
+    before = _trial(store, lambda s: apply_plan_liveness(s, LivenessPlan(), {}, NOW))
+    for (kind, name), (plan, check) in rows.items():
+        after = _trial(store, lambda s, plan=plan: apply_plan_liveness(s, plan, {}, NOW))
+        changed = _changes(before, after)
+        assert check(changed), (kind.__name__, name, changed)

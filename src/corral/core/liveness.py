@@ -13,7 +13,6 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class NodeSilence:
     id: str
-    name: str
     last_heard: float | None  # None: never heard from
 
 
@@ -36,7 +35,6 @@ class LivenessFacts:
 @dataclass(frozen=True)
 class LostNode:
     id: str
-    name: str
     silent_s: float
     cutoff: float  # lost only if still not heard from since this time
 
@@ -63,7 +61,7 @@ def decide(facts: LivenessFacts, now: float) -> LivenessPlan:
         for node in facts.nodes:
             if node.last_heard is None or node.last_heard < cutoff:
                 silent = now - max(node.last_heard or 0.0, facts.alive_since)
-                lost.append(LostNode(node.id, node.name, silent, cutoff))
+                lost.append(LostNode(node.id, silent, cutoff))
     overdue = tuple(
         Overdue(job.id, job.max_runtime_s)
         for job in facts.running

@@ -64,9 +64,7 @@ class LivenessController:
         facts = store.load(session, now, self.lost_after_s, self.alive_since)
         # Heard from but not yet written: not silent.
         nodes = tuple(
-            core.NodeSilence(n.id, n.name, max(n.last_heard or 0.0, heard[n.id]))
-            if n.id in heard
-            else n
+            core.NodeSilence(n.id, max(n.last_heard or 0.0, heard[n.id])) if n.id in heard else n
             for n in facts.nodes
         )
         facts = core.LivenessFacts(

@@ -23,7 +23,7 @@ from corral.server.services import recovery
 from corral.server.services.effects import Effects
 from corral.server.services.jobs import current_replicas, stop_replicas
 from corral.server.services.settling import settle_job
-from corral.server.services.specs import job_spec, specs_by_id
+from corral.server.services.specs import specs_by_id
 from corral.server.store.tables import Job, Node, Replica
 
 _STARTED = (JobState.STARTING, JobState.RUNNING)
@@ -31,11 +31,9 @@ _STARTED = (JobState.STARTING, JobState.RUNNING)
 
 def load(session: Session, now: float, lost_after_s: float, alive_since: float) -> LivenessFacts:
     nodes = tuple(
-        NodeSilence(id, name, heard)
-        for id, name, heard in session.execute(
-            select(Node.id, Node.name, Node.last_heartbeat_at).where(
-                Node.condition != NodeCondition.LOST
-            )
+        NodeSilence(id, heard)
+        for id, heard in session.execute(
+            select(Node.id, Node.last_heartbeat_at).where(Node.condition != NodeCondition.LOST)
         )
     )
     started = session.execute(
@@ -122,10 +120,9 @@ def stop_overdue(session: Session, overdue: Overdue, now: float) -> Effects:
     )
     if job is None:
         return Effects()  # ended meanwhile
-    limit = job_spec(job).max_runtime or overdue.max_runtime_s
     job.state = JobState.FAILED
     job.finished_at = now
-    job.reason = f"exceeded its max_runtime of {limit:g}s; stopped"
+    job.reason = f"exceeded its max_runtime of {overdue.max_runtime_s:g}s; stopped"
     recovery.close_attempt(session, job, now, None, job.reason)
     effects = stop_replicas(current_replicas(session, job))
     effects.wake_scheduler = True
