@@ -725,10 +725,8 @@ async def run_round(
     pongs = await fleet.pongs(before["pongs"])
     await asyncio.sleep(1.0)  # let the running reports land before reading the jobs
     t_list = time.monotonic()
-    response = await http.get(f"/v1/workspaces/{workspace}/jobs", timeout=300)
-    response.raise_for_status()
+    jobs = await _all(http, f"/v1/workspaces/{workspace}/jobs", "jobs")
     _log(f"  GET jobs ({len(specs)}) took {time.monotonic() - t_list:.2f}s")
-    jobs = response.json()["jobs"]
     delivered = await fleet.delivered()
     submitted = [j["submitted_at"] for j in jobs]
     latencies: list[float] = []
@@ -869,6 +867,21 @@ def summarize_py_spy(out: Path, top: int = 15) -> None:
 # --- main -----------------------------------------------------------------------------------
 
 
+async def _all(http: httpx.AsyncClient, path: str, key: str) -> list[dict[str, Any]]:
+    """Every item of a list route, page by page (lists are paged since issue 10)."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+        response = await http.get(path, params=params, timeout=300)
+        response.raise_for_status()
+        page = response.json()
+        items += page[key]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return items
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     load_at_start = round(os.getloadavg()[0], 2)  # the machine is shared: other load shows
     root = Path(tempfile.mkdtemp(prefix="corral-admit-"))
@@ -895,7 +908,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         async with httpx.AsyncClient(
             base_url=url, headers=headers, timeout=120, limits=limits
         ) as http:
-            nodes = (await http.get("/v1/nodes", timeout=120)).json()["nodes"]
+            nodes = await _all(http, "/v1/nodes", "nodes")
             ready = sum(1 for n in nodes if n["condition"] == "ready" and n["connected"])
             if ready != args.nodes:
                 raise RuntimeError(f"only {ready} of {args.nodes} nodes are ready and connected")

@@ -158,3 +158,24 @@ def test_the_gateways_load_is_kept_for_the_plan_that_is_written(driver: Driver) 
     assert endpoints.traffic == {}  # used by the plan that was written
     state = endpoint_reconcile.autoscale_state(stored(driver).autoscale)
     assert state is not None and state.samples[-1].arrivals == 7
+
+
+def test_the_autoscalers_memory_alone_moves_no_version(driver: Driver) -> None:
+    """Its load window moves every tick under traffic: a user's update read before a tick
+    must still apply after it (no new version), while the memory is stored."""
+    driver.deploy(embeddings(**scaler()))
+    settle(driver, "ready")
+    report(driver, 0.5, arrivals=1)
+    driver.tick()
+    before = stored(driver)
+    report(driver, 0.5, arrivals=1)  # the same load: the same decision, a longer window
+    driver.tick()
+    after = stored(driver)
+    assert after.desired_replicas == before.desired_replicas
+    assert after.autoscale != before.autoscale  # the new sample is kept...
+    assert after.version == before.version  # ...without making a reader's version stale
+    report(driver, 4.0, arrivals=20)  # a decision that changes what users see
+    driver.tick()
+    scaled = stored(driver)
+    assert scaled.desired_replicas > before.desired_replicas
+    assert scaled.version > before.version

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from corral.core import endpoints as core
@@ -63,19 +63,37 @@ def apply(session: Session, loaded: Loaded, plan: core.EndpointPlan, now: float)
         return effects.merge(Effects(routes_changed=True))
     if endpoint.deleting:
         return effects.merge(Effects(routes_changed=True))  # the gateways stop routing it
+    changed = False
     if endpoint.desired_replicas != plan.desired:
         endpoint.desired_replicas = plan.desired
-        effects.routes_changed = True
+        effects.routes_changed = changed = True
     if plan.reason is not None and endpoint.reason != plan.reason:
         endpoint.reason = plan.reason
-    if plan.notes is not None:
-        stored: dict[str, Any] = dict(plan.notes)
-        if plan.autoscale is not None:
-            stored[STATE_KEY] = plan.autoscale.to_dict()
-        if ep.notes(endpoint).get("public") != plan.notes.get("public"):
-            effects.routes_changed = True  # the gateways' 503s say it
-        if endpoint.autoscale != stored:
-            endpoint.autoscale = stored
+        changed = True
+    if plan.notes is None:
+        return effects
+    stored: dict[str, Any] = dict(plan.notes)
+    if plan.autoscale is not None:
+        stored[STATE_KEY] = plan.autoscale.to_dict()
+    if ep.notes(endpoint).get("public") != plan.notes.get("public"):
+        effects.routes_changed = True  # the gateways' 503s say it
+    if endpoint.autoscale == stored:
+        return effects
+    if changed or endpoint.autoscale.get("public") != stored.get("public"):
+        endpoint.autoscale = stored  # with the rest: a new version
+        return effects
+    # Only the autoscaler's memory moved (its load window does, every tick under
+    # traffic): written without a new version, as a heartbeat is, so that a user's
+    # `endpoint update` is not made stale every second. The lease makes this controller
+    # its only writer; the WHERE keeps it off a row that changed since it was read.
+    session.execute(
+        update(Endpoint.__table__)  # type: ignore[arg-type]
+        .where(
+            Endpoint.__table__.c.id == endpoint.id,
+            Endpoint.__table__.c.version == loaded.version,
+        )
+        .values(autoscale=stored)
+    )
     return effects
 
 
