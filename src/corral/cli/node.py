@@ -22,6 +22,7 @@ from corral.cli.output import (
     out,
     print_json,
     print_page,
+    print_view,
     styled,
     table,
 )
@@ -103,6 +104,33 @@ def ls(
         )
     else:
         out().print(nodes_table(nodes))
+
+
+NodeName = Annotated[str, typer.Argument(help="The node's name (see `corral node ls`).")]
+
+
+@app.command("cordon")
+def cordon(ctx: typer.Context, name: NodeName, json_: JsonOpt = False) -> None:
+    """Keep NAME from taking new work; what runs there keeps running (cluster admins)."""
+    with state(ctx).client() as client:
+        node = client.cordon_node(name)
+    print_view(node, json_, lambda _console, _node: None)
+    if not json_:
+        note(
+            f"node [bold]{esc(name)}[/] is cordoned: it keeps what runs there and takes "
+            f"nothing new (`corral node uncordon {esc(name)}` gives it back)"
+        )
+
+
+@app.command("uncordon")
+def uncordon(ctx: typer.Context, name: NodeName, json_: JsonOpt = False) -> None:
+    """Let NAME take work again (cluster admins); what waited for room is placed now."""
+    with state(ctx).client() as client:
+        node = client.uncordon_node(name)
+    print_view(node, json_, lambda _console, _node: None)
+    if not json_:
+        shown = styled(node.condition, CONDITION_STYLE.get(node.condition))
+        note(f"node [bold]{esc(name)}[/] is {shown}: it takes work again")
 
 
 join_app = typer.Typer(

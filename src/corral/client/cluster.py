@@ -56,6 +56,13 @@ class ClusterApi(Http):
     def list_nodes(self) -> list[NodeView]:
         return list(self._every(NodeList, "/v1/nodes", {}, lambda p: p.nodes))
 
+    def cordon_node(self, name: str) -> NodeView:
+        """The node keeps what runs there and takes nothing new."""
+        return self._send(NodeView, "POST", f"/v1/nodes/{quote(name, safe='')}/cordon", None)
+
+    def uncordon_node(self, name: str) -> NodeView:
+        return self._send(NodeView, "POST", f"/v1/nodes/{quote(name, safe='')}/uncordon", None)
+
     def list_workspaces(self) -> list[WorkspaceView]:
         return list(self._every(WorkspaceList, "/v1/workspaces", {}, lambda p: p.workspaces))
 

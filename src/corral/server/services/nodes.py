@@ -232,6 +232,17 @@ def node_views(session: Session, now: float) -> list[NodeView]:
     return [_node_view(n, used.get(n.id, set()), now) for n in nodes]
 
 
+def node_view(session: Session, node: Node, now: float) -> NodeView:
+    used: set[int] = set()
+    for gpus in session.scalars(
+        select(Replica.gpus).where(
+            Replica.node_id == node.id, Replica.state.in_(ACTIVE_REPLICA_STATES)
+        )
+    ):
+        used.update(gpus)
+    return _node_view(node, used, now)
+
+
 def _node_view(node: Node, used: set[int], now: float) -> NodeView:
     age = None if node.last_heartbeat_at is None else max(0.0, now - node.last_heartbeat_at)
     return NodeView(
