@@ -339,10 +339,12 @@ class Runner:
             or record.start_time is None
         ):
             return
+        # Start times are in clock ticks (10 ms): a holder started in the replica's own
+        # tick is not shown to be older, and the message below claims exactly that.
         older = [
             h
             for h in ownership.held_by_others(port, None, record.pgid)
-            if h.start_time is not None and h.start_time <= record.start_time
+            if h.start_time is not None and h.start_time < record.start_time
         ]
         if not older:
             return
