@@ -17,40 +17,42 @@ from corral.server.store.tables import Node
 log = logging.getLogger("corral.server.nodes")
 
 
-def _node(session: Session, caller: Principal, name: str, verb: str) -> Node:
+def _move(
+    session: Session,
+    caller: Principal,
+    name: str,
+    verb: str,
+    source: NodeCondition,
+    target: NodeCondition,
+    refused: str,
+) -> tuple[Node, bool]:
+    """The node from `source` to `target`; True when that is a change. Any other
+    condition is a Conflict that says why (`refused`)."""
     if not caller.cluster_admin:
         raise Forbidden(f"only a cluster admin can {verb} a node")
     node = session.scalars(select(Node).where(Node.name == name)).first()
     if node is None:
         raise NotFound.of(f"node '{name}'")
-    return node
+    if node.condition is target:
+        return node, False
+    if node.condition is not source:
+        raise Conflict(f"node '{name}' is {node.condition}{refused}")
+    node.condition = target
+    log.warning("node %s %sed by %s", name, verb, caller.token_name)
+    return node, True
 
 
 def cordon(session: Session, caller: Principal, name: str) -> tuple[Node, bool]:
     """The node takes nothing new; True when that is a change."""
-    node = _node(session, caller, name, "cordon")
-    if node.condition is NodeCondition.CORDONED:
-        return node, False
-    if node.condition is not NodeCondition.READY:
-        raise Conflict(
-            f"node '{name}' is {node.condition}: it takes no work as it is; cordon it "
-            "once it is ready again"
-        )
-    node.condition = NodeCondition.CORDONED
-    log.warning("node %s cordoned by %s", name, caller.token_name)
-    return node, True
+    refused = ": it takes no work as it is; cordon it once it is ready again"
+    return _move(
+        session, caller, name, "cordon", NodeCondition.READY, NodeCondition.CORDONED, refused
+    )
 
 
 def uncordon(session: Session, caller: Principal, name: str) -> tuple[Node, bool]:
     """The node takes work again; True when that is a change."""
-    node = _node(session, caller, name, "uncordon")
-    if node.condition is NodeCondition.READY:
-        return node, False
-    if node.condition is not NodeCondition.CORDONED:
-        raise Conflict(
-            f"node '{name}' is {node.condition}, not cordoned: it comes back by itself "
-            "when its agent reconnects"
-        )
-    node.condition = NodeCondition.READY
-    log.warning("node %s uncordoned by %s", name, caller.token_name)
-    return node, True
+    refused = ", not cordoned: it comes back by itself when its agent reconnects"
+    return _move(
+        session, caller, name, "uncordon", NodeCondition.CORDONED, NodeCondition.READY, refused
+    )
