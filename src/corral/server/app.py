@@ -233,13 +233,15 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = Store(options.resolved_database_url())
-        upgrade(store.engine)
-        # Before anything is written: a second server on this store stops here (LeaseHeld)
-        # instead of marking the first one's nodes disconnected.
-        held = lease or Lease(store)
-        if not held.held:
+        if lease is None:
+            store = Store(options.resolved_database_url())
+            upgrade(store.engine)
+            held = Lease(store)
+            # Before anything is written: a second server on this store stops here
+            # (LeaseHeld) instead of marking the first one's nodes disconnected.
             await asyncio.to_thread(held.acquire, clock.now, options.lease_silent_s)
+        else:  # taken by `corral server` before uvicorn started, on a migrated store
+            held, store = lease, lease.store
         bootstrap(
             store,
             clock.now(),
@@ -280,8 +282,6 @@ def create_app(
             await cp.hub.close()
             with contextlib.suppress(Exception):  # a store gone away: the lease lapses
                 await asyncio.to_thread(held.release)
-            if held.store is not store:
-                held.store.close()
             store.close()
 
     app = FastAPI(title="corral", version=__version__, lifespan=lifespan)

@@ -154,12 +154,11 @@ class Lease:
             while monotonic() < deadline:
                 sleep(WATCH_S)
                 latest = self.seen()
-                if latest != first:
-                    if latest is not None and latest.holder not in (None, first.holder):
-                        raise LeaseHeld(latest.holder)
-                    if latest is not None and latest.holder == first.holder:
-                        raise LeaseHeld(first.holder)  # it renewed: alive
-                    break  # released: take it
+                if latest == first:
+                    continue
+                if latest is not None and latest.holder is not None:
+                    raise LeaseHeld(latest.holder)  # it renewed, or another took it: alive
+                break  # released: take it
             else:
                 log.warning("%s stopped renewing the controller lease; taking over", first.holder)
                 if self._take(now(), first):
