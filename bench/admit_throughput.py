@@ -824,10 +824,10 @@ ACTIVITIES = (
     ("scheduler: load snapshot", "SnapshotLoader.load (corral/server/services/snapshot.py"),
     ("scheduler: place()", "Scheduler.place (corral/core/scheduler/incremental.py"),
     ("scheduler: apply_plan", "apply_plan (corral/server/services/scheduling.py"),
-    ("scheduler: other", "schedule_once (corral/server/controllers/scheduler.py"),
+    ("scheduler: other", "SchedulerController."),
     ("hub: desired set", "AgentHub._desired (corral/server/hub.py"),
-    ("liveness: stop_overdue_jobs", "stop_overdue_jobs (corral/server/services/jobs.py"),
-    ("liveness: other", "check_once (corral/server/controllers/liveness.py"),
+    ("liveness: stop_overdue", "stop_overdue (corral/server/services/liveness.py"),
+    ("liveness: other", "LivenessController."),
 )
 _PARKED = ("Condition.wait (", "Queue.get (")
 

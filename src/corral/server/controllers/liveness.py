@@ -89,12 +89,5 @@ class LivenessController:
         pass
 
 
-def check_once(cp: ControlPlane, heard: dict[str, float] | None = None) -> Effects:
-    """One liveness round, at once (tests and tools); the server runs `run`."""
-    controller = LivenessController(cp.options.node_lost_after_s, cp.started_at)
-    controller.heard.update(heard or {})
-    return runner.Runner(controller).round(cp).effects
-
-
 async def run(cp: ControlPlane) -> None:
     await runner.run(cp, LivenessController(cp.options.node_lost_after_s, cp.started_at))
