@@ -49,7 +49,7 @@ def test_what_waited_for_a_cordoned_node_is_placed_once_it_is_uncordoned(
     assert api.post(f"{NODES}/n1/cordon", headers=ADMIN).status_code == 200
     submit_job(api, "train", resources={"gpus": "H100:1"})
     cli = Cli(api, tmp_path)
-    assert "node" in scheduled_reason(cli, "train")  # waits: no ready node takes it
+    assert "none is connected and taking work" in scheduled_reason(cli, "train")
     assert cli.sdk().get_job("train").state == "pending"
     assert api.post(f"{NODES}/n1/uncordon", headers=ADMIN).status_code == 200
     wait_for("the job to be placed", lambda: cli.sdk().get_job("train").state != "pending")

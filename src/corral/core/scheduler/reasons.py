@@ -30,7 +30,7 @@ QUOTA_NEVER = (
 )
 
 # -- may fit later (Outcome.UNSCHEDULABLE) -----------------------------------------------
-NO_NODES = "waiting for a ready node: none is connected"
+NO_NODES = "waiting for a ready node: none is connected and taking work (see `corral node ls`)"
 NO_ROOM = "needs {replicas}× {gpus} {what} in one {level}; the freest {level} has {free} free"
 NO_ROOM_CPU = "needs {replicas}× ({demand}) in one {level}; no {level} has room now"
 SHORT_OF_OTHER = "; CPUs, memory or disk are short where those GPUs are free"
