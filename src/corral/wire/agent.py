@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from corral.wire.health import CheckNow, HealthReport, InjectFault
+
 
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -148,7 +150,8 @@ class LogChunk(_Msg):
 
 
 AgentMessage = Annotated[
-    Hello | Heartbeat | ReplicaReport | LogChunk | Ports, Field(discriminator="type")
+    Hello | Heartbeat | ReplicaReport | LogChunk | Ports | HealthReport,
+    Field(discriminator="type"),
 ]
 AGENT_MESSAGE: TypeAdapter[AgentMessage] = TypeAdapter(AgentMessage)
 
@@ -237,5 +240,5 @@ class Desired(_Msg):
     parts: int = Field(default=1, ge=1)
 
 
-ServerMessage = Annotated[Welcome | Desired, Field(discriminator="type")]
+ServerMessage = Annotated[Welcome | Desired | InjectFault | CheckNow, Field(discriminator="type")]
 SERVER_MESSAGE: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
