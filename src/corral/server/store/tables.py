@@ -122,9 +122,43 @@ class Node(Base):
     # TCP ports something listens on there, as its agent last reported (None: not reported):
     # the scheduler hands none of them out.
     ports: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    # Why an operator (or recovery) cordoned it; None when not cordoned. A node taken out by
+    # its health checks is `unhealthy` and comes back to this (cordoned) or to ready.
+    cordon_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # core.health's judgement of its last report (Assessment.to_json), and the report.
+    health: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    health_signals: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    health_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    boot_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Xids before this are history an operator closed (`corral node set-healthy`).
+    repaired_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # An operator's set-healthy waiting for the next checks to pass.
+    repair_claim_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class HealthEvent(Base):
+    """Something about a node's health: an Xid, a signal that changed, what corral did about
+    it (cordoned, attempts ended, replicas replaced), an operator's action. Append-only."""
+
+    __tablename__ = "health_events"
+    __table_args__ = (Index("ix_health_events_node_at", "node_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    at: Mapped[float] = mapped_column(Float)  # the server's clock
+    kind: Mapped[str] = mapped_column(String(16))  # xid, sxid, health, action, operator
+    gpu_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    gpu_uuid: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    subcode: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    boot_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    node_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # the node's clock
+    health: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    text: Mapped[str] = mapped_column(Text)
+    workloads: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
 class Job(Base):
