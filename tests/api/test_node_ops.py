@@ -65,16 +65,18 @@ def test_only_a_cluster_admin_may_cordon(api: TestClient) -> None:
     assert _condition(api, "n1") == "ready"
 
 
-def test_unknown_and_lost_nodes_get_clear_errors(api: TestClient) -> None:
+def test_unknown_nodes_get_clear_errors_and_a_lost_node_stays_cordoned(api: TestClient) -> None:
     r = api.post(f"{NODES}/nope/cordon", headers=ADMIN)
     assert r.status_code == 404 and r.json()["error"]["message"] == "node 'nope' not found"
     store = api.app.state.cp.store  # type: ignore[attr-defined]
     with store.transaction() as session:
         session.execute(update(Node).values(condition="lost"))
-    for verb in ("cordon", "uncordon"):
-        r = api.post(f"{NODES}/n1/{verb}", headers=ADMIN)
-        assert r.status_code == 409, r.text
-        assert "node 'n1' is lost" in r.json()["error"]["message"]
+    # Cordoning a lost node keeps it out when it comes back; it stays lost meanwhile.
+    r = api.post(f"{NODES}/n1/cordon", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json()["condition"] == "lost" and r.json()["cordon_reason"] == "cordoned by local-admin"
+    r = api.post(f"{NODES}/n1/uncordon", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["cordon_reason"] is None
     assert _condition(api, "n1") == "lost"
 
 

@@ -10,6 +10,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
+from pydantic import BaseModel
+
 from corral.server.secretbox import SecretBox
 from corral.server.services.assignments import build_assignments
 from corral.server.store.db import Store
@@ -93,6 +95,19 @@ class AgentHub:
             del self._conns[node_id]
             if conn.task:
                 conn.task.cancel()
+
+    async def tell(self, node_id: str, message: BaseModel) -> bool:
+        """Send one message to a connected node's agent; False when it is not connected
+        (or the send failed: its connection's own loop notices a dead socket)."""
+        conn = self._conns.get(node_id)
+        if conn is None:
+            return False
+        try:
+            await conn.send(message.model_dump_json())
+        except Exception as exc:
+            log.warning("could not send %s to node %s: %s", type(message).__name__, node_id, exc)
+            return False
+        return True
 
     def connected(self) -> set[str]:
         return set(self._conns)

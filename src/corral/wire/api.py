@@ -28,7 +28,7 @@ __all__ = [
     "ReplicaState",
 ]
 
-Role = Literal["admin", "member", "viewer"]
+Role = Literal["admin", "member", "viewer", "metrics"]  # metrics: reads /metrics only
 
 
 class _View(BaseModel):
@@ -177,8 +177,11 @@ class GpuView(_View):
     model: str
     memory_mb: int
     uuid: str
-    healthy: bool
+    healthy: bool = Field(description="the scheduler may place work on it")
     allocated: bool
+    health: str = "unknown"  # healthy, degraded, unhealthy, unknown (no report yet)
+    repair: str = "none"
+    sentence: str | None = None  # the worst finding, in words
 
 
 class NodeView(_View):
@@ -197,6 +200,9 @@ class NodeView(_View):
     last_heartbeat_at: float | None
     heartbeat_age_s: float | None
     registered_at: float
+    health: str = "unknown"
+    health_summary: str | None = None
+    cordon_reason: str | None = None
 
 
 class NodeList(Paged):

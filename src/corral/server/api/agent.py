@@ -16,12 +16,14 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from corral.server.api.deps import CP, retry_stale
 from corral.server.runtime import ControlPlane
+from corral.server.services import health
 from corral.server.services import nodes as service
 from corral.server.services.effects import Effects
 from corral.server.services.join_tokens import consume_join_token
 from corral.server.writes import Warm
 from corral.timeouts import within
 from corral.wire import agent as wire
+from corral.wire.health import HealthReport
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
 log = logging.getLogger("corral.server.agent")
@@ -162,6 +164,11 @@ async def _handle(cp: ControlPlane, node_id: str, message: wire.AgentMessage) ->
         def write(s: Session) -> Effects:
             service.append_log(s, node_id, chunk)
             return Effects()
+    elif isinstance(message, HealthReport):
+        checked = message
+
+        def write(s: Session) -> Effects:
+            return health.record_health(s, node_id, checked, now)
     elif isinstance(message, wire.Ports):
         ports = message
 

@@ -1,58 +1,177 @@
 """What an operator does to a node: cordon it (it keeps what runs there and takes nothing
-new) and uncordon it. corral cordons a node by itself when its hardware is suspect
-(core.recovery); only an operator gives it back."""
+new), uncordon it, drain it (cordoned, and its work moved elsewhere), mark it repaired
+(`set-healthy`, which its next checks must confirm), delete it, and inject a fault into a
+fake-GPU node. corral takes a node out by itself when its checks fail (services/health.py)
+or its hardware is suspect (core.recovery)."""
 
 from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from corral.core.states import NodeCondition
+from corral.core.lifecycle import ACTIVE_REPLICA_STATES
+from corral.core.recovery import Cause
+from corral.core.states import JobState, NodeCondition
 from corral.server.auth import Principal
-from corral.server.errors import Conflict, Forbidden, NotFound
-from corral.server.store.tables import Node
+from corral.server.errors import Conflict, Forbidden, Invalid, NotFound
+from corral.server.services import health
+from corral.server.services.effects import Effects
+from corral.server.services.scheduling import requeue
+from corral.server.store.tables import HealthEvent, Job, Node, Replica
+from corral.wire.health import InjectFault
+from corral.wire.nodes import FaultRequest
 
 log = logging.getLogger("corral.server.nodes")
 
 
-def _move(
-    session: Session,
-    caller: Principal,
-    name: str,
-    verb: str,
-    source: NodeCondition,
-    target: NodeCondition,
-    refused: str,
-) -> tuple[Node, bool]:
-    """The node from `source` to `target`; True when that is a change. Any other
-    condition is a Conflict that says why (`refused`)."""
+def _admin_node(session: Session, caller: Principal, name: str, verb: str) -> Node:
     if not caller.cluster_admin:
         raise Forbidden(f"only a cluster admin can {verb} a node")
     node = session.scalars(select(Node).where(Node.name == name)).first()
     if node is None:
         raise NotFound.of(f"node '{name}'")
-    if node.condition is target:
+    return node
+
+
+def cordon(
+    session: Session, caller: Principal, name: str, now: float, why: str | None = None
+) -> tuple[Node, bool]:
+    """The node takes nothing new; True when that is a change. A lost or unhealthy node
+    is cordoned too: it stays cordoned when it comes back."""
+    node = _admin_node(session, caller, name, "cordon")
+    if node.cordon_reason is not None or node.condition == NodeCondition.CORDONED:
         return node, False
-    if node.condition is not source:
-        raise Conflict(f"node '{name}' is {node.condition}{refused}")
-    node.condition = target
-    log.warning("node %s %sed by %s", name, verb, caller.token_name)
+    node.cordon_reason = why or f"cordoned by {caller.token_name}"
+    if node.condition == NodeCondition.READY:
+        node.condition = NodeCondition.CORDONED
+    health.event(session, node, now, "operator", node.cordon_reason)
+    log.warning("node %s cordoned by %s", name, caller.token_name)
     return node, True
 
 
-def cordon(session: Session, caller: Principal, name: str) -> tuple[Node, bool]:
-    """The node takes nothing new; True when that is a change."""
-    refused = ": it takes no work as it is; cordon it once it is ready again"
-    return _move(
-        session, caller, name, "cordon", NodeCondition.READY, NodeCondition.CORDONED, refused
-    )
+def uncordon(session: Session, caller: Principal, name: str, now: float) -> tuple[Node, bool]:
+    """The node takes work again; True when that is a change. An unhealthy node keeps out
+    until its checks pass (or `set-healthy` after a repair): the refusal says so."""
+    node = _admin_node(session, caller, name, "uncordon")
+    was = node.cordon_reason is not None or node.condition == NodeCondition.CORDONED
+    node.cordon_reason = None
+    if node.condition == NodeCondition.UNHEALTHY:
+        summary = (node.health or {}).get("summary") or "its checks failed"
+        raise Conflict(
+            f"node '{name}' is unhealthy ({summary}): it comes back by itself when its checks "
+            f"pass, or run `corral node set-healthy {name}` once it is repaired"
+        )
+    if node.condition == NodeCondition.CORDONED:
+        node.condition = NodeCondition.READY
+    if was:
+        health.event(session, node, now, "operator", f"uncordoned by {caller.token_name}")
+        log.warning("node %s uncordoned by %s", name, caller.token_name)
+    return node, was
 
 
-def uncordon(session: Session, caller: Principal, name: str) -> tuple[Node, bool]:
-    """The node takes work again; True when that is a change."""
-    refused = ", not cordoned: it comes back by itself when its agent reconnects"
-    return _move(
-        session, caller, name, "uncordon", NodeCondition.CORDONED, NodeCondition.READY, refused
+def drain(session: Session, caller: Principal, name: str, now: float) -> tuple[Node, Effects, str]:
+    """Cordon the node and move its work: training jobs are queued again from their last
+    checkpoint (not charged to max_restarts); an endpoint's replicas are replaced by the
+    endpoint controller, the new one ready before the old one goes."""
+    node, _ = cordon(session, caller, name, now, f"drained by {caller.token_name}")
+    effects = Effects(sync_nodes={node.id}, wake_scheduler=True, wake_endpoints=True)
+    replicas = session.scalars(
+        select(Replica).where(Replica.node_id == node.id, Replica.state.in_(ACTIVE_REPLICA_STATES))
+    ).all()
+    jobs = list(
+        session.scalars(
+            select(Job).where(Job.id.in_({r.job_id for r in replicas})).order_by(Job.id)
+        )
     )
+    moved: list[Job] = []
+    endpoints = 0
+    for job in jobs:
+        if job.endpoint_id is not None:
+            endpoints += 1
+            continue
+        if job.state not in (JobState.STARTING, JobState.RUNNING):
+            continue
+        reason = f"ended: node {name} drained by {caller.token_name}"
+        requeue(session, job, Cause.PREEMPTED, reason, now, effects, count_preemption=False)
+        moved.append(job)
+    outcome = f"node '{name}' drained: {len(moved)} job(s) queued again elsewhere"
+    if endpoints:
+        outcome += f", {endpoints} endpoint replica(s) being replaced"
+    names = health.workload_names(session, moved)
+    health.event(session, node, now, "operator", outcome, workloads=names)
+    return node, effects, outcome
+
+
+def claim_repaired(session: Session, caller: Principal, name: str, now: float) -> Node:
+    """An operator says the node is repaired: its next full check decides (health.py)."""
+    node = _admin_node(session, caller, name, "mark healthy")
+    node.repair_claim_at = now
+    health.event(session, node, now, "operator", f"set-healthy by {caller.token_name}: checking")
+    return node
+
+
+def delete_node(session: Session, caller: Principal, name: str) -> None:
+    """Forget the node. Refused while replicas run there (drain it first). Its history
+    (replicas that ran there) keeps the row, retired: the name is free for a new agent."""
+    node = _admin_node(session, caller, name, "delete")
+    active = session.scalars(
+        select(Replica.id).where(
+            Replica.node_id == node.id, Replica.state.in_(ACTIVE_REPLICA_STATES)
+        )
+    ).first()
+    if active is not None:
+        raise Conflict(
+            f"node '{name}' still runs replicas: drain it first (`corral node drain {name}`)"
+        )
+    used = session.scalars(select(Replica.id).where(Replica.node_id == node.id)).first()
+    if used is None:
+        session.delete(node)
+        return
+    session.execute(delete(HealthEvent).where(HealthEvent.node_id == node.id))
+    retire(node)
+
+
+RETIRED_PREFIX = "deleted:"
+
+
+def retire(node: Node) -> None:
+    """Keep the row for the replicas that ran there; free its name and revoke its token."""
+    node.name = f"{RETIRED_PREFIX}{node.id}"
+    node.token_hash = f"{RETIRED_PREFIX}{node.id}"[:64]
+    node.condition = NodeCondition.LOST
+    node.connected = False
+    node.cordon_reason = "deleted"
+
+
+def fault(
+    session: Session, caller: Principal, name: str, body: FaultRequest, now: float
+) -> InjectFault:
+    """Check a fault injection; the agent applies it (only to fake GPUs)."""
+    node = _admin_node(session, caller, name, "inject a fault into")
+    if node.gpu_backend != "fake":
+        raise Conflict(
+            f"node '{name}' has {node.gpu_backend} GPUs, not fake ones: faults can only be "
+            "injected into a node started with --fake-gpus"
+        )
+    if not node.connected:
+        raise Conflict(f"node '{name}' is not connected: its agent must be running to inject")
+    count = len(node.gpus)
+    if body.gpu is not None and body.gpu >= count:
+        raise Invalid(
+            f"gpu: node '{name}' has GPUs 0-{count - 1}",
+            [{"field": "gpu", "message": f"expected 0 to {count - 1}"}],
+        )
+    needs_gpu = body.kind not in ("clear", "reboot")
+    if needs_gpu and body.gpu is None:
+        raise Invalid(
+            f"gpu: a {body.kind} fault needs --gpu", [{"field": "gpu", "message": "required"}]
+        )
+    if body.kind == "xid" and body.xid is None:
+        raise Invalid("xid: an xid fault needs a code", [{"field": "xid", "message": "required"}])
+    what = f"{body.kind}" + (f" {body.xid}" if body.xid is not None else "")
+    where = f" on GPU {body.gpu}" if body.gpu is not None else ""
+    text = f"fault injected by {caller.token_name}: {what}{where}"
+    health.event(session, node, now, "operator", text)
+    return InjectFault(kind=body.kind, gpu=body.gpu, xid=body.xid, subcode=body.subcode)

@@ -12,6 +12,7 @@ from corral.core.recovery import Cause
 from corral.core.states import Desired, NodeCondition, ReplicaState
 from corral.server.auth import NODE_PREFIX, hash_token, new_secret
 from corral.server.errors import Conflict, Unauthorized
+from corral.server.services import health
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
 from corral.server.services.jobs import CURRENT_REPLICAS
@@ -84,6 +85,7 @@ def connect(
     node.last_heartbeat_at = now
     if node.condition == NodeCondition.LOST:
         node.condition = NodeCondition.READY
+    health.keep_judgement(node)
     effects = Effects(sync_nodes={node.id}, wake_scheduler=True)
     for report in hello.replicas:
         effects.merge(replica_report(session, node.id, report, now))
@@ -223,7 +225,9 @@ def append_log(session: Session, node_id: str, chunk: wire.LogChunk) -> None:
 
 
 def node_views(session: Session, now: float) -> list[NodeView]:
-    nodes = session.scalars(select(Node).order_by(Node.name)).all()
+    nodes = session.scalars(
+        select(Node).where(Node.name.not_like("deleted:%")).order_by(Node.name)
+    ).all()
     used: dict[str, set[int]] = {}
     for node_id, gpus in session.execute(
         select(Replica.node_id, Replica.gpus).where(Replica.state.in_(ACTIVE_REPLICA_STATES))
@@ -244,6 +248,7 @@ def node_view(session: Session, node: Node, now: float) -> NodeView:
 
 
 def _node_view(node: Node, used: set[int], now: float) -> NodeView:
+    judged = health.gpu_judgements(node)
     age = None if node.last_heartbeat_at is None else max(0.0, now - node.last_heartbeat_at)
     return NodeView(
         id=node.id,
@@ -259,6 +264,9 @@ def _node_view(node: Node, used: set[int], now: float) -> NodeView:
                 uuid=g["uuid"],
                 healthy=g.get("healthy", True),
                 allocated=g["index"] in used,
+                health=judged.get(g["index"], ("unknown", "none", None))[0],
+                repair=judged.get(g["index"], ("unknown", "none", None))[1],
+                sentence=judged.get(g["index"], ("unknown", "none", None))[2],
             )
             for g in node.gpus
         ],
@@ -271,4 +279,7 @@ def _node_view(node: Node, used: set[int], now: float) -> NodeView:
         last_heartbeat_at=node.last_heartbeat_at,
         heartbeat_age_s=age,
         registered_at=node.registered_at,
+        health=str((node.health or {}).get("health", "unknown")),
+        health_summary=(node.health or {}).get("summary"),
+        cordon_reason=node.cordon_reason,
     )

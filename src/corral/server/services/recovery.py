@@ -394,8 +394,7 @@ def cordon(session: Session, names: Iterable[str], job: Job, why: str | None) ->
     take nothing new until an operator looks. Only a ready node changes: a lost one is
     gone anyway and an unhealthy one is already out. Returns the nodes cordoned now.
 
-    Nodes have no reason column: the job's reason names them (core.recovery writes it),
-    and the log says which job's failure did it."""
+    The node's cordon reason names the job; the job's reason names the nodes."""
     wanted = sorted(set(names))
     if not wanted:
         return []
@@ -404,6 +403,7 @@ def cordon(session: Session, names: Iterable[str], job: Job, why: str | None) ->
         if node.condition != NodeCondition.READY:
             continue
         node.condition = NodeCondition.CORDONED
+        node.cordon_reason = f"suspect hardware: job {job.name} attempt {job.attempt}"
         done.append(node.name)
         log.warning(
             "node %s cordoned: suspect hardware in job %s (%s), attempt %d: %s",

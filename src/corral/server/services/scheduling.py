@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -190,14 +192,39 @@ def _preempt(
     reason = preemption.reason
     if for_job is not None:
         reason = reason.replace(preemption.for_job_id, f"job '{for_job.name}'")
+    requeue(session, job, Cause.PREEMPTED, reason, now, effects, replicas=replicas)
+    return True
+
+
+def requeue(
+    session: Session,
+    job: Job,
+    cause: Cause,
+    reason: str,
+    now: float,
+    effects: Effects,
+    *,
+    replicas: Sequence[Replica] | None = None,
+    count_preemption: bool = True,
+) -> None:
+    """End the job's current attempt (`cause`, not charged to max_restarts) and queue it
+    again: it resumes from its last checkpoint wherever it is placed next."""
+    if replicas is None:
+        replicas = session.scalars(
+            select(Replica).where(
+                Replica.job_id == job.id,
+                Replica.attempt == job.attempt,
+                Replica.state.in_(ACTIVE_REPLICA_STATES),
+            )
+        ).all()
     for replica in replicas:
         replica.desired = Desired.STOP
         replica.reason = reason
         effects.sync_nodes.add(replica.node_id)
-    recovery.close_attempt(session, job, now, Cause.PREEMPTED, reason)
+    recovery.close_attempt(session, job, now, cause, reason)
     job.state = JobState.PENDING
-    job.preemptions += 1
+    if count_preemption:
+        job.preemptions += 1
     job.borrowed = False
     job.reason = f"attempt {job.attempt} {reason}; queued again"
     effects.wake_scheduler = True
-    return True

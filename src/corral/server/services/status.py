@@ -42,7 +42,11 @@ def status(session: Session, workspace: Workspace | None) -> StatusView:
 
 def _nodes(session: Session) -> StatusNodes:
     counts = dict(
-        session.execute(select(Node.condition, func.count()).group_by(Node.condition)).all()
+        session.execute(
+            select(Node.condition, func.count())
+            .where(Node.name.not_like("deleted:%"))
+            .group_by(Node.condition)
+        ).all()
     )
     return StatusNodes(
         total=sum(counts.values()),
@@ -66,7 +70,9 @@ def _gpus(session: Session, used: dict[str, set[int]]) -> list[StatusGpus]:
     total: Counter[str] = Counter()
     held: Counter[str] = Counter()
     free: Counter[str] = Counter()
-    for node_id, condition, gpus in session.execute(select(Node.id, Node.condition, Node.gpus)):
+    for node_id, condition, gpus in session.execute(
+        select(Node.id, Node.condition, Node.gpus).where(Node.name.not_like("deleted:%"))
+    ):
         for gpu in gpus:
             model = str(gpu.get("model") or "unknown")
             total[model] += 1
