@@ -216,7 +216,8 @@ class KernelLogReader:
             if not record:
                 poller.poll(POLL_S * 1000)
                 continue
-            self.feed(record.decode("utf-8", "replace"))
+            # A record is its message line, then dictionary lines (" KEY=value").
+            self.feed(record.decode("utf-8", "replace").split("\n", 1)[0])
 
     def _dmesg_once(self) -> bool:
         try:
