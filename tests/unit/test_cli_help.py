@@ -26,7 +26,7 @@ def test_an_option_value_is_named_after_its_option() -> None:
     line = next(x for x in result.output.splitlines() if "--name" in x)
     assert "NAME" in line
     role = next(x for x in result.output.splitlines() if "--role" in x)
-    assert "<admin|member|viewer>" in role  # choices still shown
+    assert "<admin|member|viewer|metrics>" in role  # choices still shown
 
 
 @pytest.mark.parametrize(

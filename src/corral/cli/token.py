@@ -18,10 +18,11 @@ app = typer.Typer(cls=LightGroup, help="API tokens.", no_args_is_help=True)
 def create(
     ctx: typer.Context,
     role: Annotated[
-        Literal["admin", "member", "viewer"],
+        Literal["admin", "member", "viewer", "metrics"],
         typer.Option(
             help="admin: everything in its workspace (or the cluster); member: run "
-            "and manage workloads; viewer: read only."
+            "and manage workloads; viewer: read only; metrics: read the server's /metrics "
+            "and nothing else (cluster-wide, for a Prometheus scraper)."
         ),
     ] = "member",
     workspace: Annotated[
@@ -41,7 +42,7 @@ def create(
 ) -> None:
     """Create a token. Its secret is printed once and cannot be shown again."""
     with state(ctx).client() as client:
-        if workspace is None and role != "admin":
+        if workspace is None and role in ("member", "viewer"):
             # A member or viewer acts in some workspace: the one this CLI acts in (the
             # configured one, else the token's own, else `default` for a cluster admin).
             workspace = client.workspace

@@ -22,6 +22,7 @@ from corral.server.api import (
     errors,
     identity,
     jobs,
+    metrics,
     nodes,
     quotas,
     secrets,
@@ -296,7 +297,7 @@ def create_app(
     def healthz() -> dict[str, object]:
         return {"ok": True, "version": __version__}
 
-    for module in (jobs, endpoints, nodes, identity, quotas, secrets, agent, status):
+    for module in (jobs, endpoints, nodes, identity, quotas, secrets, agent, status, metrics):
         app.include_router(module.router)
     app.include_router(jobs.every_router)
     app.include_router(endpoints.gateway_router)

@@ -8,11 +8,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from itertools import islice
 
-from corral.server.errors import Forbidden  # raised here and by the services: a 403
+from corral.server.errors import Forbidden, Invalid  # raised here and by the services
 
 __all__ = ["Forbidden"]
 
 ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2}
+# Reads /metrics and nothing else: outside the ranks, so it passes no `at_least` and no
+# workspace check, and a scraper's token (often left in a Prometheus config) reveals no work.
+METRICS_ROLE = "metrics"
 ADMIN_PREFIX = "crl_"
 JOIN_PREFIX = "crj_"
 NODE_PREFIX = "crn_"
@@ -39,8 +42,31 @@ class Principal:
     def cluster_admin(self) -> bool:
         return self.workspace_id is None and self.role == "admin"
 
+    @property
+    def reads_metrics(self) -> bool:
+        """Whether /metrics answers it: the fleet's figures are the operator's business."""
+        return self.cluster_admin or (self.workspace_id is None and self.role == METRICS_ROLE)
+
     def at_least(self, role: str) -> bool:
-        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+        rank = ROLE_RANK.get(self.role)
+        return rank is not None and rank >= ROLE_RANK[role]
+
+
+def check_metrics_token(principal: Principal, workspace: str | None) -> None:
+    """Raise unless `principal` may create a metrics token for `workspace`: only a cluster
+    admin, and only cluster-wide (the figures span every workspace)."""
+    if not principal.cluster_admin:
+        raise Forbidden("only a cluster admin can create a metrics token")
+    if workspace is not None:
+        message = "a metrics token is cluster-wide: create it without a workspace"
+        raise Invalid(message, [{"path": "workspace", "message": message}])
+
+
+def refuse_metrics_only(principal: Principal) -> Principal:
+    """`principal`, unless its token may only read /metrics (then a 403)."""
+    if principal.role == METRICS_ROLE:
+        raise Forbidden("a metrics token reads /metrics and nothing else")
+    return principal
 
 
 def check_workspace_access(principal: Principal, workspace: str, role: str) -> None:

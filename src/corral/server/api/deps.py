@@ -10,7 +10,12 @@ from fastapi import Depends, Request
 from sqlalchemy.orm.exc import StaleDataError
 
 from corral.server.api.errors import ApiError
-from corral.server.auth import Principal, check_workspace_access, hash_token
+from corral.server.auth import (
+    Principal,
+    check_workspace_access,
+    hash_token,
+    refuse_metrics_only,
+)
 from corral.server.runtime import ControlPlane
 from corral.server.services.identity import authenticate_hash, workspace_by_name
 from corral.server.store.tables import Workspace
@@ -41,6 +46,12 @@ async def principal(request: Request, cp: CP) -> Principal:
 
 
 async def _principal(request: Request, cp: ControlPlane) -> Principal:
+    # Every route but /metrics: a metrics token is refused here, once for all of them.
+    return refuse_metrics_only(await token_principal(request, cp))
+
+
+async def token_principal(request: Request, cp: ControlPlane) -> Principal:
+    """Whoever the token is, a metrics-only token included (for /metrics alone)."""
     digest = hash_token(bearer(request))
     found = cp.principals.get(digest)
     if found is None:

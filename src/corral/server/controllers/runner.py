@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from prometheus_client import Histogram
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -28,6 +29,16 @@ log = logging.getLogger("corral.server.controllers")
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 60.0
 ROUND_FAILED_PAUSE_S = 1.0  # after a round failed outside any one object (the store is down)
+
+# Registered in no registry here: each app's /metrics registry adds it (server/metrics.py),
+# as tests make many apps in one process and the global registry refuses a second name.
+ROUND_SECONDS = Histogram(
+    "corral_controller_round_seconds",
+    "Time one controller round took (load, decide and apply for all its objects).",
+    ["controller"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+    registry=None,
+)
 
 FactsT = TypeVar("FactsT")
 PlanT = TypeVar("PlanT")
@@ -205,7 +216,8 @@ async def run(cp: ControlPlane, controller: Controller[FactsT, PlanT]) -> None:
             continue  # another server runs the controllers on this store
         controller.prepare(cp)
         try:
-            done = await asyncio.to_thread(runner.round, cp)
+            with ROUND_SECONDS.labels(controller.name).time():
+                done = await asyncio.to_thread(runner.round, cp)
         except Exception:
             log.exception("%s: round failed; retrying", controller.name)
             controller.reset()

@@ -15,8 +15,10 @@ from sqlalchemy.orm import Session
 
 from corral.server.auth import (
     ADMIN_PREFIX,
+    METRICS_ROLE,
     Forbidden,
     Principal,
+    check_metrics_token,
     check_workspace_access,
     hash_token,
     new_secret,
@@ -181,9 +183,11 @@ def create_token(
     now: float,
 ) -> tuple[Token, str, str | None]:
     """Returns the row, the secret (shown once) and the workspace name."""
+    if role == METRICS_ROLE:
+        check_metrics_token(principal, workspace)
     if workspace is None and not principal.cluster_admin:
         workspace = principal.workspace
-    if workspace is None and role != "admin":
+    if workspace is None and role not in ("admin", METRICS_ROLE):
         raise Invalid(
             "a member or viewer token needs a workspace",
             [{"path": "workspace", "message": "required for role " + role}],
