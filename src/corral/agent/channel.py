@@ -32,6 +32,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 
 import corral
 from corral.agent.errors import NodeTokenRejected, RetryLater
+from corral.agent.health import FaultRefused, HealthMonitor
 from corral.agent.logs import LogTailer
 from corral.agent.network import collective_env
 from corral.agent.ports import listening_ports
@@ -45,6 +46,7 @@ from corral.wire.agent import (
     Ports,
     Welcome,
 )
+from corral.wire.health import CheckNow, InjectFault
 
 log = logging.getLogger("corral.agent.channel")
 
@@ -100,8 +102,10 @@ class Session:
         *,
         progress_poll_s: float = PROGRESS_POLL_S,
         ports_poll_s: float = PORTS_POLL_S,
+        health: HealthMonitor | None = None,
     ) -> None:
         self.ws = ws
+        self.health = health
         self.progress_poll_s = progress_poll_s
         self.ports_poll_s = ports_poll_s
         self._ports: list[int] | None = None  # as last sent
@@ -127,6 +131,8 @@ class Session:
                 asyncio.create_task(self._receive(), name="receive"),
                 asyncio.create_task(self._pump(), name="pump"),
             ]
+            if self.health is not None:
+                tasks.append(asyncio.create_task(self._health(self.health), name="health"))
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -197,7 +203,28 @@ class Session:
                 whole = self._assemble(message)
                 if whole is not None:
                     self._apply(whole)
+            elif isinstance(message, InjectFault):
+                self._inject(message)
+            elif isinstance(message, CheckNow) and self.health is not None:
+                self.health.check_now()
         raise ChannelClosed("the server closed the connection")
+
+    def _inject(self, fault: InjectFault) -> None:
+        if self.health is None:
+            return
+        try:
+            self.health.inject(fault)
+        except (FaultRefused, ValueError) as exc:
+            log.warning("fault injection refused: %s", exc)
+        else:
+            log.warning("FAKE fault injected: %s", fault.model_dump(exclude_none=True))
+
+    async def _health(self, monitor: HealthMonitor) -> None:
+        """Every health report, from the current one on: the server judges them."""
+        seq = 0
+        while True:
+            seq, report = await monitor.next_report(seq)
+            await self._send(report)
 
     def _assemble(self, message: Desired) -> Desired | None:
         """The whole desired set once every part of one generation is here; a newer

@@ -27,6 +27,8 @@ class AgentConfig:
     stop_grace_s: float = 5.0
     progress_poll_s: float = 1.0  # how often replicas' progress files are read
     ports_poll_s: float = 2.0  # how often the node's listening ports are looked at
+    # How often the GPU and node health checks run (Xids are seen at once, between them).
+    health_interval_s: float = 2.0
     # How replicas are confined (sandbox/README.md): auto = when the agent can.
     isolation: IsolationMode = IsolationMode.AUTO
     uid_base: int = DEFAULT_UID_BASE
@@ -55,5 +57,9 @@ def check_config(config: AgentConfig) -> None:
         raise AgentConfigError(f"workload uid base: {config.uid_base} is not in 1..4000000000")
     if not config.progress_poll_s > 0:
         raise AgentConfigError(f"progress poll: {config.progress_poll_s} is not > 0 seconds")
+    if not 0.05 <= config.health_interval_s <= 3600:
+        raise AgentConfigError(
+            f"health interval: {config.health_interval_s} is not between 0.05 and 3600 seconds"
+        )
     if not config.ports_poll_s > 0:
         raise AgentConfigError(f"ports poll: {config.ports_poll_s} is not > 0 seconds")

@@ -32,6 +32,7 @@ from corral.agent import inventory
 from corral.agent.channel import ChannelClosed, Session, dial
 from corral.agent.config import AgentConfig
 from corral.agent.errors import FatalError, NodeTokenRejected, RetryLater
+from corral.agent.health import HealthMonitor
 from corral.agent.identity import (
     NodeIdentity,
     load_identity,
@@ -78,6 +79,7 @@ class Agent:
         self.session: Session | None = None
         self._stop = asyncio.Event()
         self._inventory: Inventory | None = None
+        self.health: HealthMonitor | None = None
 
     def _changed(self, replica_id: str) -> None:
         """A replica began running or exited: (re)consider its probes, and report it."""
@@ -121,6 +123,15 @@ class Agent:
         else:
             log.info("%s", gpus.note)
         self._inventory = inventory.collect(self.config.state_dir, gpus, self.config.labels)
+        self.health = HealthMonitor(
+            gpus,
+            {"state": self.config.state_dir, "workload": self.config.state_dir / "replicas"},
+            self.config.state_dir,
+            interval_s=self.config.health_interval_s,
+            node_name=self.config.name or hostname,
+        )
+        # Health checks outlive connections, like the replicas and their probes.
+        checks = asyncio.create_task(self.health.run(), name="health")
         connected = asyncio.create_task(self._stay_connected(), name="channel")
         stopped = asyncio.create_task(self._stop.wait(), name="stop")
         await asyncio.wait({connected, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -131,8 +142,11 @@ class Agent:
         finally:
             stopped.cancel()
             connected.cancel()
+            checks.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await connected
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await checks
             self.prober.close()
             self.runner.close()
         if failure is not None and not isinstance(failure, FatalError):
@@ -191,6 +205,7 @@ class Agent:
                 config.address,
                 progress_poll_s=config.progress_poll_s,
                 ports_poll_s=config.ports_poll_s,
+                health=self.health,
             )
             self.session = session
             try:

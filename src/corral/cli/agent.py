@@ -98,6 +98,13 @@ def agent(
         bool, typer.Option("--stop-replicas-on-exit", hidden=True)
     ] = False,
     stop_grace: Annotated[float, typer.Option("--stop-grace", hidden=True)] = 5.0,
+    health_interval: Annotated[
+        float,
+        typer.Option(
+            "--health-interval",
+            help="Seconds between GPU and node health checks (Xids are seen at once).",
+        ),
+    ] = 2.0,
 ) -> None:
     """Run the node agent (blocks). It dials out to the server; no inbound port is needed."""
     from corral.cli.config import state
@@ -134,6 +141,7 @@ def agent(
         labels=labels,
         stop_replicas_on_exit=stop_replicas_on_exit,
         stop_grace_s=stop_grace,
+        health_interval_s=health_interval,
         isolation=mode,
         uid_base=workload_uid_base or DEFAULT_UID_BASE,
     )
