@@ -44,6 +44,7 @@ from corral.wire.agent import (
     ReplicaReport,
     Welcome,
 )
+from corral.wire.health import HealthReport
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -60,6 +61,7 @@ class Conn:
         self.closed = asyncio.Event()
         self.heartbeats = 0
         self.ports: list[Ports] = []  # the node's listening ports, as reported (not in inbox)
+        self.health: list[HealthReport] = []  # health reports (not in inbox either)
 
     async def next(self, timeout: float = 10.0) -> AgentMessage:
         message = await asyncio.wait_for(self.inbox.get(), timeout)
@@ -128,6 +130,8 @@ class FakeControlPlane:
                     conn.heartbeats += 1
                 elif isinstance(message, Ports):
                     conn.ports.append(message)
+                elif isinstance(message, HealthReport):
+                    conn.health.append(message)
                 else:
                     await conn.inbox.put(message)
         except WebSocketDisconnect:
