@@ -52,6 +52,9 @@ def test_failures_are_recovered_and_every_second_is_accounted() -> None:
 def test_same_seed_same_result_and_another_seed_another() -> None:
     a, b = simulate(SMALL), simulate(SMALL)
     assert (a.ettr, a.interruptions) == (b.ettr, b.interruptions)
+    # GPU faults drawn as Xids and judged by core.health: the same ones, the same outages.
+    assert (a.repairs, a.degraded, a.outages) == (b.repairs, b.degraded, b.outages)
+    assert a.repairs["reboot-node"] > 0 and a.outages
     assert simulate(replace(SMALL, seed=2)).interruptions != a.interruptions
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from corral.sim.failures import DAY_S, LLAMA3_405B, failure_counts
+from corral.sim.failures import DAY_S, LLAMA3_405B, NodeFailures, failure_counts
 
 
 def test_the_profile_is_the_papers_counts() -> None:
@@ -34,3 +34,16 @@ def test_54_days_on_2048_nodes_give_about_419_interruptions() -> None:
     assert abs(counts["faulty GPU"] - 148) < 3 * math.sqrt(148)
     assert counts == failure_counts(LLAMA3_405B, 2048, 8, 54 * DAY_S, seed=1)
     assert counts != failure_counts(LLAMA3_405B, 2048, 8, 54 * DAY_S, seed=2)
+
+
+def test_gpu_causes_carry_core_healths_verdict_and_the_others_none() -> None:
+    process = NodeFailures(LLAMA3_405B, "n1", 8, seed=3)
+    t, seen = 0.0, 0
+    for _ in range(300):
+        f = process.next(t)
+        assert f is not None
+        cause = LLAMA3_405B.causes[f.cause]
+        assert (f.fault is not None) == cause.per_gpu
+        seen += cause.per_gpu
+        t = f.at + f.repair_s
+    assert seen > 100  # 268 of 419 in the profile are GPU causes

@@ -3,10 +3,13 @@
 ```
  per node: NodeFailures (failures.py, seeded) ─► next failure of any node in the gang
       │ how it shows (MANIFEST): host down · GPU Xid · hang the health check pins on a node
-      │                          · anonymous hang · error in the script
+      │                          · anonymous hang · error in the script · GPU throttle
+      │ GPU causes: a drawn Xid/signal judged by core.health (gpu_faults.py) ─► repair
       ▼ detected after detect_s (hangs: hang_detect_s)
  core.recovery.decide(snapshot, now) ─► HOLD (recheck) · RESTART · WAIT (for repairs) · GIVE_UP
-      │ excluded nodes go to repair (the profile's repair time) and come back as spares
+      │ excluded nodes go to repair and come back as spares: the failed node after its
+      │ repair (core.health's: reboot ~10 min, inspect-hardware the profile's hardware
+      │ time), and not before recovery's exclusion for the job ends
       ▼
  next attempt: restart_s of start-up, then compute in intervals of tau, each followed by a
  blocking checkpoint of checkpoint_cost_s; a failure loses the work since the last one
@@ -18,6 +21,13 @@ The job holds `nodes` nodes; `spares` more stand by. A failure in a gang node en
 attempt unless it happened while the job was down anyway (then the node is just swapped).
 Errors in the script are charged to `max_restarts`, which is set high: the profile's
 "software bug" interruptions are the job's own, and the run must go on to be measured.
+
+GPU faults (gpu_faults.GPU_FAULTS): a throttled GPU (the thermal cause) is degraded in
+core.health's words and still takes work, so it does not end the attempt: it is counted in
+`degraded` and the job carries on (its slowdown is not modelled). Silent data corruption
+shows in no signal; the job's own checks raise, so it ends the attempt as an error in the
+script and the node stays. Every other GPU fault crashes the process with its Xid, and the
+node leaves the pool when core.health's verdict takes it out of work.
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ from corral.core.recovery import (
 )
 from corral.core.states import NodeCondition
 from corral.sim.failures import DAY_S, LLAMA3_405B, Failure, FailureProfile, NodeFailures
+from corral.sim.gpu_faults import Consequence
 
 
 class Shows(Enum):
@@ -57,6 +68,7 @@ class Shows(Enum):
     NODE_HANG = "node hang"  # collectives hang; a health check names the node (NIC, link)
     HANG = "hang"  # collectives hang; nothing names a node
     SCRIPT = "script"  # the training code raises
+    THROTTLE = "throttle"  # the GPU slows down; nothing crashes
 
 
 MANIFEST: dict[str, Shows] = {
@@ -69,8 +81,8 @@ MANIFEST: dict[str, Shows] = {
     "GPU system processor": Shows.GPU_XID,
     "NIC": Shows.NODE_HANG,
     "NCCL watchdog timeout": Shows.HANG,
-    "silent data corruption": Shows.GPU_XID,
-    "GPU thermal interface/sensor": Shows.GPU_XID,
+    "silent data corruption": Shows.SCRIPT,  # no signal: the job's own checks raise
+    "GPU thermal interface/sensor": Shows.THROTTLE,
     "SSD": Shows.HOST_DOWN,
     "power supply": Shows.HOST_DOWN,
     "server chassis": Shows.HOST_DOWN,
@@ -99,6 +111,17 @@ class EttrOptions:
 
 
 @dataclass(frozen=True)
+class Outage:
+    """A failed node out of the pool: from its failure to its return as a spare."""
+
+    node: str
+    cause: str  # the profile's cause name
+    repair: str  # core.health's repair for a GPU fault; "" for other causes
+    at: float
+    back_at: float
+
+
+@dataclass(frozen=True)
 class EttrResult:
     goodput: Goodput
     checkpoint_interval_s: float
@@ -106,6 +129,9 @@ class EttrResult:
     interruptions: Counter[str]  # by the profile's cause name
     verdicts: Counter[str]
     given_up: str | None
+    degraded: Counter[str] = field(default_factory=Counter)  # faults the job ran on through
+    repairs: Counter[str] = field(default_factory=Counter)  # core.health's, per GPU fault
+    outages: tuple[Outage, ...] = ()
 
     @property
     def ettr(self) -> float:
@@ -146,6 +172,9 @@ class _Run:
         self.attempt = 1
         self.interruptions: Counter[str] = Counter()
         self.verdicts: Counter[str] = Counter()
+        self.degraded: Counter[str] = Counter()
+        self.repairs_asked: Counter[str] = Counter()
+        self.outages: list[Outage] = []
         self.spec = JobRecoverySpec(
             replicas=o.nodes, max_restarts=o.max_restarts, progress_timeout_s=o.hang_detect_s
         )
@@ -165,6 +194,12 @@ class _Run:
                 continue  # the node left the gang since this was drawn
             name = self.o.profile.causes[failure.cause].name
             shows = MANIFEST.get(name, Shows.HOST_DOWN)
+            if failure.fault is not None:
+                self.repairs_asked[failure.fault.repair.value] += 1
+            if shows is Shows.THROTTLE:
+                self.degraded[name] += 1  # degraded: still takes work, the attempt goes on
+                self._arm(node, at)
+                continue
             if at < current.started_at:
                 self._swap_if_broken(node, shows, at, failure)  # the job was down anyway
                 continue
@@ -180,13 +215,16 @@ class _Run:
             excluded = decision.memory.excluded
             for bad in sorted(set(excluded) - set(self.memory.excluded)):
                 # Back once repaired (the failed node) and no longer excluded.
-                self._leave(bad, max(repaired if bad == node else at, excluded[bad]))
+                if bad == node:
+                    self._out(node, name, failure, max(repaired, excluded[bad]))
+                else:
+                    self._leave(bad, max(at, excluded[bad]))
             self.memory = decision.memory
             if node in self.gang:
-                if shows in (Shows.SCRIPT, Shows.HANG):
+                if _stays(shows, failure.fault):
                     self._arm(node, at)  # nothing wrong with the machine: it stays
                 else:
-                    self._leave(node, repaired)  # broken, though recovery named no node
+                    self._out(node, name, failure, repaired)  # though recovery named no node
             start = self._capacity(decided_at, decision)
             if start >= self.horizon:
                 break
@@ -204,6 +242,9 @@ class _Run:
             interruptions=self.interruptions,
             verdicts=self.verdicts,
             given_up=given_up,
+            degraded=self.degraded,
+            repairs=self.repairs_asked,
+            outages=tuple(self.outages),
         )
 
     # -- recovery -------------------------------------------------------------------
@@ -303,6 +344,11 @@ class _Run:
         self.generation[node] += 1
         heapq.heappush(self.repairs, (back_at, node))
 
+    def _out(self, node: str, cause: str, failure: Failure, back_at: float) -> None:
+        repair = failure.fault.repair.value if failure.fault is not None else ""
+        self.outages.append(Outage(node, cause, repair, failure.at, back_at))
+        self._leave(node, back_at)
+
     def _fill(self, t: float) -> None:
         while self.repairs and self.repairs[0][0] <= t:
             self.spares.append(heapq.heappop(self.repairs)[1])
@@ -312,10 +358,11 @@ class _Run:
             self._arm(node, t)
 
     def _swap_if_broken(self, node: str, shows: Shows, at: float, failure: Failure) -> None:
-        if shows in (Shows.SCRIPT, Shows.HANG):
+        if _stays(shows, failure.fault):
             self._arm(node, at)
             return
-        self._leave(node, at + failure.repair_s)
+        name = self.o.profile.causes[failure.cause].name
+        self._out(node, name, failure, at + failure.repair_s)
         self._fill(at)
 
     # -- accounting -------------------------------------------------------------------
@@ -357,3 +404,11 @@ class _Run:
             step=self._compute_done(a, end),
             checkpoint_overhead_s=k * self.o.checkpoint_cost_s,
         )
+
+
+def _stays(shows: Shows, fault: Consequence | None) -> bool:
+    """Whether the failed node stays in the pool: for a GPU fault, core.health's verdict
+    says; otherwise only a fault of the job (script, anonymous hang) leaves the node be."""
+    if fault is not None:
+        return not fault.leaves_pool
+    return shows in (Shows.SCRIPT, Shows.HANG)

@@ -10,6 +10,11 @@ an 8-GPU host); the others are per host.
 The paper gives no repair times; the ones here are assumptions, named per cause so a study
 can change them: a hardware swap takes hours, a software fault a reboot.
 
+A GPU cause (gpu_faults.GPU_FAULTS) is drawn as a concrete signal (an Xid, a throttle) and
+judged by the control plane's rules (core.health.assess): the repair they ask for decides
+whether the node leaves the pool and for how long (a reboot: minutes; inspect-hardware: the
+cause's hardware repair time; a degraded GPU: not at all).
+
 Each node draws from its own seeded stream, so the failures a node sees depend only on the
 seed and the node — the same for every scheduling policy compared in one study.
 """
@@ -18,6 +23,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+
+from corral.sim.gpu_faults import GPU_FAULT_BY_CAUSE, Consequence, consequence, out_s
 
 DAY_S = 86400.0
 HOUR_S = 3600.0
@@ -88,7 +95,9 @@ PROFILES = {"llama3": LLAMA3_405B}
 class Failure:
     at: float
     cause: int  # index into the profile's causes
-    repair_s: float
+    repair_s: float  # how long the node is out of the pool (0: it stays)
+    # GPU causes: the signal drawn and core.health's verdict on it; None for the others.
+    fault: Consequence | None = None
 
 
 class NodeFailures:
@@ -97,6 +106,10 @@ class NodeFailures:
     def __init__(self, profile: FailureProfile, node_id: str, node_gpus: int, seed: int) -> None:
         self._profile = profile
         self._rng = random.Random(f"failures:{profile.name}:{seed}:{node_id}")
+        # The signal a GPU fault shows as, from a stream of its own: the times and causes
+        # drawn above stay those of a profile without GPU signals.
+        self._signals = random.Random(f"gpu-faults:{profile.name}:{seed}:{node_id}")
+        self._gpus = node_gpus
         self._rates = [profile.rate_per_s(c, node_gpus) for c in profile.causes]
         self._total = sum(self._rates)
 
@@ -107,8 +120,13 @@ class NodeFailures:
         at = up_since + self._rng.expovariate(self._total)
         # Superposition: one stream at the summed rate, the cause drawn by rate.
         cause = self._rng.choices(range(len(self._rates)), self._rates)[0]
-        repair = self._rng.expovariate(1 / self._profile.causes[cause].repair_s)
-        return Failure(at, cause, repair)
+        spec = self._profile.causes[cause]
+        repair = self._rng.expovariate(1 / spec.repair_s)  # the hardware repair time
+        row = GPU_FAULT_BY_CAUSE.get(spec.name) if spec.per_gpu else None
+        if row is None:
+            return Failure(at, cause, repair)
+        verdict = consequence(row.draw(self._signals), self._gpus)
+        return Failure(at, cause, out_s(verdict, repair), verdict)
 
 
 def failure_counts(
