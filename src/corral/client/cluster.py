@@ -3,7 +3,11 @@ secrets, status."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import quote
+
+import httpx
 
 from corral.client.errors import (
     CorralError,
@@ -33,6 +37,12 @@ from corral.wire.api import (
     WorkspaceList,
     WorkspaceView,
 )
+from corral.wire.health import FaultKind
+from corral.wire.nodes import FaultRequest, NodeDetail
+
+# The server waits up to 15 s for a node's checks on `set-healthy` (api/nodes.py), then
+# answers "still checking": the call's read timeout must outlast that wait.
+SET_HEALTHY_TIMEOUT_S = 25.0
 
 
 class ClusterApi(Http):
@@ -62,6 +72,52 @@ class ClusterApi(Http):
 
     def uncordon_node(self, name: str) -> NodeView:
         return self._send(NodeView, "POST", f"/v1/nodes/{quote(name, safe='')}/uncordon", None)
+
+    def get_node(self, name: str) -> NodeDetail:
+        """One node: its GPUs' signals and health, its health events, what runs there."""
+        return self._get(NodeDetail, _node(name))
+
+    def drain_node(self, name: str) -> NodeDetail:
+        """Cordon the node and move its work elsewhere; `.outcome` says what moved."""
+        return self._send(NodeDetail, "POST", f"{_node(name)}/drain", None)
+
+    def set_node_healthy(self, name: str) -> NodeDetail:
+        """Say the node is repaired: it comes back once its next checks pass. The server
+        runs them now and waits for them (up to 15 s); `.outcome` says how it went."""
+        with self._timeout_at_least(SET_HEALTHY_TIMEOUT_S):
+            return self._send(NodeDetail, "POST", f"{_node(name)}/set-healthy", None)
+
+    def delete_node(self, name: str) -> None:
+        """Forget the node; refused (Conflict) while replicas run there."""
+        self._request("DELETE", _node(name))
+
+    def inject_fault(
+        self,
+        name: str,
+        kind: FaultKind,
+        gpu: int | None = None,
+        xid: int | None = None,
+        subcode: int | None = None,
+    ) -> NodeDetail:
+        """Make a fake-GPU node's checks see a fault (tests, demos; cluster admins)."""
+        body = FaultRequest(kind=kind, gpu=gpu, xid=xid, subcode=subcode).model_dump(
+            mode="json", exclude_none=True
+        )
+        return self._send(NodeDetail, "POST", f"{_node(name)}/faults", body)
+
+    @contextmanager
+    def _timeout_at_least(self, seconds: float) -> Iterator[None]:
+        """This client's timeouts raised to `seconds` for one call (never lowered). The
+        client is not meant to be shared between threads while such a call runs."""
+        if self.timeout >= seconds:
+            yield
+            return
+        saved, saved_http = self.timeout, self._http.timeout
+        self.timeout, self._http.timeout = seconds, httpx.Timeout(seconds)
+        try:
+            yield
+        finally:
+            self.timeout, self._http.timeout = saved, saved_http
 
     def list_workspaces(self) -> list[WorkspaceView]:
         return list(self._every(WorkspaceList, "/v1/workspaces", {}, lambda p: p.workspaces))
@@ -140,3 +196,7 @@ class ClusterApi(Http):
 
     def delete_secret(self, name: str, workspace: str | None = None) -> None:
         self._request("DELETE", self._secret(name, workspace))
+
+
+def _node(name: str) -> str:
+    return f"/v1/nodes/{quote(name, safe='')}"
