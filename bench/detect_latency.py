@@ -62,7 +62,8 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 TARGETS = {"inject_to_cordon_s": 2.0, "inject_to_workload_notified_s": 3.0}
 # Published figures, not measured here: GPUd polls its components every 30-60 s by default;
 # ByteRobust (ByteDance, 2025) reports detecting GPU faults in 10-30 s; PyTorch's NCCL
-# watchdog waits 600 s by default before a collective on a dead GPU fails.
+# watchdog waits 600 s by default before a collective on a dead GPU fails. (As quoted when
+# this bench was written; GPUd's and ByteRobust's not re-checked against their sources.)
 PEERS = {"gpud_poll_s": "30-60", "byterobust_s": "10-30", "nccl_watchdog_default_s": 600}
 
 
@@ -166,7 +167,7 @@ def one_run(c: Cluster, client: Any, name: str, args: argparse.Namespace) -> dic
     def notified(j: dict[str, Any]) -> bool:
         mine = [a for a in j["attempts"] if a["attempt"] == attempt]
         ended = bool(mine) and mine[0]["end_cause"] == "gpu_xid"
-        return ended or (j["attempt"] == attempt and j["state"] == "pending")
+        return ended or bool(j["attempt"] == attempt and j["state"] == "pending")
 
     node_poll = Poller(c.url, f"/v1/nodes/{NODE}", cordoned, args.poll)
     job_poll = Poller(c.url, f"/v1/workspaces/default/jobs/{name}", notified, args.poll)
