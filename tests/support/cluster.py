@@ -172,8 +172,18 @@ class Cluster:
 
 
 def _kill_replicas(agents_dir: Path) -> None:
-    """Kill every workload a test's agents started (they outlive agents by design)."""
+    """Kill every workload a test's agents started, and their lifelines (they outlive
+    agents by design)."""
     import json
+
+    for line in agents_dir.glob("*/lifeline.json"):
+        try:
+            pid = json.loads(line.read_text()).get("pid")
+        except (OSError, ValueError):
+            continue
+        if isinstance(pid, int) and pid > 1:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
     for shim in agents_dir.glob("*/replicas/*/shim.json"):
         try:

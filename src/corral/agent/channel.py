@@ -31,6 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 import corral
+from corral.agent import lifeline
 from corral.agent.errors import NodeTokenRejected, RetryLater
 from corral.agent.health import FaultRefused, HealthMonitor
 from corral.agent.logs import LogTailer
@@ -103,9 +104,11 @@ class Session:
         progress_poll_s: float = PROGRESS_POLL_S,
         ports_poll_s: float = PORTS_POLL_S,
         health: HealthMonitor | None = None,
+        lifeline: bool = False,
     ) -> None:
         self.ws = ws
         self.health = health
+        self.lifeline = lifeline
         self.progress_poll_s = progress_poll_s
         self.ports_poll_s = ports_poll_s
         self._ports: list[int] | None = None  # as last sent
@@ -133,6 +136,8 @@ class Session:
             ]
             if self.health is not None:
                 tasks.append(asyncio.create_task(self._health(self.health), name="health"))
+            if self.lifeline:
+                tasks.append(asyncio.create_task(self._beat(), name="beat"))
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -160,6 +165,7 @@ class Session:
             address=self.address,
             replicas=[record.report() for record in records],
             ports=self._ports,
+            lifeline=self.lifeline,
         )
         await self._send(hello)
         self._announced.update(r.replica_id for r in hello.replicas)
@@ -218,6 +224,13 @@ class Session:
             log.warning("fault injection refused: %s", exc)
         else:
             log.warning("FAKE fault injected: %s", fault.model_dump(exclude_none=True))
+
+    async def _beat(self) -> None:
+        """Connected: keep the node's lifeline quiet (agent/lifeline.py)."""
+        state_dir = self.runner.root.parent
+        while True:
+            await asyncio.to_thread(lifeline.touch, state_dir)
+            await asyncio.sleep(lifeline.BEAT_S)
 
     async def _health(self, monitor: HealthMonitor) -> None:
         """Every health report, from the current one on: the server judges them."""

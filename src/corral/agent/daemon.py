@@ -25,10 +25,11 @@ import asyncio
 import contextlib
 import logging
 import socket
+import subprocess
 
 from websockets.exceptions import ConnectionClosed
 
-from corral.agent import inventory
+from corral.agent import inventory, lifeline
 from corral.agent.channel import ChannelClosed, Session, dial
 from corral.agent.config import AgentConfig
 from corral.agent.errors import FatalError, NodeTokenRejected, RetryLater
@@ -80,6 +81,24 @@ class Agent:
         self._stop = asyncio.Event()
         self._inventory: Inventory | None = None
         self.health: HealthMonitor | None = None
+        self._lifeline: subprocess.Popen[bytes] | None = None  # ours to reap when it ends
+        self._has_lifeline = False
+
+    def _ensure_lifeline(self) -> None:
+        """Start the node's lifeline unless one runs (one that gave up while this agent was
+        away is started again), reaping the one this agent started if it ended."""
+        if self._lifeline is not None and self._lifeline.poll() is not None:
+            self._lifeline = None
+        try:
+            started = lifeline.ensure(self.config.state_dir)
+        except OSError as exc:
+            # Without one, a restart of this agent is told from a dead host by silence only.
+            log.warning("cannot start the node's lifeline: %s", exc)
+            self._has_lifeline = False
+            return
+        if started is not None:
+            self._lifeline = started
+        self._has_lifeline = True
 
     def _changed(self, replica_id: str) -> None:
         """A replica began running or exited: (re)consider its probes, and report it."""
@@ -116,6 +135,7 @@ class Agent:
         self.runner.isolation = isolation
         for record in self.runner.records.values():
             self.prober.watch(record)  # adopted serving replicas: probed again from scratch
+        self._ensure_lifeline()
         hostname = socket.gethostname()
         gpus = await asyncio.to_thread(inventory.detect_gpus, self.config.fake_gpus, hostname)
         if gpus.backend == "fake":
@@ -197,6 +217,7 @@ class Agent:
                 await asyncio.sleep(delay)
                 continue
             assert self._inventory is not None
+            self._ensure_lifeline()
             session = Session(
                 ws,
                 self.runner,
@@ -206,6 +227,7 @@ class Agent:
                 progress_poll_s=config.progress_poll_s,
                 ports_poll_s=config.ports_poll_s,
                 health=self.health,
+                lifeline=self._has_lifeline,
             )
             self.session = session
             try:

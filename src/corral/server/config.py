@@ -43,6 +43,10 @@ class ServerOptions:
     heartbeat_interval_s: float = 1.0
     # A silent node is lost after this long; bounds failure detection (DESIGN: detect ≤ 10 s).
     node_lost_after_s: float = 8.0
+    # A node whose connection closed, whose agent keeps a lifeline and whose lifeline is
+    # silent too, is lost after this long: a dead host, not an agent restarting (its
+    # lifeline speaks up within a second: agent/lifeline.py).
+    node_closed_lost_after_s: float = 2.5
     scheduler_interval_s: float = 1.0
     # After a wake-up, the scheduler waits this long before it reads the store, so that
     # work arriving together is decided in one round (each round reads the fleet).
@@ -81,6 +85,8 @@ class ServerOptions:
             values["node_lost_after_s"] = float(env["CORRAL_NODE_LOST_AFTER"])
         values["gateway_public_url"] = env.get("CORRAL_GATEWAY_PUBLIC_URL") or None
         values["gateway_domain"] = env.get("CORRAL_GATEWAY_DOMAIN") or None
+        if "CORRAL_NODE_CLOSED_LOST_AFTER" in env:
+            values["node_closed_lost_after_s"] = float(env["CORRAL_NODE_CLOSED_LOST_AFTER"])
         if "CORRAL_HEARTBEAT_INTERVAL" in env:
             values["heartbeat_interval_s"] = float(env["CORRAL_HEARTBEAT_INTERVAL"])
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -91,7 +91,8 @@ class AgentHub:
 
     def detach(self, node_id: str, send: Send) -> None:
         conn = self._conns.get(node_id)
-        if conn is not None and conn.send is send:
+        # `==`: each `ws.send_text` is a new bound method; equal when of the same socket.
+        if conn is not None and conn.send == send:
             del self._conns[node_id]
             if conn.task:
                 conn.task.cancel()

@@ -39,6 +39,12 @@ class ControlPlane:
     loads: LoadBoard = field(default_factory=LoadBoard)
     # Node id -> when the server last heard from it; flushed to the store by liveness.
     heard: dict[str, float] = field(default_factory=dict)
+    # Node id -> when its agent's connection closed (until it says hello again); the nodes
+    # whose agents keep a lifeline, and when each lifeline last spoke (core/liveness.py).
+    closed: dict[str, float] = field(default_factory=dict)
+    lifelines: set[str] = field(default_factory=set)
+    lifeline_at: dict[str, float] = field(default_factory=dict)
+    lifeline_tokens: TtlCache[str, str] = field(default_factory=lambda: TtlCache(AUTH_TTL_S))
     # Requests the gateways hold per (workspace, endpoint), from their wake-ups.
     held: dict[tuple[str, str], int] = field(default_factory=dict)
     # Who a token is, and a workspace by name, for a few seconds: see server/api/deps.py.

@@ -125,6 +125,12 @@ class Hello(_Msg):
         default=None,
         description="TCP ports something listens on at this node, sorted (None: not reported)",
     )
+    lifeline: bool = Field(
+        default=False,
+        description="a lifeline process outlives this agent and speaks for the node while "
+        "the agent is away (POST /v1/agent/lifeline): a closed connection with a silent "
+        "lifeline is a dead host",
+    )
 
 
 class Ports(_Msg):

@@ -8,13 +8,14 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from corral.server.api.deps import CP, retry_stale
+from corral.server.errors import Unauthorized
 from corral.server.runtime import ControlPlane
 from corral.server.services import health
 from corral.server.services import nodes as service
@@ -41,6 +42,30 @@ def register(body: wire.RegisterRequest, cp: CP) -> wire.RegisterResponse:
             return wire.RegisterResponse(node_id=node.id, node_token=secret)
 
     return retry_stale(run)
+
+
+@router.post("/lifeline", status_code=204)
+async def lifeline(request: Request) -> Response:
+    """The node's lifeline (agent/lifeline.py) speaking while its agent is away: the host
+    is alive, so a closed connection is an agent restarting. Node token only."""
+    cp: ControlPlane = request.app.state.cp
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    node_id = cp.lifeline_tokens.get(token) if token else None
+    if node_id is None and scheme.lower() == "bearer" and token:
+
+        def lookup() -> str | None:
+            with cp.store.read() as session:
+                node = service.node_by_token(session, token)
+                return node.id if node else None
+
+        node_id = await asyncio.to_thread(lookup)
+        if node_id is not None:
+            cp.lifeline_tokens.put(token, node_id)
+    if node_id is None:
+        raise Unauthorized("unknown node token")
+    cp.lifeline_at[node_id] = cp.clock.now()
+    return Response(status_code=204)
 
 
 async def _reject(ws: WebSocket, message: str) -> None:
@@ -74,6 +99,8 @@ async def connect(ws: WebSocket) -> None:
         log.info("node %s connection ended: %s", node_id, exc)
     finally:
         cp.hub.detach(node_id, ws.send_text)
+        if node_id not in cp.hub.connected():  # not replaced by a newer connection
+            cp.closed[node_id] = cp.clock.now()
         await asyncio.to_thread(_disconnect, cp, node_id)
 
 
@@ -104,6 +131,11 @@ async def _serve(cp: ControlPlane, ws: WebSocket, node_id: str) -> None:
     )
     await ws.send_text(welcome.model_dump_json())
     cp.hub.attach(node_id, ws.send_text)
+    cp.closed.pop(node_id, None)
+    if hello.lifeline:
+        cp.lifelines.add(node_id)
+    else:
+        cp.lifelines.discard(node_id)
     cp.apply(effects)
     log.info("node %s connected from %s", node_id, hello.address)
     # Messages are handled in order by a worker while this loop keeps reading: a reader
