@@ -166,7 +166,8 @@ def test_degraded_stays_schedulable_xid_moves_work_reboot_returns_escalation_wai
         assert moved.restarts == 0
 
         # The job avoids the node it failed on (core.recovery's exclusion), and says so.
-        assert "avoiding gpu-a" in (moved.reason or ""), moved.reason
+        # (the attempt's reason: the scheduler's pending reason replaces the job's own)
+        assert "avoiding gpu-a" in (moved.attempts[0].reason or ""), moved.attempts
         client.cancel_job("work")
 
         # A reboot clears the Xid: the node comes back by itself and takes work again.
