@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # Colour is decoration only: every health is also written out as a word.
 HEALTH_STYLE = {"healthy": "green", "degraded": "yellow", "unhealthy": "red", "unknown": "dim"}
 # The reason in `node ls`'s CONDITION cell is cut here; `--wide` shows it whole.
-REASON_WIDTH = 36
+REASON_WIDTH = 32
 EVENTS_SHOWN = 10
 MISSING = "-"
 UNKNOWN = "unknown"
@@ -169,7 +169,7 @@ def header(detail: NodeDetail, now: float) -> RenderableType:
         health += f" — {esc(node.health_summary)}"
     grid.add_row("health", health)
     grid.add_row("repair", repair_text(detail, now))
-    grid.add_row("gpus", f"{esc(gpu_summary(node))} · {gpu_use(node)} allocated")
+    grid.add_row("gpus", gpus_line(node))
     grid.add_row("resources", f"{node.cpus:g} CPUs · {format_mib(node.memory_mb)} memory")
     if node.address:
         grid.add_row("address", esc(node.address))
@@ -181,6 +181,16 @@ def header(detail: NodeDetail, now: float) -> RenderableType:
     return grid
 
 
+def gpus_line(node: NodeView) -> str:
+    """`8×H100 (fake) · 3 of 8 allocated · 1 out of scheduling`."""  # noqa: RUF002
+    if not node.gpus:
+        return "none"
+    used = sum(1 for g in node.gpus if g.allocated)
+    text = f"{esc(gpu_summary(node))} · {used} of {len(node.gpus)} allocated"
+    out = sum(1 for g in node.gpus if not g.healthy)
+    return text + (f" · [red]{out} out of scheduling[/]" if out else "")
+
+
 def repair_text(detail: NodeDetail, now: float) -> str:
     repair = detail.repair or "none"
     text = esc(repair)
@@ -190,7 +200,7 @@ def repair_text(detail: NodeDetail, now: float) -> str:
             f"`corral node set-healthy {esc(detail.node.name)}`"
         )
     elif repair != "none":
-        text += " [dim](corral acts on it by itself)[/]"
+        text += " [dim](it comes back by itself once its checks pass)[/]"
     if detail.repair_claim_at is not None:
         text += f" · set-healthy {age(detail.repair_claim_at, now)}: checking"
     return text
@@ -264,8 +274,6 @@ def finding_lines(detail: NodeDetail) -> list[str]:
     """The judgement's findings that are not plain "healthy", in its order (worst first)."""
     lines: list[str] = []
     for f in detail.findings:
-        if not isinstance(f, dict):
-            continue
         health = str(f.get("health") or UNKNOWN)
         repair = str(f.get("repair") or "none")
         sentence = f.get("sentence")
