@@ -314,3 +314,56 @@ def test_an_update_on_a_full_node_rolls_by_replacement(fleet: Fleet) -> None:
     assert any("by replacement: no node has room for a surge" in r for r in reasons), reasons
     fleet.routed("full")
     assert fleet.chat("full").status_code == 200
+
+
+def test_a_replica_on_a_gpu_that_fails_is_replaced_under_load_without_a_failed_request(
+    fleet: Fleet,
+) -> None:
+    for name in ("gpu-1", "gpu-2"):
+        fleet.cluster.agent(name, "--fake-gpus", "H100:1", "--health-interval", "0.5")
+        fleet.cluster.wait_node_ready(name)
+    fleet.deploy(
+        {
+            "name": "gpu",
+            "command": mock_command("--chunk-interval", "0.05", "--chunks", "6"),
+            "auth": "public",
+            "drain_timeout": 30,
+            "resources": {"gpus": 1, "cpus": 0.1, "memory": "64Mi"},
+        }
+    )
+    wait_for("gpu to be ready", lambda: fleet.get("gpu")["state"] == "ready", timeout=30)
+    fleet.routed("gpu")
+    (first,) = fleet.get("gpu")["replicas"]
+    job = fleet.api.get(f"/v1/workspaces/default/jobs/{first['job']}").json()
+    sick = job["replicas"][0]["node"]
+    stop = time.monotonic() + 600
+
+    def client_loop(_: int) -> list[tuple[int, str]]:
+        results = []
+        while time.monotonic() < stop:
+            results.append(fleet.stream("gpu"))
+        return results
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(client_loop, i) for i in range(4)]
+        wait_for("requests to flow", lambda: fleet.get("gpu")["replicas"], timeout=10)
+        r = fleet.api.post(f"/v1/nodes/{sick}/faults", json={"kind": "xid", "gpu": 0, "xid": 79})
+        assert r.status_code == 202, r.text
+        replaced = wait_for(
+            "a replacement serving on the healthy node, the sick one gone",
+            lambda: (
+                (v := fleet.get("gpu"))["replicas"]
+                and all(rep["job"] != first["job"] for rep in v["replicas"])
+                and v["ready_replicas"] == 1
+                and v
+            ),
+            timeout=60,
+        )
+        stop = time.monotonic()
+        during = [r for f in futures for r in f.result()]
+    (now,) = replaced["replicas"]
+    job = fleet.api.get(f"/v1/workspaces/default/jobs/{now['job']}").json()
+    assert job["replicas"][0]["node"] != sick
+    assert during, "no request ran while the replica was replaced"
+    bad = [(code, body[-80:]) for code, body in during if code != 200 or "[DONE]" not in body]
+    assert bad == [], f"{len(bad)} of {len(during)} requests failed while replacing"

@@ -182,6 +182,31 @@ def test_a_rollout_surges_then_drains_the_old_replica_once_a_new_one_is_ready() 
     assert reason_of(done, Drain, "old") == "rolling out revision 2: the others carry the load"
 
 
+SICK = "node a is unhealthy: GPU 0: Xid 79, fell off the bus: reboot the node"
+
+
+def test_a_replica_on_sick_hardware_is_replaced_new_one_ready_first() -> None:
+    starting = reconcile(endpoint(ready("sick", sick=SICK)), NOW)
+    assert kinds(starting) == [("Start", None)]  # it keeps serving meanwhile
+    assert reason_of(starting, Start) == f"in place of replica job sick on sick hardware ({SICK})"
+    waiting = reconcile(endpoint(ready("sick", sick=SICK), loading("new")), NOW)
+    assert waiting.actions == ()
+    done = reconcile(endpoint(ready("sick", sick=SICK), ready("new")), NOW)
+    assert kinds(done) == [("Drain", "sick")]
+    assert reason_of(done, Drain, "sick") == (
+        f"its hardware is sick ({SICK}): its replacement carries the load"
+    )
+
+
+def test_a_replica_on_sick_hardware_that_does_not_serve_stops_at_once() -> None:
+    two = replace(POLICY, min_replicas=2)
+    plan = reconcile(
+        endpoint(ready("a"), loading("b", sick=SICK), desired_replicas=2, policy=two), NOW
+    )
+    assert ("Stop", "b") in kinds(plan) and ("Start", None) in kinds(plan)
+    assert reason_of(plan, Stop, "b") == f"on sick hardware ({SICK}) and not serving"
+
+
 def test_an_old_replica_that_does_not_serve_is_stopped_at_once() -> None:
     plan = reconcile(endpoint(ready("a"), loading("b"), ready("new", revision=2), revision=2), NOW)
     assert ("Stop", "b") in kinds(plan)

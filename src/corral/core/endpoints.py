@@ -83,6 +83,9 @@ class ReplicaFacts:
     started_at: float | None = None
     replica_reason: str | None = None  # the readiness probe's words, while running
     frees_room: bool = False  # gone, its node has room for one current-revision replica
+    # Why its node or GPU is out of service (health checks), None when it is not: it is
+    # replaced like an old revision's replica — its successor ready first, then it drains.
+    sick: str | None = None
 
     @property
     def stopping(self) -> bool:
@@ -199,8 +202,9 @@ def reconcile(facts: EndpointFacts, now: float) -> EndpointPlan:
 
     actions: list[Action] = []
     live = [r for r in replicas if not r.stopping]
-    current = [r for r in live if r.revision == facts.revision]
-    old = [r for r in live if r.revision != facts.revision]
+    sick = {r.job_id: r.sick for r in live if r.sick is not None}
+    current = [r for r in live if r.revision == facts.revision and r.job_id not in sick]
+    old = [r for r in live if r.revision != facts.revision or r.job_id in sick]
 
     broken = {r.job_id: why for r in current if (why := _broken(r, policy, now)) is not None}
     healthy = [r for r in current if r.job_id not in broken]
@@ -212,6 +216,9 @@ def reconcile(facts: EndpointFacts, now: float) -> EndpointPlan:
             gone = next(replacing, None)
             if gone is not None:
                 why = f"in place of replica job {gone}, which {broken[gone]}"
+            elif sick:
+                job_id, what = next(iter(sick.items()))
+                why = f"in place of replica job {job_id} on sick hardware ({what})"
             elif old:
                 why = f"rolling out revision {facts.revision}"
             else:
@@ -262,13 +269,19 @@ def reconcile(facts: EndpointFacts, now: float) -> EndpointPlan:
     )
     by_id = {r.job_id: r for r in old}
     for job_id in plan.stop:
-        actions.append(Stop(job_id, f"revision {by_id[job_id].revision} and not serving"))
-    for job_id in plan.retire:
-        why = (
-            "its room goes to a new replica (rollout by replacement)"
-            if plan.by_replacement
-            else f"rolling out revision {facts.revision}: the others carry the load"
+        what = (
+            f"on sick hardware ({sick[job_id]})"
+            if job_id in sick
+            else (f"revision {by_id[job_id].revision}")
         )
+        actions.append(Stop(job_id, f"{what} and not serving"))
+    for job_id in plan.retire:
+        if job_id in sick:
+            why = f"its hardware is sick ({sick[job_id]}): its replacement carries the load"
+        elif plan.by_replacement:
+            why = "its room goes to a new replica (rollout by replacement)"
+        else:
+            why = f"rolling out revision {facts.revision}: the others carry the load"
         actions.append(_retire(by_id[job_id], why, draining, now))
     actions.extend(_finish_draining([*replicas, *draining], policy, facts.traffic, now))
 

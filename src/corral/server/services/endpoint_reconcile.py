@@ -160,7 +160,26 @@ def _replica(
         replica_reason=None if replica is None else replica.reason,
         # Only an old replica may be stopped for its room (a rollout by replacement).
         frees_room=old and not stopping and _frees_room(session, replica, node, spec),
+        sick=None if stopping else _sick(replica, node),
     )
+
+
+def _sick(replica: Replica | None, node: Node | None) -> str | None:
+    """Why the replica's node or GPUs are out of service by their health checks."""
+    if replica is None or node is None or replica.state not in ACTIVE_REPLICA_STATES:
+        return None
+    if node.condition == NodeCondition.UNHEALTHY:
+        summary = (node.health or {}).get("summary") or "its checks failed"
+        return f"node {node.name} is unhealthy: {summary}"
+    bad = sorted(
+        int(g["index"])
+        for g in node.gpus
+        if int(g["index"]) in replica.gpus and not g.get("healthy", True)
+    )
+    if not bad:
+        return None
+    gpus = ", ".join(str(i) for i in bad)
+    return f"GPU {gpus} of node {node.name} is out of service by its health checks"
 
 
 def _frees_room(
