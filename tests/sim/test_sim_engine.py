@@ -106,6 +106,19 @@ def test_a_node_failure_ends_the_attempt_and_the_job_resumes_from_its_checkpoint
     assert c.allocated_gpu_s - c.lost_gpu_s == pytest.approx(4 * 4 * 3600 * 8)
 
 
+def test_a_thermal_slowdown_counts_but_interrupts_nothing() -> None:
+    # core.health judges a thermal slowdown degraded: the node keeps its work.
+    hot = FailureProfile(
+        "hot", 1, 8, 1 / 24, (Cause("GPU thermal interface/sensor", 1, 60.0, per_gpu=True),)
+    )
+    jobs = [job(f"j{i}", i * 600.0, 8, 4 * 3600.0) for i in range(4)]
+    out = simulate(jobs, fifo, gpus_cluster(16), failures=hot, seed=3)
+    c = out.counters
+    assert c.failures_by_cause["GPU thermal interface/sensor"] > 0
+    assert c.interrupted_attempts == 0 and c.lost_gpu_s == 0
+    assert all(r.state == "done" for r in out.jobs)
+
+
 def test_failures_repeat_with_the_seed() -> None:
     flaky = FailureProfile("flaky", 1, 8, 1 / 4, (Cause("software bug", 1, 300.0),))
     jobs = [job(f"j{i}", i * 60.0, 4, 3600.0) for i in range(12)]

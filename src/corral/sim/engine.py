@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from corral.core.health import Health
 from corral.sim.cluster import Cluster
 from corral.sim.events import EventQueue, Kind
 from corral.sim.failures import Failure, FailureProfile, NodeFailures
@@ -173,6 +174,12 @@ class Engine:
         c = self.world.counters
         c.node_failures += 1
         c.failures_by_cause[profile.causes[cause].name] += 1
+        fault = failure.fault
+        if fault is not None and fault.health == Health.DEGRADED and not fault.leaves_pool:
+            # A slowdown (thermal): core.health keeps the node schedulable and its work runs
+            # on, slower (the slowdown is not modelled). The node's next failure is drawn.
+            self._schedule_failure(node, self.queue.now)
+            return
         c.interrupted_attempts += self.world.node_down(node, self.queue.now)
         self.queue.push(self.queue.now + failure.repair_s, Kind.REPAIR, node)
         self._want_round()
