@@ -31,7 +31,8 @@ from corral.core.lifecycle import ACTIVE_REPLICA_STATES
 from corral.core.states import TERMINAL_JOB_STATES, JobState, NodeCondition
 from corral.server.controllers.runner import ROUND_SECONDS
 from corral.server.runtime import ControlPlane
-from corral.server.services.recovery import _record as attempt_record
+from corral.server.services.node_ops import RETIRED_PREFIX
+from corral.server.services.recovery import attempt_record
 from corral.server.store.tables import Attempt, HealthEvent, Job, Node, Replica
 
 HEALTHS = frozenset({"healthy", "degraded", "unhealthy", "unknown"})
@@ -120,7 +121,9 @@ def _read_nodes(session: Session, figures: Figures) -> None:
     ):
         held.setdefault(node_id, set()).update(gpus or ())
     for node_id, condition, gpus, health in session.execute(
-        select(Node.id, Node.condition, Node.gpus, Node.health)
+        select(Node.id, Node.condition, Node.gpus, Node.health).where(
+            Node.name.not_like(f"{RETIRED_PREFIX}%")  # deleted nodes kept for their history
+        )
     ):
         judged = node_health(health)
         figures.nodes[(str(condition), judged)] += 1

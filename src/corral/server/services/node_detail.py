@@ -25,7 +25,12 @@ def node_detail(session: Session, caller: Principal, name: str, now: float) -> N
     if not caller.cluster_admin:
         view = view.model_copy(update={"address": None})
     judged = node.health or {}
-    events = [_event(e, caller) for e in health.events_of(session, node.id, EVENTS_SHOWN)]
+    events = [
+        _event(e, caller)
+        for e in health.events_of(session, node.id, EVENTS_SHOWN)
+        # Who did what to a node is the operators' business.
+        if caller.cluster_admin or e.kind != "operator"
+    ]
     last_xid: dict[str, HealthEventView] = {}
     for e in events:
         if e.kind == "xid" and e.gpu is not None:

@@ -167,7 +167,7 @@ def attempt_views(
         for r in rows
     ]
     end = job.finished_at if job.finished_at is not None else now
-    g = goodput.goodput([_record(r) for r in rows], end)
+    g = goodput.goodput([attempt_record(r) for r in rows], end)
     return views, GoodputView(
         ettr=round(g.ettr, 4),
         wall_s=round(g.wall_s, 3),
@@ -180,7 +180,7 @@ def attempt_views(
     )
 
 
-def _record(row: Attempt) -> goodput.AttemptRecord:
+def attempt_record(row: Attempt) -> goodput.AttemptRecord:
     return goodput.AttemptRecord(
         started_at=row.started_at,
         ended_at=row.ended_at,
