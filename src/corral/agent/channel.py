@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ValidationError
@@ -225,6 +226,20 @@ class Session:
         else:
             log.warning("FAKE fault injected: %s", fault.model_dump(exclude_none=True))
 
+    def _watch_checkpoints(self, desired: Desired) -> None:
+        """The checkpoint root replicas write to (a path every node sees) is a disk the
+        health checks watch: a full one would fail every checkpoint."""
+        if self.health is None:
+            return
+        for assignment in desired.replicas:
+            where = assignment.workspace_checkpoints
+            if where and where.startswith("/"):
+                root = Path(where).parent
+                if self.health.paths.get("checkpoint") != root:
+                    # A new dict, not a change in place: a check may be reading it.
+                    self.health.paths = {**self.health.paths, "checkpoint": root}
+                return
+
     async def _beat(self) -> None:
         """Connected: keep the node's lifeline quiet (agent/lifeline.py)."""
         state_dir = self.runner.root.parent
@@ -256,6 +271,7 @@ class Session:
 
     def _apply(self, desired: Desired) -> None:
         plan = self.runner.apply(desired.replicas)
+        self._watch_checkpoints(desired)
         for assignment in plan.start:
             record = self.runner.records.get(assignment.replica_id)
             if record is not None:
