@@ -202,3 +202,16 @@ def test_degraded_stays_schedulable_xid_moves_work_reboot_returns_escalation_wai
             )
         )
         _job(client, "third", "running", lambda j: j.state == "running")
+
+
+def test_a_deleted_node_is_hung_up_on_and_its_agent_joins_again_as_a_new_node(
+    node: Cluster,
+) -> None:
+    url = node.url
+    before = _node(url, "gpu-a")["node"]["id"]
+    r = httpx.delete(f"{url}/v1/nodes/gpu-a", headers=ADMIN, timeout=10)
+    assert r.status_code == 204, r.text
+    # Its agent's node token is revoked and its connection closed: with its join token it
+    # registers again, as a node of its own.
+    again = _wait_node(url, "gpu-a", "registered again", lambda d: d["node"]["id"] != before)
+    assert again["node"]["condition"] == "ready" and again["events"] == []

@@ -55,9 +55,13 @@ def split_desired(
     ]
 
 
+Close = Callable[[], Awaitable[None]]
+
+
 class _Connection:
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, close: Close | None = None) -> None:
         self.send = send
+        self.close = close
         self.dirty = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -80,11 +84,11 @@ class AgentHub:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
-    def attach(self, node_id: str, send: Send) -> None:
+    def attach(self, node_id: str, send: Send, close: Close | None = None) -> None:
         old = self._conns.pop(node_id, None)
         if old and old.task:
             old.task.cancel()
-        conn = _Connection(send)
+        conn = _Connection(send, close)
         conn.task = asyncio.create_task(self._sender(node_id, conn), name=f"sync-{node_id}")
         self._conns[node_id] = conn
         conn.dirty.set()
@@ -109,6 +113,15 @@ class AgentHub:
             log.warning("could not send %s to node %s: %s", type(message).__name__, node_id, exc)
             return False
         return True
+
+    async def hang_up(self, node_id: str) -> None:
+        """Close a node's connection (it was deleted: its agent must not go on as it)."""
+        conn = self._conns.get(node_id)
+        if conn is not None and conn.close is not None:
+            try:
+                await conn.close()
+            except Exception as exc:  # already closing: its own loop ends it
+                log.info("closing node %s's connection: %s", node_id, exc)
 
     def connected(self) -> set[str]:
         return set(self._conns)

@@ -130,7 +130,7 @@ async def _serve(cp: ControlPlane, ws: WebSocket, node_id: str) -> None:
         node_id=node_id, heartbeat_interval_s=cp.options.heartbeat_interval_s, log_offsets=offsets
     )
     await ws.send_text(welcome.model_dump_json())
-    cp.hub.attach(node_id, ws.send_text)
+    cp.hub.attach(node_id, ws.send_text, lambda: ws.close(code=1008, reason="node deleted"))
     cp.closed.pop(node_id, None)
     if hello.lifeline:
         cp.lifelines.add(node_id)

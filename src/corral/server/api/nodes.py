@@ -89,14 +89,16 @@ def drain_node(name: str, caller: Caller, cp: CP) -> NodeDetail:
 
 
 @router.delete("/{name}", status_code=204)
-def delete_node(name: str, caller: Caller, cp: CP) -> Response:
-    """Forget the node (cluster admins); refused while replicas run there."""
+async def delete_node(name: str, caller: Caller, cp: CP) -> Response:
+    """Forget the node (cluster admins); refused while replicas run there. Its agent's
+    connection is closed: it registers again only with a join token."""
 
-    def write() -> None:
+    def write() -> str:
         with cp.store.transaction() as session:
-            node_ops.delete_node(session, caller, name)
+            return node_ops.delete_node(session, caller, name)
 
-    retry_stale(write)
+    node_id = await asyncio.to_thread(retry_stale, write)
+    await cp.hub.hang_up(node_id)
     return Response(status_code=204)
 
 

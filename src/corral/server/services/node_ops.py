@@ -59,10 +59,14 @@ def uncordon(session: Session, caller: Principal, name: str, now: float) -> tupl
     node.cordon_reason = None
     if node.condition == NodeCondition.UNHEALTHY:
         summary = (node.health or {}).get("summary") or "its checks failed"
-        raise Conflict(
-            f"node '{name}' is unhealthy ({summary}): it comes back by itself when its checks "
-            f"pass, or run `corral node set-healthy {name}` once it is repaired"
-        )
+        if (node.health or {}).get("needs_operator"):
+            then = f"inspect it, and run `corral node set-healthy {name}` once it is repaired"
+        else:
+            then = (
+                "it comes back by itself when its checks pass, or run "
+                f"`corral node set-healthy {name}` once it is repaired"
+            )
+        raise Conflict(f"node '{name}' is unhealthy ({summary}): {then}")
     if node.condition == NodeCondition.CORDONED:
         node.condition = NodeCondition.READY
     if was:
@@ -112,7 +116,7 @@ def claim_repaired(session: Session, caller: Principal, name: str, now: float) -
     return node
 
 
-def delete_node(session: Session, caller: Principal, name: str) -> None:
+def delete_node(session: Session, caller: Principal, name: str) -> str:
     """Forget the node. Refused while replicas run there (drain it first). Its history
     (replicas that ran there) keeps the row, retired: the name is free for a new agent."""
     node = _admin_node(session, caller, name, "delete")
@@ -126,11 +130,13 @@ def delete_node(session: Session, caller: Principal, name: str) -> None:
             f"node '{name}' still runs replicas: drain it first (`corral node drain {name}`)"
         )
     used = session.scalars(select(Replica.id).where(Replica.node_id == node.id)).first()
+    node_id = node.id
     if used is None:
         session.delete(node)
-        return
+        return node_id
     session.execute(delete(HealthEvent).where(HealthEvent.node_id == node.id))
     retire(node)
+    return node_id
 
 
 RETIRED_PREFIX = "deleted:"
@@ -161,15 +167,15 @@ def fault(
     if body.gpu is not None and body.gpu >= count:
         raise Invalid(
             f"gpu: node '{name}' has GPUs 0-{count - 1}",
-            [{"field": "gpu", "message": f"expected 0 to {count - 1}"}],
+            [{"path": "gpu", "message": f"expected 0 to {count - 1}"}],
         )
     needs_gpu = body.kind not in ("clear", "reboot")
     if needs_gpu and body.gpu is None:
         raise Invalid(
-            f"gpu: a {body.kind} fault needs --gpu", [{"field": "gpu", "message": "required"}]
+            f"gpu: a {body.kind} fault needs --gpu", [{"path": "gpu", "message": "required"}]
         )
     if body.kind == "xid" and body.xid is None:
-        raise Invalid("xid: an xid fault needs a code", [{"field": "xid", "message": "required"}])
+        raise Invalid("xid: an xid fault needs a code", [{"path": "xid", "message": "required"}])
     what = f"{body.kind}" + (f" {body.xid}" if body.xid is not None else "")
     where = f" on GPU {body.gpu}" if body.gpu is not None else ""
     text = f"fault injected by {caller.token_name}: {what}{where}"
