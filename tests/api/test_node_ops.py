@@ -74,7 +74,9 @@ def test_unknown_nodes_get_clear_errors_and_a_lost_node_stays_cordoned(api: Test
     # Cordoning a lost node keeps it out when it comes back; it stays lost meanwhile.
     r = api.post(f"{NODES}/n1/cordon", headers=ADMIN)
     assert r.status_code == 200, r.text
-    assert r.json()["condition"] == "lost" and r.json()["cordon_reason"] == "cordoned by local-admin"
+    assert (
+        r.json()["condition"] == "lost" and r.json()["cordon_reason"] == "cordoned by local-admin"
+    )
     r = api.post(f"{NODES}/n1/uncordon", headers=ADMIN)
     assert r.status_code == 200 and r.json()["cordon_reason"] is None
     assert _condition(api, "n1") == "lost"
