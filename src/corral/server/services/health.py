@@ -95,13 +95,21 @@ def _assessment(node: Node) -> core.Assessment | None:
         return None
 
 
+EventKey = tuple[str, str | None, int | None, float]
+
+
+def _key(kind: str, uuid: str | None, code: int | None, node_at: float | None) -> EventKey:
+    """An event as the node saw it: the same in every report of its boot."""
+    return (kind, uuid, code, round(node_at or 0.0, 3))
+
+
 def _store_xids(session: Session, node: Node, report: HealthReport, now: float) -> None:
     """Xid and SXid events not stored yet. A report carries every Xid of the boot so far,
     so what is new is what no stored event of this boot matches."""
     boot = report.boot_id or None
-    known: set[tuple[str, str | None, int | None, float]] = {
-        (kind, uuid, code, round(at or 0.0, 3))
-        for kind, uuid, code, at in session.execute(
+    known = {
+        _key(*row)
+        for row in session.execute(
             select(HealthEvent.kind, HealthEvent.gpu_uuid, HealthEvent.code, HealthEvent.node_at)
             .where(
                 HealthEvent.node_id == node.id,
@@ -112,58 +120,38 @@ def _store_xids(session: Session, node: Node, report: HealthReport, now: float) 
             .limit(HISTORY_MAX * 4)
         )
     }
+    new: list[HealthEvent] = []
     for gpu in report.gpus:
         for xid in gpu.xids:
-            key: tuple[str, str | None, int | None, float] = (
-                "xid",
-                gpu.uuid,
-                xid.code,
-                round(xid.at, 3),
-            )
+            key = _key("xid", gpu.uuid, xid.code, xid.at)
             if key in known:
                 continue
             known.add(key)
             rule = core.xid_rule(xid.code)
             meaning = rule.meaning if rule is not None else "not in corral's Xid table"
             detail = f" ({xid.detail})" if xid.detail else ""
-            session.add(
+            text = f"GPU {gpu.index}: Xid {xid.code}, {meaning}{detail}"
+            new.append(
                 HealthEvent(
-                    node_id=node.id,
-                    at=now,
                     kind="xid",
                     gpu_index=gpu.index,
                     gpu_uuid=gpu.uuid,
                     code=xid.code,
                     subcode=xid.subcode,
-                    boot_id=boot,
                     node_at=xid.at,
-                    text=_clip(f"GPU {gpu.index}: Xid {xid.code}, {meaning}{detail}"),
-                    workloads=[],
+                    text=_clip(text),
                 )
             )
     for sxid in report.node.sxids:
-        sxid_key: tuple[str, str | None, int | None, float] = (
-            "sxid",
-            None,
-            sxid.code,
-            round(sxid.at, 3),
-        )
-        key = sxid_key
+        key = _key("sxid", None, sxid.code, sxid.at)
         if key in known:
             continue
         known.add(key)
-        session.add(
-            HealthEvent(
-                node_id=node.id,
-                at=now,
-                kind="sxid",
-                code=sxid.code,
-                boot_id=boot,
-                node_at=sxid.at,
-                text=_clip(f"NVSwitch SXid {sxid.code}: {sxid.detail}"),
-                workloads=[],
-            )
-        )
+        text = f"NVSwitch SXid {sxid.code}: {sxid.detail}"
+        new.append(HealthEvent(kind="sxid", code=sxid.code, node_at=sxid.at, text=_clip(text)))
+    for row in new:
+        row.node_id, row.at, row.boot_id, row.workloads = node.id, now, boot, []
+        session.add(row)
     session.flush()
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -180,19 +178,12 @@ def _preempt(
     version = versions.get(preemption.job_id)
     if job is None or job.version != version or job.state not in _RUNNING:
         return False
-    replicas = session.scalars(
-        select(Replica).where(
-            Replica.job_id == job.id,
-            Replica.attempt == job.attempt,
-            Replica.state.in_(ACTIVE_REPLICA_STATES),
-        )
-    ).all()
     # The scheduler knows jobs by id; a user knows them by name.
     for_job = session.get(Job, preemption.for_job_id)
     reason = preemption.reason
     if for_job is not None:
         reason = reason.replace(preemption.for_job_id, f"job '{for_job.name}'")
-    requeue(session, job, Cause.PREEMPTED, reason, now, effects, replicas=replicas)
+    requeue(session, job, Cause.PREEMPTED, reason, now, effects)
     return True
 
 
@@ -204,19 +195,17 @@ def requeue(
     now: float,
     effects: Effects,
     *,
-    replicas: Sequence[Replica] | None = None,
     count_preemption: bool = True,
 ) -> None:
     """End the job's current attempt (`cause`, not charged to max_restarts) and queue it
     again: it resumes from its last checkpoint wherever it is placed next."""
-    if replicas is None:
-        replicas = session.scalars(
-            select(Replica).where(
-                Replica.job_id == job.id,
-                Replica.attempt == job.attempt,
-                Replica.state.in_(ACTIVE_REPLICA_STATES),
-            )
-        ).all()
+    replicas = session.scalars(
+        select(Replica).where(
+            Replica.job_id == job.id,
+            Replica.attempt == job.attempt,
+            Replica.state.in_(ACTIVE_REPLICA_STATES),
+        )
+    ).all()
     for replica in replicas:
         replica.desired = Desired.STOP
         replica.reason = reason
