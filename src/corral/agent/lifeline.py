@@ -77,21 +77,21 @@ def _ping(server: str, token: str) -> int | None:
 
 def run(state_dir: Path) -> int:
     last_ping = 0.0
-    away_since: float | None = None
+    started = time.time()
     reached = time.monotonic()
     while True:
         time.sleep(LOOK_S)
         if not state_dir.is_dir() or not _still_me(state_dir):
             return 0
         age = _beat_age(state_dir, time.time())
-        if age is None or age < STALE_S:
-            away_since = None
+        if age is None:  # no agent has been connected yet: away since this one started
+            age = time.time() - started
+        if age < STALE_S:
             reached = time.monotonic()
             continue
         if age > MAX_AWAY_S:
             return 0
         now = time.monotonic()
-        away_since = away_since or now
         if now - last_ping < PING_S:
             continue
         last_ping = now
