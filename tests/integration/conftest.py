@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from support.cluster import Cluster
+
+
+@pytest.fixture(autouse=True)
+def no_stray_lifelines(tmp_path: Path) -> Iterator[None]:
+    """An agent's lifeline outlives it by design (agent/lifeline.py): the ones this test's
+    agents started go with the test, not minutes later."""
+    yield
+    for found in tmp_path.glob("**/lifeline.json"):
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            os.kill(int(json.loads(found.read_text())["pid"]), signal.SIGKILL)
 
 
 @pytest.fixture
