@@ -31,9 +31,8 @@ from corral.core.lifecycle import ACTIVE_REPLICA_STATES
 from corral.core.states import TERMINAL_JOB_STATES, JobState, NodeCondition
 from corral.server.controllers.runner import ROUND_SECONDS
 from corral.server.runtime import ControlPlane
-from corral.server.services.node_ops import RETIRED_PREFIX
 from corral.server.services.recovery import attempt_record
-from corral.server.store.tables import Attempt, HealthEvent, Job, Node, Replica
+from corral.server.store.tables import RETIRED_PREFIX, Attempt, HealthEvent, Job, Node, Replica
 
 HEALTHS = frozenset({"healthy", "degraded", "unhealthy", "unknown"})
 MAX_LABEL = 64  # a signal's name comes from an agent: bounded, so a series stays a series

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -106,6 +107,8 @@ def _key(kind: str, uuid: str | None, code: int | None, node_at: float | None) -
 def _store_xids(session: Session, node: Node, report: HealthReport, now: float) -> None:
     """Xid and SXid events not stored yet. A report carries every Xid of the boot so far,
     so what is new is what no stored event of this boot matches."""
+    if not report.node.sxids and not any(gpu.xids for gpu in report.gpus):
+        return  # most reports: nothing to store, no need to read what is stored
     boot = report.boot_id or None
     known = {
         _key(*row)
@@ -201,14 +204,12 @@ def _react(
 ) -> Effects:
     effects = Effects()
     was = {g.index: g for g in before.gpus} if before is not None else {}
-    sick: set[int] = set()
-    flags = {g.index: g.schedulable for g in after.gpus}
-    gpus = []
-    for g in node.gpus:
-        healthy = flags.get(int(g["index"]), True)
-        if g.get("healthy", True) and not healthy:
-            sick.add(int(g["index"]))
-        gpus.append({**g, "healthy": healthy})
+    gpus = _flagged(node.gpus, after)
+    sick = {
+        int(old["index"])
+        for old, new in zip(node.gpus, gpus, strict=True)
+        if old.get("healthy", True) and not new["healthy"]
+    }
     if gpus != node.gpus:
         node.gpus = gpus
         effects.wake_scheduler = True  # a GPU back in service may be what a job waits for
@@ -225,7 +226,7 @@ def _react(
     condition = condition_of(
         lost=node.condition == NodeCondition.LOST,
         takes_work=after.takes_work,
-        cordoned=node.cordon_reason is not None or node.condition == NodeCondition.CORDONED,
+        cordoned=cordoned(node),
     )
     out = condition == NodeCondition.UNHEALTHY and node.condition != NodeCondition.UNHEALTHY
     back = node.condition == NodeCondition.UNHEALTHY and condition != NodeCondition.UNHEALTHY
@@ -360,10 +361,21 @@ def keep_judgement(node: Node) -> None:
     only if its checks allowed it."""
     judged = _assessment(node)
     if judged is not None:
-        flags = {g.index: g.schedulable for g in judged.gpus}
-        node.gpus = [{**g, "healthy": flags.get(int(g["index"]), True)} for g in node.gpus]
+        node.gpus = _flagged(node.gpus, judged)
     node.condition = condition_of(
         lost=False,
         takes_work=judged is None or judged.takes_work,
-        cordoned=node.cordon_reason is not None or node.condition == NodeCondition.CORDONED,
+        cordoned=cordoned(node),
     )
+
+
+def cordoned(node: Node) -> bool:
+    """Someone (an operator, or recovery) keeps the node from new work: it is cordoned,
+    or its reason is kept while it is unhealthy or lost."""
+    return node.cordon_reason is not None or node.condition == NodeCondition.CORDONED
+
+
+def _flagged(gpus: list[dict[str, Any]], judged: core.Assessment) -> list[dict[str, Any]]:
+    """The node's GPUs with `healthy` as judged: the scheduler places only on those."""
+    flags = {g.index: g.schedulable for g in judged.gpus}
+    return [{**g, "healthy": flags.get(int(g["index"]), True)} for g in gpus]

@@ -19,7 +19,7 @@ from corral.server.errors import Conflict, Forbidden, Invalid, NotFound
 from corral.server.services import health
 from corral.server.services.effects import Effects
 from corral.server.services.scheduling import requeue
-from corral.server.store.tables import HealthEvent, Job, Node, Replica
+from corral.server.store.tables import RETIRED_PREFIX, HealthEvent, Job, Node, Replica
 from corral.wire.health import InjectFault
 from corral.wire.nodes import FaultRequest
 
@@ -41,7 +41,7 @@ def cordon(
     """The node takes nothing new; True when that is a change. A lost or unhealthy node
     is cordoned too: it stays cordoned when it comes back."""
     node = _admin_node(session, caller, name, "cordon")
-    if node.cordon_reason is not None or node.condition == NodeCondition.CORDONED:
+    if health.cordoned(node):
         return node, False
     node.cordon_reason = why or f"cordoned by {caller.token_name}"
     if node.condition == NodeCondition.READY:
@@ -55,7 +55,7 @@ def uncordon(session: Session, caller: Principal, name: str, now: float) -> tupl
     """The node takes work again; True when that is a change. An unhealthy node keeps out
     until its checks pass (or `set-healthy` after a repair): the refusal says so."""
     node = _admin_node(session, caller, name, "uncordon")
-    was = node.cordon_reason is not None or node.condition == NodeCondition.CORDONED
+    was = health.cordoned(node)
     node.cordon_reason = None
     if node.condition == NodeCondition.UNHEALTHY:
         summary = (node.health or {}).get("summary") or "its checks failed"
@@ -137,9 +137,6 @@ def delete_node(session: Session, caller: Principal, name: str) -> str:
     session.execute(delete(HealthEvent).where(HealthEvent.node_id == node.id))
     retire(node)
     return node_id
-
-
-RETIRED_PREFIX = "deleted:"
 
 
 def retire(node: Node) -> None:

@@ -18,7 +18,7 @@ from corral.server.services.identity import new_id
 from corral.server.services.jobs import CURRENT_REPLICAS
 from corral.server.services.recovery import record_progress
 from corral.server.services.settling import settle_job
-from corral.server.store.tables import Job, LogChunk, Node, Replica
+from corral.server.store.tables import RETIRED_PREFIX, Job, LogChunk, Node, Replica
 from corral.wire import agent as wire
 from corral.wire.api import GpuView, NodeView
 
@@ -226,7 +226,7 @@ def append_log(session: Session, node_id: str, chunk: wire.LogChunk) -> None:
 
 def node_views(session: Session, now: float) -> list[NodeView]:
     nodes = session.scalars(
-        select(Node).where(Node.name.not_like("deleted:%")).order_by(Node.name)
+        select(Node).where(Node.name.not_like(f"{RETIRED_PREFIX}%")).order_by(Node.name)
     ).all()
     used: dict[str, set[int]] = {}
     for node_id, gpus in session.execute(

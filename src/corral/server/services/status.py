@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES
 from corral.core.states import JobState, NodeCondition, ReplicaState
-from corral.server.store.tables import Endpoint, Job, Node, Replica, Workspace
+from corral.server.store.tables import RETIRED_PREFIX, Endpoint, Job, Node, Replica, Workspace
 from corral.wire.api import (
     StatusGpus,
     StatusNodes,
@@ -44,7 +44,7 @@ def _nodes(session: Session) -> StatusNodes:
     counts = dict(
         session.execute(
             select(Node.condition, func.count())
-            .where(Node.name.not_like("deleted:%"))
+            .where(Node.name.not_like(f"{RETIRED_PREFIX}%"))
             .group_by(Node.condition)
         ).all()
     )
@@ -71,7 +71,7 @@ def _gpus(session: Session, used: dict[str, set[int]]) -> list[StatusGpus]:
     held: Counter[str] = Counter()
     free: Counter[str] = Counter()
     for node_id, condition, gpus in session.execute(
-        select(Node.id, Node.condition, Node.gpus).where(Node.name.not_like("deleted:%"))
+        select(Node.id, Node.condition, Node.gpus).where(Node.name.not_like(f"{RETIRED_PREFIX}%"))
     ):
         for gpu in gpus:
             model = str(gpu.get("model") or "unknown")

@@ -100,6 +100,11 @@ class JoinToken(Base):
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+# A deleted node that replicas ran on keeps its row (their history), renamed to this
+# prefix + its id: its name is free again and no listing shows it.
+RETIRED_PREFIX = "deleted:"
+
+
 class Node(Base):
     __tablename__ = "nodes"
 
