@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # System packages the test suite needs: PostgreSQL (the store tests run on SQLite and
-# PostgreSQL) and procps. Installs them from Debian's packages when missing.
+# PostgreSQL), procps, and the OpenSSH client and server (dev pods are tested with the
+# real `ssh`, `scp` and `sftp`; the relay benchmark compares against a local sshd). Installs them from Debian's packages when missing.
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v ps >/dev/null 2>&1 || need+=(procps)
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+[[ -x /usr/sbin/sshd ]] || need+=(openssh-server)
 if ((${#need[@]} == 0)); then
   exit 0
 fi

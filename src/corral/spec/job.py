@@ -19,6 +19,7 @@ from corral.spec.names import check_name
 from corral.spec.resources import Resources
 from corral.spec.runnable import Runnable, check_env_and_secrets
 from corral.spec.units import parse_duration_s
+from corral.spec.volumes import check_volumes
 
 
 def priority_value(value: Any) -> Any:
@@ -61,6 +62,10 @@ class JobSpec(Runnable):
         default_factory=dict, description="relative path -> content, written before start"
     )
     resources: Resources = Field(default_factory=Resources)
+    volumes: dict[str, str] = Field(
+        default_factory=dict,
+        description="workspace volume name -> absolute path it is mounted at in every replica",
+    )
     replicas: int = Field(default=1, ge=1, le=4096)
     max_restarts: int = Field(default=0, ge=0, le=1000)
     priority: int = Field(
@@ -137,6 +142,11 @@ class JobSpec(Runnable):
     @classmethod
     def _workspace(cls, value: str | None) -> str | None:
         return None if value is None else check_name(value, "workspace name")
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_volumes(value)
 
     @field_validator("node_selector")
     @classmethod

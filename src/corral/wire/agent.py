@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from corral.wire.health import CheckNow, HealthReport, InjectFault
+from corral.wire.sessions import DropVolume, OpenSession, SessionRefused
 
 
 class _Msg(BaseModel):
@@ -156,7 +157,7 @@ class LogChunk(_Msg):
 
 
 AgentMessage = Annotated[
-    Hello | Heartbeat | ReplicaReport | LogChunk | Ports | HealthReport,
+    Hello | Heartbeat | ReplicaReport | LogChunk | Ports | HealthReport | SessionRefused,
     Field(discriminator="type"),
 ]
 AGENT_MESSAGE: TypeAdapter[AgentMessage] = TypeAdapter(AgentMessage)
@@ -175,6 +176,14 @@ class Probe(_Msg):
     failure_threshold: int = Field(
         default=3, ge=1, description="consecutive failed liveness probes that make it unready"
     )
+
+
+class VolumeMount(_Msg):
+    """A workspace volume: `<the node's volume root>/<workspace>/<name>`, created for the
+    workspace's user on first use, seen by the replica at `path`."""
+
+    name: str = Field(max_length=63)
+    path: str = Field(max_length=1024)
 
 
 class ReplicaAssignment(_Msg):
@@ -221,6 +230,14 @@ class ReplicaAssignment(_Msg):
         description="the workspace's checkpoint directory (a path every node sees): created "
         "for, and owned by, the workspace's user on a confining node",
     )
+    volumes: list[VolumeMount] = Field(default_factory=list, max_length=16)
+    work_volume: str | None = Field(
+        default=None,
+        max_length=200,
+        description="a pod's: the working directory is this directory inside the workspace's "
+        "volume root (`.pods/<pod id>`), so its files outlive the replica and, on a shared "
+        "volume root, follow the pod to another node",
+    )
 
 
 class Welcome(_Msg):
@@ -246,5 +263,8 @@ class Desired(_Msg):
     parts: int = Field(default=1, ge=1)
 
 
-ServerMessage = Annotated[Welcome | Desired | InjectFault | CheckNow, Field(discriminator="type")]
+ServerMessage = Annotated[
+    Welcome | Desired | InjectFault | CheckNow | OpenSession | DropVolume,
+    Field(discriminator="type"),
+]
 SERVER_MESSAGE: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
