@@ -32,6 +32,12 @@ class AgentConfig:
     # How replicas are confined (sandbox/README.md): auto = when the agent can.
     isolation: IsolationMode = IsolationMode.AUTO
     uid_base: int = DEFAULT_UID_BASE
+    # Workspace volumes and pods' working directories (agent/volumes.py); None: <state>/volumes.
+    # On a fleet: a shared mount at the same path on every node.
+    volume_root: Path | None = None
+
+    def volumes(self) -> Path:
+        return self.volume_root or self.state_dir / "volumes"
 
 
 def check_config(config: AgentConfig) -> None:
@@ -61,5 +67,7 @@ def check_config(config: AgentConfig) -> None:
         raise AgentConfigError(
             f"health interval: {config.health_interval_s} is not between 0.05 and 3600 seconds"
         )
+    if config.volume_root is not None and not config.volume_root.is_absolute():
+        raise AgentConfigError(f"volume root: {config.volume_root} is not an absolute path")
     if not config.ports_poll_s > 0:
         raise AgentConfigError(f"ports poll: {config.ports_poll_s} is not > 0 seconds")

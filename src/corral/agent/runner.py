@@ -15,6 +15,11 @@ nothing listens there: the scheduler avoids the ports the node reported in use, 
 closes the race between that report and the start. A replica refused, or one that failed
 while a process that is not its own, and older than it, held its port, is recorded with
 `port_conflict` (an infrastructure failure: placed again, not charged to the script).
+
+A replica with volumes (or a pod's work_volume) gets `<rid>/volumes.json` (0600): the plan
+resolved against this node's volume root (volumes.py). The shim creates the directories
+(as root, for the workspace's uid), the sandbox's init binds them; nothing is created here,
+off the event loop, where a shared filesystem may be slow.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from corral.agent import ownership, reconcile
+from corral.agent import ownership, reconcile, volumes
 from corral.agent.layout import ASSIGNMENT, EXIT, OUTPUT, is_alive, write_json_atomic
 from corral.agent.process import signal_group, wait_gone
 from corral.agent.records import ReplicaRecord, load_record, safe_replica_id
@@ -64,8 +69,11 @@ class Runner:
         stop_grace_s: float = 5.0,
         on_change: Callable[[str], None] | None = None,
         isolation: Isolation | None = None,
+        volume_root: Path | None = None,
     ) -> None:
         self.root = state_dir / "replicas"
+        # Resolved once: the shim and the init walk below it without following links.
+        self.volume_root = Path(os.path.realpath(volume_root or state_dir / "volumes"))
         self.isolation = isolation
         self.stop_grace_s = stop_grace_s
         self._on_change = on_change or (lambda _rid: None)
@@ -165,6 +173,12 @@ class Runner:
         if taken is not None:
             self._finish(record, None, taken, port_conflict=assignment.port)
             return True
+        if assignment.volumes or assignment.work_volume:
+            try:
+                self._volume_plan(assignment, path)
+            except (volumes.VolumeError, OSError) as exc:
+                self._finish(record, None, f"cannot use the replica's volumes: {exc}")
+                return True
         env = _shim_environment(self.network_env)
         if self.isolation is not None:
             try:
@@ -200,6 +214,39 @@ class Runner:
         )
         self._supervise(record, proc)
         return True
+
+    def _volume_plan(self, assignment: ReplicaAssignment, path: Path) -> None:
+        mounts = [(v.name, v.path) for v in assignment.volumes]
+        plan = volumes.plan(self.volume_root, assignment.workspace, mounts, assignment.work_volume)
+        write_json_atomic(path / volumes.VOLUMES, plan.to_json())
+
+    def mounting(self, workspace: str, name: str) -> list[str]:
+        """The replicas not yet exited that use volume (or work_volume) `name` of
+        `workspace`."""
+        found = []
+        for rid, record in self._records.items():
+            a = record.assignment
+            if record.exited or a is None or a.workspace != workspace:
+                continue
+            if a.work_volume == name or any(v.name == name for v in a.volumes):
+                found.append(rid)
+        return found
+
+    async def drop_volume(self, workspace: str, name: str) -> None:
+        """Remove a volume's directory on this node (DropVolume). Raises VolumeInUse while
+        a replica here uses it (the server refuses to delete a mounted volume, so that is a
+        race or a bug: nothing is removed), VolumeError for a name that is not a volume's,
+        OSError if the removal fails. The removal runs in a thread: it may be large."""
+        volumes.check_workspace(workspace)
+        volumes.check_relative(name, "volume")
+        users = self.mounting(workspace, name)
+        if users:
+            raise volumes.VolumeInUse(
+                f"volume {name} of workspace {workspace} is used by replica {users[0]} on "
+                "this node: not removed"
+            )
+        await asyncio.to_thread(volumes.drop, self.volume_root, workspace, name)
+        log.info("removed volume %s of workspace %s", name, workspace)
 
     def stop(self, replica_id: str) -> None:
         """Begin stopping a replica: SIGTERM to its process group, SIGKILL after the grace."""

@@ -5,7 +5,9 @@ workload outlives the agent: the agent may restart (or crash) and a new agent ad
 shim from `shim.json`. The shim
 
 1. prepares the working directory and writes `assignment.files` into it (never through a
-   symlink),
+   symlink), and the replica's volumes (volumes.json: volumes.py) for the workspace's user;
+   unconfined, where nothing can be mounted, it names them in CORRAL_VOLUME_<NAME> and,
+   where it can, puts a symlink at the spec's path,
 2. runs `assignment.argv` in its own process group, stdout and stderr appended to output.log,
    with CORRAL_PROGRESS_FILE naming status/progress.json in the replica's directory,
    or, when the agent wrote a `sandbox.json`, runs the sandbox's init in a new PID
@@ -48,6 +50,7 @@ from corral.agent.layout import (
 )
 from corral.agent.sandbox.config import SANDBOX, SandboxConfig
 from corral.agent.sandbox.files import ensure_owned_dir, write_files
+from corral.agent.volumes import VOLUMES, Plan, ensure, env_name
 
 NOT_FOUND = 127
 CANNOT_RUN = 126
@@ -64,7 +67,7 @@ def run(replica_dir: Path) -> int:
             if assignment is None:
                 raise ValueError(f"{ASSIGNMENT} is missing")
             sandbox = _sandbox(replica_dir)
-            argv, cwd, env = _prepare(replica_dir, assignment, sandbox)
+            argv, cwd, env = _prepare(replica_dir, assignment, sandbox, log)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return _cannot_start(replica_dir, log, CANNOT_RUN, f"cannot prepare the replica: {exc}")
         if sandbox is not None:
@@ -121,18 +124,57 @@ def _sandbox(replica_dir: Path) -> SandboxConfig | None:
     return SandboxConfig.load(path) if path.exists() else None
 
 
+def load_plan(replica_dir: Path) -> Plan | None:
+    """The replica's volumes as the agent resolved them, if it has any."""
+    data = read_json(replica_dir / VOLUMES)
+    return None if data is None else Plan.from_json(data)
+
+
+def _prepare_volumes(plan: Plan, sandbox: SandboxConfig | None) -> None:
+    """Create each volume directory for the workspace's user (unconfined: this one's)."""
+    uid = sandbox.uid if sandbox is not None else None
+    gid = sandbox.gid if sandbox is not None else None
+    for relative in plan.relatives():
+        os.close(ensure(Path(plan.root), plan.workspace, relative, uid, gid))
+
+
+def _link_volumes(plan: Plan, log: BinaryIO) -> None:
+    """Unconfined: no bind mount is possible, so a symlink at each path where one can be
+    made (left on the host afterwards, pointing at the volume), else a line saying where the
+    volume is. $CORRAL_VOLUME_<NAME> names it either way."""
+    for mount in plan.mounts:
+        path = Path(mount.path)
+        if path.is_symlink() and os.readlink(path) == mount.host:
+            continue  # an earlier replica's
+        if not os.path.lexists(path) and os.access(path.parent, os.W_OK):
+            with contextlib.suppress(OSError):
+                path.symlink_to(mount.host, target_is_directory=True)
+                continue
+        line = (
+            f"corral: volume {mount.name} is {mount.host}, not at {mount.path}: this agent does "
+            f"not confine replicas, nothing is mounted (${env_name(mount.name)} names it)\n"
+        )
+        log.write(line.encode())
+
+
 def _prepare(
-    replica_dir: Path, assignment: dict[str, Any], sandbox: SandboxConfig | None
+    replica_dir: Path, assignment: dict[str, Any], sandbox: SandboxConfig | None, log: BinaryIO
 ) -> tuple[list[str], Path, dict[str, str]]:
     argv = [str(arg) for arg in assignment["argv"]]
     if not argv:
         raise ValueError("argv is empty")
-    cwd = Path(assignment.get("working_dir") or replica_dir / WORK)
+    plan = load_plan(replica_dir)
+    if plan is not None:
+        _prepare_volumes(plan, sandbox)
+    work = plan.work_host() if plan is not None else None
+    cwd = Path(assignment.get("working_dir") or work or replica_dir / WORK)
     files: dict[str, str] = assignment.get("files") or {}
     if sandbox is None:
         progress_path(replica_dir).parent.mkdir(exist_ok=True)
         cwd.mkdir(parents=True, exist_ok=True)
         write_files(cwd, files)
+        if plan is not None:
+            _link_volumes(plan, log)
     else:
         # As root, the directories the replica's user owns; its files it writes itself,
         # once it is that user (sandbox/init.py).
@@ -150,17 +192,23 @@ def _prepare(
         # PYTHONPATH or LD_PRELOAD would run the user's code as root) is built by the init
         # once it is no longer root.
         return argv, cwd, dict(os.environ)
-    return argv, cwd, workload_environment(replica_dir, assignment, os.environ)
+    volume_env = plan.environment(confined=False) if plan is not None else {}
+    return argv, cwd, workload_environment(replica_dir, assignment, os.environ, volume_env)
 
 
 def workload_environment(
-    replica_dir: Path, assignment: dict[str, Any], base: Mapping[str, str]
+    replica_dir: Path,
+    assignment: dict[str, Any],
+    base: Mapping[str, str],
+    volume_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """What the workload runs with: `base` (the agent's), then the assignment's env."""
+    """What the workload runs with: `base` (the agent's), then the assignment's env, then
+    where its volumes are (CORRAL_VOLUME_<NAME>)."""
     env = dict(base)
     # The Python that runs corral here: `corral.serve` endpoints start with it.
     env["CORRAL_PYTHON"] = sys.executable
     env.update({str(k): str(v) for k, v in (assignment.get("env") or {}).items()})
+    env.update(volume_env or {})
     # Set last: the agent reads this very file, so an assignment cannot point it elsewhere.
     env[PROGRESS_FILE_ENV] = os.path.abspath(progress_path(replica_dir))
     return env

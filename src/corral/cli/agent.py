@@ -77,6 +77,15 @@ def agent(
             show_default=False,
         ),
     ] = None,
+    volume_root: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="CORRAL_VOLUME_ROOT",
+            help="Where workspace volumes and pods' files live on this node. On a fleet, a "
+            "shared mount at the same path on every node. Default: STATE_DIR/volumes.",
+            show_default=False,
+        ),
+    ] = None,
     fake_gpus: Annotated[
         str | None,
         typer.Option(
@@ -144,5 +153,6 @@ def agent(
         health_interval_s=health_interval,
         isolation=mode,
         uid_base=workload_uid_base or DEFAULT_UID_BASE,
+        volume_root=volume_root.expanduser().resolve() if volume_root else None,
     )
     sys.exit(run_agent(cfg))

@@ -24,9 +24,10 @@ from types import FrameType
 from corral.agent.layout import ASSIGNMENT, read_json, shell_exit_code
 from corral.agent.sandbox import linux
 from corral.agent.sandbox.config import SANDBOX, SandboxConfig
-from corral.agent.sandbox.files import write_files
+from corral.agent.sandbox.files import makedirs_nofollow, write_files
 from corral.agent.sandbox.plan import minimal, reveals
-from corral.agent.shim import workload_environment
+from corral.agent.shim import load_plan, workload_environment
+from corral.agent.volumes import Plan, open_existing
 
 # World-writable directories besides /tmp and /dev/shm that distributions create.
 SHARED_WRITABLE = ("/var/tmp", "/run/lock", "/var/lock")
@@ -97,9 +98,59 @@ def _under(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
-def build_view(config: SandboxConfig) -> None:
+def _open_volumes(config: SandboxConfig, plan: Plan | None) -> dict[str, int]:
+    """Each volume's directory, opened without following a link (volumes.py), keyed by where
+    the replica sees it: its spec's path, or for a pod's working directory its host path
+    (so that the path is the same on every node, for IDEs that remember it)."""
+    opened: dict[str, int] = {}
+    if plan is None:
+        return opened
+    try:
+        for mount in plan.mounts:
+            opened[mount.path] = open_existing(
+                Path(plan.root), plan.workspace, mount.name, config.uid
+            )
+        work = plan.work_host()
+        if plan.work and work:
+            opened[work] = open_existing(Path(plan.root), plan.workspace, plan.work, config.uid)
+    except BaseException:
+        for fd in opened.values():
+            os.close(fd)
+        raise
+    return opened
+
+
+def _bind_volumes(volumes: dict[str, int]) -> None:
+    """Bind each volume's directory at its path, read-write, once the rest of the view is
+    built: a missing mount point is created there as root, 0755, empty, without following a
+    link. Below a tmpfs of the view (/var/tmp, a blocked directory) it exists in the view
+    only; elsewhere (say /data) it stays on the host as an empty directory, the volume only
+    ever seen inside the replica."""
+    root = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        # Outer paths first: a volume inside another's path is mounted inside it.
+        for where in sorted(volumes, key=lambda p: len(PurePosixPath(p).parts)):
+            try:
+                target = makedirs_nofollow(root, PurePosixPath(where).relative_to("/"))
+            except OSError as exc:
+                raise OSError(f"volume mount point {where}: {exc.strerror or exc}") from None
+            try:
+                source = volumes[where]
+                linux.mount(
+                    f"/proc/self/fd/{source}", f"/proc/self/fd/{target}", None, linux.MS_BIND
+                )
+            finally:
+                os.close(target)
+    finally:
+        os.close(root)
+        for fd in volumes.values():
+            os.close(fd)
+
+
+def build_view(config: SandboxConfig, plan: Plan | None = None) -> None:
     """The replica's filesystem: private mounts, its own /proc, /tmp and /dev/shm, and only
-    its own directories below the ones its user may not traverse."""
+    its own directories below the ones its user may not traverse; its volumes at their
+    paths, and a pod's working directory at its host path."""
     # Its own System V IPC and POSIX message queues too: shared memory segments of one
     # tenant are not another's to attach, nor outlive the replica.
     linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWIPC)
@@ -108,6 +159,13 @@ def build_view(config: SandboxConfig) -> None:
     # Opened now, in this namespace (a bind's source must be one of its mounts) and before
     # any tmpfs or the private /tmp hides them.
     handles = {leaf: os.open(leaf, os.O_PATH | os.O_CLOEXEC) for leaf in set(needed)}
+    volumes = _open_volumes(config, plan)
+    work = plan.work_host() if plan is not None else None
+    if work is not None:
+        # Revealed like the replica's own directories (below a blocked one, say the
+        # agent's state), but from the descriptor opened without following links.
+        needed.append(work)
+        handles[work] = os.dup(volumes[work])
     shown: dict[str, int] = {}  # the spec's own directories below /tmp (see reachable)
     for host in reachable(config.host_paths, traversable_by(config.uid, config.gid)):
         fd = _open_exactly(host)
@@ -153,6 +211,7 @@ def build_view(config: SandboxConfig) -> None:
     if os.path.isdir("/dev/mqueue"):
         # This IPC namespace's own message queues, not the host's.
         linux.mount("mqueue", "/dev/mqueue", "mqueue", private | linux.MS_NOEXEC)
+    _bind_volumes(volumes)
 
 
 def drop_privileges(config: SandboxConfig) -> None:
@@ -180,12 +239,14 @@ def run(replica_dir: Path) -> int:
         assignment = read_json(replica_dir / ASSIGNMENT)
         if assignment is None:
             raise ValueError(f"{ASSIGNMENT} is missing")
-        build_view(config)
+        plan = load_plan(replica_dir)
+        build_view(config, plan)
         drop_privileges(config)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return _fail(CANNOT_RUN, f"cannot confine the replica: {exc}")
     argv = [str(a) for a in assignment["argv"]]
-    cwd = Path(assignment.get("working_dir") or config.work)
+    work = plan.work_host() if plan is not None else None
+    cwd = Path(assignment.get("working_dir") or work or config.work)
     try:
         cwd.mkdir(parents=True, exist_ok=True)
         write_files(cwd, assignment.get("files") or {})
@@ -195,7 +256,8 @@ def run(replica_dir: Path) -> int:
         return _fail(CANNOT_RUN, f"cannot prepare the replica: {exc}")
     # Built now that this process is the workspace's user: the user's own variables
     # (PYTHONPATH, LD_PRELOAD, ...) only ever reach the user's own processes.
-    env = workload_environment(replica_dir, assignment, os.environ)
+    volume_env = plan.environment(confined=True) if plan is not None else {}
+    env = workload_environment(replica_dir, assignment, os.environ, volume_env)
     env.update(config.user_env())
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _ignore)
