@@ -24,7 +24,9 @@ from corral.server.api import (
     jobs,
     metrics,
     nodes,
+    pods,
     quotas,
+    relay,
     secrets,
     status,
 )
@@ -33,12 +35,14 @@ from corral.server.clock import Clock, SystemClock
 from corral.server.config import ServerOptions
 from corral.server.controllers import endpoints as endpoint_controller
 from corral.server.controllers import liveness, scheduler
+from corral.server.controllers import pods as pod_controller
 from corral.server.hub import AgentHub
 from corral.server.lease import Lease, keep
 from corral.server.marker import ApiMarker
 from corral.server.runtime import ControlPlane
 from corral.server.secretbox import SecretBox
 from corral.server.services.identity import bootstrap
+from corral.server.services.sessions import close_dangling
 from corral.server.store.db import Store
 from corral.server.store.migrate import upgrade
 from corral.server.store.tables import Node
@@ -263,10 +267,12 @@ def create_app(
         cp.hub.bind(cp.loop)
         app.state.cp = cp
         app.state.secret_box = box
+        close_dangling(cp, clock.now())
         tasks = [
             asyncio.create_task(scheduler.run(cp), name="scheduler"),
             asyncio.create_task(liveness.run(cp), name="liveness"),
             asyncio.create_task(endpoint_controller.run(cp), name="endpoints"),
+            asyncio.create_task(pod_controller.run(cp), name="pods"),
             asyncio.create_task(keep(held, clock, options.lease_silent_s), name="lease"),
         ]
         try:
@@ -297,7 +303,19 @@ def create_app(
     def healthz() -> dict[str, object]:
         return {"ok": True, "version": __version__}
 
-    for module in (jobs, endpoints, nodes, identity, quotas, secrets, agent, status, metrics):
+    for module in (
+        jobs,
+        endpoints,
+        nodes,
+        identity,
+        quotas,
+        secrets,
+        agent,
+        status,
+        metrics,
+        pods,
+        relay,
+    ):
         app.include_router(module.router)
     app.include_router(jobs.every_router)
     app.include_router(endpoints.gateway_router)

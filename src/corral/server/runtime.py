@@ -12,6 +12,7 @@ from corral.server.config import ServerOptions
 from corral.server.hub import AgentHub
 from corral.server.lease import Lease
 from corral.server.loads import LoadBoard
+from corral.server.relay import RelayBoard
 from corral.server.routes import RouteBoard
 from corral.server.services.effects import Effects
 from corral.server.store.db import Store
@@ -33,6 +34,9 @@ class ControlPlane:
     loop: asyncio.AbstractEventLoop | None = None
     scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     endpoints_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    pods_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # Sessions into pods and replicas waiting for, or joined to, their node's dial-back.
+    relays: RelayBoard = field(default_factory=RelayBoard)
     # Set when the server begins to stop: long polls answer at once instead of holding.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     routes: RouteBoard = field(default_factory=RouteBoard)
@@ -70,10 +74,15 @@ class ControlPlane:
             self.poke_routes()
         if effects.wake_endpoints:
             self._set(self.endpoints_wakeup)
+        if effects.wake_pods:
+            self._set(self.pods_wakeup)
 
     def leads(self) -> bool:
         """Whether this server's controllers may act on the store now."""
         return self.lease is None or self.lease.held
+
+    def apply_pods_changed(self) -> None:
+        self._set(self.pods_wakeup)
 
     def wake_scheduler(self) -> None:
         self._set(self.scheduler_wakeup)

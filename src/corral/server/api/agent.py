@@ -25,6 +25,7 @@ from corral.server.writes import Warm
 from corral.timeouts import within
 from corral.wire import agent as wire
 from corral.wire.health import HealthReport
+from corral.wire.sessions import SessionRefused
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
 log = logging.getLogger("corral.server.agent")
@@ -201,6 +202,9 @@ async def _handle(cp: ControlPlane, node_id: str, message: wire.AgentMessage) ->
 
         def write(s: Session) -> Effects:
             return health.record_health(s, node_id, checked, now)
+    elif isinstance(message, SessionRefused):
+        cp.relays.refuse(message.session_id, message.reason)
+        return Effects()
     elif isinstance(message, wire.Ports):
         ports = message
 

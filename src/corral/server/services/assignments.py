@@ -19,7 +19,7 @@ from corral.server.store.tables import Endpoint, Job, Node, Replica, Workspace
 from corral.spec.endpoint import EndpointSpec
 from corral.spec.job import JobSpec
 from corral.spec.limits import STORED
-from corral.wire.agent import ReplicaAssignment
+from corral.wire.agent import ReplicaAssignment, VolumeMount
 
 log = logging.getLogger("corral.server.assignments")
 
@@ -64,6 +64,7 @@ _ON_NODE = (
         Job.master_port,
         Job.checkpoint_dir,
         Job.endpoint_id,
+        Job.pod_id,
         Job.workspace_id,
         Workspace.name.label("workspace"),
         Workspace.uid_index,
@@ -217,6 +218,8 @@ def _assignment(
         workspace_checkpoints=(
             workspace_checkpoints(checkpoint_root, workspace) if checkpoint_root else None
         ),
+        volumes=[VolumeMount(name=n, path=p) for n, p in sorted(spec.volumes.items())],
+        work_volume=f".pods/{job.pod_id}" if job.pod_id else None,
     )
 
 

@@ -11,10 +11,12 @@ class Effects:
     wake_scheduler: bool = False
     routes_changed: bool = False  # the gateways' route table may differ: answer long polls
     wake_endpoints: bool = False  # the endpoint controller should look again now
+    wake_pods: bool = False  # the pod controller should look again now
 
     def merge(self, other: Effects) -> Effects:
         self.sync_nodes |= other.sync_nodes
         self.wake_scheduler = self.wake_scheduler or other.wake_scheduler
         self.routes_changed = self.routes_changed or other.routes_changed
         self.wake_endpoints = self.wake_endpoints or other.wake_endpoints
+        self.wake_pods = self.wake_pods or other.wake_pods
         return self

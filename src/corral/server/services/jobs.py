@@ -21,6 +21,7 @@ from corral.server.services.names import generate_job_name
 from corral.server.services.pages import PageRequest, keyset_page
 from corral.server.services.secrets import check_references as check_secret_references
 from corral.server.services.specs import job_spec
+from corral.server.services.volumes import check_volumes
 from corral.server.store.tables import Endpoint, Job, LogChunk, Node, Replica, Workspace
 from corral.spec.job import JobSpec
 from corral.wire.api import (
@@ -93,6 +94,7 @@ def submit_job(
     assert name is not None
     check_checkpoint_dir(spec.checkpoint_dir, checkpoint_root, workspace.name)
     check_secret_references(session, workspace, spec.secrets)
+    check_volumes(session, workspace, spec.volumes)
     stored = spec.model_copy(update={"name": name, "workspace": workspace.name})
     job = Job(
         id=new_id(),
@@ -238,8 +240,8 @@ def list_jobs(
         )
     if which.states:
         query = query.where(Job.state.in_(sorted(which.states)))
-    if which.kind == "job":
-        query = query.where(Job.endpoint_id.is_(None))
+    if which.kind == "job":  # a pod's runs are its own business (`corral pod get`)
+        query = query.where(Job.endpoint_id.is_(None), Job.pod_id.is_(None))
     elif which.kind == "endpoint-replica":
         query = query.where(Job.endpoint_id.is_not(None))
     found = keyset_page(session, query, [Job.submitted_at, Job.id], page, descending=True)

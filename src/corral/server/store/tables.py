@@ -205,6 +205,10 @@ class Job(Base):
         ForeignKey("endpoints.id", ondelete="CASCADE"), nullable=True, index=True
     )
     endpoint_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A dev pod's run (one job per start of the pod).
+    pod_id: Mapped[str | None] = mapped_column(
+        ForeignKey("pods.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     # When the gateway was told to stop sending it requests (it finishes what it has).
     draining_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     master_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -357,3 +361,88 @@ class Lease(Base):
     beat: Mapped[int] = mapped_column(Integer, default=0)
     acquired_at: Mapped[float] = mapped_column(Float)
     renewed_at: Mapped[float] = mapped_column(Float)
+
+
+class Pod(Base):
+    """A dev pod: its spec, whether it should run, and (while it runs) its job."""
+
+    __tablename__ = "pods"
+    __table_args__ = (UniqueConstraint("workspace_id", "name", name="uq_pods_workspace_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    desired: Mapped[str] = mapped_column(String(16))  # running | stopped | deleted
+    # The current run's job; the pod's jobs are also found by jobs.pod_id.
+    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    stop_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stopped_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The idle clock: when the pod started, or a session that counted last closed.
+    last_activity_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    idle_warned_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    jupyter_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class PodEvent(Base):
+    """What happened to a pod: sessions (who, from where, how long), starts and stops."""
+
+    __tablename__ = "pod_events"
+    __table_args__ = (Index("ix_pod_events_pod_at", "pod_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pod_id: Mapped[str] = mapped_column(ForeignKey("pods.id", ondelete="CASCADE"))
+    at: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(16))  # session, start, stop, idle_warning, ...
+    text: Mapped[str] = mapped_column(Text)
+    who: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    origin: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # A session's: open while ended_at is NULL.
+    session_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class SshKey(Base):
+    """A public key that may open sessions into the workspace's pods and replicas."""
+
+    __tablename__ = "ssh_keys"
+    __table_args__ = (UniqueConstraint("workspace_id", "name", name="uq_ssh_keys_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(100))
+    added_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class SshHostKey(Base):
+    """The workspace's SSH host key: every session server presents it; clients pin it."""
+
+    __tablename__ = "ssh_host_keys"
+
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    private_key: Mapped[str] = mapped_column(Text)  # encrypted with the secret box
+    public_key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Volume(Base):
+    """A named workspace volume: a directory under each node's volume root."""
+
+    __tablename__ = "volumes"
+    __table_args__ = (UniqueConstraint("workspace_id", "name", name="uq_volumes_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[float] = mapped_column(Float)
