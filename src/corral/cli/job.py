@@ -230,3 +230,42 @@ def delete(ctx: typer.Context, name: NameArg, workspace: WorkspaceOpt = None) ->
             )
             raise CliError(exc.message, hint=hint) from None
     out().print(f"deleted job [bold]{esc(name)}[/]")
+
+
+ReplicaOpt = Annotated[int, typer.Option("--replica", "-r", min=0, help="The replica's rank.")]
+
+
+@app.command("ssh", cls=InlineCommand, rich_help_panel="Debug a replica")
+def ssh(
+    ctx: typer.Context, name: NameArg, replica: ReplicaOpt = 0, workspace: WorkspaceOpt = None
+) -> None:
+    """Open a shell in a running replica with OpenSSH (py-spy, nvidia-smi, a look at files).
+
+    Arguments after `--` go to ssh.
+    """
+    from corral.cli.podssh import job_ssh
+
+    job_ssh(state(ctx), name, replica, workspace, inline_argv(ctx) or [])
+
+
+@app.command("exec", cls=InlineCommand, rich_help_panel="Debug a replica")
+def exec_(
+    ctx: typer.Context, name: NameArg, replica: ReplicaOpt = 0, workspace: WorkspaceOpt = None
+) -> None:
+    """Run a command in a running replica; exit with its exit code (no OpenSSH needed).
+
+    corral job exec train -r 1 -- nvidia-smi
+    """
+    from corral.cli.podssh import Target, run_exec
+
+    run_exec(state(ctx), Target("job", name, replica), inline_argv(ctx) or [], workspace)
+
+
+@app.command("proxy", rich_help_panel="Debug a replica")
+def proxy(
+    ctx: typer.Context, name: NameArg, replica: ReplicaOpt = 0, workspace: WorkspaceOpt = None
+) -> None:
+    """The ProxyCommand of `corral job ssh`: stdin/stdout to the replica through the server."""
+    from corral.cli.podssh import run_proxy
+
+    run_proxy(state(ctx), "job", name, replica, workspace)

@@ -17,14 +17,17 @@ from corral.cli import (
     gateway,
     job,
     node,
+    pod,
     quota,
     secret,
     serve,
     server,
     sim,
+    sshkey,
     status,
     token,
     up,
+    volume,
     whoami,
     workspace,
 )
@@ -113,6 +116,7 @@ def build_app(deps: CliDeps | None = None) -> typer.Typer:
     ) -> None:
         ctx.obj = CliState(deps, server=server_url, workspace=workspace_name)
 
+    app.add_typer(pod.app, name="pod", rich_help_panel="Workloads")
     app.add_typer(job.app, name="job", rich_help_panel="Workloads")
     app.add_typer(endpoint.app, name="endpoint", rich_help_panel="Workloads")
     app.command("serve", rich_help_panel="Workloads")(serve.serve)
@@ -121,6 +125,8 @@ def build_app(deps: CliDeps | None = None) -> typer.Typer:
     app.add_typer(token.app, name="token", rich_help_panel="Cluster")
     app.add_typer(quota.app, name="quota", rich_help_panel="Cluster")
     app.add_typer(secret.app, name="secret", rich_help_panel="Cluster")
+    app.add_typer(volume.app, name="volume", rich_help_panel="Workloads")
+    app.add_typer(sshkey.app, name="ssh-key", rich_help_panel="Cluster")
     app.command("status", rich_help_panel="Cluster")(status.status)
     app.command("whoami", rich_help_panel="Cluster")(whoami.whoami)
     app.command("up", rich_help_panel="Run corral")(up.up)

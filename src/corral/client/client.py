@@ -10,9 +10,10 @@ from corral.client.cluster import ClusterApi
 from corral.client.config import resolve_settings
 from corral.client.endpoints import EndpointsApi
 from corral.client.jobs import JobsApi
+from corral.client.pods import PodsApi
 
 
-class Client(ClusterApi, JobsApi, EndpointsApi):
+class Client(ClusterApi, JobsApi, EndpointsApi, PodsApi):
     """One server, one token, one workspace; no global state.
 
     `transport` replaces the network (e.g. `httpx.MockTransport` in tests). Close it, or

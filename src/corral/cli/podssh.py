@@ -1,0 +1,466 @@
+"""Reaching a pod (or a job's replica) over SSH: `corral pod ssh-config|proxy|ssh|exec|forward`
+and `corral job ssh|exec|proxy`.
+
+`ssh-config` writes corral's hosts into `$CORRAL_HOME/ssh/config`, pins the workspace's host
+key in `$CORRAL_HOME/ssh/known_hosts`, and includes the file from `~/.ssh/config` once, so that
+plain OpenSSH (and VS Code, scp, rsync) works. The file names the corral executable as the
+ProxyCommand and never holds a token: the proxy finds it as every command does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import shutil
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from corral.cli.config import CliState, state
+from corral.cli.options import WorkspaceOpt
+from corral.cli.output import CliError, note
+
+if TYPE_CHECKING:
+    from corral.client import Client
+    from corral.client.relay import RelayKind
+
+SSH_USER = "corral"
+KEY_FILE = "id_ed25519"
+_HEADER = "# Written by `corral pod ssh-config`: each workspace's block is rewritten; edit none.\n"
+_BEGIN = "# corral workspace "
+_END = "# end corral workspace "
+
+NameArg = Annotated[str, typer.Argument(help="The pod's name.", show_default=False)]
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SshPaths:
+    """Where corral keeps its SSH files, and the user's own config."""
+
+    home: Path  # $CORRAL_HOME
+
+    @property
+    def dir(self) -> Path:
+        return self.home / "ssh"
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "config"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    @property
+    def key(self) -> Path:
+        return self.dir / KEY_FILE
+
+    @staticmethod
+    def user_config() -> Path:
+        # Path.home() reads $HOME, as OpenSSH does not, but as tests and containers expect.
+        return Path.home() / ".ssh" / "config"
+
+
+def host_alias(workspace: str) -> str:
+    return f"corral.{workspace}"
+
+
+def corral_argv() -> list[str]:
+    """The command that runs this CLI, absolute: ssh runs the ProxyCommand from anywhere."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0).startswith("corral") and os.path.isfile(argv0):
+        return [os.path.abspath(argv0)]
+    found = shutil.which("corral")
+    if found:
+        return [os.path.abspath(found)]
+    return [sys.executable, "-m", "corral.cli.main"]
+
+
+def proxy_command(argv: list[str], server: str | None, *words: str) -> str:
+    """A shell line (ssh runs it with the user's shell); `%` is ssh's token character."""
+    line = [*argv, *(["--server", server] if server else []), *words]
+    return " ".join(shlex.quote(w) for w in line).replace("%", "%%")
+
+
+def _ssh_arg(value: str) -> str:
+    return f'"{value}"' if any(c.isspace() for c in value) else value
+
+
+def host_block(
+    workspace: str, pods: list[str], command: list[str], server: str | None, paths: SshPaths
+) -> str:
+    lines = [f"{_BEGIN}{workspace}\n"]
+    for name in pods:
+        proxy = proxy_command(command, server, "pod", "proxy", "--workspace", workspace, name)
+        lines += [
+            f"Host {name}\n",
+            f"  HostName {name}\n",
+            f"  User {SSH_USER}\n",
+            f"  ProxyCommand {proxy}\n",
+            f"  HostKeyAlias {host_alias(workspace)}\n",
+            f"  UserKnownHostsFile {_ssh_arg(str(paths.known_hosts))}\n",
+            "  StrictHostKeyChecking yes\n",
+        ]
+        if paths.key.exists():
+            lines.append(f"  IdentityFile {_ssh_arg(str(paths.key))}\n")
+    lines.append(f"{_END}{workspace}\n")
+    return "".join(lines)
+
+
+def replace_block(text: str, workspace: str, block: str) -> str:
+    """corral's config with `workspace`'s block replaced (other workspaces' stay)."""
+    pattern = re.compile(
+        rf"^{re.escape(_BEGIN + workspace)}\n.*?^{re.escape(_END + workspace)}\n",
+        re.MULTILINE | re.DOTALL,
+    )
+    body = text.removeprefix(_HEADER)
+    body = pattern.sub("", body).strip("\n")
+    return _HEADER + (body + "\n" if body else "") + block
+
+
+def known_hosts_text(text: str, workspace: str, public_key: str) -> str:
+    alias = host_alias(workspace)
+    kept = [line for line in text.splitlines() if line.split(" ", 1)[0] != alias]
+    return "\n".join([*kept, f"{alias} {public_key.strip()}"]) + "\n"
+
+
+def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    """Atomically, `mode` from the start (no reader sees it half-written or too open)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def include_line(config: Path) -> str:
+    return f"Include {_ssh_arg(str(config))}\n"
+
+
+def is_included(user_config: Path, config: Path) -> bool:
+    for line in _read(user_config).splitlines():
+        words = line.strip().split(None, 1)
+        if (
+            len(words) == 2
+            and words[0].lower() == "include"
+            and words[1].strip().strip('"') == str(config)
+        ):
+            return True
+    return False
+
+
+def add_include(user_config: Path, config: Path) -> bool:
+    """`Include config` at the top of the user's ssh config, once (an Include after a `Host`
+    line would apply to that host only). True when it was added."""
+    if is_included(user_config, config):
+        return False
+    user_config.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    old = _read(user_config)
+    mode = user_config.stat().st_mode & 0o777 if user_config.exists() else 0o600
+    _write_private(user_config, include_line(config) + ("\n" + old if old else ""), mode)
+    return True
+
+
+def write_hosts(
+    paths: SshPaths,
+    workspace: str,
+    pods: list[str],
+    host_public_key: str,
+    server: str | None = None,
+    command: list[str] | None = None,
+) -> None:
+    """corral's ssh config (this workspace's hosts) and its known host."""
+    block = host_block(workspace, pods, command or corral_argv(), server, paths)
+    _write_private(paths.config, replace_block(_read(paths.config), workspace, block))
+    hosts = known_hosts_text(_read(paths.known_hosts), workspace, host_public_key)
+    _write_private(paths.known_hosts, hosts, 0o644)
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+
+def key_name() -> str:
+    host = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().split(".")[0].lower()).strip("-")
+    return f"corral-{host or 'host'}"[:63].rstrip("-")
+
+
+def _key_body(line: str) -> str:
+    """`type base64`, without the comment: what identifies a public key."""
+    return " ".join(line.split()[:2])
+
+
+def make_key(path: Path) -> str:
+    """A new ed25519 key pair at `path` (and `path`.pub); its public line."""
+    import asyncssh
+
+    key = asyncssh.generate_private_key("ssh-ed25519", comment=key_name())
+    public = key.export_public_key("openssh").decode()
+    _write_private(path, key.export_private_key("openssh").decode())
+    _write_private(path.with_name(path.name + ".pub"), public, 0o644)
+    return public.strip()
+
+
+def ensure_key(client: Client, paths: SshPaths, *, only_if_none: bool) -> None:
+    """Make corral's own key when missing and register it with the workspace: when the
+    workspace has no key at all (`only_if_none`), else whenever it is not registered."""
+    keys = client.list_ssh_keys()
+    if only_if_none and keys:
+        return
+    if paths.key.exists():
+        public = _read(paths.key.with_name(paths.key.name + ".pub")).strip()
+        if not public:
+            public = _public_of(paths.key)
+    else:
+        public = make_key(paths.key)
+        note(f"made an SSH key for corral: {paths.key}")
+    if any(_key_body(k.public_key) == _key_body(public) for k in keys):
+        return
+    from corral.client.errors import Conflict
+
+    name = key_name()
+    try:
+        client.add_ssh_key(name, public)
+    except Conflict:
+        name = f"{name[:50]}-{os.urandom(3).hex()}"
+        client.add_ssh_key(name, public)
+    note(f"registered it with workspace {client.workspace} as ssh key {name}")
+
+
+def _public_of(path: Path) -> str:
+    import asyncssh
+
+    try:
+        return asyncssh.read_private_key(str(path)).export_public_key("openssh").decode().strip()
+    except (asyncssh.KeyImportError, OSError) as exc:
+        raise CliError(f"{path}: cannot read this SSH key: {exc}") from None
+
+
+# -- ssh-config ----------------------------------------------------------------------------------
+
+
+def configure(st: CliState, client: Client, *, include: bool = True) -> SshPaths:
+    """Write corral's ssh config for the client's workspace (and its key, and the Include)."""
+    paths = SshPaths(st.home())
+    ensure_key(client, paths, only_if_none=True)
+    pods = sorted(p.name for p in client.list_pods())
+    write_hosts(paths, client.workspace, pods, client.host_key().public_key, st.server)
+    if include and add_include(SshPaths.user_config(), paths.config):
+        note(f"added `{include_line(paths.config).strip()}` to {SshPaths.user_config()}")
+    return paths
+
+
+def refresh_if_included(st: CliState, client: Client) -> None:
+    """After `pod create|start`: keep the hosts current where the user set ssh-config up."""
+    paths = SshPaths(st.home())
+    if not is_included(SshPaths.user_config(), paths.config):
+        return
+    pods = sorted(p.name for p in client.list_pods())
+    write_hosts(paths, client.workspace, pods, client.host_key().public_key, st.server)
+
+
+def ssh_config(ctx: typer.Context, workspace: WorkspaceOpt = None) -> None:
+    """Write corral's hosts to $CORRAL_HOME/ssh/config and include it from ~/.ssh/config.
+
+    After that plain OpenSSH reaches every pod of the workspace: ssh NAME, scp, rsync,
+    sftp, ssh -L, and VS Code / Cursor Remote-SSH. The host key is pinned; no token is
+    written. Without a registered SSH key, makes one ($CORRAL_HOME/ssh/id_ed25519) and
+    registers it.
+    """
+    st = state(ctx)
+    with st.client(workspace) as client:
+        paths = configure(st, client)
+        count = len(client.list_pods())
+    note(f"wrote {paths.config}: {count} pod(s) of workspace {client.workspace}")
+
+
+# -- the proxy ------------------------------------------------------------------------------------
+
+
+def run_proxy(
+    st: CliState, kind: RelayKind, name: str, replica: int, workspace: str | None
+) -> None:
+    """stdin/stdout <-> the relay; exits 255 with one line on stderr when it fails, as ssh.
+    Kept free of rich and the SDK on its way: it runs on every `ssh` to a pod."""
+    from corral.client.relay import RelayError, proxy, relay_path, ws_url
+
+    try:
+        settings = st.settings(workspace)
+        ws = settings.workspace
+        if ws is None:
+            with st.client(workspace) as client:
+                ws = client.workspace
+        url = ws_url(settings.server, relay_path(ws, kind, name, replica))
+        problem = asyncio.run(proxy(url, settings.token))
+    except RelayError as exc:
+        problem = str(exc)
+    except KeyboardInterrupt:
+        problem = "interrupted"
+    except Exception as exc:
+        from corral.client.errors import CorralError
+
+        if not isinstance(exc, CorralError):
+            raise
+        problem = str(exc)
+    if problem:
+        sys.stderr.write(f"corral: {kind} {name}: {problem}\n")
+        sys.stderr.flush()
+        raise typer.Exit(255)
+
+
+def pod_proxy(ctx: typer.Context, name: NameArg, workspace: WorkspaceOpt = None) -> None:
+    """The ProxyCommand of `ssh NAME`: carries stdin/stdout to the pod through the server."""
+    run_proxy(state(ctx), "pod", name, 0, workspace)
+
+
+# -- ssh, exec, forward --------------------------------------------------------------------------
+
+
+def pod_ssh(ctx: typer.Context, name: NameArg, workspace: WorkspaceOpt = None) -> None:
+    """Open a shell in a pod with OpenSSH (refreshes the ssh config first).
+
+    Arguments after `--` go to ssh: corral pod ssh NAME -- -L 8888:localhost:8888.
+    """
+    from corral.cli.inline import inline_argv
+
+    st = state(ctx)
+    with st.client(workspace) as client:
+        configure(st, client)
+    _exec_ssh([name, *(inline_argv(ctx) or [])])
+
+
+def job_ssh(st: CliState, name: str, replica: int, workspace: str | None, args: list[str]) -> None:
+    with st.client(workspace) as client:
+        paths = SshPaths(st.home())
+        ensure_key(client, paths, only_if_none=True)
+        ws = client.workspace
+        known = known_hosts_text(_read(paths.known_hosts), ws, client.host_key().public_key)
+        _write_private(paths.known_hosts, known, 0o644)
+    words = ("job", "proxy", "--workspace", ws, "--replica", str(replica), name)
+    options = [
+        f"ProxyCommand={proxy_command(corral_argv(), st.server, *words)}",
+        f"HostKeyAlias={host_alias(ws)}",
+        f"UserKnownHostsFile={paths.known_hosts}",
+        "StrictHostKeyChecking=yes",
+    ]
+    argv = [w for o in options for w in ("-o", o)]
+    if paths.key.exists():
+        argv += ["-i", str(paths.key)]
+    _exec_ssh([*argv, *args, f"{SSH_USER}@{name}"])
+
+
+def _exec_ssh(args: list[str]) -> None:
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        raise CliError(
+            "ssh (OpenSSH's client) is not installed",
+            hint="install openssh-client, or use `corral pod exec` which needs none",
+        )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(ssh, ["ssh", *args])
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: RelayKind
+    name: str
+    replica: int = 0
+
+
+def _session_args(
+    st: CliState, target: Target, workspace: str | None
+) -> tuple[str, str | None, str, str]:
+    """(relay URL, token, key path, host key): made and registered if missing."""
+    with st.client(workspace) as client:
+        paths = SshPaths(st.home())
+        ensure_key(client, paths, only_if_none=False)
+        host_key = client.host_key().public_key
+        url = client.relay_url(target.kind, target.name, target.replica)
+        return url, client.token, str(paths.key), host_key
+
+
+def run_exec(st: CliState, target: Target, command: list[str], workspace: str | None) -> None:
+    """`pod exec` / `job exec`: run COMMAND there with asyncssh; exit with its exit code."""
+    if not command:
+        raise CliError("nothing to run: put the command after `--`", code=2)
+    from corral.client.relay import RelayError, exec_command
+
+    url, token, key, host_key = _session_args(st, target, workspace)
+    line = command[0] if len(command) == 1 else shlex.join(command)
+    try:
+        code = asyncio.run(exec_command(url, token, key, host_key, line))
+    except RelayError as exc:
+        raise CliError(f"{target.kind} {target.name}: {exc}") from None
+    except KeyboardInterrupt:
+        code = 130
+    raise typer.Exit(code)
+
+
+def pod_exec(ctx: typer.Context, name: NameArg, workspace: WorkspaceOpt = None) -> None:
+    """Run a command in a pod; stream its output; exit with its exit code (no OpenSSH needed).
+
+    corral pod exec NAME -- nvidia-smi. A terminal gets a PTY.
+    """
+    from corral.cli.inline import inline_argv
+
+    run_exec(state(ctx), Target("pod", name), inline_argv(ctx) or [], workspace)
+
+
+def parse_ports(value: str) -> tuple[int, int]:
+    """`8888` or `LOCAL:REMOTE`."""
+    local, _, remote = value.partition(":")
+    try:
+        ports = (int(local), int(remote or local))
+    except ValueError:
+        raise CliError(f"PORT: expected 8888 or LOCAL:REMOTE, got {value!r}", code=2) from None
+    if not all(0 < p < 65536 for p in ports):
+        raise CliError(f"PORT: ports are 1-65535, got {value!r}", code=2)
+    return ports
+
+
+def pod_forward(
+    ctx: typer.Context,
+    name: NameArg,
+    port: Annotated[
+        str, typer.Argument(metavar="PORT[:REMOTE]", help="Local port, and the pod's if other.")
+    ],
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Forward a local port to a port in the pod (e.g. JupyterLab's 8888) until Ctrl-C."""
+    from corral.client.relay import RelayError, forward
+
+    local, remote = parse_ports(port)
+    url, token, key, host_key = _session_args(state(ctx), Target("pod", name), workspace)
+
+    def ready(bound: int) -> None:
+        note(f"forwarding http://127.0.0.1:{bound} -> {name}:{remote} (Ctrl-C stops)")
+
+    try:
+        asyncio.run(forward(url, token, key, host_key, local, remote, ready))
+    except RelayError as exc:
+        raise CliError(f"pod {name}: {exc}") from None
+    except KeyboardInterrupt:
+        note("stopped forwarding")
+        raise typer.Exit(130) from None
