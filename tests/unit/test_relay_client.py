@@ -31,8 +31,9 @@ class FakeRelay:
     pods/dev echoes, pods/gone closes with 4404, pods/sshd joins an asyncssh server, and
     anything else (or a bad token) is refused before the WebSocket opens."""
 
-    def __init__(self, ssh_port: int = 0) -> None:
+    def __init__(self, ssh_port: int = 0, rest: dict[str, Any] | None = None) -> None:
         self.ssh_port = ssh_port
+        self.rest = rest or {}  # path -> JSON answered to a plain GET (the REST API's part)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -51,6 +52,10 @@ class FakeRelay:
         )
 
     def _check(self, conn: ServerConnection, request: Request) -> Response | None:
+        if request.path in self.rest and "Upgrade" not in request.headers:
+            response = conn.respond(200, json.dumps(self.rest[request.path]))
+            response.headers["Content-Type"] = "application/json"
+            return response
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return _refuse(conn, 401, "invalid or expired token")
         if request.path == f"{BASE}/pods/viewer/relay":
@@ -82,7 +87,13 @@ class FakeRelay:
                 await ws.send(data)
             await ws.close()
 
-        await asyncio.gather(up(), down(), return_exceptions=True)
+        tasks = {asyncio.create_task(up()), asyncio.create_task(down())}
+        # Either side ending ends the session, as the real relay does.
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        writer.close()
+        await ws.close()
 
     def url(self, path: str) -> str:
         return ws_url(f"http://127.0.0.1:{self.port}", path)
@@ -279,3 +290,109 @@ def test_asyncssh_over_the_relay(keys: tuple[Path, asyncssh.SSHKey, asyncssh.SSH
             sshd.close()
 
     asyncio.run(scenario())
+
+
+# -- the CLI over the relay: `pod exec`, and OpenSSH through `pod ssh-config` ----------------
+
+
+@pytest.fixture
+def sshd_relay(
+    tmp_path: Path, keys: tuple[Path, asyncssh.SSHKey, asyncssh.SSHKey]
+) -> Iterator[tuple[FakeRelay, Path]]:
+    """A relay whose pods/sshd reaches an asyncssh server (on the relay's loop), the REST
+    answers `pod exec` and `ssh-config` need, and a CORRAL_HOME whose key is registered."""
+    path, client_key, host_key = keys
+    home = tmp_path / "home"
+    (home / "ssh").mkdir(parents=True)
+    public = client_key.export_public_key("openssh").decode().strip()
+    (home / "ssh" / "id_ed25519").write_bytes(path.read_bytes())
+    (home / "ssh" / "id_ed25519").chmod(0o600)
+    (home / "ssh" / "id_ed25519.pub").write_text(public + "\n")
+    host_line = host_key.export_public_key("openssh").decode().strip()
+    key_view = {
+        "name": "k",
+        "workspace": "team",
+        "fingerprint": "SHA256:k",
+        "public_key": public,
+        "added_by": "ann",
+        "created_at": 0,
+    }
+    pod_view = {
+        "name": "sshd",
+        "workspace": "team",
+        "state": "running",
+        "spec": {"name": "sshd"},
+        "created_at": 0,
+    }
+    relay = FakeRelay(
+        rest={
+            f"{BASE}/ssh-keys": {"keys": [key_view]},
+            f"{BASE}/ssh/host-key": {"workspace": "team", "public_key": host_line},
+            f"{BASE}/pods": {"pods": [pod_view]},
+        }
+    )
+    sshd = asyncio.run_coroutine_threadsafe(
+        _Sshd(client_key, host_key).start(), relay.loop
+    ).result()
+    relay.ssh_port = sshd.sockets[0].getsockname()[1]
+    yield relay, home
+    relay.loop.call_soon_threadsafe(sshd.close)
+    relay.close()
+
+
+def _env(relay: FakeRelay, home: Path, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HOME": str(tmp_path / "user"),
+        "CORRAL_HOME": str(home),
+        "CORRAL_TOKEN": TOKEN,
+        "CORRAL_SERVER": f"http://127.0.0.1:{relay.port}",
+        "CORRAL_WORKSPACE": "team",
+    }
+
+
+def test_pod_exec_streams_and_exits_with_the_remote_code(
+    sshd_relay: tuple[FakeRelay, Path], tmp_path: Path
+) -> None:
+    relay, home = sshd_relay
+    argv = [sys.executable, "-m", "corral.cli.main", "pod", "exec", "sshd", "--", "nvidia-smi"]
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(relay, home, tmp_path),
+        stdin=subprocess.DEVNULL,
+    )
+    assert (proc.stdout, proc.stderr, proc.returncode) == ("ran nvidia-smi\n", "to stderr\n", 3)
+
+
+def test_openssh_through_the_generated_config(
+    sshd_relay: tuple[FakeRelay, Path], tmp_path: Path
+) -> None:
+    """The real OpenSSH client: the Include, the ProxyCommand, the pinned host key, the key."""
+    relay, home = sshd_relay
+    env = _env(relay, home, tmp_path)
+    setup = subprocess.run(
+        [sys.executable, "-m", "corral.cli.main", "pod", "ssh-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert setup.returncode == 0, setup.stderr
+    user_config = tmp_path / "user" / ".ssh" / "config"
+    ssh = ["ssh", "-F", str(user_config), "-o", "BatchMode=yes", "sshd", "echo", "hi"]
+    proc = subprocess.run(
+        ssh, capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL
+    )
+    assert (proc.stdout, proc.returncode) == ("ran echo hi\n", 3), proc.stderr
+    # A host key other than the pinned one: OpenSSH refuses to go on.
+    known = home / "ssh" / "known_hosts"
+    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode()
+    known.write_text(f"corral.team {other}")
+    proc = subprocess.run(
+        ssh, capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL
+    )
+    assert proc.returncode == 255
+    assert "HOST IDENTIFICATION HAS CHANGED" in proc.stderr

@@ -182,14 +182,17 @@ class _FileIO:
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
-    async def read(self) -> bytes:
-        return await asyncio.get_running_loop().run_in_executor(None, os.read, self.fd, FRAME_BYTES)
+    async def read(self, size: int = FRAME_BYTES) -> bytes:
+        return await asyncio.get_running_loop().run_in_executor(None, os.read, self.fd, size)
 
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             n = await asyncio.get_running_loop().run_in_executor(None, os.write, self.fd, view)
             view = view[n:]
+
+    async def close(self) -> None:
+        """The fd stays open: it is this process's."""
 
 
 class _PipeSink:
@@ -309,6 +312,14 @@ async def connect_ssh(
     return conn, bridge
 
 
+def _redirect(fd: int) -> Any:
+    """`fd` as asyncssh takes it: dup'ed (asyncssh closes what it is given), or, for what
+    epoll refuses (/dev/null), read and written in a thread."""
+    if _pollable(fd) or stat.S_ISREG(os.fstat(fd).st_mode):
+        return os.dup(fd)
+    return _FileIO(fd)
+
+
 async def exec_command(
     url: str, token: str | None, key_path: str, host_key: str, command: str
 ) -> int:
@@ -333,12 +344,11 @@ async def exec_command(
             }
             restore = termios.tcgetattr(0)
             ttymod.setraw(0)
-        # dup: asyncssh closes what it is given; our fds stay ours.
         process = await conn.create_process(
             command,
-            stdin=os.dup(0),
-            stdout=os.dup(1),
-            stderr=os.dup(1) if tty else os.dup(2),
+            stdin=_redirect(0),
+            stdout=_redirect(1),
+            stderr=_redirect(1 if tty else 2),
             encoding=None,
             **options,
         )
