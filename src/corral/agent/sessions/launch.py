@@ -185,6 +185,8 @@ class Sessions:
                     running.session_id,
                 )
                 await self._end(running)
+            elif exited.exception() is not None:
+                log.warning("session %s: %r", running.session_id, exited.exception())
         finally:
             stopped.cancel()
             self._running.pop(running.session_id, None)
