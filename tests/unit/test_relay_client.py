@@ -67,7 +67,7 @@ class FakeRelay:
         self.paths.append(path)
         if path == f"{BASE}/pods/gone/relay":
             await ws.close(4404, "pod gone is stopped")
-        elif path == f"{BASE}/pods/sshd/relay":
+        elif path in (f"{BASE}/pods/sshd/relay", f"{BASE}/jobs/train/relay?replica=1"):
             await self._join_ssh(ws)
         else:
             async for message in ws:
@@ -239,11 +239,27 @@ class _Sshd:
             server_host_keys=[self.host_key],
             authorized_client_keys=authorized,
             process_factory=self._run,
+            server_factory=self._allow_forwarding,
         )
 
     @staticmethod
+    def _allow_forwarding() -> asyncssh.SSHServer:
+        class Server(asyncssh.SSHServer):
+            def connection_requested(
+                self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+            ) -> bool:
+                return dest_host == "localhost"
+
+        return Server()
+
+    @staticmethod
     async def _run(process: asyncssh.SSHServerProcess[Any]) -> None:
-        process.stdout.write(f"ran {process.command}\n")
+        term = process.get_terminal_type()
+        if term:
+            cols, rows, _, _ = process.get_terminal_size()
+            process.stdout.write(f"ran {process.command} on a {term} terminal {cols}x{rows}\n")
+        else:
+            process.stdout.write(f"ran {process.command}\n")
         process.stderr.write("to stderr\n")
         process.exit(3)
 
@@ -396,3 +412,81 @@ def test_openssh_through_the_generated_config(
     )
     assert proc.returncode == 255
     assert "HOST IDENTIFICATION HAS CHANGED" in proc.stderr
+
+
+def test_job_exec_reaches_the_replica_asked_for(
+    sshd_relay: tuple[FakeRelay, Path], tmp_path: Path
+) -> None:
+    relay, home = sshd_relay
+    argv = [sys.executable, "-m", "corral.cli.main", "job", "exec", "train", "-r", "1", "--", "ls"]
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(relay, home, tmp_path),
+        stdin=subprocess.DEVNULL,
+    )
+    assert (proc.stdout, proc.returncode) == ("ran ls\n", 3), proc.stderr
+    assert relay.paths == [f"{BASE}/jobs/train/relay?replica=1"]
+
+
+def test_forward_reaches_a_port_in_the_pod(
+    keys: tuple[Path, asyncssh.SSHKey, asyncssh.SSHKey],
+) -> None:
+    """`pod forward`'s SDK half: a local port -> localhost:PORT on the far side."""
+    from corral.client.relay import forward
+
+    path, client_key, host_key = keys
+    host_line = host_key.export_public_key("openssh").decode().strip()
+
+    async def scenario() -> None:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"pong:" + await reader.readline())
+            await writer.drain()
+            writer.close()
+
+        service = await asyncio.start_server(answer, "127.0.0.1", 0)
+        service_port = service.sockets[0].getsockname()[1]
+        sshd = await _Sshd(client_key, host_key).start()
+        relay = FakeRelay(ssh_port=sshd.sockets[0].getsockname()[1])
+        bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        url = relay.url(f"{BASE}/pods/sshd/relay")
+        task = asyncio.create_task(
+            forward(url, TOKEN, str(path), host_line, 0, service_port, bound.set_result)
+        )
+        try:
+            port = await asyncio.wait_for(bound, 30)
+            for i in range(3):  # a connection each, through one session
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(f"ping {i}\n".encode())
+                assert await asyncio.wait_for(reader.read(), 10) == f"pong:ping {i}\n".encode()
+                writer.close()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.to_thread(relay.close)
+            sshd.close()
+            service.close()
+
+    asyncio.run(scenario())
+
+
+def test_pod_exec_at_a_terminal_gets_a_pty(
+    sshd_relay: tuple[FakeRelay, Path], tmp_path: Path
+) -> None:
+    import pexpect
+
+    relay, home = sshd_relay
+    env = {**_env(relay, home, tmp_path), "TERM": "xterm-test"}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "corral.cli.main", "pod", "exec", "sshd", "--", "top"],
+        env=env,
+        dimensions=(33, 101),
+        timeout=60,
+    )
+    child.expect("ran top on a xterm-test terminal 101x33")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 3

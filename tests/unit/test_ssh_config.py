@@ -172,3 +172,17 @@ def test_openssh_accepts_the_generated_config(
     assert options["stricthostkeychecking"] == "true"
     assert options["proxycommand"].endswith("pod proxy --workspace team dev")
     assert options["userknownhostsfile"] == str(corral_home / "ssh" / "known_hosts")
+
+
+def test_pod_create_refreshes_the_hosts_once_set_up(
+    api: FakeApi, user_home: Path, tmp_path: Path
+) -> None:
+    corral_home = tmp_path / "ch"
+    config = corral_home / "ssh" / "config"
+    assert run(api, corral_home, "pod", "create", "first").exit_code == 0
+    assert not config.exists()  # not set up: nothing written behind the user's back
+    assert run(api, corral_home, "pod", "ssh-config").exit_code == 0
+    result = run(api, corral_home, "pod", "create", "second")
+    assert result.exit_code == 0, result.output
+    assert "Host second\n" in config.read_text()
+    assert "ssh second" in result.output
