@@ -63,6 +63,8 @@ def test_writes_one_host_per_pod_and_includes_it_once(
         assert Path(argv[0]).is_absolute() and Path(argv[0]).exists()
         assert argv[-5:] == ["pod", "proxy", "--workspace", "team", name]
     assert "tok" not in text.replace("known_hosts", "")  # the token is in no file
+    # ... and where it comes from the environment, ssh from an IDE would not find it.
+    assert "warning: the token comes from CORRAL_TOKEN" in result.output
     assert _mode(config) == 0o600
 
     known = (corral_home / "ssh" / "known_hosts").read_text()

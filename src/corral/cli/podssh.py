@@ -260,12 +260,30 @@ def _public_of(path: Path) -> str:
 # -- ssh-config ----------------------------------------------------------------------------------
 
 
+def named_server(st: CliState) -> str | None:
+    """The server to name in a ProxyCommand: one given by --server or CORRAL_SERVER, which an
+    ssh started elsewhere (an IDE) would not see; None when config.json (or the default)
+    says it, where the proxy finds it too."""
+    settings = st.settings()
+    return settings.server if settings.origin.server in ("--server", "CORRAL_SERVER") else None
+
+
+def warn_env_token(st: CliState) -> None:
+    if st.settings().origin.token == "CORRAL_TOKEN":
+        from corral.cli.output import warn
+
+        warn(
+            "the token comes from CORRAL_TOKEN: an ssh started where it is not set (an IDE) "
+            "cannot reach the pods; save it in $CORRAL_HOME/config.json (`corral up` does)"
+        )
+
+
 def configure(st: CliState, client: Client, *, include: bool = True) -> SshPaths:
     """Write corral's ssh config for the client's workspace (and its key, and the Include)."""
     paths = SshPaths(st.home())
     ensure_key(client, paths, only_if_none=True)
     pods = sorted(p.name for p in client.list_pods())
-    write_hosts(paths, client.workspace, pods, client.host_key().public_key, st.server)
+    write_hosts(paths, client.workspace, pods, client.host_key().public_key, named_server(st))
     if include and add_include(SshPaths.user_config(), paths.config):
         note(f"added `{include_line(paths.config).strip()}` to {SshPaths.user_config()}")
     return paths
@@ -277,7 +295,7 @@ def refresh_if_included(st: CliState, client: Client) -> None:
     if not is_included(SshPaths.user_config(), paths.config):
         return
     pods = sorted(p.name for p in client.list_pods())
-    write_hosts(paths, client.workspace, pods, client.host_key().public_key, st.server)
+    write_hosts(paths, client.workspace, pods, client.host_key().public_key, named_server(st))
 
 
 def ssh_config(ctx: typer.Context, workspace: WorkspaceOpt = None) -> None:
@@ -292,6 +310,7 @@ def ssh_config(ctx: typer.Context, workspace: WorkspaceOpt = None) -> None:
     with st.client(workspace) as client:
         paths = configure(st, client)
         count = len(client.list_pods())
+    warn_env_token(st)
     note(f"wrote {paths.config}: {count} pod(s) of workspace {client.workspace}")
 
 
@@ -359,7 +378,7 @@ def job_ssh(st: CliState, name: str, replica: int, workspace: str | None, args: 
         _write_private(paths.known_hosts, known, 0o644)
     words = ("job", "proxy", "--workspace", ws, "--replica", str(replica), name)
     options = [
-        f"ProxyCommand={proxy_command(corral_argv(), st.server, *words)}",
+        f"ProxyCommand={proxy_command(corral_argv(), named_server(st), *words)}",
         f"HostKeyAlias={host_alias(ws)}",
         f"UserKnownHostsFile={paths.known_hosts}",
         "StrictHostKeyChecking=yes",
