@@ -22,9 +22,12 @@ before the replica's failure makes it place the job again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ValidationError
@@ -39,6 +42,8 @@ from corral.agent.logs import LogTailer
 from corral.agent.network import collective_env
 from corral.agent.ports import listening_ports
 from corral.agent.runner import Runner
+from corral.agent.sessions.launch import Sessions
+from corral.agent.volumes import VolumeError
 from corral.wire.agent import (
     SERVER_MESSAGE,
     Desired,
@@ -49,6 +54,7 @@ from corral.wire.agent import (
     Welcome,
 )
 from corral.wire.health import CheckNow, InjectFault
+from corral.wire.sessions import DropVolume, OpenSession, SessionRefused
 
 log = logging.getLogger("corral.agent.channel")
 
@@ -106,8 +112,11 @@ class Session:
         ports_poll_s: float = PORTS_POLL_S,
         health: HealthMonitor | None = None,
         lifeline: bool = False,
+        sessions: Sessions | None = None,
     ) -> None:
         self.ws = ws
+        self.sessions = sessions
+        self._tasks: set[asyncio.Task[None]] = set()
         self.health = health
         self.lifeline = lifeline
         self.progress_poll_s = progress_poll_s
@@ -214,7 +223,34 @@ class Session:
                 self._inject(message)
             elif isinstance(message, CheckNow) and self.health is not None:
                 self.health.check_now()
+            elif isinstance(message, OpenSession):
+                self._spawn(self._open_session(message))
+            elif isinstance(message, DropVolume):
+                self._spawn(self._drop_volume(message))
         raise ChannelClosed("the server closed the connection")
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` beside the reader (a session's start must not hold up `desired`)."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _open_session(self, message: OpenSession) -> None:
+        why = (
+            "this agent does not run sessions"
+            if self.sessions is None
+            else await self.sessions.open(message)
+        )
+        if why is not None:
+            log.info("session %s refused: %s", message.session_id, why)
+            with contextlib.suppress(Exception):  # the server times the session out anyway
+                await self._send(SessionRefused(session_id=message.session_id, reason=why))
+
+    async def _drop_volume(self, message: DropVolume) -> None:
+        try:
+            await self.runner.drop_volume(message.workspace, message.name)
+        except (VolumeError, OSError) as exc:
+            log.warning("volume %s of %s not removed: %s", message.name, message.workspace, exc)
 
     def _inject(self, fault: InjectFault) -> None:
         if self.health is None:

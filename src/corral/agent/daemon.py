@@ -44,6 +44,7 @@ from corral.agent.identity import (
 from corral.agent.prober import Prober
 from corral.agent.runner import Runner
 from corral.agent.sandbox import policy as sandbox_policy
+from corral.agent.sessions.launch import Sessions
 from corral.wire.agent import Inventory, RegisterRequest
 
 log = logging.getLogger("corral.agent")
@@ -73,8 +74,14 @@ class Agent:
         self.config = config
         self.changes: asyncio.Queue[str] = asyncio.Queue()
         self.runner = Runner(
-            config.state_dir, stop_grace_s=config.stop_grace_s, on_change=self._changed
+            config.state_dir,
+            stop_grace_s=config.stop_grace_s,
+            on_change=self._changed,
+            volume_root=config.volumes(),
         )
+        # Sessions into replicas (dev pods, `corral job ssh`): each has its own connection
+        # to the server, and outlives a reconnection of the channel.
+        self.sessions = Sessions(self.runner, config.server)
         # Probes outlive connections, like the replicas: readiness is known while away.
         self.prober = Prober(on_change=self.changes.put_nowait)
         self.session: Session | None = None
@@ -167,6 +174,7 @@ class Agent:
                 await connected
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await checks
+            await self.sessions.close()
             self.prober.close()
             self.runner.close()
         if failure is not None and not isinstance(failure, FatalError):
@@ -228,6 +236,7 @@ class Agent:
                 ports_poll_s=config.ports_poll_s,
                 health=self.health,
                 lifeline=self._has_lifeline,
+                sessions=self.sessions,
             )
             self.session = session
             try:

@@ -20,6 +20,7 @@ import ctypes
 import os
 import signal
 import sys
+import traceback
 from types import FrameType
 
 from corral.agent.layout import process_start_time
@@ -95,6 +96,11 @@ def child(config: SessionConfig) -> int:
     if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
     os.umask(0o022)
+    # The workspace's uid has no passwd entry: asyncssh (getpass) asks the environment
+    # who the user is and where home is, so give it the replica's answers.
+    for name in ("USER", "LOGNAME", "HOME"):
+        if name in config.env:
+            os.environ[name] = config.env[name]
     try:
         os.chdir(config.cwd)
     except OSError:
@@ -117,6 +123,8 @@ def run() -> int:
             code = child(config)
         except (OSError, ValueError) as exc:
             print(f"cannot start the session: {exc}", file=sys.stderr)
+        except BaseException:  # our bug: say what it was (os._exit below would hide it)
+            traceback.print_exc()
         finally:
             sys.stderr.flush()
             os._exit(code)

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from corral.agent.layout import ASSIGNMENT, WORK, process_start_time, read_json
@@ -24,7 +25,7 @@ from corral.agent.runner import Runner
 from corral.agent.sandbox.config import SANDBOX, SandboxConfig
 from corral.agent.sandbox.policy import kept
 from corral.agent.sessions.server import SessionConfig, relay_url
-from corral.agent.shim import workload_environment
+from corral.agent.shim import load_plan, workload_environment
 from corral.wire.sessions import OpenSession
 
 log = logging.getLogger("corral.agent.sessions")
@@ -129,7 +130,7 @@ class Sessions:
             base = _environ(record.pid, started)
             env = workload_environment(record.path, assignment, base)
             env.update(sandbox.user_env())
-            cwd = assignment.get("working_dir") or sandbox.work
+            cwd = _working_dir(record.path, assignment, sandbox.work, env, confined=True)
             return SessionConfig(
                 **common,
                 env=env,
@@ -146,7 +147,7 @@ class Sessions:
         except (OSError, ValueError):
             base = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
         env = workload_environment(record.path, assignment, base)
-        cwd = assignment.get("working_dir") or record.path / WORK
+        cwd = _working_dir(record.path, assignment, record.path / WORK, env, confined=False)
         return SessionConfig(
             **common,
             env=env,
@@ -204,6 +205,23 @@ class Sessions:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+
+def _working_dir(
+    replica_dir: Path,
+    assignment: dict[str, Any],
+    default: str | Path,
+    env: dict[str, str],
+    *,
+    confined: bool,
+) -> str | Path:
+    """Where the workload runs (its spec's working_dir, a pod's work volume, or its own
+    directory), and its volumes' variables added to `env`, as the shim gave them."""
+    plan = load_plan(replica_dir)
+    if plan is not None:
+        env.update(plan.environment(confined))
+    work = plan.work_host() if plan is not None else None
+    return assignment.get("working_dir") or work or default
 
 
 def _own_environment() -> dict[str, str]:
