@@ -257,17 +257,17 @@ def _next_steps(pod: PodView, included: bool) -> None:
     name = esc(pod.name)
     console = out()
     if included:
-        console.print(f"  ssh:          ssh {name}")
+        console.print(f"  ssh:        ssh {name}")
     else:
-        console.print(f"  ssh:          corral pod ssh-config, then ssh {name}")
-    console.print(f"  or:           corral pod ssh {name}")
-    console.print(f"  run a command: corral pod exec {name} -- nvidia-smi")
+        console.print(f"  ssh:        corral pod ssh-config, then ssh {name}")
+    console.print(f"  or:         corral pod ssh {name}")
+    console.print(f"  a command:  corral pod exec {name} -- nvidia-smi")
     if pod.spec.jupyter:
         from corral.spec.pod import JUPYTER_PORT
 
-        console.print(f"  jupyter:      corral pod forward {name} {JUPYTER_PORT}")
+        console.print(f"  jupyter:    corral pod forward {name} {JUPYTER_PORT}")
         console.print(
-            f"                then open {esc(pod.jupyter_url or f'http://127.0.0.1:{JUPYTER_PORT}')}"
+            f"              then open {esc(pod.jupyter_url or f'http://127.0.0.1:{JUPYTER_PORT}')}"
         )
 
 

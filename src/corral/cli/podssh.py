@@ -366,7 +366,19 @@ def pod_ssh(ctx: typer.Context, name: NameArg, workspace: WorkspaceOpt = None) -
     st = state(ctx)
     with st.client(workspace) as client:
         configure(st, client)
-    _exec_ssh([name, *(inline_argv(ctx) or [])])
+    _exec_ssh([*_config_args(), name, *(inline_argv(ctx) or [])])
+
+
+def _config_args() -> list[str]:
+    """`-F ~/.ssh/config` where $HOME is not the home OpenSSH would read (it asks the password
+    database): the config that holds the Include is the one in $HOME."""
+    import pwd
+
+    try:
+        real = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:
+        return []
+    return [] if real == Path.home() else ["-F", str(SshPaths.user_config())]
 
 
 def job_ssh(st: CliState, name: str, replica: int, workspace: str | None, args: list[str]) -> None:
@@ -386,7 +398,8 @@ def job_ssh(st: CliState, name: str, replica: int, workspace: str | None, args: 
     argv = [w for o in options for w in ("-o", o)]
     if paths.key.exists():
         argv += ["-i", str(paths.key)]
-    _exec_ssh([*argv, *args, f"{SSH_USER}@{name}"])
+    # ssh takes options after the destination too: `-- -L 8888:localhost:8888` and a command.
+    _exec_ssh([*argv, f"{SSH_USER}@{name}", *args])
 
 
 def _exec_ssh(args: list[str]) -> None:
