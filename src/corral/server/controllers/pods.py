@@ -8,6 +8,7 @@ apply    stop the pod's job (its GPUs go back to the pool), or record the warnin
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -88,9 +89,9 @@ class PodController:
         return pod_idle.apply_idle(session, pod, plan.idle, now)
 
     def failed(self, session: Session, key: str, reason: str) -> None:
-        pod = session.get(Pod, key)
-        if pod is not None:
-            add_event(session, key, pod.created_at, "error", reason)
+        if session.get(Pod, key) is not None:
+            # The runner gives no clock here; the wall clock is what the event shows.
+            add_event(session, key, time.time(), "error", reason)
 
     def reset(self) -> None:
         pass
