@@ -121,11 +121,6 @@ class EndpointSpec(Runnable):
     def _name(cls, value: str | None) -> str | None:
         return None if value is None else check_name(value, "endpoint name")
 
-    @field_validator("workspace")
-    @classmethod
-    def _workspace(cls, value: str | None) -> str | None:
-        return None if value is None else check_name(value, "workspace name")
-
     @field_validator("env", "secrets")
     @classmethod
     def _no_port(cls, value: dict[str, str]) -> dict[str, str]:

@@ -14,12 +14,11 @@ from pydantic import (
 )
 
 from corral.core.priorities import DEFAULT_PRIORITY_CLASSES
-from corral.spec.limits import bounded, check_argv, check_selector
+from corral.spec.limits import bounded, check_argv
 from corral.spec.names import check_name
 from corral.spec.resources import Resources
 from corral.spec.runnable import Runnable, check_env_and_secrets
 from corral.spec.units import parse_duration_s
-from corral.spec.volumes import check_volumes
 
 
 def priority_value(value: Any) -> Any:
@@ -137,21 +136,6 @@ class JobSpec(Runnable):
     @classmethod
     def _name(cls, value: str | None) -> str | None:
         return None if value is None else check_name(value, "job name")
-
-    @field_validator("workspace")
-    @classmethod
-    def _workspace(cls, value: str | None) -> str | None:
-        return None if value is None else check_name(value, "workspace name")
-
-    @field_validator("volumes")
-    @classmethod
-    def _volumes(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_volumes(value)
-
-    @field_validator("node_selector")
-    @classmethod
-    def _selector(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        return check_selector(value, bounded(info))
 
     @model_validator(mode="after")
     def _one_command(self, info: ValidationInfo) -> JobSpec:

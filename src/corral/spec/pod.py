@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from corral.spec.job import priority_value
-from corral.spec.limits import bounded, check_selector
 from corral.spec.names import check_name
 from corral.spec.resources import Resources
 from corral.spec.runnable import Runnable, check_env_and_secrets
 from corral.spec.units import parse_duration_s
-from corral.spec.volumes import check_volumes
 
 DEFAULT_IDLE_STOP_S = 2 * 3600.0
 DEFAULT_IDLE_GPU_UTIL = 10
@@ -82,21 +80,6 @@ class PodSpec(Runnable):
     @classmethod
     def _name(cls, value: str | None) -> str | None:
         return None if value is None else check_name(value, "pod name")
-
-    @field_validator("workspace")
-    @classmethod
-    def _workspace(cls, value: str | None) -> str | None:
-        return None if value is None else check_name(value, "workspace name")
-
-    @field_validator("volumes")
-    @classmethod
-    def _volumes(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_volumes(value)
-
-    @field_validator("node_selector")
-    @classmethod
-    def _selector(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        return check_selector(value, bounded(info))
 
     @model_validator(mode="after")
     def _both(self) -> PodSpec:

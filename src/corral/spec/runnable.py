@@ -10,8 +10,16 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ValidationInfo, field_validator
 
-from corral.spec.limits import bounded, check_argv, check_command, check_env, check_files
+from corral.spec.limits import (
+    bounded,
+    check_argv,
+    check_command,
+    check_env,
+    check_files,
+    check_selector,
+)
 from corral.spec.names import check_name
+from corral.spec.volumes import check_volumes
 
 MAX_SECRETS = 64
 
@@ -35,7 +43,8 @@ def check_env_and_secrets(env: dict[str, str], secrets: dict[str, str]) -> None:
 
 
 class Runnable(BaseModel):
-    """Validators only; each spec declares the fields itself, with its own descriptions."""
+    """Validators only, each applied where a spec has its field; each spec declares the
+    fields itself, with its own descriptions."""
 
     @field_validator("env", check_fields=False)
     @classmethod
@@ -46,6 +55,21 @@ class Runnable(BaseModel):
     @classmethod
     def _secrets(cls, value: dict[str, str]) -> dict[str, str]:
         return check_secrets(value)
+
+    @field_validator("workspace", check_fields=False)
+    @classmethod
+    def _workspace(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value, "workspace name")
+
+    @field_validator("volumes", check_fields=False)
+    @classmethod
+    def _volumes(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_volumes(value)
+
+    @field_validator("node_selector", check_fields=False)
+    @classmethod
+    def _selector(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        return check_selector(value, bounded(info))
 
     @field_validator("working_dir", check_fields=False)
     @classmethod
