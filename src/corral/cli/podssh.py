@@ -9,7 +9,6 @@ ProxyCommand and never holds a token: the proxy finds it as every command does.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shlex
@@ -26,6 +25,7 @@ import typer
 from corral.cli.config import CliState, state
 from corral.cli.options import WorkspaceOpt
 from corral.cli.output import CliError, note
+from corral.loop import run_loop
 
 if TYPE_CHECKING:
     from corral.client import Client
@@ -331,7 +331,7 @@ def run_proxy(
             with st.client(workspace) as client:
                 ws = client.workspace
         url = ws_url(settings.server, relay_path(ws, kind, name, replica))
-        problem = asyncio.run(proxy(url, settings.token))
+        problem = run_loop(proxy(url, settings.token))
     except RelayError as exc:
         problem = str(exc)
     except KeyboardInterrupt:
@@ -442,7 +442,7 @@ def run_exec(st: CliState, target: Target, command: list[str], workspace: str | 
     url, token, key, host_key = _session_args(st, target, workspace)
     line = command[0] if len(command) == 1 else shlex.join(command)
     try:
-        code = asyncio.run(exec_command(url, token, key, host_key, line))
+        code = run_loop(exec_command(url, token, key, host_key, line))
     except RelayError as exc:
         raise CliError(f"{target.kind} {target.name}: {exc}") from None
     except KeyboardInterrupt:
@@ -490,7 +490,7 @@ def pod_forward(
         note(f"forwarding http://127.0.0.1:{bound} -> {name}:{remote} (Ctrl-C stops)")
 
     try:
-        asyncio.run(forward(url, token, key, host_key, local, remote, ready))
+        run_loop(forward(url, token, key, host_key, local, remote, ready))
     except RelayError as exc:
         raise CliError(f"pod {name}: {exc}") from None
     except KeyboardInterrupt:

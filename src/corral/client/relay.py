@@ -12,6 +12,8 @@ Only the standard library and websockets at import time: the proxy starts on eve
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 # The relay's frames carry at most this many bytes (corral.wire.sessions.RELAY_FRAME_BYTES,
 # not imported: that module pulls pydantic into the proxy's start).
 FRAME_BYTES = 256 * 1024
+F_SETPIPE_SZ: int | None = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
+PIPE_BYTES = 1024 * 1024
 # Bytes read ahead of the WebSocket before reading pauses.
 _READ_AHEAD = 4 * FRAME_BYTES
 # What the close codes of the relay mean (corral.wire.sessions).
@@ -165,9 +169,18 @@ def _pollable(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or (stat.S_ISCHR(mode) and os.isatty(fd))
 
 
+def _grow_pipe(fd: int) -> None:
+    """A pipe holds 64 KiB by default, so each read and each frame carried about 54 KiB:
+    four times the reads, frames and wake-ups of full 256 KiB frames, on every hop."""
+    if F_SETPIPE_SZ is not None and stat.S_ISFIFO(os.fstat(fd).st_mode):
+        with contextlib.suppress(OSError):  # over /proc/sys/fs/pipe-max-size: keep it
+            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+
+
 async def _reader(fd: int) -> Any:
     """Something with `async read() -> bytes` (b"" at the end) over `fd`."""
     loop = asyncio.get_running_loop()
+    _grow_pipe(fd)
     if _pollable(fd):
         source = _PipeSource()
         # closefd=False: fd 0 stays ours to close.
@@ -206,6 +219,7 @@ class _PipeSink:
 
 async def _writer(fd: int) -> Any:
     loop = asyncio.get_running_loop()
+    _grow_pipe(fd)
     if _pollable(fd):
         pipe = os.fdopen(fd, "wb", 0, closefd=False)
         transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, pipe)

@@ -25,6 +25,7 @@ from corral.gateway.limits import (
 from corral.gateway.routes import HttpRouteSource, RouteSource, StaticRouteSource
 from corral.gateway.server import Gateway
 from corral.gateway.tokenfile import TokenFileError, read_token_file, resolve_token
+from corral.loop import run_loop
 from corral.wire.gateway import RouteTable
 
 # On SIGTERM, open requests (streams too) get this long to finish before being cut.
@@ -96,7 +97,7 @@ def run_gateway(
     also opens /_corral/load and /_corral/metrics. A bad token file raises TokenFileError
     before anything starts.
     """
-    _run(prepare(port, server, host, token, token_file, routes_file, gateway_id, edge))
+    run_loop(prepare(port, server, host, token, token_file, routes_file, gateway_id, edge))
 
 
 def prepare(
@@ -121,15 +122,6 @@ def prepare(
     else:
         raise ValueError("give the control plane's URL (server) or a routes file")
     return serve(source, host, port, gateway_id, admin_auth=AdminAuth([secret, metrics]), edge=edge)
-
-
-def _run(running: Coroutine[object, object, None]) -> None:
-    try:
-        import uvloop
-    except ImportError:  # uvloop is Linux/macOS only; asyncio's own loop works, slower
-        asyncio.run(running)
-    else:
-        uvloop.run(running)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -176,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     except (TokenFileError, ValueError) as exc:
         print(f"corral gateway: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    _run(running)
+    run_loop(running)
 
 
 def add_edge_arguments(parser: argparse.ArgumentParser) -> None:

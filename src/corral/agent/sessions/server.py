@@ -37,8 +37,10 @@ from websockets.exceptions import WebSocketException
 
 from corral.agent import procs
 from corral.agent.sessions.listeners import Scope, target
+from corral.loop import run_loop
 from corral.wire.sessions import RELAY_FRAME_BYTES
 
+REAP_EVERY_S = 1.0  # orphans of a session's processes, reaped this often
 log = logging.getLogger("corral.session")
 
 OPEN_TIMEOUT_S = 15.0
@@ -184,6 +186,11 @@ class _SFTP(asyncssh.SFTPServer):
 
     def map_path(self, path: bytes) -> bytes:
         return path if path.startswith(b"/") else os.path.join(self._cwd, path)
+
+    def exit(self) -> None:
+        # asyncssh closes an SFTP channel without an exit status; OpenSSH's scp (SFTP since
+        # 9.0) then exits 1 though every byte arrived.
+        self._chan.exit(0)
 
 
 class Session:
@@ -567,14 +574,23 @@ def main(config: SessionConfig) -> int:
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             loop.add_signal_handler(signum, task.cancel)
         session = Session(config)
-        loop.add_signal_handler(signal.SIGCHLD, _reap_orphans, session.children.groups)
+        # Polled, not on SIGCHLD: uvloop keeps that signal for its own children.
+        reaper = asyncio.create_task(_reap_every(REAP_EVERY_S, session.children.groups))
         try:
             return await session.run()
         except asyncio.CancelledError:
             await session._end_processes()
             return 0
+        finally:
+            reaper.cancel()
 
-    return asyncio.run(run())
+    return run_loop(run())
+
+
+async def _reap_every(period_s: float, tracked: set[int]) -> None:
+    while True:
+        await asyncio.sleep(period_s)
+        _reap_orphans(tracked)
 
 
 def _reap_orphans(tracked: set[int]) -> None:
