@@ -90,11 +90,13 @@ class Relay:
             await ws.close()
 
         async def down() -> None:
-            async for message in ws:
-                assert isinstance(message, bytes)
-                writer.write(message)
-                await writer.drain()
-            writer.close()
+            try:
+                async for message in ws:
+                    assert isinstance(message, bytes)
+                    writer.write(message)
+                    await writer.drain()
+            finally:  # a dial-back lost without a close frame raises: close the client anyway
+                writer.close()
 
         await asyncio.gather(up(), down(), return_exceptions=True)
 
