@@ -28,6 +28,16 @@ def token(api: TestClient, role: str, workspace: str = "default") -> dict[str, s
     return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
+def refusal(api: TestClient, path: str, headers: dict[str, str]) -> WebSocketDenialResponse:
+    """The HTTP answer that refused a relay WebSocket before it opened."""
+    with (
+        pytest.raises(WebSocketDenialResponse) as denied,
+        api.websocket_connect(path, headers=headers),
+    ):
+        pass
+    return denied.value
+
+
 def public_key() -> str:
     key = asyncssh.generate_private_key("ssh-ed25519")
     return key.export_public_key("openssh").decode().strip()
@@ -77,11 +87,9 @@ def test_viewers_list_pods_and_cannot_change_or_enter_them(api: TestClient) -> N
     assert api.post(f"{WS}/pods", json={"name": "v"}, headers=viewer).status_code == 403
     key = {"name": "k", "public_key": public_key()}
     assert api.post(f"{WS}/ssh-keys", json=key, headers=viewer).status_code == 403
-    with pytest.raises(WebSocketDenialResponse) as denied:
-        with api.websocket_connect(f"{WS}/pods/dev/relay", headers=viewer):
-            pass
-    assert denied.value.status_code == 403
-    assert "member role" in denied.value.json()["error"]["message"]
+    denied = refusal(api, f"{WS}/pods/dev/relay", viewer)
+    assert denied.status_code == 403
+    assert "member role" in denied.json()["error"]["message"]
 
 
 def test_a_session_into_a_pod_that_does_not_run_is_refused_with_its_state(
@@ -90,22 +98,16 @@ def test_a_session_into_a_pod_that_does_not_run_is_refused_with_its_state(
     member = token(api, "member")
     api.post(f"{WS}/ssh-keys", json={"name": "k", "public_key": public_key()}, headers=member)
     assert api.post(f"{WS}/pods", json={"name": "dev"}, headers=member).status_code == 201
-    with pytest.raises(WebSocketDenialResponse) as denied:
-        with api.websocket_connect(f"{WS}/pods/dev/relay", headers=member):
-            pass
-    assert denied.value.status_code == 409
-    assert "waiting to be placed" in denied.value.json()["error"]["message"]
-    with pytest.raises(WebSocketDenialResponse) as denied:
-        with api.websocket_connect(f"{WS}/pods/nope/relay", headers=member):
-            pass
-    assert denied.value.status_code == 404
+    denied = refusal(api, f"{WS}/pods/dev/relay", member)
+    assert denied.status_code == 409
+    assert "waiting to be placed" in denied.json()["error"]["message"]
+    denied = refusal(api, f"{WS}/pods/nope/relay", member)
+    assert denied.status_code == 404
     # Another workspace's token is refused before anything about the pod is looked up.
     api.post("/v1/workspaces", json={"name": "team-b"}, headers=ADMIN)
     other = token(api, "member", "team-b")
-    with pytest.raises(WebSocketDenialResponse) as denied:
-        with api.websocket_connect(f"{WS}/pods/dev/relay", headers=other):
-            pass
-    assert denied.value.status_code == 403
+    denied = refusal(api, f"{WS}/pods/dev/relay", other)
+    assert denied.status_code == 403
 
 
 def test_ssh_keys_are_checked_and_the_host_key_is_stable(api: TestClient) -> None:
