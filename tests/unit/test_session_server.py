@@ -22,7 +22,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from corral.agent.sessions.server import SessionConfig, relay_url
+from corral.agent.sessions.config import SessionConfig, relay_url
 from corral.agent.sessions.server import serve as serve_session
 from corral.wire.sessions import RELAY_FRAME_BYTES
 

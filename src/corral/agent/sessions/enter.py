@@ -25,7 +25,8 @@ from types import FrameType
 
 from corral.agent.layout import process_start_time
 from corral.agent.sandbox import linux
-from corral.agent.sessions.server import SessionConfig, main
+from corral.agent.sessions.config import SessionConfig
+from corral.agent.sessions.server import main
 
 PR_SET_CHILD_SUBREAPER = 36
 MAX_CONFIG_BYTES = 4 * 1024 * 1024

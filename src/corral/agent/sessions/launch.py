@@ -24,7 +24,7 @@ from corral.agent.records import ReplicaRecord
 from corral.agent.runner import Runner
 from corral.agent.sandbox.config import SANDBOX, SandboxConfig
 from corral.agent.sandbox.policy import kept
-from corral.agent.sessions.server import SessionConfig, relay_url
+from corral.agent.sessions.config import SessionConfig, relay_url
 from corral.agent.shim import load_plan, workload_environment
 from corral.wire.sessions import OpenSession
 
