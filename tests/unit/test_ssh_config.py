@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_cli_pod import HOST_KEY, FakeApi, run
 
-from corral.cli.podssh import (
+from corral.cli.sshfiles import (
     SshPaths,
     add_include,
     host_block,

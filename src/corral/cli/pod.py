@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import typer
 
-from corral.cli import podssh
+from corral.cli import podssh, sshfiles
 from corral.cli.config import state
 from corral.cli.inline import InlineCommand
 from corral.cli.light import LightGroup
@@ -321,11 +321,11 @@ def _after_start(
     st = state(ctx)
     if wait:
         pod = wait_running(client, pod, timeout)
-    podssh.refresh_if_included(st, client)
+    sshfiles.refresh_if_included(st, client)
     render_pod(out(), pod)
     if pod.state == "failed":
         raise CliError(f"pod {pod.name} failed: {pod.reason or 'see corral pod get'}")
-    from corral.cli.podssh import SshPaths, is_included
+    from corral.cli.sshfiles import SshPaths, is_included
 
     paths = SshPaths(st.home())
     _next_steps(pod, is_included(SshPaths.user_config(), paths.config))
