@@ -56,3 +56,17 @@ def test_status_counts_the_fleet_and_scopes_the_work(api: TestClient) -> None:
 
 def test_status_needs_a_token(api: TestClient) -> None:
     assert api.get("/v1/status").status_code == 401
+
+
+def test_status_counts_pods_of_the_workspaces_the_caller_sees(api: TestClient) -> None:
+    assert api.post("/v1/workspaces", json={"name": "team-a"}, headers=ADMIN).status_code == 201
+    for ws, name in (("default", "dev"), ("default", "old"), ("team-a", "theirs")):
+        r = api.post(f"/v1/workspaces/{ws}/pods", json={"name": name}, headers=ADMIN)
+        assert r.status_code == 201, r.text
+    assert api.post("/v1/workspaces/default/pods/old/stop", headers=ADMIN).status_code == 200
+    work = api.get("/v1/status", headers=ADMIN).json()["work"]
+    # No node: none runs; a stopped pod is not counted.
+    assert (work["pods"], work["pods_running"]) == (2, 0)
+    r = api.post("/v1/tokens", json={"role": "viewer", "workspace": "team-a"}, headers=ADMIN)
+    viewer = {"Authorization": f"Bearer {r.json()['token']}"}
+    assert api.get("/v1/status", headers=viewer).json()["work"]["pods"] == 1

@@ -61,6 +61,7 @@ def print_status(console: Console, view: StatusView, server: str = "") -> None:
     scope = "every workspace" if view.scope == "*" else f"workspace {esc(view.scope)}"
     grid.add_row("jobs", f"{w.running} running, {w.pending} pending ({scope})")
     grid.add_row("endpoints", f"{w.endpoints_ready} of {w.endpoints} ready")
+    grid.add_row("pods", f"{w.pods_running} of {w.pods} running")
     console.print(grid)
     if w.pending_reasons:
         console.print()

@@ -438,6 +438,8 @@ class StatusWork(_View):
     )
     endpoints: int = 0
     endpoints_ready: int = Field(default=0, description="with at least one ready replica")
+    pods: int = Field(default=0, description="dev pods that should run (not stopped)")
+    pods_running: int = 0
 
 
 class StatusWorkspace(_View):

@@ -14,7 +14,15 @@ from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES
 from corral.core.states import JobState, NodeCondition, ReplicaState
-from corral.server.store.tables import RETIRED_PREFIX, Endpoint, Job, Node, Replica, Workspace
+from corral.server.store.tables import (
+    RETIRED_PREFIX,
+    Endpoint,
+    Job,
+    Node,
+    Pod,
+    Replica,
+    Workspace,
+)
 from corral.wire.api import (
     StatusGpus,
     StatusNodes,
@@ -85,6 +93,7 @@ def _gpus(session: Session, used: dict[str, set[int]]) -> list[StatusGpus]:
 
 def _work(session: Session, workspace: Workspace | None) -> StatusWork:
     scope = [] if workspace is None else [Job.workspace_id == workspace.id]
+    pod_scope = [] if workspace is None else [Pod.workspace_id == workspace.id]
     states = {
         str(state): int(n)
         for state, n in session.execute(
@@ -117,7 +126,16 @@ def _work(session: Session, workspace: Workspace | None) -> StatusWork:
             *scope,
         )
     )
+    pods = select(Pod.job_id).where(Pod.desired == "running", *pod_scope)
+    live = list(session.scalars(pods))
+    pods_running = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.id.in_([j for j in live if j]), Job.state == JobState.RUNNING)
+    )
     return StatusWork(
+        pods=len(live),
+        pods_running=pods_running or 0,
         running=sum(states.get(s, 0) for s in _RUNNING),
         pending=states.get(JobState.PENDING, 0),
         pending_reasons=reasons,
