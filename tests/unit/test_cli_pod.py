@@ -247,6 +247,13 @@ def test_ls_renders_each_pod(api: FakeApi, home: Path) -> None:
     assert idle[:6] == ["idle", "stopped", "-", "-", "0", "never"]
 
 
+def test_ls_of_no_pods_says_how_to_make_one(api: FakeApi, home: Path) -> None:
+    result = run(api, home, "pod", "ls")
+    assert result.exit_code == 0, result.output
+    assert "no pods in workspace" in result.output
+    assert "corral pod create" in result.output
+
+
 def test_ls_json_is_the_api_document(api: FakeApi, home: Path) -> None:
     api.pod("dev", {"name": "dev"})
     result = run(api, home, "pod", "ls", "--json")

@@ -368,8 +368,11 @@ def ls(ctx: typer.Context, workspace: WorkspaceOpt = None, json_: JsonOpt = Fals
 
     with state(ctx).client(workspace) as client:
         pods = client.list_pods()
+        ws = client.workspace
     if json_:
         print_page(PodList(pods=pods))
+    elif not pods:
+        note(f"no pods in workspace {esc(ws)}; make one: corral pod create dev --gpus 1")
     else:
         render_list(out(), pods)
 
