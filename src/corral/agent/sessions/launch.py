@@ -34,6 +34,9 @@ STOP_GRACE_S = 3.0
 MAX_LOG_LINES = 50  # per session: a session server logs problems, not chatter
 MAX_LOG_LINE = 500
 MAX_ENVIRON_BYTES = 1 << 20
+# Each session is a process on the node: one replica's user cannot fill the node with them
+# (the server bounds sessions per workspace too).
+MAX_PER_REPLICA = 16
 
 
 @dataclass
@@ -60,6 +63,12 @@ class Sessions:
             return f"replica {message.replica_id} is not running on this node"
         if message.session_id in self._running:
             return f"session {message.session_id} is already open"
+        open_here = sum(1 for r in self._running.values() if r.replica_id == message.replica_id)
+        if open_here >= MAX_PER_REPLICA:
+            return (
+                f"replica {message.replica_id} has {MAX_PER_REPLICA} sessions open on this "
+                "node; close one first"
+            )
         try:
             config = self._config(message, record)
         except (OSError, ValueError, KeyError, TypeError) as exc:
