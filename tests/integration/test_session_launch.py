@@ -4,12 +4,10 @@ runs inside it, as its user, with its environment, its processes, its /tmp, its 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import asyncssh
@@ -21,21 +19,9 @@ from corral.agent.sandbox.policy import Isolation
 from corral.agent.sessions.launch import Sessions
 from corral.wire.agent import ReplicaAssignment
 from corral.wire.sessions import OpenSession
+from support.session_relay import TICKET, Keys, Relay
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="confinement is Linux's")
-
-
-def harness() -> ModuleType:
-    """The unit tests' relay (it plays the control plane's), shared rather than copied."""
-    path = Path(__file__).parent.parent / "unit" / "test_session_server.py"
-    spec = importlib.util.spec_from_file_location("session_relay_harness", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-H = harness()
 
 
 @pytest.fixture
@@ -72,7 +58,7 @@ async def until(what: str, probe: Callable[[], Any], timeout: float = 20) -> Any
 def opening(keys: Any, rid: str, sid: str = "s1") -> OpenSession:
     return OpenSession(
         session_id=sid,
-        ticket=H.TICKET,
+        ticket=TICKET,
         replica_id=rid,
         authorized_keys=[keys.user.export_public_key().decode()],
         host_key=keys.host.export_private_key().decode(),
@@ -92,7 +78,7 @@ async def connect(relay: Any, keys: Any) -> asyncssh.SSHClientConnection:
 
 
 def test_a_session_runs_inside_the_confined_replica(state: Path) -> None:
-    keys = H.Keys(
+    keys = Keys(
         host=asyncssh.generate_private_key("ssh-ed25519"),
         user=asyncssh.generate_private_key("ssh-ed25519"),
     )
@@ -106,7 +92,7 @@ def test_a_session_runs_inside_the_confined_replica(state: Path) -> None:
         record = runner.records["r1"]
         await until("the replica to run", lambda: record.pid is not None)
         await until("its /tmp file", lambda: (record.path / "tmp" / "replica-only").exists())
-        async with H.Relay() as relay:
+        async with Relay() as relay:
             sessions = Sessions(runner, relay.url)
             assert await sessions.open(opening(keys, "nope")) == (
                 "replica nope is not running on this node"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import secrets
@@ -20,76 +19,22 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import asyncssh
 import pytest
-from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
 
 from corral.agent.layout import process_start_time
 from corral.agent.runner import Runner
 from corral.agent.sandbox.policy import Isolation
 from corral.agent.sessions.launch import Sessions
 from corral.wire.agent import ReplicaAssignment
-from corral.wire.sessions import RELAY_FRAME_BYTES, OpenSession
+from corral.wire.sessions import OpenSession
+from support.session_relay import Relay
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="confinement is Linux's")
 
 ENTER = b"corral.agent.sessions.enter"
-
-
-def _harness() -> ModuleType:
-    """The unit tests' relay, shared rather than copied."""
-    path = Path(__file__).parent.parent / "unit" / "test_session_server.py"
-    spec = importlib.util.spec_from_file_location("session_relay_harness", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _harness()
-
-
-class Relay(H.Relay):  # type: ignore[name-defined,misc]
-    """The harness's relay with a ticket of this test's own: a fresh, findable string."""
-
-    def __init__(self, ticket: str) -> None:
-        super().__init__()
-        self.ticket = ticket
-
-    def _check(self, _conn: ServerConnection, request: Request) -> Response | None:
-        if request.headers.get("Authorization") != f"Bearer {self.ticket}":
-            self.refused += 1
-            return Response(401, "Unauthorized", Headers(), b"bad ticket")
-        return None
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # As the harness's, except that a dial-back lost without a close frame (its session
-        # server killed) also closes the client's side, as the control plane's relay does.
-        ws = await self.dialed.get()
-
-        async def up() -> None:
-            while data := await reader.read(RELAY_FRAME_BYTES):
-                await ws.send(data)
-            await ws.close()
-
-        async def down() -> None:
-            try:
-                async for message in ws:
-                    writer.write(message)
-                    await writer.drain()
-            finally:
-                writer.close()
-
-        tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class Keys:
