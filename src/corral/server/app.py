@@ -267,7 +267,8 @@ def create_app(
         cp.hub.bind(cp.loop)
         app.state.cp = cp
         app.state.secret_box = box
-        close_dangling(cp, clock.now())
+        with store.transaction() as session:
+            close_dangling(session, clock.now())
         tasks = [
             asyncio.create_task(scheduler.run(cp), name="scheduler"),
             asyncio.create_task(liveness.run(cp), name="liveness"),

@@ -39,7 +39,6 @@ class Pending:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    refused: str | None = None
 
 
 class RelayBoard:
@@ -78,7 +77,6 @@ class RelayBoard:
     def refuse(self, session_id: str, reason: str) -> None:
         pending = self._sessions.get(session_id)
         if pending is not None and not pending.joined.done():
-            pending.refused = reason
             pending.joined.set_exception(SessionRefusedError(reason))
 
     def close(self, session_id: str) -> None:

@@ -81,9 +81,6 @@ class ControlPlane:
         """Whether this server's controllers may act on the store now."""
         return self.lease is None or self.lease.held
 
-    def apply_pods_changed(self) -> None:
-        self._set(self.pods_wakeup)
-
     def wake_scheduler(self) -> None:
         self._set(self.scheduler_wakeup)
 

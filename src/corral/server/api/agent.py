@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from corral.server.api.deps import CP, retry_stale
+from corral.server.api.deps import CP, in_transaction, retry_stale
 from corral.server.errors import Unauthorized
 from corral.server.runtime import ControlPlane
 from corral.server.services import health
@@ -106,12 +106,7 @@ async def connect(ws: WebSocket) -> None:
 
 
 def _disconnect(cp: ControlPlane, node_id: str) -> None:
-    retry_stale(lambda: _in_tx(cp, lambda s: service.disconnect(s, node_id)))
-
-
-def _in_tx(cp: ControlPlane, fn: Callable[[Session], T]) -> T:
-    with cp.store.transaction() as session:
-        return fn(session)
+    retry_stale(lambda: in_transaction(cp, lambda s: service.disconnect(s, node_id)))
 
 
 async def _serve(cp: ControlPlane, ws: WebSocket, node_id: str) -> None:
@@ -123,7 +118,7 @@ async def _serve(cp: ControlPlane, ws: WebSocket, node_id: str) -> None:
 
     def on_hello() -> tuple[dict[str, int], Effects]:
         return retry_stale(
-            lambda: _in_tx(cp, lambda s: service.connect(s, node_id, hello, cp.clock.now()))
+            lambda: in_transaction(cp, lambda s: service.connect(s, node_id, hello, cp.clock.now()))
         )
 
     offsets, effects = await asyncio.to_thread(on_hello)

@@ -98,6 +98,12 @@ ReadableWorkspace = Annotated[Workspace, Depends(workspace_for("viewer"))]
 WritableWorkspace = Annotated[Workspace, Depends(workspace_for("member"))]
 
 
+def in_transaction(cp: ControlPlane, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(session, *args)` in one transaction of the store (for asyncio.to_thread)."""
+    with cp.store.transaction() as session:
+        return fn(session, *args)
+
+
 def retry_stale(fn: Callable[[], T], attempts: int = 5) -> T:
     """Run a transaction again when a row it read changed under it (optimistic concurrency)."""
     for _ in range(attempts - 1):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request, Response
 
 from corral.server.api.deps import CP, Caller, ReadableWorkspace, WritableWorkspace, retry_stale
@@ -9,7 +11,6 @@ from corral.server.runtime import ControlPlane
 from corral.server.secretbox import SecretBox
 from corral.server.services import pods as service
 from corral.server.services import ssh_keys, volumes
-from corral.server.services.pod_idle import idle_stop_at
 from corral.server.store.tables import Pod, Workspace
 from corral.spec.pod import PodSpec
 from corral.wire.pods import (
@@ -31,8 +32,7 @@ router = APIRouter(prefix="/v1/workspaces/{workspace}", tags=["pods"])
 def _view(cp: ControlPlane, workspace: Workspace, pod: Pod, events: bool) -> PodView:
     with cp.store.read() as session:
         pod = session.get(Pod, pod.id) or pod
-        at = idle_stop_at(session, pod, cp.clock.now())
-        return service.pod_view(session, workspace, pod, events=events, idle_stop_at=at)
+        return service.pod_view(session, workspace, pod, cp.clock.now(), events=events)
 
 
 @router.post("/pods", status_code=201)
@@ -54,7 +54,7 @@ def list_pods(workspace: ReadableWorkspace, cp: CP) -> PodList:
         now = cp.clock.now()
         return PodList(
             pods=[
-                service.pod_view(session, workspace, p, idle_stop_at=idle_stop_at(session, p, now))
+                service.pod_view(session, workspace, p, now)
                 for p in service.list_pods(session, workspace)
             ]
         )
@@ -145,8 +145,6 @@ def list_volumes(workspace: ReadableWorkspace, cp: CP) -> VolumeList:
 
 @router.delete("/volumes/{name}", status_code=204)
 async def delete_volume(name: str, workspace: WritableWorkspace, cp: CP) -> Response:
-    import asyncio
-
     def delete() -> None:
         with cp.store.transaction() as session:
             volumes.delete_volume(session, workspace, name)

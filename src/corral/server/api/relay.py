@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
 from corral.server.api import deps
+from corral.server.api.deps import in_transaction
 from corral.server.api.errors import ApiError, domain_status
 from corral.server.auth import Principal, check_workspace_access
 from corral.server.errors import DomainError
@@ -66,7 +67,17 @@ async def _user_side(ws: WebSocket, workspace: str, kind: str, name: str, rank: 
         if rank < 0 or rank > 4096:
             raise ApiError(422, "invalid", "replica: expected a number from 0")
         box = ws.app.state.secret_box
-        target = await asyncio.to_thread(service.find_target, cp, box, workspace, kind, name, rank)
+        target = await asyncio.to_thread(
+            in_transaction,
+            cp,
+            service.find_target,
+            box,
+            workspace,
+            kind,
+            name,
+            rank,
+            cp.clock.now(),
+        )
     except ApiError as exc:
         await _deny(ws, exc.status, exc.code, exc.message)
         return
@@ -118,7 +129,13 @@ async def _joined(
     event_id = None
     if target.pod_id is not None:
         event_id = await asyncio.to_thread(
-            service.session_opened, cp, target.pod_id, principal.token_name, _origin(ws), now
+            in_transaction,
+            cp,
+            service.session_opened,
+            target.pod_id,
+            principal.token_name,
+            _origin(ws),
+            now,
         )
     traffic = Traffic()
     try:
@@ -127,9 +144,11 @@ async def _joined(
         with contextlib.suppress(Exception):
             await ws.close()
         if event_id is not None:
-            await asyncio.to_thread(
-                service.session_closed, cp, event_id, cp.clock.now(), traffic.up + traffic.down
+            nbytes = traffic.up + traffic.down
+            effects = await asyncio.to_thread(
+                in_transaction, cp, service.session_closed, event_id, cp.clock.now(), nbytes
             )
+            cp.apply(effects)
         log.info(
             "session %s/%s by %s: %d bytes up, %d down",
             target.kind,

@@ -22,7 +22,7 @@ from corral.server.runtime import ControlPlane
 from corral.server.services import pod_idle
 from corral.server.services.effects import Effects
 from corral.server.services.jobs import delete_job
-from corral.server.services.pods import add_event
+from corral.server.services.pods import add_event, idle_facts
 from corral.server.store.tables import Job, Pod
 
 TICK_S = 5.0
@@ -59,7 +59,7 @@ class PodController:
         pass
 
     def keys(self, session: Session, now: float) -> Sequence[str]:
-        return pod_idle.running_pod_ids(session)
+        return pod_idle.live_pod_ids(session)
 
     def load(self, session: Session, key: str, now: float) -> Facts | None:
         pod = session.get(Pod, key)
@@ -69,7 +69,7 @@ class PodController:
             job = session.get(Job, pod.job_id) if pod.job_id else None
             done = job is None or job.state in TERMINAL_JOB_STATES
             return Facts(pod.version, done, None) if done else None
-        facts = pod_idle.idle_facts(session, pod)
+        facts = idle_facts(session, pod)
         return None if facts is None else Facts(pod.version, False, facts)
 
     def decide(self, facts: Facts, now: float) -> Plan:

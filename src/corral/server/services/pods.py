@@ -13,17 +13,17 @@ import secrets
 import shlex
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from corral.core.pods import pod_state
+from corral.core.pods import IdleFacts, decide_idle, pod_state
 from corral.core.states import LIVE_JOB_STATES, JobState
 from corral.server.errors import Conflict, Invalid, NotFound
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
 from corral.server.services.jobs import cancel_job, current_replicas, submit_job
 from corral.server.services.volumes import check_volumes
-from corral.server.store.tables import Job, Node, Pod, PodEvent, Workspace
+from corral.server.store.tables import Job, Node, Pod, PodEvent, Replica, Workspace
 from corral.spec.job import JobSpec
 from corral.spec.limits import STORED
 from corral.spec.pod import JUPYTER_PORT, PodSpec
@@ -186,35 +186,71 @@ def add_event(
 
 
 def open_sessions(session: Session, pod_id: str) -> int:
-    rows = session.scalars(
-        select(PodEvent.id).where(
-            PodEvent.pod_id == pod_id, PodEvent.kind == "session", PodEvent.ended_at.is_(None)
-        )
+    found = session.scalar(
+        select(func.count())
+        .select_from(PodEvent)
+        .where(PodEvent.pod_id == pod_id, PodEvent.kind == "session", PodEvent.ended_at.is_(None))
     )
-    return len(list(rows))
+    return int(found or 0)
+
+
+def idle_facts(session: Session, pod: Pod) -> IdleFacts | None:
+    """Idle stop's facts for the pod controller; None: not running, so not idle-stoppable."""
+    job = session.get(Job, pod.job_id) if pod.job_id else None
+    replicas = current_replicas(session, job) if job is not None else []
+    return _idle_facts(session, pod, job, replicas, open_sessions(session, pod.id))
+
+
+def _idle_facts(
+    session: Session, pod: Pod, job: Job | None, replicas: list[Replica], sessions: int
+) -> IdleFacts | None:
+    """The pod's open sessions, its idle clock, and the utilization its node last reported
+    for its GPUs (core/pods.py decides)."""
+    if pod.desired != "running" or job is None or job.state != JobState.RUNNING:
+        return None
+    spec = stored_spec(pod)
+    util: list[int | None] = []
+    started = job.started_at or pod.created_at
+    for replica in replicas:
+        started = replica.started_at or started
+        node = session.get(Node, replica.node_id)
+        reported = {
+            g.get("index"): g.get("utilization_pct")
+            for g in ((node.health_signals or {}).get("gpus") or [] if node else [])
+        }
+        for index in replica.gpus:
+            value = reported.get(index)
+            util.append(None if value is None else round(float(value)))
+    return IdleFacts(
+        idle_stop_s=spec.idle_stop,
+        gpu_threshold=spec.idle_gpu_util,
+        open_sessions=sessions,
+        last_activity_at=max(pod.last_activity_at or 0.0, started),
+        gpu_util=util,
+        warned_at=pod.idle_warned_at,
+    )
 
 
 def pod_view(
-    session: Session,
-    workspace: Workspace,
-    pod: Pod,
-    *,
-    events: bool = False,
-    idle_stop_at: float | None = None,
+    session: Session, workspace: Workspace, pod: Pod, now: float, *, events: bool = False
 ) -> PodView:
+    """The pod as its owner sees it; `now` says when idle stop would stop it."""
     job = session.get(Job, pod.job_id) if pod.job_id else None
     state = pod_state(pod.desired, job.state.value if job is not None else None)
     if state == "failed" and job is not None and job.state == JobState.SUCCEEDED:
         state = "stopped"
+    replicas = current_replicas(session, job) if job is not None else []
+    sessions = open_sessions(session, pod.id)
     node_name: str | None = None
     gpus: list[int] = []
     started_at: float | None = None
     if job is not None and job.state in LIVE_JOB_STATES:
-        for replica in current_replicas(session, job):
+        for replica in replicas:
             node = session.get(Node, replica.node_id)
             node_name = node.name if node else None
             gpus = list(replica.gpus)
             started_at = replica.started_at
+    idle = _idle_facts(session, pod, job, replicas, sessions)
     reason = None
     if job is not None and state in ("pending", "starting", "failed"):
         reason = job.reason
@@ -247,9 +283,9 @@ def pod_view(
         created_at=pod.created_at,
         started_at=started_at,
         stopped_at=pod.stopped_at if state in ("stopped", "stopping") else None,
-        sessions=open_sessions(session, pod.id),
+        sessions=sessions,
         last_activity_at=pod.last_activity_at,
-        idle_stop_at=idle_stop_at if state == "running" else None,
+        idle_stop_at=decide_idle(idle, now).stop_at if idle is not None else None,
         jupyter_url=jupyter,
         events=shown,
     )
