@@ -18,7 +18,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from corral.client.relay import relay_path, ws_url
+from corral.client.relay import relay_path
+from corral.urls import ws_url
 from support.cluster import Cluster, free_port, wait_for
 from support.pods import (
     CORRAL,

@@ -20,7 +20,8 @@ import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from corral.client.relay import RelayError, connect_ssh, relay_path, ws_url
+from corral.client.relay import RelayError, connect_ssh, relay_path
+from corral.urls import ws_url
 
 TOKEN = "tok"
 BASE = "/v1/workspaces/team"

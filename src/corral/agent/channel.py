@@ -28,7 +28,6 @@ import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import ClientConnection, connect
@@ -44,6 +43,7 @@ from corral.agent.ports import listening_ports
 from corral.agent.runner import Runner
 from corral.agent.sessions.launch import Sessions
 from corral.agent.volumes import VolumeError
+from corral.urls import ws_url
 from corral.wire.agent import (
     SERVER_MESSAGE,
     Desired,
@@ -73,10 +73,7 @@ class ChannelClosed(Exception):
 
 
 def connect_url(server: str) -> str:
-    parts = urlsplit(server)
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    path = parts.path.rstrip("/") + "/v1/agent/connect"
-    return urlunsplit((scheme, parts.netloc, path, "", ""))
+    return ws_url(server, "/v1/agent/connect")
 
 
 async def dial(server: str, node_token: str) -> ClientConnection:

@@ -69,7 +69,8 @@ def run_proxy(
 ) -> None:
     """stdin/stdout <-> the relay; exits 255 with one line on stderr when it fails, as ssh.
     Kept free of rich and the SDK on its way: it runs on every `ssh` to a pod."""
-    from corral.client.relay import RelayError, proxy, relay_path, ws_url
+    from corral.client.relay import RelayError, proxy, relay_path
+    from corral.urls import ws_url
 
     try:
         settings = st.settings(workspace)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from corral.client.http import Http
-from corral.client.relay import RelayKind, relay_path, ws_url
+from corral.client.relay import RelayKind, relay_path
 from corral.spec.pod import PodSpec
+from corral.urls import ws_url
 from corral.wire.pods import (
     HostKeyView,
     PodList,

@@ -20,7 +20,7 @@ import socket
 import stat
 from collections import deque
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 if TYPE_CHECKING:
     import asyncssh
@@ -52,14 +52,6 @@ def relay_path(workspace: str, kind: RelayKind, name: str, replica: int | None =
     if kind == "job":
         return f"{base}?replica={replica or 0}"
     return base
-
-
-def ws_url(server: str, path: str) -> str:
-    """The WebSocket URL of `path` on the API at `server` (http -> ws, https -> wss)."""
-    parts = urlsplit(server.rstrip("/"))
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    path_part, _, query = path.partition("?")
-    return urlunsplit((scheme, parts.netloc, parts.path + path_part, query, ""))
 
 
 async def open_relay(url: str, token: str | None) -> ClientConnection:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+from corral.urls import ws_url
 
 
 @dataclass
@@ -46,7 +47,4 @@ class SessionConfig:
 
 def relay_url(server: str, session_id: str) -> str:
     """The dial-back URL of a session, from the control plane's http(s) URL."""
-    parts = urlsplit(server)
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    path = parts.path.rstrip("/") + f"/v1/agent/relay/{session_id}"
-    return urlunsplit((scheme, parts.netloc, path, "", ""))
+    return ws_url(server, f"/v1/agent/relay/{session_id}")
