@@ -71,7 +71,8 @@ class Isolation:
             host_paths=list(assignment.host_paths),
         )
 
-    def base_environment(self, environ: Mapping[str, str]) -> dict[str, str]:
+    @staticmethod
+    def base_environment(environ: Mapping[str, str]) -> dict[str, str]:
         """What a confined replica's shim, init and workload get from the agent's own
         environment: only what is meant for every workload of the node (see KEPT), never
         the operator's credentials (HF_TOKEN, AWS_*, proxies), and never a variable that

@@ -23,7 +23,7 @@ from corral.agent.layout import ASSIGNMENT, WORK, process_start_time, read_json
 from corral.agent.records import ReplicaRecord
 from corral.agent.runner import Runner
 from corral.agent.sandbox.config import SANDBOX, SandboxConfig
-from corral.agent.sandbox.policy import kept
+from corral.agent.sandbox.policy import Isolation
 from corral.agent.sessions.config import SessionConfig, relay_url
 from corral.agent.shim import load_plan, workload_environment
 from corral.wire.sessions import OpenSession
@@ -83,7 +83,8 @@ class Sessions:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
-                env=_own_environment(),
+                # As a confined replica's init gets it: it runs as root until it drops.
+                env=Isolation.base_environment(os.environ),
                 cwd="/",
                 start_new_session=True,
             )
@@ -231,14 +232,6 @@ def _working_dir(
         env.update(plan.environment(confined))
     work = plan.work_host() if plan is not None else None
     return assignment.get("working_dir") or work or default
-
-
-def _own_environment() -> dict[str, str]:
-    """The entry program's: runs as root until it drops, so nothing that changes what it
-    loads (PYTHON*, LD_*), and none of the agent's credentials."""
-    env = {k: v for k, v in os.environ.items() if kept(k)}
-    env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
-    return env
 
 
 def _environ(pid: int | None, start_time: int | None) -> dict[str, str]:
