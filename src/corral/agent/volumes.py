@@ -28,7 +28,6 @@ and the bind does not redirect the bind.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import shutil
@@ -36,14 +35,13 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from corral.agent.sandbox.files import UnsafePath
+from corral.agent.sandbox.files import UnsafePath, make_dir_at, open_dir_at
 
 VOLUMES = "volumes.json"  # the replica's plan, written by the agent (runner.py)
 ENV_PREFIX = "CORRAL_VOLUME_"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # spec/names.py's rule
 _COMPONENT = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
 MAX_DEPTH = 4
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class VolumeError(ValueError):
@@ -174,24 +172,6 @@ def plan(
     return Plan(str(root), workspace, tuple(mounts), work)
 
 
-def _step(parent: int, part: str, *, create: bool, mode: int) -> tuple[int, bool]:
-    """Open (maybe create) directory `part` of `parent`, never through a link. The bool says
-    whether this call created it."""
-    made = False
-    if create:
-        try:
-            os.mkdir(part, mode, dir_fd=parent)
-            made = True
-        except FileExistsError:
-            pass
-    try:
-        return os.open(part, _DIR, dir_fd=parent), made
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafePath(exc.errno, f"{part!r} is a symlink or not a directory") from None
-        raise
-
-
 def _own(fd: int, made: bool, uid: int | None, gid: int | None, where: str) -> None:
     """Make the open directory the workspace's (uid None: this process's), mode 0700."""
     st = os.fstat(fd)
@@ -234,7 +214,8 @@ def ensure(
     try:
         for part in parts:
             where = where / part
-            nxt, made = _step(fd, part, create=True, mode=0o700)
+            made = make_dir_at(fd, part, 0o700)
+            nxt = open_dir_at(fd, part)
             os.close(fd)
             fd = nxt
             _own(fd, made, uid, gid, str(where))
@@ -256,7 +237,7 @@ def open_existing(root: Path, workspace: str, relative: str, uid: int | None) ->
     try:
         for part in parts:
             where = where / part
-            nxt, _ = _step(fd, part, create=False, mode=0)
+            nxt = open_dir_at(fd, part)
             os.close(fd)
             fd = nxt
         if uid is not None and os.fstat(fd).st_uid != uid:
@@ -283,7 +264,7 @@ def drop(root: Path, workspace: str, name: str) -> None:
     try:
         for part in [check_workspace(workspace), *rel.parent.parts]:
             try:
-                nxt, _ = _step(fd, part, create=False, mode=0)
+                nxt = open_dir_at(fd, part)
             except FileNotFoundError:
                 return
             except UnsafePath:

@@ -22,16 +22,29 @@ class UnsafePath(OSError):
     """A component of a path is a symlink or not a directory where one is required."""
 
 
-def _open_dir_at(parent: int, name: str, mode: int, *, create: bool) -> int:
-    if create:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(name, mode, dir_fd=parent)
+def make_dir_at(parent: int, name: str, mode: int) -> bool:
+    """Create directory `name` of the open directory `parent`; False if it was there."""
+    try:
+        os.mkdir(name, mode, dir_fd=parent)
+    except FileExistsError:
+        return False
+    return True
+
+
+def open_dir_at(parent: int, name: str) -> int:
+    """Directory `name` of the open directory `parent`, opened never through a link."""
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=parent)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise UnsafePath(exc.errno, f"{name!r} is a symlink or not a directory") from None
         raise
+
+
+def _open_dir_at(parent: int, name: str, mode: int, *, create: bool) -> int:
+    if create:
+        make_dir_at(parent, name, mode)
+    return open_dir_at(parent, name)
 
 
 @contextlib.contextmanager
