@@ -14,10 +14,11 @@ from pydantic import (
 )
 
 from corral.core.priorities import DEFAULT_PRIORITY_CLASSES
+from corral.spec.code import EnvironmentSpec
 from corral.spec.limits import bounded, check_argv
 from corral.spec.names import check_name
 from corral.spec.resources import Resources
-from corral.spec.runnable import Runnable, check_env_and_secrets
+from corral.spec.runnable import Runnable, check_env_and_secrets, check_workdir_or_working_dir
 from corral.spec.units import parse_duration_s
 
 
@@ -59,6 +60,27 @@ class JobSpec(Runnable):
     )
     files: dict[str, str] = Field(
         default_factory=dict, description="relative path -> content, written before start"
+    )
+    workdir: str | None = Field(
+        default=None,
+        description="a local directory the CLI packs (honouring .gitignore and "
+        ".corralignore) and uploads once, content-addressed; every replica starts in a copy "
+        "of it. Stored as the digest of the uploaded tree (sha256:…)",
+    )
+    environment: EnvironmentSpec | None = Field(
+        default=None,
+        description="a Python environment built on the node with uv and cached: python, "
+        "requirements (a file in the workdir, or lines), uv_lock",
+    )
+    setup: str | None = Field(
+        default=None,
+        description="shell commands run once per node and environment, before the command "
+        "(cached; their output is in the log)",
+    )
+    image: str | None = Field(
+        default=None,
+        description="a container image to run in, on nodes with a container runtime "
+        "(docker or podman)",
     )
     resources: Resources = Field(default_factory=Resources)
     volumes: dict[str, str] = Field(
@@ -149,6 +171,7 @@ class JobSpec(Runnable):
             raise ValueError("`args` goes with `entrypoint`, not with `command`")
         check_argv(self.argv(), "the command with its arguments", bounded(info))
         check_env_and_secrets(self.env, self.secrets)
+        check_workdir_or_working_dir(self.workdir, self.working_dir)
         if self.min_replicas is not None and self.min_replicas > self.replicas:
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) cannot exceed replicas ({self.replicas})"

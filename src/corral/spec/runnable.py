@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ValidationInfo, field_validator
 
+from corral.spec.code import check_image, check_setup, check_workdir
 from corral.spec.limits import (
     bounded,
     check_argv,
@@ -39,6 +40,14 @@ def check_env_and_secrets(env: dict[str, str], secrets: dict[str, str]) -> None:
     if both:
         raise ValueError(
             f"{both[0]} is in both `env` and `secrets`: give it one value, in one of them"
+        )
+
+
+def check_workdir_or_working_dir(workdir: str | None, working_dir: str | None) -> None:
+    if workdir is not None and working_dir is not None:
+        raise ValueError(
+            "give one of `workdir` (a directory uploaded with the job) or `working_dir` "
+            "(a directory already on the node), not both"
         )
 
 
@@ -77,6 +86,21 @@ class Runnable(BaseModel):
         if value is not None and not value.startswith("/"):
             raise ValueError("working_dir must be an absolute path on the node")
         return value
+
+    @field_validator("workdir", check_fields=False)
+    @classmethod
+    def _workdir(cls, value: str | None) -> str | None:
+        return check_workdir(value)
+
+    @field_validator("setup", check_fields=False)
+    @classmethod
+    def _setup(cls, value: str | None) -> str | None:
+        return check_setup(value)
+
+    @field_validator("image", check_fields=False)
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        return check_image(value)
 
     @field_validator("files", check_fields=False)
     @classmethod

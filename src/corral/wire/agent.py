@@ -32,6 +32,14 @@ class Gpu(_Msg):
     healthy: bool = True
 
 
+class ContainerRuntime(_Msg):
+    name: Literal["docker", "podman"]
+    version: str = Field(default="", max_length=100)
+    gpus: bool = Field(
+        default=False, description="it can pass NVIDIA GPUs through (CDI or the toolkit)"
+    )
+
+
 class Inventory(_Msg):
     hostname: str
     cpus: float
@@ -41,6 +49,12 @@ class Inventory(_Msg):
     gpu_backend: Literal["nvml", "fake", "none"] = "none"
     labels: dict[str, str] = Field(default_factory=dict)
     agent_version: str = ""
+    runtimes: list[ContainerRuntime] = Field(
+        default_factory=list,
+        max_length=4,
+        description="container runtimes that answered on this node (docker, podman): "
+        "replicas with an `image` run only where one did",
+    )
 
 
 class RegisterRequest(_Msg):
@@ -237,6 +251,27 @@ class ReplicaAssignment(_Msg):
         description="a pod's: the working directory is this directory inside the workspace's "
         "volume root (`.pods/<pod id>`), so its files outlive the replica and, on a shared "
         "volume root, follow the pod to another node",
+    )
+    workdir: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="the digest of the workspace's uploaded working directory (a manifest in "
+        "the artifact store): fetched by the agent (GET /v1/agent/artifacts/...) and "
+        "copied into the working directory before the replica starts",
+    )
+    environment: dict[str, str | list[str]] | None = Field(
+        default=None,
+        description="spec.code.EnvironmentSpec as JSON: built (or found in the cache) with "
+        "uv before the command runs, as the replica's user",
+    )
+    setup: str | None = Field(
+        default=None, description="shell commands run once per node and environment"
+    )
+    image: str | None = Field(default=None, description="a container image to run in")
+    wheelhouse: bool = Field(
+        default=False,
+        description="the control plane serves a package index (/v1/wheels/simple/): "
+        "environments are built from it, for nodes that cannot reach PyPI",
     )
 
 
