@@ -3,6 +3,13 @@
 # PostgreSQL), procps, and the OpenSSH client and server (dev pods are tested with the
 # real `ssh`, `scp` and `sftp`; the relay benchmark compares against a local sshd). Installs them from Debian's packages when missing.
 set -euo pipefail
+# The example project's dependency, for tests whose hosts cannot reach PyPI: they get it
+# from the control plane's wheelhouse (CORRAL_WHEELHOUSE), as an air-gapped fleet would.
+wheelhouse="$(dirname "$0")/../.wheelhouse"
+if ! ls "$wheelhouse"/tabulate-*.whl >/dev/null 2>&1; then
+  "${PYTHON:-.venv/bin/python}" -m pip download --quiet --disable-pip-version-check \
+    --only-binary=:all: --no-deps --dest "$wheelhouse" 'tabulate==0.9.0'
+fi
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v ps >/dev/null 2>&1 || need+=(procps)

@@ -65,6 +65,29 @@ def scheduling_text(job: JobView) -> str:
     return " · ".join(parts)
 
 
+def code_text(spec: JobSpec) -> str | None:
+    """Where the code and environment come from: "workdir sha256:1a2b3c4d · python 3.11,
+    requirements.txt · setup · image ghcr.io/x:1"; None when the spec names none."""
+    parts = []
+    if spec.workdir:
+        parts.append(f"workdir {spec.workdir[:15]}")
+    env = spec.environment
+    if env is not None and not env.is_empty():
+        what = [f"python {env.python}"] if env.python else []
+        if isinstance(env.requirements, str):
+            what.append(env.requirements)
+        elif env.requirements:
+            what.append(f"{len(env.requirements)} requirements")
+        if env.uv_lock:
+            what.append(env.uv_lock)
+        parts.append("environment " + ", ".join(what))
+    if spec.setup:
+        parts.append("setup")
+    if spec.image:
+        parts.append(f"image {spec.image}")
+    return " · ".join(parts) or None
+
+
 def state_text(job: JobView) -> str:
     text = styled(job.state, JOB_STATE_STYLE.get(job.state))
     if job.exit_code is not None and job.state in ("failed", "succeeded"):
@@ -112,6 +135,9 @@ def print_job(console: Console, job: JobView, now: float | None = None) -> None:
         f"{job.attempt or '-'} (restarts: {job.restarts} of {job.spec.max_restarts} allowed)",
     )
     grid.add_row("command", esc(job.spec.display_command()))
+    code = code_text(job.spec)
+    if code:
+        grid.add_row("code", esc(code))
     grid.add_row("resources", esc(resources_text(job.spec)))
     grid.add_row("scheduling", esc(scheduling_text(job)))
     times = [f"submitted {age(job.submitted_at, now)}"]
