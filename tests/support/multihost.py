@@ -40,6 +40,7 @@ class HostCluster:
         lost_after: float = 8.0,
         heartbeat: float = 1.0,
         fake_gpus: str | None = "H100:1",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.hosts = hosts
         self.root = root
@@ -61,6 +62,7 @@ class HostCluster:
             "CORRAL_WORKSPACE": "default",
         }
         self.env.pop("CORRAL_DATABASE_URL", None)
+        self.env.update(env or {})
         self.server: subprocess.Popen[bytes] | None = None
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
 
