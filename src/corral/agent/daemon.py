@@ -30,6 +30,7 @@ import subprocess
 from websockets.exceptions import ConnectionClosed
 
 from corral.agent import inventory, lifeline
+from corral.agent.artifacts import ArtifactCache
 from corral.agent.channel import ChannelClosed, Session, dial
 from corral.agent.config import AgentConfig
 from corral.agent.errors import FatalError, NodeTokenRejected, RetryLater
@@ -78,6 +79,11 @@ class Agent:
             stop_grace_s=config.stop_grace_s,
             on_change=self._changed,
             volume_root=config.volumes(),
+            cache=ArtifactCache(
+                config.state_dir / "artifacts",
+                config.server,
+                lambda: _node_token(config),
+            ),
         )
         # Sessions into replicas (dev pods, `corral job ssh`): each has its own connection
         # to the server, and outlives a reconnection of the channel.
@@ -284,6 +290,13 @@ class Agent:
                 "registered with %s as node %s (%s)", config.server, request.name, identity.node_id
             )
             return identity
+
+
+def _node_token(config: AgentConfig) -> str | None:
+    """The node token for the artifact cache's requests: read when needed, so that a token
+    got by registering again is the one used."""
+    identity = load_identity(config.state_dir, config.server)
+    return identity.node_token if identity is not None else None
 
 
 def _why(exc: BaseException) -> str:

@@ -20,6 +20,12 @@ A replica with volumes (or a pod's work_volume) gets `<rid>/volumes.json` (0600)
 resolved against this node's volume root (volumes.py). The shim creates the directories
 (as root, for the workspace's uid), the sandbox's init binds them; nothing is created here,
 off the event loop, where a shared filesystem may be slow.
+
+A replica with an uploaded working directory (`assignment.workdir`), an environment, setup
+or an image is prepared first (artifacts.prepare, in a task): the tree is fetched into the
+node's cache and `<rid>/workdir.json` tells the shim where it is; only then does the shim
+start. A failed fetch ends the replica with `exit_code None` (placed again); a stop while it
+runs ends it without starting anything.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from corral.agent import ownership, reconcile, volumes
+from corral.agent import artifacts, ownership, reconcile, volumes
 from corral.agent.layout import ASSIGNMENT, EXIT, OUTPUT, is_alive, write_json_atomic
 from corral.agent.process import signal_group, wait_gone
 from corral.agent.records import ReplicaRecord, load_record, safe_replica_id
@@ -50,6 +56,10 @@ _STARTUP_POLL_S = 0.02
 SHIM_VANISHED = "the replica's shim died without recording an exit status (killed, or a reboot)"
 NO_RECORD = "this node has no record of the replica (its state was lost): it is not running here"
 SHIM_NEVER_STARTED = "the replica's shim never started (the agent stopped while starting it)"
+STOPPED_WHILE_FETCHING = "stopped while its working directory was being fetched: never started"
+AGENT_STOPPED_WHILE_FETCHING = (
+    "the agent stopped while fetching the replica's working directory: never started"
+)
 
 
 def _shim_environment(defaults: dict[str, str] | None = None) -> dict[str, str]:
@@ -70,8 +80,10 @@ class Runner:
         on_change: Callable[[str], None] | None = None,
         isolation: Isolation | None = None,
         volume_root: Path | None = None,
+        cache: artifacts.ArtifactCache | None = None,
     ) -> None:
         self.root = state_dir / "replicas"
+        self.cache = cache  # the node's cache of working directories
         # Resolved once: the shim and the init walk below it without following links.
         self.volume_root = Path(os.path.realpath(volume_root or state_dir / "volumes"))
         self.isolation = isolation
@@ -80,6 +92,7 @@ class Runner:
         self._records: dict[str, ReplicaRecord] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stops: dict[str, asyncio.Task[None]] = {}
+        self._preparing: dict[str, asyncio.Task[None]] = {}
         # Defaults for every workload's environment, set once the node's address is known.
         self.network_env: dict[str, str] = {}
 
@@ -187,6 +200,34 @@ class Runner:
                 self._finish(record, None, f"cannot confine the replica: {exc}")
                 return True
             env = self.isolation.base_environment(env)
+        if artifacts.needs_code(assignment):
+            task = asyncio.create_task(self._prepare(record, env), name=f"prepare-{rid}")
+            self._preparing[rid] = task
+            task.add_done_callback(lambda _t: self._preparing.pop(rid, None))
+            return True
+        self._launch(record, env)
+        return True
+
+    async def _prepare(self, record: ReplicaRecord, env: dict[str, str]) -> None:
+        assert record.assignment is not None
+        try:
+            await artifacts.prepare(self.cache, record.assignment, record.path)
+        except (artifacts.FetchError, OSError) as exc:
+            if not record.exited:
+                self._finish(record, None, f"cannot fetch the working directory: {exc}")
+            return
+        except Exception as exc:  # our bug: said, and the replica is not left hanging
+            log.exception("replica %s: preparing it failed", record.replica_id)
+            if not record.exited:
+                self._finish(record, None, f"cannot fetch the working directory: {exc!r}")
+            return
+        if not record.exited:  # stopped meanwhile: stop() recorded it
+            self._launch(record, env)
+
+    def _launch(self, record: ReplicaRecord, env: dict[str, str]) -> None:
+        """Start the replica's shim and watch it."""
+        assert record.assignment is not None
+        assignment, path, rid = record.assignment, record.path, record.replica_id
         try:
             with open(path / OUTPUT, "ab") as output:
                 # Output goes to the replica's log so that even a shim that dies on
@@ -202,7 +243,7 @@ class Runner:
                 )
         except OSError as exc:
             self._finish(record, None, f"cannot start the shim: {exc}")
-            return True
+            return
         # Not its command line: users put secrets on it, and the log outlives the replica.
         log.info(
             "starting replica %s (job %s of workspace %s, rank %d, attempt %d)",
@@ -213,7 +254,6 @@ class Runner:
             assignment.attempt,
         )
         self._supervise(record, proc)
-        return True
 
     def _volume_plan(self, assignment: ReplicaAssignment, path: Path) -> None:
         mounts = [(v.name, v.path) for v in assignment.volumes]
@@ -254,6 +294,11 @@ class Runner:
         if record is None or record.exited or replica_id in self._stops:
             return
         record.stopping = True
+        preparing = self._preparing.pop(replica_id, None)
+        if preparing is not None:
+            preparing.cancel()  # its fetch goes on for other replicas (artifacts.py)
+            self._finish(record, None, STOPPED_WHILE_FETCHING)
+            return
         self._stops[replica_id] = asyncio.create_task(self._stop(record), name=f"stop-{replica_id}")
 
     async def stop_all(self) -> None:
@@ -264,7 +309,12 @@ class Runner:
         await asyncio.gather(*(r.done.wait() for r in live))
 
     def close(self) -> None:
-        """Stop watching. The replicas themselves keep running, for the next agent to adopt."""
+        """Stop watching. The replicas themselves keep running, for the next agent to adopt;
+        one still being prepared never started, and is recorded so."""
+        for rid, task in list(self._preparing.items()):
+            task.cancel()
+            self._finish(self._records[rid], None, AGENT_STOPPED_WHILE_FETCHING)
+        self._preparing.clear()
         for task in [*self._tasks.values(), *self._stops.values()]:
             task.cancel()
         self._tasks.clear()

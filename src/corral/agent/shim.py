@@ -4,10 +4,14 @@ Like containerd-shim or conmon, it sits between the agent and one workload so th
 workload outlives the agent: the agent may restart (or crash) and a new agent adopts the
 shim from `shim.json`. The shim
 
-1. prepares the working directory and writes `assignment.files` into it (never through a
-   symlink), and the replica's volumes (volumes.json: volumes.py) for the workspace's user;
-   unconfined, where nothing can be mounted, it names them in CORRAL_VOLUME_<NAME> and,
-   where it can, puts a symlink at the spec's path,
+1. prepares the working directory: copies an uploaded tree into it from the node's cache
+   (workdir.json: workdir.py; into a pod's persistent one only what is not there yet),
+   writes `assignment.files` into it (never through a symlink), and makes the replica's
+   volumes (volumes.json: volumes.py) for the workspace's user; unconfined, where nothing
+   can be mounted, it names them in CORRAL_VOLUME_<NAME> and, where it can, puts a symlink
+   at the spec's path. A spec with `environment:` or `setup:` gets its argv wrapped by
+   envbuild.py (built as the workload's user, inside the sandbox); one with `image:` runs
+   in a container of the node's runtime (runtimes.py) instead of the sandbox's init,
 2. runs `assignment.argv` in its own process group, stdout and stderr appended to output.log,
    with CORRAL_PROGRESS_FILE naming status/progress.json in the replica's directory,
    or, when the agent wrote a `sandbox.json`, runs the sandbox's init in a new PID
@@ -16,7 +20,8 @@ shim from `shim.json`. The shim
 4. waits, then kills whatever is left of the workload's process group (like a container
    whose init exits) and writes exit.json: exit_code (signal N is 128+N), finished_at and,
    when the workload could not even start, an `error` (exit code 127: not found, 126: any
-   other reason it could not be started).
+   other reason it could not be started); after a non-zero exit, what the workload left in
+   `status/error.txt` (the environment build's reason) is the error.
 
 SIGTERM, SIGINT and SIGHUP sent to the shim are passed on to the workload's process group,
 so that whoever kills the shim still gets an exit.json.
@@ -35,6 +40,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO
 
+from corral.agent.imagerun import Container, NoRuntime, container
 from corral.agent.layout import (
     ASSIGNMENT,
     EXIT,
@@ -49,11 +55,14 @@ from corral.agent.layout import (
     write_json_atomic,
 )
 from corral.agent.sandbox.config import SANDBOX, SandboxConfig
-from corral.agent.sandbox.files import ensure_owned_dir, write_files
-from corral.agent.volumes import VOLUMES, Plan, ensure, env_name
+from corral.agent.sandbox.files import ensure_owned_dir, read_small_nofollow, write_files
+from corral.agent.volumes import VOLUMES, Plan, ensure, env_name, open_existing
+from corral.agent.workdir import CodePlan, WorkdirError, load_code_plan, materialize
 
 NOT_FOUND = 127
 CANNOT_RUN = 126
+ERROR_FILE = "error.txt"  # in status/: a failed environment build's reason (envbuild.py)
+MAX_ERROR_BYTES = 1000
 
 
 def run(replica_dir: Path) -> int:
@@ -68,9 +77,14 @@ def run(replica_dir: Path) -> int:
                 raise ValueError(f"{ASSIGNMENT} is missing")
             sandbox = _sandbox(replica_dir)
             argv, cwd, env = _prepare(replica_dir, assignment, sandbox, log)
+            container = _container(replica_dir, assignment, argv, cwd, sandbox)
+        except NoRuntime as exc:
+            return _cannot_start(replica_dir, log, None, str(exc))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return _cannot_start(replica_dir, log, CANNOT_RUN, f"cannot prepare the replica: {exc}")
-        if sandbox is not None:
+        if container is not None:
+            argv, cwd, env = container.argv, cwd, dict(os.environ)
+        elif sandbox is not None:
             # The init that confines the workload; it becomes PID 1 of a namespace of its own.
             try:
                 from corral.agent.sandbox import linux
@@ -113,10 +127,26 @@ def run(replica_dir: Path) -> int:
     _forward_signals(proc.pid)
     returncode = proc.wait()
     _kill_group(proc.pid)
-    write_json_atomic(
-        replica_dir / EXIT, {"exit_code": shell_exit_code(returncode), "finished_at": time.time()}
-    )
+    if container is not None:
+        container.stop()
+    code = shell_exit_code(returncode)
+    info: dict[str, Any] = {"exit_code": code, "finished_at": time.time()}
+    error = _workload_error(replica_dir) if code != 0 else None
+    if error:
+        info["error"] = error
+    write_json_atomic(replica_dir / EXIT, info)
     return 0
+
+
+def _workload_error(replica_dir: Path) -> str | None:
+    """What the workload (the environment wrapper) wrote to status/error.txt: its own
+    directory, so never followed if a link, never read past MAX_ERROR_BYTES."""
+    try:
+        raw = read_small_nofollow(progress_path(replica_dir).parent / ERROR_FILE, MAX_ERROR_BYTES)
+    except OSError:
+        return None
+    text = raw.decode("utf-8", "replace").strip() if raw else ""
+    return text or None
 
 
 def _sandbox(replica_dir: Path) -> SandboxConfig | None:
@@ -157,21 +187,85 @@ def _link_volumes(plan: Plan, log: BinaryIO) -> None:
         log.write(line.encode())
 
 
-def _prepare(
-    replica_dir: Path, assignment: dict[str, Any], sandbox: SandboxConfig | None, log: BinaryIO
-) -> tuple[list[str], Path, dict[str, str]]:
+def workload_argv(replica_dir: Path, assignment: dict[str, Any]) -> list[str]:
+    """The assignment's argv, wrapped by the environment builder when the spec has an
+    `environment:` or `setup:` (not in a container: the image is its environment)."""
     argv = [str(arg) for arg in assignment["argv"]]
     if not argv:
         raise ValueError("argv is empty")
+    if assignment.get("image") or not (assignment.get("environment") or assignment.get("setup")):
+        return argv
+    from corral.agent.envbuild import wrap_argv
+
+    code = load_code_plan(replica_dir)
+    index_url = code.index_url if code is not None else None
+    status = str(progress_path(replica_dir).parent)
+    return wrap_argv(assignment, argv, index_url, status_dir=status)
+
+
+def _copy_tree(
+    code: CodePlan | None,
+    plan: Plan | None,
+    default: Path,
+    sandbox: SandboxConfig | None,
+    log: BinaryIO,
+) -> None:
+    """Copy the uploaded working directory into the replica's: its own `default` one, or a
+    pod's persistent one (only what is missing there: the user's edits win)."""
+    if code is None or code.manifest is None or code.blobs is None:
+        return
+    uid = sandbox.uid if sandbox is not None else None
+    gid = sandbox.gid if sandbox is not None else None
+    work = plan.work if plan is not None else None
+    if plan is not None and work is not None:
+        target = open_existing(Path(plan.root), plan.workspace, work, uid)
+    else:
+        target = os.open(default, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    started = time.monotonic()
+    try:
+        stats = materialize(
+            Path(code.manifest),
+            Path(code.blobs),
+            target,
+            uid=uid,
+            gid=gid,
+            keep_existing=bool(work),
+        )
+    except WorkdirError as exc:
+        raise ValueError(f"cannot copy the working directory: {exc}") from None
+    finally:
+        os.close(target)
+    kept = f", {len(stats.kept)} already there kept as they are" if stats.kept else ""
+    line = (
+        f"corral: working directory sha256:{(code.digest or '')[:12]}: {stats.files} files "
+        f"({_size(stats.bytes)}) in {time.monotonic() - started:.2f} s{kept}\n"
+    )
+    log.write(line.encode())
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MiB"
+
+
+def _prepare(
+    replica_dir: Path, assignment: dict[str, Any], sandbox: SandboxConfig | None, log: BinaryIO
+) -> tuple[list[str], Path, dict[str, str]]:
+    argv = workload_argv(replica_dir, assignment)
     plan = load_plan(replica_dir)
     if plan is not None:
         _prepare_volumes(plan, sandbox)
+    code = load_code_plan(replica_dir)
+    if code is not None and code.manifest and assignment.get("working_dir"):
+        raise ValueError("give workdir or working_dir, not both")
     work = plan.work_host() if plan is not None else None
     cwd = Path(assignment.get("working_dir") or work or replica_dir / WORK)
     files: dict[str, str] = assignment.get("files") or {}
     if sandbox is None:
         progress_path(replica_dir).parent.mkdir(exist_ok=True)
         cwd.mkdir(parents=True, exist_ok=True)
+        _copy_tree(code, plan, cwd, None, log)
         write_files(cwd, files)
         if plan is not None:
             _link_volumes(plan, log)
@@ -186,6 +280,7 @@ def _prepare(
             owned.append(sandbox.workspace_checkpoints)
         for directory in owned:
             ensure_owned_dir(Path(directory), sandbox.uid, sandbox.gid)
+        _copy_tree(code, plan, Path(sandbox.work), sandbox, log)
     if sandbox is not None:
         # The init runs as root until it drops to the workspace's user: it gets only what
         # the agent gave this shim. The workload's environment (the user's env, where
@@ -214,7 +309,28 @@ def workload_environment(
     return env
 
 
-def _cannot_start(replica_dir: Path, log: BinaryIO, code: int, message: str) -> int:
+def _container(
+    replica_dir: Path,
+    assignment: dict[str, Any],
+    argv: list[str],
+    cwd: Path,
+    sandbox: SandboxConfig | None,
+) -> Container | None:
+    """The container command of a replica with `image:`; None without one."""
+    if not assignment.get("image"):
+        return None
+    plan = load_plan(replica_dir)
+    # Volumes are mounted at their spec's paths, confined or not; nothing of the host's
+    # environment goes in (the image has its own PATH), nor the host's Python.
+    volume_env = plan.environment(confined=True) if plan is not None else {}
+    env = workload_environment(replica_dir, assignment, {}, volume_env)
+    env.pop("CORRAL_PYTHON", None)
+    if sandbox is not None:
+        env.update(sandbox.user_env())
+    return container(replica_dir, assignment, argv, cwd, env, sandbox, plan)
+
+
+def _cannot_start(replica_dir: Path, log: BinaryIO, code: int | None, message: str) -> int:
     log.write(f"corral: {message}\n".encode())
     write_json_atomic(
         replica_dir / EXIT, {"exit_code": code, "finished_at": time.time(), "error": message}

@@ -26,7 +26,7 @@ from corral.agent.sandbox import linux
 from corral.agent.sandbox.config import SANDBOX, SandboxConfig
 from corral.agent.sandbox.files import makedirs_nofollow, write_files
 from corral.agent.sandbox.plan import minimal, reveals
-from corral.agent.shim import load_plan, workload_environment
+from corral.agent.shim import load_plan, workload_argv, workload_environment
 from corral.agent.volumes import Plan, open_existing
 
 # World-writable directories besides /tmp and /dev/shm that distributions create.
@@ -240,11 +240,13 @@ def run(replica_dir: Path) -> int:
         if assignment is None:
             raise ValueError(f"{ASSIGNMENT} is missing")
         plan = load_plan(replica_dir)
+        # Before the drop: the environment builder's plan (workdir.json) is root's. The
+        # uploaded tree itself is in the working directory already (the shim copied it).
+        argv = workload_argv(replica_dir, assignment)
         build_view(config, plan)
         drop_privileges(config)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return _fail(CANNOT_RUN, f"cannot confine the replica: {exc}")
-    argv = [str(a) for a in assignment["argv"]]
     work = plan.work_host() if plan is not None else None
     cwd = Path(assignment.get("working_dir") or work or config.work)
     try:
