@@ -7,8 +7,9 @@ import contextlib
 import json
 import logging
 import math
+import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from corral import __version__
 from corral.server.api import (
     agent,
+    artifacts,
     endpoints,
     errors,
     identity,
@@ -29,10 +31,12 @@ from corral.server.api import (
     relay,
     secrets,
     status,
+    wheels,
 )
+from corral.server.artifacts.store import open_store
 from corral.server.auth import AuthFailures, JoinTokenRejected, hash_token
 from corral.server.clock import Clock, SystemClock
-from corral.server.config import ServerOptions
+from corral.server.config import ServerOptions, SettingError
 from corral.server.controllers import endpoints as endpoint_controller
 from corral.server.controllers import liveness, scheduler
 from corral.server.controllers import pods as pod_controller
@@ -46,6 +50,7 @@ from corral.server.services.sessions import close_dangling
 from corral.server.store.db import Store
 from corral.server.store.migrate import upgrade
 from corral.server.store.tables import Node
+from corral.wire.artifacts import MAX_UPLOAD_BYTES
 
 log = logging.getLogger("corral.server")
 
@@ -79,14 +84,25 @@ async def _respond(
 class RequestBounds:
     """Refuse requests too big to hold: too many headers (431), a body over `max_body`
     (413), whether announced by Content-Length or sent chunked. WebSockets (the agent
-    channel) pass: their frames are bounded by the server's ws_max_size."""
+    channel) pass: their frames are bounded by the server's ws_max_size.
+
+    Paths matching `large` (the artifact uploads) may send up to `max_large` bytes; a
+    chunked body there is passed on as it comes, for the route reads and bounds it
+    itself (api/artifacts.py) rather than have it held here whole."""
 
     def __init__(
-        self, app: ASGIApp, max_body: int = MAX_BODY_BYTES, max_headers: int = MAX_HEADERS
+        self,
+        app: ASGIApp,
+        max_body: int = MAX_BODY_BYTES,
+        max_headers: int = MAX_HEADERS,
+        large: Iterable[str] = (),
+        max_large: int = MAX_UPLOAD_BYTES,
     ) -> None:
         self.app = app
         self.max_body = max_body
         self.max_headers = max_headers
+        self.large = [re.compile(p) for p in large]
+        self.max_large = max_large
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,6 +120,9 @@ class RequestBounds:
             return
         length = next((v for k, v in headers if k == b"content-length"), None)
         chunked = any(k == b"transfer-encoding" for k, _ in headers)
+        path: str = scope.get("path", "")
+        large = any(p.match(path) for p in self.large)
+        limit = self.max_large if large else self.max_body
         if length is not None and chunked:
             # h11 lets Transfer-Encoding win; a proxy in front may go by Content-Length and
             # read a second, smuggled request from the same bytes. Refuse and close.
@@ -117,12 +136,12 @@ class RequestBounds:
             return
         if length is not None:
             # The HTTP parser has already refused a malformed or doubled Content-Length.
-            if int(length) > self.max_body:
-                await self._too_large(send)
+            if int(length) > limit:
+                await self._too_large(send, limit)
                 return
             await self.app(scope, receive, send)
             return
-        if not chunked:
+        if not chunked or large:
             await self.app(scope, receive, send)
             return
         # Chunked: nothing says how much will come, so read it here, up to the bound.
@@ -135,7 +154,7 @@ class RequestBounds:
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                await self._too_large(send)
+                await self._too_large(send, self.max_body)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -151,13 +170,13 @@ class RequestBounds:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, send: Send, limit: int) -> None:
         # Connection: close, for the server not to read (and drop) the rest of the body.
         await _respond(
             send,
             413,
             "too_large",
-            f"the request body is larger than {self.max_body} bytes",
+            f"the request body is larger than {limit} bytes",
             {"connection": "close"},
         )
 
@@ -235,6 +254,10 @@ def create_app(
     # Before anything starts: an unusable key file (readable by others, named but missing)
     # stops the server here with a SettingError that names the file.
     box = secret_box or SecretBox.from_settings(options.home)
+    try:
+        artifact_store = open_store(options.resolved_artifact_store())
+    except (ValueError, OSError) as exc:
+        raise SettingError(f"CORRAL_ARTIFACT_STORE: {exc}") from None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -262,6 +285,7 @@ def create_app(
             AgentHub(store, options.resolved_checkpoint_root(), secrets=box),
             started_at=clock.now(),
             lease=held,
+            artifacts=artifact_store,
         )
         cp.loop = asyncio.get_running_loop()
         cp.hub.bind(cp.loop)
@@ -296,7 +320,7 @@ def create_app(
     errors.install(app)
     app.add_exception_handler(JoinTokenRejected, _join_rejected)
     # The last added runs first: a client over its failures is refused before anything.
-    app.add_middleware(RequestBounds, max_body=max_body)
+    app.add_middleware(RequestBounds, max_body=max_body, large=artifacts.LARGE_BODIES)
     app.add_middleware(AuthFailureLimit, failures=auth_failures or AuthFailures())
     app.add_middleware(ApiMarker)  # outermost: even a 413 or 429 says it is corral's
 
@@ -316,8 +340,11 @@ def create_app(
         metrics,
         pods,
         relay,
+        artifacts,
+        wheels,
     ):
         app.include_router(module.router)
+    app.include_router(artifacts.agent_router)
     app.include_router(jobs.every_router)
     app.include_router(endpoints.gateway_router)
     return app

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.secretfile import SecretFileError, read_secret_file
+from corral.wire.artifacts import DEFAULT_MAX_TREE_BYTES
 
 DEFAULT_PORT = 7390
 
@@ -32,6 +33,17 @@ def _secret(env: MutableMapping[str, str], name: str) -> str | None:
         except SecretFileError as exc:
             raise SettingError(str(exc)) from None
     return value
+
+
+def _positive_int(env: MutableMapping[str, str], name: str) -> int:
+    value = env[name]
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise SettingError(f"{name}: expected a positive number of bytes, not {value!r}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,14 @@ class ServerOptions:
     # The gateway's base URL as users reach it (shown in `corral endpoint get`).
     gateway_public_url: str | None = None
     gateway_domain: str | None = None  # Host NAME.<domain> routes to endpoint NAME
+    # Where uploaded working directories are kept: a directory, or s3://bucket/prefix
+    # (boto3's credential chain; AWS_ENDPOINT_URL for an S3-compatible store).
+    # Default: <home>/artifacts.
+    artifact_store: str | None = None
+    workdir_max_bytes: int = DEFAULT_MAX_TREE_BYTES  # one uploaded tree, unpacked
+    # A directory of .whl files served as a package index (/v1/wheels/simple/) for nodes
+    # that cannot reach PyPI; None: no index.
+    wheelhouse: Path | None = None
 
     def resolved_checkpoint_root(self) -> str:
         return (
@@ -69,6 +89,9 @@ class ServerOptions:
             or os.environ.get("CORRAL_CHECKPOINT_ROOT")
             or str(self.home / "checkpoints")
         )
+
+    def resolved_artifact_store(self) -> str:
+        return self.artifact_store or str(self.home / "artifacts")
 
     def resolved_database_url(self) -> str:
         url = self.database_url or os.environ.get("CORRAL_DATABASE_URL")
@@ -87,6 +110,11 @@ class ServerOptions:
         values["gateway_domain"] = env.get("CORRAL_GATEWAY_DOMAIN") or None
         if "CORRAL_NODE_CLOSED_LOST_AFTER" in env:
             values["node_closed_lost_after_s"] = float(env["CORRAL_NODE_CLOSED_LOST_AFTER"])
+        values["artifact_store"] = env.get("CORRAL_ARTIFACT_STORE") or None
+        if env.get("CORRAL_WORKDIR_MAX_BYTES"):
+            values["workdir_max_bytes"] = _positive_int(env, "CORRAL_WORKDIR_MAX_BYTES")
+        if env.get("CORRAL_WHEELHOUSE"):
+            values["wheelhouse"] = Path(env["CORRAL_WHEELHOUSE"])
         if "CORRAL_HEARTBEAT_INTERVAL" in env:
             values["heartbeat_interval_s"] = float(env["CORRAL_HEARTBEAT_INTERVAL"])
         values.update({k: v for k, v in overrides.items() if v is not None})

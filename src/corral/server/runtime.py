@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from corral.server.artifacts.store import ArtifactStore
 from corral.server.auth import Principal
 from corral.server.clock import Clock
 from corral.server.config import ServerOptions
@@ -57,6 +58,8 @@ class ControlPlane:
     writes: GroupCommit = field(init=False)
     # Whether this server runs the controllers (server/lease.py); None: no lease is kept.
     lease: Lease | None = None
+    # Uploaded working directories (server/artifacts); None: this server takes none.
+    artifacts: ArtifactStore | None = None
 
     def __post_init__(self) -> None:
         self.writes = GroupCommit(self.store)

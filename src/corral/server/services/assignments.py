@@ -16,6 +16,7 @@ from corral.server.services.jobs import workspace_checkpoints
 from corral.server.services.secrets import secret_values
 from corral.server.services.specs import specs_by_id
 from corral.server.store.tables import Endpoint, Job, Node, Replica, Workspace
+from corral.spec.code import code_fields
 from corral.spec.endpoint import EndpointSpec
 from corral.spec.job import JobSpec
 from corral.spec.limits import STORED
@@ -89,10 +90,13 @@ def build_assignments(
     node_id: str,
     checkpoint_root: str | None = None,
     secrets: SecretBox | None = None,
+    *,
+    wheelhouse: bool = False,
 ) -> list[ReplicaAssignment]:
     """`secrets` opens the values of the workspace secrets that specs name; they go into
     the environment of replicas not yet started, the only place a value ever leaves the
-    server. Without it (or with a secret deleted meanwhile) the variable is left out."""
+    server. Without it (or with a secret deleted meanwhile) the variable is left out.
+    `wheelhouse`: this server serves a package index (api/wheels.py) for environments."""
     active = session.execute(_ON_NODE, {"node": node_id}).all()
     rows = [row for row in active if row.desired == Desired.RUN]
     # GPUs still held by replicas told to stop (a preemption victim on its way out).
@@ -119,7 +123,9 @@ def build_assignments(
             continue  # placed over a preemption victim still stopping: wait for its GPUs
         try:
             spec = specs[replica.job_id]
-            result.append(_assignment(session, replica, spec, masters, values, checkpoint_root))
+            result.append(
+                _assignment(session, replica, spec, masters, values, checkpoint_root, wheelhouse)
+            )
         except Exception:
             # One replica whose job or endpoint can no longer be read (a spec stored
             # before today's checks, a bug) must not cut its node off: the others still
@@ -144,6 +150,7 @@ def _assignment(
     masters: dict[tuple[str, int], str | None],
     values: dict[tuple[str, str], str],
     checkpoint_root: str | None,
+    wheelhouse: bool = False,
 ) -> ReplicaAssignment:
     """One replica's assignment. `replica` is a row of _ON_NODE (the job's columns too)."""
     job = replica  # the job's columns are on the same row
@@ -220,6 +227,9 @@ def _assignment(
         ),
         volumes=[VolumeMount(name=n, path=p) for n, p in sorted(spec.volumes.items())],
         work_volume=f".pods/{job.pod_id}" if job.pod_id else None,
+        # Like files: what a replica starts from, already on the node once it has started.
+        **({} if started else code_fields(spec)),
+        wheelhouse=wheelhouse and not started,
     )
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES
 from corral.core.states import Desired, JobState, ReplicaState
+from corral.server.artifacts.service import check_workdir_format
 from corral.server.errors import Conflict, Invalid, NotFound
 from corral.server.services import recovery
 from corral.server.services.effects import Effects
@@ -92,6 +93,7 @@ def submit_job(
                 f"`corral job delete {name}`",
             )
     assert name is not None
+    check_workdir_format(spec.workdir)
     check_checkpoint_dir(spec.checkpoint_dir, checkpoint_root, workspace.name)
     check_secret_references(session, workspace, spec.secrets)
     check_volumes(session, workspace, spec.volumes)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from corral.core.pods import IdleFacts, decide_idle, pod_state
 from corral.core.states import LIVE_JOB_STATES, JobState
+from corral.server.artifacts.service import check_workdir_format
 from corral.server.errors import Conflict, Invalid, NotFound
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
@@ -68,6 +69,7 @@ def create_pod(
             )
         taken.name = f"{taken.id}"[:63]  # a deleted pod still stopping: free its name
         session.flush()
+    check_workdir_format(spec.workdir)
     check_volumes(session, workspace, spec.volumes)
     stored = spec.model_copy(update={"workspace": workspace.name})
     pod = Pod(
@@ -155,6 +157,11 @@ def pod_job_spec(pod: Pod) -> JobSpec:
             "max_restarts": 0,
             "priority": spec.priority,
             "node_selector": dict(spec.node_selector),
+            # The code travels with every run: the same tree and environment each start.
+            "workdir": spec.workdir,
+            "environment": spec.environment,
+            "setup": spec.setup,
+            "image": spec.image,
         },
         context=STORED,
     )
