@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def fake(bin_dir: Path, name: str, body: str) -> Path:
     return path
 
 
-def answers(bin_dir: Path, name: str, info: dict[str, object], code: int = 0) -> None:
+def answers(bin_dir: Path, name: str, info: Mapping[str, object], code: int = 0) -> None:
     """A client that prints `info` for exactly the arguments corral asks with."""
     fmt = "{{json .}}" if name == "docker" else "json"
     (bin_dir / f"{name}.json").write_text(json.dumps(info))
@@ -311,3 +312,21 @@ def test_stop_argv_names_the_container() -> None:
         "5",
         "corral-r1",
     ]
+
+
+def test_node_get_shows_the_runtimes_or_none() -> None:
+    from types import SimpleNamespace
+
+    from corral.cli.nodeview import runtime_text
+
+    both = SimpleNamespace(
+        runtimes=[
+            ContainerRuntime(name="podman", version="4.3.1", gpus=True),
+            {"name": "docker", "version": "27.3.1", "gpus": False},
+        ]
+    )
+    assert runtime_text(both) == "podman 4.3.1 (GPUs), docker 27.3.1"  # type: ignore[arg-type]
+    assert runtime_text(both, short=True) == "podman+gpus, docker"  # type: ignore[arg-type]
+    for bare in (SimpleNamespace(), SimpleNamespace(runtimes=None), SimpleNamespace(runtimes=[])):
+        assert runtime_text(bare) == "none"  # type: ignore[arg-type]
+        assert runtime_text(bare, short=True) == "-"  # type: ignore[arg-type]

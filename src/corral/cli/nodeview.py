@@ -100,7 +100,7 @@ def nodes_table(
     """One row a node. The CONDITION cell says why a node is out, cut short; `wide` leaves
     the condition alone and adds a WHY column with the whole reason and health summary."""
     now = time.time() if now is None else now
-    extra = ("WHY",) if wide else ()
+    extra = ("RUNTIME", "WHY") if wide else ()
     t = table(
         "NAME", "CONDITION", "HEALTH", "GPUS", "ALLOCATED", "CPUS", "MEMORY", "HEARTBEAT", *extra
     )
@@ -116,7 +116,7 @@ def nodes_table(
             heartbeat(n, now),
         ]
         if wide:
-            row.append(esc(_why_whole(n)))
+            row += [esc(runtime_text(n, short=True)), esc(_why_whole(n))]
         t.add_row(*row)
     return t
 
@@ -176,9 +176,32 @@ def header(detail: NodeDetail, now: float) -> RenderableType:
     grid.add_row("heartbeat", heartbeat(node, now))
     grid.add_row("boot id", esc(detail.boot_id or MISSING))
     grid.add_row("last report", age(detail.health_at, now) if detail.health_at else "never")
+    grid.add_row("container runtime", esc(runtime_text(node)))
     if node.agent_version:
         grid.add_row("agent", esc(node.agent_version))
     return grid
+
+
+def runtime_text(node: NodeView, *, short: bool = False) -> str:
+    """`podman 4.3.1 (GPUs)`, several joined by commas, or `none`; `short`: names only
+    (`podman+gpus`) for the wide `node ls`.
+
+    Read defensively (models or stored dicts, a server that sends none): an image job is
+    placed only where this is not `none`.
+    """
+    shown: list[str] = []
+    for runtime in getattr(node, "runtimes", None) or ():
+        item = runtime if isinstance(runtime, dict) else getattr(runtime, "__dict__", {})
+        name = str(item.get("name") or "")
+        if not name:
+            continue
+        gpus = item.get("gpus") is True
+        if short:
+            shown.append(name + ("+gpus" if gpus else ""))
+        else:
+            version = str(item.get("version") or "")
+            shown.append(" ".join(filter(None, (name, version))) + (" (GPUs)" if gpus else ""))
+    return ", ".join(shown) or ("-" if short else "none")
 
 
 def gpus_line(node: NodeView) -> str:

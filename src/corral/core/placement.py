@@ -46,6 +46,10 @@ class NodeState:
     # provider/region/zone/rack/node; a rack is one NVLink domain. Empty: unknown (flat).
     topology: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    # A container runtime (docker, podman) answered there: jobs with an `image` may run.
+    container_runtime: bool = False
+    # ...and it passes NVIDIA GPUs through (the toolkit's runtime or CDI).
+    container_gpus: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,9 @@ class PendingJob:
     max_runtime_s: float | None = None  # runtime estimate; needed for backfill guarantees
     # Node ids this job must avoid (they failed it recently: core.recovery excludes them).
     excluded_nodes: frozenset[str] = frozenset()
+    # A container image to run in: only nodes with a container runtime qualify (and, when
+    # it asks for GPUs, one that passes GPUs through).
+    image: str | None = None
 
 
 @dataclass(frozen=True)

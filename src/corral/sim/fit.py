@@ -54,6 +54,10 @@ class Free:
             return None
         if any(self.node.labels.get(k) != v for k, v in job.node_selector.items()):
             return None
+        if job.image is not None and not (
+            self.node.container_runtime and (d.gpus == 0 or self.node.container_gpus)
+        ):
+            return None
         if d.gpus > len(self.gpus):
             return None
         matching = self.matching(d)

@@ -2,8 +2,9 @@
 
 A job is compiled once per round into a `Shape` (jobs that ask for the same thing share
 one), which holds the matching GPU classes, the widest domain the gang may span and the
-nodes its selector admits. A shape that cannot fit even on an empty fleet gets `never`:
-the job is unresolvable as asked (Kubernetes' UnschedulableAndUnresolvable).
+nodes its selector (and, for a job with an `image`, a container runtime) admits. A shape
+that cannot fit even on an empty fleet gets `never`: the job is unresolvable as asked
+(Kubernetes' UnschedulableAndUnresolvable).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def shape_key(job: PendingJob) -> ShapeKey:
         job.topology,
         tuple(sorted(job.node_selector.items())),
         tuple(sorted(job.excluded_nodes)),
+        job.image,
     )
 
 
@@ -59,7 +61,7 @@ def compile_shape(
     d = job.demand
     what = d.gpu_type or "GPUs"
     spread = config.max_spread if job.topology is None else LEVEL_WORDS.get(job.topology)
-    eligible = _eligible(st, job.node_selector, job.excluded_nodes)
+    eligible = _eligible(st, job.node_selector, job.excluded_nodes, _runtime_need(job))
     classes = matching_classes(st, job) if d.gpus > 0 else (CPU_ONLY,)
     base = Shape(
         key=shape_key(job),
@@ -106,16 +108,29 @@ def node_slots(st: ClusterState, node: int, c: int, shape: Shape) -> int:
     return max(n, 0)
 
 
+def _runtime_need(job: PendingJob) -> str | None:
+    """What an image job needs of a node's container runtime: "runtime", "gpus" or None."""
+    if job.image is None:
+        return None
+    return "gpus" if job.demand.gpus > 0 else "runtime"
+
+
 def _eligible(
-    st: ClusterState, selector: Mapping[str, str], excluded: frozenset[str] = frozenset()
+    st: ClusterState,
+    selector: Mapping[str, str],
+    excluded: frozenset[str] = frozenset(),
+    runtime: str | None = None,
 ) -> frozenset[int] | None:
-    if not selector and not excluded:
+    if not selector and not excluded and runtime is None:
         return None
     items = selector.items()
     return frozenset(
         i
         for i, n in enumerate(st.nodes)
-        if n.id not in excluded and all(n.labels.get(k) == v for k, v in items)
+        if n.id not in excluded
+        and all(n.labels.get(k) == v for k, v in items)
+        and (runtime is None or n.container_runtime)
+        and (runtime != "gpus" or n.container_gpus)
     )
 
 
@@ -132,6 +147,14 @@ def _never(
     if spread is None:
         return reasons.UNKNOWN_TOPOLOGY.format(topology=job.topology, levels=", ".join(LEVEL_WORDS))
     if shape.eligible is not None and not shape.eligible:
+        runtime = _runtime_need(job)
+        if runtime is not None and not st.nodes:
+            return None  # no ready node at all: that changes when one connects
+        admitted = _eligible(st, job.node_selector, job.excluded_nodes)
+        if runtime is not None and (admitted is None or admitted):
+            # The selector and exclusions leave nodes: none of them has the runtime.
+            count = len(st.nodes) if admitted is None else len(admitted)
+            return _no_runtime(job, runtime, count)
         if not job.node_selector:
             return reasons.ALL_EXCLUDED.format(count=len(job.excluded_nodes))
         return reasons.SELECTOR_MATCHES_NONE.format(selector=_selector(job.node_selector))
@@ -186,6 +209,18 @@ def _gang_never(shape: Shape, st: ClusterState) -> str | None:
         what=shape.what,
         level=shape.spread.word,
         best=f"{best} such replica{'' if best == 1 else 's'}",
+    )
+
+
+def _no_runtime(job: PendingJob, need: str, count: int) -> str:
+    where = "ready node" + ("" if count == 1 else "s")
+    if job.node_selector:
+        where += f" matching node_selector {_selector(job.node_selector)}"
+    none = f"the one {where} has none" if count == 1 else f"none of the {count} {where} has one"
+    return reasons.NO_RUNTIME.format(
+        image=job.image,
+        gpus=reasons.NO_RUNTIME_GPUS if need == "gpus" else "",
+        none=none,
     )
 
 

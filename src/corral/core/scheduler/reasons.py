@@ -15,6 +15,11 @@ ALL_EXCLUDED = (
     "every ready node is excluded for this job ({count} failed it recently); waiting for "
     "another node"
 )
+NO_RUNTIME = (
+    "image {image} needs a node with a container runtime (docker or podman){gpus}; "
+    "{none} (see `corral node get`)"
+)
+NO_RUNTIME_GPUS = " that passes GPUs through"
 NODE_TOO_SMALL = "needs {need} {unit} per replica; the largest ready node has {have}"
 NO_SUCH_GPU = "no ready node has {what} GPUs{memory} (models here: {models})"
 NEVER_HAD_MODEL = "no node of this fleet has ever had {what} GPUs; models: {models}"

@@ -113,12 +113,14 @@ def pending_entry(
             node_selector=dict(spec.node_selector),
             max_runtime_s=spec.max_runtime,
             excluded_nodes=excluded_now(excluded, names, now),
+            image=spec.image,
         ),
         dict(excluded),
     )
 
 
 def node_base(node: Node) -> NodeState:
+    runtimes = node_runtimes(node)
     return NodeState(
         id=node.id,
         name=node.name,
@@ -134,7 +136,20 @@ def node_base(node: Node) -> NodeState:
         used_ports=frozenset(node.ports or ()),
         topology=node_topology(node.labels),
         labels=dict(node.labels),
+        container_runtime=bool(runtimes),
+        container_gpus=any(r.get("gpus") is True for r in runtimes),
     )
+
+
+def node_runtimes(node: Node) -> list[dict[str, Any]]:
+    """The container runtimes the node's agent reported (wire ContainerRuntime dicts).
+
+    Read defensively: stored JSON from an older agent, or none at all, is "no runtime".
+    """
+    stored = getattr(node, "runtimes", None)
+    if not isinstance(stored, list):
+        return []
+    return [r for r in stored if isinstance(r, dict)]
 
 
 def excluded_now(
