@@ -59,10 +59,20 @@ def run(
     workspace: WorkspaceOpt = None,
 ) -> None:
     from corral.cli.jobspec import build_job_spec
+    from corral.cli.workdir import send_workdir
 
     spec = build_job_spec(file or [], inline_argv(ctx), flags)
     check_workspace("job", spec.workspace, workspace)
-    with state(ctx).client(workspace) as client:
+    st = state(ctx)
+    with st.client(workspace) as client:
+        spec = send_workdir(
+            client,
+            spec,
+            flag=flags.workdir,
+            off=flags.no_workdir,
+            home=st.home(),
+            workspace=spec.workspace,
+        )
         # A file's own name is taken afresh when that job has ended; --name never is.
         job, renamed = rerun.submit(client, spec, renamable=flags.name is None)
         if renamed:

@@ -57,6 +57,57 @@ SelectorOpt = Annotated[
         "--selector", help="LABEL=VALUE the node must carry (repeatable).", show_default=False
     ),
 ]
+WorkdirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--workdir",
+        metavar="DIR",
+        help="Send this directory with the job (honouring .gitignore and .corralignore); "
+        "every replica starts in a copy. Default: the current directory when it is a "
+        "project (has .git, pyproject.toml, requirements.txt, setup.py or .corralignore).",
+        show_default=False,
+    ),
+]
+NoWorkdirOpt = Annotated[
+    bool,
+    typer.Option("--no-workdir", help="Send no working directory, whatever the file says."),
+]
+SetupOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--setup",
+        metavar="TEXT",
+        help="Shell commands run once per node and environment before the command.",
+        show_default=False,
+    ),
+]
+ImageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--image",
+        metavar="REF",
+        help="Run in this container image, on nodes with docker or podman.",
+        show_default=False,
+    ),
+]
+PythonOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--python",
+        metavar="VER",
+        help="Build a Python environment of this version on the node with uv (e.g. 3.11).",
+        show_default=False,
+    ),
+]
+RequirementsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--requirements",
+        metavar="FILE",
+        help="Install this requirements file of the working directory into the environment.",
+        show_default=False,
+    ),
+]
 SecretOpt = Annotated[
     list[str],
     typer.Option(
@@ -86,6 +137,11 @@ class RunFlags(SpecFlags):
         "node_selector": "--selector",
         "env": "--env",
         "secrets": "--secret",
+        "workdir": "--workdir",
+        "setup": "--setup",
+        "image": "--image",
+        "environment.python": "--python",
+        "environment.requirements": "--requirements",
     }
 
     name: NameOpt = None
@@ -101,10 +157,19 @@ class RunFlags(SpecFlags):
     selector: SelectorOpt = field(default_factory=list)
     env: EnvOpt = field(default_factory=list)
     secret: SecretOpt = field(default_factory=list)
+    workdir: WorkdirOpt = None
+    no_workdir: NoWorkdirOpt = False  # not a field: the CLI drops the spec's workdir
+    setup: SetupOpt = None
+    image: ImageOpt = None
+    python: PythonOpt = None
+    requirements: RequirementsOpt = None
 
     def top_level(self) -> dict[str, Any]:
         values: dict[str, Any] = {
             "name": self.name,
+            "workdir": self.workdir,
+            "setup": self.setup,
+            "image": self.image,
             "replicas": self.replicas,
             "max_restarts": self.max_restarts,
             "priority": self.priority,
@@ -119,7 +184,9 @@ class RunFlags(SpecFlags):
     def sections(self) -> dict[str, dict[str, Any]]:
         # Secrets add to the file's, as --env does.
         secrets = parse_secrets(self.secret) if self.secret else {}
-        return {**super().sections(), "secrets": secrets}
+        env = {"python": self.python, "requirements": self.requirements}
+        environment = {k: v for k, v in env.items() if v is not None}
+        return {**super().sections(), "secrets": secrets, "environment": environment}
 
 
 def parse_secrets(items: list[str]) -> dict[str, str]:
@@ -184,11 +251,14 @@ def build_job_spec(
     environ: Mapping[str, str] | None = None,
 ) -> JobSpec:
     """The spec to submit. Raises SpecError naming each bad field (or flag), CliError."""
+    from corral.cli.workdir import relative_to_file
     from corral.spec import load_job_spec, parse_job_spec
 
     path = spec_file(positional, inline=inline_argv is not None)
     env = parse_env(flags.env, os.environ if environ is None else environ)
     base = load_job_spec(path) if path is not None else None
+    if base is not None and base.workdir is not None:
+        base = base.model_copy(update={"workdir": relative_to_file(path, base.workdir)})
     if base is not None and inline_argv is None and not flags.given():
         return base
 

@@ -13,6 +13,14 @@ import typer
 from corral.cli import podssh, sshfiles
 from corral.cli.config import state
 from corral.cli.inline import InlineCommand
+from corral.cli.jobspec import (
+    ImageOpt,
+    NoWorkdirOpt,
+    PythonOpt,
+    RequirementsOpt,
+    SetupOpt,
+    WorkdirOpt,
+)
 from corral.cli.light import LightGroup
 from corral.cli.options import CpusOpt, EnvOpt, GpusOpt, JsonOpt, MemoryOpt, WorkspaceOpt
 from corral.cli.output import CliError, age, esc, note, out, print_page, print_view, table
@@ -83,6 +91,11 @@ class PodFlags(SpecFlags):
         "volumes": "--volume",
         "idle_stop": "--idle-stop",
         "jupyter": "--jupyter",
+        "workdir": "--workdir",
+        "setup": "--setup",
+        "image": "--image",
+        "environment.python": "--python",
+        "environment.requirements": "--requirements",
     }
 
     gpus: GpusOpt = None
@@ -92,13 +105,31 @@ class PodFlags(SpecFlags):
     volume: VolumeOpt = field(default_factory=list)
     idle_stop: IdleStopOpt = None
     jupyter: JupyterOpt = None
+    workdir: WorkdirOpt = None
+    no_workdir: NoWorkdirOpt = False  # not a field: the CLI drops the spec's workdir
+    setup: SetupOpt = None
+    image: ImageOpt = None
+    python: PythonOpt = None
+    requirements: RequirementsOpt = None
 
     def top_level(self) -> dict[str, Any]:
-        values: dict[str, Any] = {"idle_stop": self.idle_stop, "jupyter": self.jupyter}
+        values: dict[str, Any] = {
+            "idle_stop": self.idle_stop,
+            "jupyter": self.jupyter,
+            "workdir": self.workdir,
+            "setup": self.setup,
+            "image": self.image,
+        }
         return {k: v for k, v in values.items() if v is not None}
 
     def sections(self) -> dict[str, dict[str, Any]]:
-        return {**super().sections(), "volumes": parse_volumes(self.volume)}
+        env = {"python": self.python, "requirements": self.requirements}
+        environment = {k: v for k, v in env.items() if v is not None}
+        return {
+            **super().sections(),
+            "volumes": parse_volumes(self.volume),
+            "environment": environment,
+        }
 
     def paths(self) -> set[str]:
         # A volume's error is the whole mapping's ("volumes"), not one key's.
@@ -141,10 +172,13 @@ def build_pod_spec(
     """`corral pod create NAME [-f pod.yaml] [flags]`: the file's spec, flags over it."""
     data: dict[str, Any] = {}
     if file is not None:
+        from corral.cli.workdir import relative_to_file
         from corral.spec.loader import load_spec_data
 
         loaded = load_spec_data(file)
         data = dict(loaded) if isinstance(loaded, dict) else loaded
+        if isinstance(data, dict) and isinstance(data.get("workdir"), str):
+            data["workdir"] = relative_to_file(file, data["workdir"])
         if isinstance(data, dict) and name is not None and data.get("name") not in (None, name):
             raise CliError(
                 f"{file} describes pod {data['name']!r}, not {name!r}",
@@ -297,6 +331,12 @@ def create(
     volume: VolumeOpt = [],  # noqa: B006
     idle_stop: IdleStopOpt = None,
     jupyter: JupyterOpt = None,
+    workdir: WorkdirOpt = None,
+    no_workdir: NoWorkdirOpt = False,
+    setup: SetupOpt = None,
+    image: ImageOpt = None,
+    python: PythonOpt = None,
+    requirements: RequirementsOpt = None,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait until it runs (or fails).")
     ] = True,
@@ -305,11 +345,30 @@ def create(
     ] = 600,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    flags = PodFlags(gpus, cpus, memory, list(env or []), list(volume or []), idle_stop, jupyter)
+    from corral.cli.workdir import send_workdir
+
+    flags = PodFlags(
+        gpus,
+        cpus,
+        memory,
+        list(env or []),
+        list(volume or []),
+        idle_stop,
+        jupyter,
+        workdir=workdir,
+        no_workdir=no_workdir,
+        setup=setup,
+        image=image,
+        python=python,
+        requirements=requirements,
+    )
     spec = build_pod_spec(name, file, flags)
     check_workspace("pod", spec.workspace, workspace)
     st = state(ctx)
     with st.client(workspace or spec.workspace) as client:
+        spec = send_workdir(
+            client, spec, flag=workdir, off=no_workdir, home=st.home(), workspace=None
+        )
         pod = client.create_pod(spec)
         note(f"created pod [bold]{esc(pod.name)}[/] in workspace {esc(pod.workspace)}")
         _after_start(ctx, client, pod, wait, timeout)
