@@ -116,7 +116,7 @@ def test_without_keep_an_existing_file_is_an_error(tmp_path: Path) -> None:
     where = put_in_cache(cache, manifest.canonical(), blobs)
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "a.py").write_text("old")
-    with pytest.raises(WorkdirError, match="a.py"):
+    with pytest.raises(WorkdirError, match=r"a\.py"):
         copy_into(tmp_path / "work", where, cache)
 
 
@@ -257,7 +257,7 @@ def test_a_cached_tree_is_not_handed_to_a_workspace_the_server_did_not_allow(
 
     async def body() -> None:
         await cache.fetch("team-a", digest)
-        with pytest.raises(FetchError, match="no working directory .* of workspace team-b"):
+        with pytest.raises(FetchError, match=r"no working directory .* of workspace team-b"):
             await cache.fetch("team-b", digest)
         # Allowed now (a replica of team-b's uses the same bytes): asked, no blob fetched.
         server.allowed.add(("team-b", digest))

@@ -188,9 +188,10 @@ class ArtifactCache:
         try:
             manifest = Manifest.model_validate_json(bytes(body))
         except ValidationError as exc:
-            raise FetchError(
-                f"the server's manifest of {digest[:12]} is not valid: {exc}"
-            ) from None
+            first = exc.errors()[0] if exc.errors() else None
+            where = ".".join(str(p) for p in first["loc"]) if first else ""
+            problem = f"{where}: {first['msg']}" if first else str(exc)
+            raise FetchError(f"the manifest of {digest[:12]} is not valid: {problem}") from None
         if manifest.digest() != digest:
             raise FetchError(f"the server's manifest does not have digest {digest[:12]}")
         total = manifest.total_bytes()

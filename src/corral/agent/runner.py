@@ -31,6 +31,7 @@ runs ends it without starting anything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -213,16 +214,21 @@ class Runner:
         try:
             await artifacts.prepare(self.cache, record.assignment, record.path)
         except (artifacts.FetchError, OSError) as exc:
-            if not record.exited:
-                self._finish(record, None, f"cannot fetch the working directory: {exc}")
+            self._not_prepared(record, f"cannot fetch the working directory: {exc}")
             return
         except Exception as exc:  # our bug: said, and the replica is not left hanging
             log.exception("replica %s: preparing it failed", record.replica_id)
-            if not record.exited:
-                self._finish(record, None, f"cannot fetch the working directory: {exc!r}")
+            self._not_prepared(record, f"cannot fetch the working directory: {exc!r}")
             return
         if not record.exited:  # stopped meanwhile: stop() recorded it
             self._launch(record, env)
+
+    def _not_prepared(self, record: ReplicaRecord, error: str) -> None:
+        if record.exited:
+            return
+        with contextlib.suppress(OSError), open(record.path / OUTPUT, "ab") as output:
+            output.write(f"corral: {error}\n".encode())  # where the user looks: its log
+        self._finish(record, None, error)
 
     def _launch(self, record: ReplicaRecord, env: dict[str, str]) -> None:
         """Start the replica's shim and watch it."""

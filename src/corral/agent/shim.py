@@ -237,7 +237,7 @@ def _copy_tree(
         os.close(target)
     kept = f", {len(stats.kept)} already there kept as they are" if stats.kept else ""
     line = (
-        f"corral: working directory sha256:{(code.digest or '')[:12]}: {stats.files} files "
+        f"corral: working directory sha256:{(code.digest or '')[:12]}: {stats.files} file{'' if stats.files == 1 else 's'} "
         f"({_size(stats.bytes)}) in {time.monotonic() - started:.2f} s{kept}\n"
     )
     log.write(line.encode())
