@@ -236,8 +236,9 @@ def _copy_tree(
     finally:
         os.close(target)
     kept = f", {len(stats.kept)} already there kept as they are" if stats.kept else ""
+    files = f"{stats.files} file" + ("" if stats.files == 1 else "s")
     line = (
-        f"corral: working directory sha256:{(code.digest or '')[:12]}: {stats.files} file{'' if stats.files == 1 else 's'} "
+        f"corral: working directory sha256:{(code.digest or '')[:12]}: {files} "
         f"({_size(stats.bytes)}) in {time.monotonic() - started:.2f} s{kept}\n"
     )
     log.write(line.encode())
