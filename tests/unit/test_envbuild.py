@@ -369,3 +369,10 @@ def test_clip_keeps_the_first_line_and_the_end() -> None:
     assert clipped.startswith("first line\n…\n")
     assert clipped.endswith("line 499\nthe conclusion")
     assert envbuild.clip("short") == "short"
+
+
+def test_the_key_names_the_uv_package_without_running_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import version
+
+    monkeypatch.delenv(envbuild.UV_ENV, raising=False)
+    assert envbuild.uv_identity() == f"uv-{version('uv')}.dist-info"

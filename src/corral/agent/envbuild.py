@@ -52,14 +52,12 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 READY = ".corral-ready"
 INLINE_REQUIREMENTS = ".corral-requirements.txt"
@@ -86,8 +84,7 @@ class Failure(Exception):
         self.code = code
 
 
-@dataclass(frozen=True)
-class Environment:
+class Environment(NamedTuple):
     python: str | None = None
     requirements: str | tuple[str, ...] | None = None
     uv_lock: str | None = None
@@ -124,8 +121,7 @@ class Environment:
         return None if env == cls() else env
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     environment: Environment | None
     setup: str | None
     index_url: str | None
@@ -181,19 +177,32 @@ def wrap_argv(
 # --- the key ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Inputs:
+class Inputs(NamedTuple):
     key: str
     describe: str  # for the log: "python 3.11, requirements.txt"
 
 
-def _uv_identity(uv: str) -> str:
-    if os.environ.get(UV_ENV):
-        st = os.stat(uv)
-        return f"{os.path.realpath(uv)}:{st.st_size}:{st.st_mtime_ns}"
-    from importlib.metadata import version
+def uv_identity() -> str:
+    """What stands for uv's version in the key, found without running uv (a warm start must
+    not): the uv package's dist-info name, or an override binary's path, size and mtime."""
+    override = os.environ.get(UV_ENV)
+    try:
+        if not override:
+            import uv
 
-    return f"uv {version('uv')}"
+            site = os.path.dirname(os.path.dirname(uv.__file__))
+            found = sorted(
+                name
+                for name in os.listdir(site)
+                if name.startswith("uv-") and name.endswith(".dist-info")
+            )
+            if found:
+                return " ".join(found)  # uv-0.13.9.dist-info
+        binary = override or _find_uv()
+        st = os.stat(binary)
+    except (ImportError, OSError) as exc:
+        raise Failure(f"the environment could not be built: uv is not available: {exc}") from None
+    return f"{os.path.realpath(binary)}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def _read(workdir: Path, name: str, field: str) -> bytes:
@@ -215,12 +224,12 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def inputs(env: Environment, index_url: str | None, uv: str, workdir: Path) -> Inputs:
+def inputs(env: Environment, index_url: str | None, workdir: Path) -> Inputs:
     """The environment's key and a short description, from what it is built from."""
     parts: dict[str, Any] = {
         "v": KEY_VERSION,
         "index_url": index_url,
-        "uv": _uv_identity(uv),
+        "uv": uv_identity(),
         "platform": [sys.platform, os.uname().machine],
         "uv_env": sorted((k, v) for k, v in os.environ.items() if k.startswith("UV_")),
     }
@@ -265,6 +274,8 @@ def say(line: str) -> None:
 def _tee(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> tuple[int, list[str]]:
     """Runs argv with its output copied into ours (the replica's log); returns its exit
     status (128+N for signal N) and its last non-empty lines."""
+    import subprocess  # not on a warm start's path
+
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     out = sys.stdout.buffer
     with subprocess.Popen(
@@ -416,12 +427,12 @@ def build(env: Environment, index_url: str | None, uv: str, env_dir: Path, workd
         )
 
 
-def ensure_environment(plan: Plan, uv: str, workdir: Path) -> Path | None:
+def ensure_environment(plan: Plan, workdir: Path) -> Path | None:
     """The ready environment's directory (built now, or found), None without one."""
     env = plan.environment
     if env is None:
         return None
-    found = inputs(env, plan.index_url, uv, workdir)
+    found = inputs(env, plan.index_url, workdir)
     short = found.key[:12]
     envs = _cache_dir("envs")
     env_dir = envs / found.key
@@ -437,7 +448,7 @@ def ensure_environment(plan: Plan, uv: str, workdir: Path) -> Path | None:
         say(f"building environment {short} ({found.describe})…")
         started = time.monotonic()
         try:
-            build(env, plan.index_url, uv, env_dir, workdir)
+            build(env, plan.index_url, _find_uv(), env_dir, workdir)
         except BaseException:
             _remove(env_dir)
             raise
@@ -500,7 +511,7 @@ def _find_uv() -> str:
         import uv
 
         return str(uv.find_uv_bin())
-    except (ImportError, FileNotFoundError) as exc:
+    except (ImportError, OSError) as exc:
         raise Failure(f"the environment could not be built: uv is not installed: {exc}") from None
 
 
@@ -560,7 +571,7 @@ def main(args: Sequence[str] | None = None) -> int:
         env_dir: Path | None = None
         key: str | None = None
         if plan.environment is not None:
-            env_dir = ensure_environment(plan, _find_uv(), workdir)
+            env_dir = ensure_environment(plan, workdir)
             assert env_dir is not None
             key = env_dir.name
             env["VIRTUAL_ENV"] = str(env_dir)
