@@ -180,6 +180,25 @@ def test_cold_build_then_warm_start_from_cache_without_uv(node: Node, index: str
     assert len(node.envs()) == 2
 
 
+def test_files_a_requirements_file_includes_are_part_of_the_key(node: Node, index: str) -> None:
+    reqs = node.work / "reqs"
+    reqs.mkdir()
+    (reqs / "main.txt").write_text("-r base.txt\n--constraint=pins.txt\n")
+    (reqs / "base.txt").write_text("alpha\n")
+    (reqs / "pins.txt").write_text("beta==1.2\n")
+    assignment = {"environment": {"requirements": "reqs/main.txt"}}
+    show = ["python", "-c", "import beta; print('BETA', beta.VERSION)"]
+    first = node.run(assignment, show, index)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "BETA 1.2" in first.stdout
+    # main.txt is unchanged; the constraints file it names changed: another environment.
+    (reqs / "pins.txt").write_text("beta==1.2\ngamma==2.0\n")
+    second = node.run(assignment, show, index)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "building environment" in second.stdout
+    assert len(node.envs()) == 2
+
+
 def test_inline_requirements_and_the_nodes_python(node: Node, index: str) -> None:
     assignment = {"environment": {"requirements": ["gamma==2.0", "alpha"]}}
     done = node.run(

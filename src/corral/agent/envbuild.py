@@ -7,8 +7,8 @@ The shim wraps the workload's argv with `wrap_argv` when the spec has `environme
 working directory, its output the replica's first log lines:
 
 1. the environment's key is the sha256 of what it is built from: the Python request, the
-   requirement lines (or the requirements file's bytes), uv.lock and the pyproject.toml
-   beside it, the index URL, uv's version, the platform and any UV_* variable of the
+   requirement lines (or the bytes of the requirements file and of the files it includes
+   with -r/-c), uv.lock and the pyproject.toml beside it, the index URL, uv's version, the platform and any UV_* variable of the
    replica's environment. The environment lives at `$HOME/.cache/corral/envs/<key>` (HOME
    is the workspace's home on the node: one cache per workspace and node, never shared
    across tenants) and is complete once `.corral-ready` exists in it. A warm start reads
@@ -224,6 +224,32 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_INCLUDE = re.compile(r"^\s*(?:-r|-c|--requirement|--constraint)(?:\s*=\s*|\s+)(\S+)")
+MAX_INCLUDED_FILES = 100
+
+
+def _requirement_files(workdir: Path, name: str) -> dict[str, str]:
+    """The sha256 of the requirements file and of the files it includes (`-r`, `-c`,
+    relative to the including file, as pip and uv read them), by path in the working
+    directory: a changed constraints file is another environment too."""
+    found: dict[str, str] = {}
+    pending = [name]
+    while pending and len(found) < MAX_INCLUDED_FILES:
+        current = pending.pop()
+        if current in found:
+            continue
+        data = _read(workdir, current, "environment.requirements")
+        found[current] = _sha(data)
+        for line in data.decode(errors="replace").splitlines():
+            match = _INCLUDE.match(line)
+            if match is None or "://" in match.group(1):
+                continue
+            included = os.path.normpath(os.path.join(os.path.dirname(current), match.group(1)))
+            if not included.startswith(("/", "..")):  # outside the tree: not ours to hash
+                pending.append(included)
+    return found
+
+
 def inputs(env: Environment, index_url: str | None, workdir: Path) -> Inputs:
     """The environment's key and a short description, from what it is built from."""
     parts: dict[str, Any] = {
@@ -242,9 +268,7 @@ def inputs(env: Environment, index_url: str | None, workdir: Path) -> Inputs:
         parts["python"] = {"default": platform.python_version(), "base": sys.base_prefix}
         describe.append(f"python {platform.python_version()}")
     if isinstance(env.requirements, str):
-        parts["requirements"] = {
-            "file": _sha(_read(workdir, env.requirements, "environment.requirements"))
-        }
+        parts["requirements"] = {"files": _requirement_files(workdir, env.requirements)}
         describe.append(env.requirements)
     elif env.requirements is not None:
         parts["requirements"] = {"lines": list(env.requirements)}
