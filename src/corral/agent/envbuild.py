@@ -11,8 +11,9 @@ working directory, its output the replica's first log lines:
    with -r/-c), uv.lock and the pyproject.toml beside it, the index URL, uv's version,
    the platform and any UV_* variable of the replica's environment. The environment lives
    at `$HOME/.cache/corral/envs/<key>` (HOME is the workspace's home on the node: one
-   cache per workspace and node, never shared across tenants) and is complete once `.corral-ready` exists in it. A warm start reads
-   and hashes the inputs, sees the marker and runs nothing else: uv is not even started.
+   cache per workspace and node, never shared across tenants) and is complete once
+   `.corral-ready` exists in it. A warm start reads and hashes the inputs, sees the marker
+   and runs nothing else: uv is not even started.
 2. a cold one takes `<key>.lock` (flock: two replicas of a gang build once, the second
    waits and then finds it ready), builds in place (a virtualenv is not relocatable):
    `uv venv --python X`, then `uv sync --frozen` of the lock (the project and its
