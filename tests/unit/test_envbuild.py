@@ -161,6 +161,8 @@ def test_cold_build_then_warm_start_from_cache_without_uv(node: Node, index: str
     # The workload ran in the environment: the packages import, sys.prefix is the env.
     assert f"WORKLOAD 1.0 1.2 {env_dir}" in cold.stdout
     assert (env_dir / ".corral-ready").is_file()
+    for made in (node.home / ".cache" / "corral", env_dir.parent):
+        assert made.stat().st_mode & 0o777 == 0o700  # the workspace's own
     calls = node.uv_calls()
     assert [c.split()[0] for c in calls] == ["venv", "pip"]
     assert f"--index-url {index}" in calls[1]

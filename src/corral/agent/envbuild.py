@@ -355,8 +355,17 @@ def _home() -> Path:
 
 
 def _cache_dir(*parts: str) -> Path:
-    path = _home().joinpath(".cache", "corral", *parts)
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """`$HOME/.cache/corral/<parts>`, each directory made 0700 (a laptop's HOME may be
+    readable by others; a replica's is not)."""
+    path = _home()
+    for part in (".cache", "corral", *parts):
+        path = path / part
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise Failure(f"cannot create {path}: {exc.strerror or exc}") from None
     return path
 
 
