@@ -14,7 +14,7 @@ import pytest
 
 from corral.agent import inventory
 from corral.agent.gpu.base import GpuReport
-from corral.agent.runtimes import container_argv, detect, stop_argv, write_env_file
+from corral.agent.runtimes import container_argv, describe, detect, stop_argv, write_env_file
 from corral.wire.agent import ContainerRuntime
 
 DOCKER_INFO = {
@@ -330,3 +330,9 @@ def test_node_get_shows_the_runtimes_or_none() -> None:
     for bare in (SimpleNamespace(), SimpleNamespace(runtimes=None), SimpleNamespace(runtimes=[])):
         assert runtime_text(bare) == "none"  # type: ignore[arg-type]
         assert runtime_text(bare, short=True) == "-"  # type: ignore[arg-type]
+
+
+def test_the_agents_log_line_says_what_was_found() -> None:
+    found = [ContainerRuntime(name="podman", version="4.3.1", gpus=True)]
+    assert describe(found) == "container runtimes: podman 4.3.1 (GPUs)"
+    assert "jobs with an image are not placed on this node" in describe([])

@@ -84,6 +84,17 @@ def detect(
     return found
 
 
+def describe(found: Sequence[ContainerRuntime]) -> str:
+    """For the agent's log: what was found, or why image jobs will not come here."""
+    if not found:
+        return (
+            "no container runtime answered (docker info / podman info): jobs with an image "
+            "are not placed on this node"
+        )
+    shown = ", ".join(f"{r.name} {r.version}" + (" (GPUs)" if r.gpus else "") for r in found)
+    return f"container runtimes: {shown}"
+
+
 def _spawn(argv: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         argv,
