@@ -618,6 +618,9 @@ def main(args: Sequence[str] | None = None) -> int:
     except Failure as failure:
         write_error(_status_dir(plan), failure.message)
         return failure.code
+    except OSError as exc:  # the node's side (a full disk): still one line, not a traceback
+        write_error(_status_dir(plan), f"the environment could not be prepared: {exc}")
+        return FAILED
     sys.stdout.flush()
     sys.stderr.flush()
     try:
