@@ -14,8 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from corral.agent.artifacts import ArtifactCache, FetchError
-from corral.agent.workdir import WorkdirError, blob_path, materialize
+from corral.agent.artifacts import ArtifactCache, FetchError, prepare
+from corral.agent.runner import STOPPED_WHILE_FETCHING, Runner
+from corral.agent.shim import workload_argv
+from corral.agent.workdir import WorkdirError, blob_path, load_code_plan, materialize
+from corral.wire.agent import ReplicaAssignment
 from corral.wire.artifacts import CHUNK_BYTES, BlobQuery, FileEntry, Manifest, blob_digest, frames
 
 UID = 1_000_321
@@ -287,3 +290,82 @@ def test_a_tree_over_the_nodes_limit_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FetchError, match="this node takes at most 1000"):
         asyncio.run(cache.fetch("team-a", manifest.digest()))
     assert server.asked == []
+
+
+# -- the runner's preparation --------------------------------------------------------------
+
+
+def assignment(rid: str, **extra: object) -> ReplicaAssignment:
+    return ReplicaAssignment(
+        replica_id=rid,
+        job="train",
+        workspace="team-a",
+        attempt=1,
+        rank=0,
+        argv=["sh", "-c", "echo ran"],
+        env={},
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_the_shim_is_told_the_servers_wheel_index_only_when_it_serves_one(
+    tmp_path: Path,
+) -> None:
+    cache = cache_for(tmp_path, FakeServer(*example()))
+    env = {"requirements": ["tinypkg"]}
+    for rid, wheelhouse in (("with", True), ("without", False)):
+        (tmp_path / rid).mkdir()
+        a = assignment(rid, environment=env, wheelhouse=wheelhouse)
+        asyncio.run(prepare(cache, a, tmp_path / rid))
+    plan = load_code_plan(tmp_path / "with")
+    assert plan is not None and plan.index_url == "http://corral.test/v1/wheels/simple/"
+    assert plan.manifest is None  # no working directory: nothing fetched
+    argv = workload_argv(tmp_path / "with", assignment("with", environment=env).model_dump())
+    built = json.loads(argv[argv.index("corral.agent.envbuild") + 1])
+    assert built["index_url"] == plan.index_url and argv[-3:] == ["sh", "-c", "echo ran"]
+    assert load_code_plan(tmp_path / "without").index_url is None  # type: ignore[union-attr]
+
+
+def test_a_stop_while_the_tree_is_fetched_ends_the_replica_unstarted(tmp_path: Path) -> None:
+    manifest, blobs = example()
+    server = FakeServer(manifest, blobs)
+    server.allowed.add(("team-a", manifest.digest()))
+    asked = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        asked.set()
+        await release.wait()  # a control plane that does not answer yet
+        return server.handle(request)
+
+    cache = ArtifactCache(
+        tmp_path / "artifacts",
+        "http://corral.test",
+        lambda: "node-token",
+        transport=httpx.MockTransport(slow),
+    )
+    runner = Runner(tmp_path, cache=cache)
+
+    async def body() -> None:
+        runner.load()
+        assert runner.start(assignment("r1", workdir=manifest.digest()))
+        await asyncio.wait_for(asked.wait(), 10)
+        runner.stop("r1")
+        record = runner.records["r1"]
+        await asyncio.wait_for(record.done.wait(), 10)
+        release.set()
+        # The fetch goes on (other replicas may wait for it) and ends; the replica must not
+        # start when it does.
+        cached = tmp_path / "artifacts" / "manifests" / f"{manifest.digest()}.json"
+        async with asyncio.timeout(10):
+            while not cached.exists():
+                await asyncio.sleep(0.01)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert (record.exit_code, record.error) == (None, STOPPED_WHILE_FETCHING)
+        runner.close()
+
+    asyncio.run(body())
+    replica = tmp_path / "replicas" / "r1"
+    assert json.loads((replica / "exit.json").read_text())["error"] == STOPPED_WHILE_FETCHING
+    assert not (replica / "shim.json").exists() and not (replica / "output.log").exists()
