@@ -135,7 +135,7 @@ def test_nothing_to_do_leaves_the_argv_alone() -> None:
     assert envbuild.wrap_argv({"environment": {}}, argv, None) == argv
     wrapped = envbuild.wrap_argv({"setup": "true"}, argv, "http://w/simple/")
     assert wrapped[:4] == [sys.executable, "-I", "-m", "corral.agent.envbuild"]
-    assert wrapped[5:] == ["--", *argv]
+    assert wrapped[5:] == ["--", *argv]  # a short plan is one argument
     assert json.loads(wrapped[4]) == {
         "environment": None,
         "setup": "true",
@@ -381,6 +381,20 @@ def test_bad_input_is_one_line_and_exit_2(node: Node) -> None:
     missing = node.run({"setup": "true"}, ["no-such-program-here"])
     assert missing.returncode == 127
     assert node.error() == "cannot run 'no-such-program-here': No such file or directory"
+
+
+def test_a_plan_over_linuxs_argument_limit_travels_in_pieces(node: Node, index: str) -> None:
+    # One argv string may not exceed 128 KiB; setup may be 64 KiB and requirements more.
+    setup = "echo LONG-SETUP\n" + "".join(f"# {i:05d} {'x' * 90}\n" for i in range(600))
+    notes = [f"# note {i} {'y' * 900}" for i in range(100)]
+    assignment = {"environment": {"requirements": ["alpha", *notes]}, "setup": setup}
+    argv = node.argv(assignment, ["python", "-c", IMPORT_ALL], index)
+    pieces = argv[4 : argv.index("--")]
+    assert len("".join(pieces)) > 128 * 1024 and len(pieces) >= 3
+    assert all(len(piece) <= envbuild.PLAN_PIECE for piece in pieces)
+    done = node.run(assignment, ["python", "-c", IMPORT_ALL], index)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert "LONG-SETUP" in done.stdout and "WORKLOAD 1.0 1.2" in done.stdout
 
 
 def test_clip_keeps_the_first_line_and_the_end() -> None:

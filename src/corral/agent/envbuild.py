@@ -71,6 +71,7 @@ NOT_FOUND = 127
 CANNOT_RUN = 126
 UV_ENV = "CORRAL_UV"
 PROGRESS_FILE_ENV = "CORRAL_PROGRESS_FILE"  # as layout.py names it; its directory is status/
+PLAN_PIECE = 64 * 1024
 KEY_VERSION = 1  # bump when what goes into the key, or how an environment is built, changes
 _PYTHON = re.compile(r"^3(\.\d{1,2}){0,2}$")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -172,7 +173,11 @@ def wrap_argv(
         "index_url": index_url,
         "status_dir": status_dir,
     }
-    return [sys.executable, "-I", "-m", "corral.agent.envbuild", json.dumps(plan), "--", *argv]
+    text = json.dumps(plan)  # ASCII: a character is a byte
+    # Linux refuses an argument over 128 KiB (MAX_ARG_STRLEN); `setup` alone may be 64 KiB
+    # and the requirement lines more, so a long plan travels in pieces.
+    pieces = [text[i : i + PLAN_PIECE] for i in range(0, len(text), PLAN_PIECE)]
+    return [sys.executable, "-I", "-m", "corral.agent.envbuild", *pieces, "--", *argv]
 
 
 # --- the key ------------------------------------------------------------------------------
@@ -583,9 +588,13 @@ def write_error(status_dir: str | None, message: str) -> None:
 
 
 def _split(args: Sequence[str]) -> tuple[str, list[str]]:
-    if len(args) < 3 or args[1] != "--":
-        raise ValueError("usage: python -m corral.agent.envbuild <plan json> -- argv...")
-    return args[0], list(args[2:])
+    """The plan (its pieces joined) and the workload's argv."""
+    if "--" not in args[1:]:
+        raise ValueError("usage: python -m corral.agent.envbuild <plan json>... -- argv...")
+    end = args.index("--", 1)
+    if end == len(args) - 1:
+        raise ValueError("usage: python -m corral.agent.envbuild <plan json>... -- argv...")
+    return "".join(args[:end]), list(args[end + 1 :])
 
 
 def main(args: Sequence[str] | None = None) -> int:
