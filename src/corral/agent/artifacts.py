@@ -51,6 +51,7 @@ BATCH_BYTES = 32 * 1024 * 1024  # blobs asked for in one request
 BATCH_BLOBS = 4096
 PARALLEL_BATCHES = 4
 ATTEMPTS = 3
+FSYNC_EACH_UP_TO = 64  # new blobs synced one by one; more: one syncfs of the cache
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 MAX_BYTES_ENV = "CORRAL_WORKDIR_MAX_BYTES"
 
@@ -129,14 +130,17 @@ class ArtifactCache:
             need = sum(missing.values())
             await asyncio.to_thread(self._check_space, need)
             batches = _batches(missing)
+            durable = len(missing) <= FSYNC_EACH_UP_TO  # else one syncfs at the end
             gate = asyncio.Semaphore(PARALLEL_BATCHES)
 
             async def one(batch: dict[str, int]) -> None:
                 async with gate:
-                    await self._retrying(lambda: self._blobs(client, workspace, digest, batch))
+                    await self._retrying(
+                        lambda: self._blobs(client, workspace, digest, batch, durable)
+                    )
 
             await asyncio.gather(*(one(b) for b in batches))
-        await asyncio.to_thread(self._commit, cached, manifest)
+        await asyncio.to_thread(self._commit, cached, manifest, not durable)
         self._allowed.add((workspace, digest))
         if missing:
             log.info(
@@ -206,7 +210,12 @@ class ArtifactCache:
         return manifest
 
     async def _blobs(
-        self, client: httpx.AsyncClient, workspace: str, digest: str, pending: dict[str, int]
+        self,
+        client: httpx.AsyncClient,
+        workspace: str,
+        digest: str,
+        pending: dict[str, int],
+        durable: bool,
     ) -> None:
         """Fetch the `pending` blobs (digest -> length), taking each off as it is stored: a
         second try asks only for what the first did not bring."""
@@ -230,7 +239,7 @@ class ArtifactCache:
                                     f"the server sent blob {blob[:12]} unasked, or not of the "
                                     "length its manifest says"
                                 )
-                        await asyncio.to_thread(self._store, got)
+                        await asyncio.to_thread(self._store, got, durable)
                         for blob, _data in got:
                             pending.pop(blob, None)
                 reader.finish()
@@ -266,7 +275,7 @@ class ArtifactCache:
                 f"the working directory needs {need} bytes in {self.root}; {free} are free"
             )
 
-    def _store(self, blobs: list[tuple[str, bytes]]) -> None:
+    def _store(self, blobs: list[tuple[str, bytes]], durable: bool) -> None:
         for digest, data in blobs:
             path = blob_path(self.blobs, digest)
             path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -275,16 +284,22 @@ class ArtifactCache:
             try:
                 with os.fdopen(fd, "wb") as out:
                     out.write(data)
+                    if durable:
+                        out.flush()
+                        os.fdatasync(out.fileno())
                 os.replace(tmp, path)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
 
-    def _commit(self, cached: Path, manifest: Manifest) -> None:
+    def _commit(self, cached: Path, manifest: Manifest, sync_all: bool) -> None:
         """Write the manifest once its blobs are on disk for good: its presence says the
-        tree is complete (one syncfs, not one fsync per blob)."""
-        _syncfs(self.root)
+        tree is complete. Many new blobs: one syncfs rather than one fsync each; a few (a
+        re-submit after a small change) were synced one by one, and a syncfs would wait
+        for every dirty page of the filesystem (the replicas' own writes too)."""
+        if sync_all:
+            _syncfs(self.root)
         tmp = cached.with_name(f".{cached.name}.{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as out:
