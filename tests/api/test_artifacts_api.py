@@ -15,6 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from corral.server.app import create_app
+from corral.server.config import ServerOptions, SettingError
 from corral.server.runtime import ControlPlane
 from corral.server.services import nodes
 from corral.server.services.assignments import build_assignments
@@ -283,3 +285,21 @@ def test_the_wheelhouse_is_a_simple_index(database_url: str, tmp_path: Path) -> 
         assert api.get("/v1/wheels/files/..%2Fsecret.whl").status_code == 404
     with in_process(database_url, tmp_path / "home2") as api:
         assert api.get("/v1/wheels/simple/").status_code == 404
+
+
+def test_the_settings_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CORRAL_ARTIFACT_STORE", "s3://bucket/prefix")
+    monkeypatch.setenv("CORRAL_WORKDIR_MAX_BYTES", "1048576")
+    monkeypatch.setenv("CORRAL_WHEELHOUSE", str(tmp_path))
+    options = ServerOptions.from_env(home=tmp_path)
+    assert options.resolved_artifact_store() == "s3://bucket/prefix"
+    assert options.workdir_max_bytes == 1048576 and options.wheelhouse == tmp_path
+    monkeypatch.setenv("CORRAL_WORKDIR_MAX_BYTES", "2GB")
+    with pytest.raises(SettingError, match=r"CORRAL_WORKDIR_MAX_BYTES.*'2GB'"):
+        ServerOptions.from_env(home=tmp_path)
+    # An unusable store stops the server before it starts, naming the setting.
+    with pytest.raises(SettingError, match="CORRAL_ARTIFACT_STORE"):
+        create_app(ServerOptions(home=tmp_path, artifact_store="ftp://host/dir"))
+    assert ServerOptions(home=tmp_path).resolved_artifact_store() == str(tmp_path / "artifacts")
