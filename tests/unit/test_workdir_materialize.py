@@ -369,3 +369,22 @@ def test_a_stop_while_the_tree_is_fetched_ends_the_replica_unstarted(tmp_path: P
     replica = tmp_path / "replicas" / "r1"
     assert json.loads((replica / "exit.json").read_text())["error"] == STOPPED_WHILE_FETCHING
     assert not (replica / "shim.json").exists() and not (replica / "output.log").exists()
+
+
+def test_a_cache_left_by_an_earlier_boot_is_dropped_not_trusted(tmp_path: Path) -> None:
+    manifest, blobs = example()
+    server = FakeServer(manifest, blobs)
+    server.allowed.add(("team-a", manifest.digest()))
+    asyncio.run(cache_for(tmp_path, server).fetch("team-a", manifest.digest()))
+    root = tmp_path / "artifacts"
+    # Same boot, a new agent: everything is still there and nothing is fetched again.
+    again = asyncio.run(cache_for(tmp_path, server).fetch("team-a", manifest.digest()))
+    assert again.fetched_blobs == 0
+    # Another boot (or a power loss): blobs written unsynced may be torn; all fetched anew.
+    (root / "boot_id").write_text("an-earlier-boot\n")
+    some = next(iter(blobs))
+    blob_path(root / "blobs", some).write_bytes(b"torn")
+    after = asyncio.run(cache_for(tmp_path, server).fetch("team-a", manifest.digest()))
+    assert after.fetched_blobs == len(blobs)
+    assert blob_path(root / "blobs", some).read_bytes() == blobs[some]
+    assert sorted(p.name for p in root.iterdir()) == ["blobs", "boot_id", "manifests"]

@@ -5,7 +5,13 @@ shared by every replica on the node that uses the same bytes.
 <state>/artifacts/           0700 root: never in a replica's view (below the state dir)
   blobs/<hex[:2]>/<hex>      one chunk (wire/artifacts.py), checked against its digest
   manifests/<hex>.json       a manifest, written only once every blob it names is here
+  boot_id                    the boot the cache belongs to
 ```
+
+Nothing is fsynced: the cache belongs to one boot of the node. An agent that crashes or
+restarts finds what the page cache holds, whole; after a reboot (or a power loss) the boot
+id differs and the cache is dropped, so a torn blob is never copied into a replica. Syncing
+instead would cost a re-submit's fetch a flush of every dirty page of the filesystem.
 
 `ArtifactCache.fetch(workspace, digest)` asks `GET /v1/agent/artifacts/{ws}/manifests/{digest}`
 (with the node token) unless this agent already had the server's yes for that workspace and
@@ -20,10 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import secrets
+import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +57,7 @@ BATCH_BYTES = 32 * 1024 * 1024  # blobs asked for in one request
 BATCH_BLOBS = 4096
 PARALLEL_BATCHES = 4
 ATTEMPTS = 3
-FSYNC_EACH_UP_TO = 64  # new blobs synced one by one; more: one syncfs of the cache
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 MAX_BYTES_ENV = "CORRAL_WORKDIR_MAX_BYTES"
 
@@ -100,6 +106,8 @@ class ArtifactCache:
         self._allowed: set[tuple[str, str]] = set()  # the server said yes, this run
         self._flights: dict[tuple[str, str], asyncio.Task[Fetched]] = {}
         self.requests = 0  # HTTP requests made: what a warm cache saves
+        self._opening = asyncio.Lock()
+        self._opened = False
 
     @property
     def index_url(self) -> str:
@@ -120,7 +128,10 @@ class ArtifactCache:
         return await asyncio.shield(flight)
 
     async def _fetch(self, workspace: str, digest: str) -> Fetched:
-        await asyncio.to_thread(self._make_dirs)
+        async with self._opening:
+            if not self._opened:
+                await asyncio.to_thread(self._open)
+                self._opened = True
         cached = self.manifests / f"{digest}.json"
         if (workspace, digest) in self._allowed and cached.exists():
             return Fetched(cached, self.blobs, 0, 0)
@@ -130,17 +141,14 @@ class ArtifactCache:
             need = sum(missing.values())
             await asyncio.to_thread(self._check_space, need)
             batches = _batches(missing)
-            durable = len(missing) <= FSYNC_EACH_UP_TO  # else one syncfs at the end
             gate = asyncio.Semaphore(PARALLEL_BATCHES)
 
             async def one(batch: dict[str, int]) -> None:
                 async with gate:
-                    await self._retrying(
-                        lambda: self._blobs(client, workspace, digest, batch, durable)
-                    )
+                    await self._retrying(lambda: self._blobs(client, workspace, digest, batch))
 
             await asyncio.gather(*(one(b) for b in batches))
-        await asyncio.to_thread(self._commit, cached, manifest, not durable)
+        await asyncio.to_thread(self._commit, cached, manifest)
         self._allowed.add((workspace, digest))
         if missing:
             log.info(
@@ -215,7 +223,6 @@ class ArtifactCache:
         workspace: str,
         digest: str,
         pending: dict[str, int],
-        durable: bool,
     ) -> None:
         """Fetch the `pending` blobs (digest -> length), taking each off as it is stored: a
         second try asks only for what the first did not bring."""
@@ -239,7 +246,7 @@ class ArtifactCache:
                                     f"the server sent blob {blob[:12]} unasked, or not of the "
                                     "length its manifest says"
                                 )
-                        await asyncio.to_thread(self._store, got, durable)
+                        await asyncio.to_thread(self._store, got)
                         for blob, _data in got:
                             pending.pop(blob, None)
                 reader.finish()
@@ -250,12 +257,34 @@ class ArtifactCache:
         if pending:
             raise _Transient(f"the server did not send {len(pending)} blobs")
 
-    def _make_dirs(self) -> None:
-        for directory in (self.root, self.blobs, self.manifests):
-            directory.mkdir(mode=0o700, exist_ok=True)
+    def _open(self) -> None:
+        """Make the cache's directories; drop what a previous boot left (see above)."""
+        self.root.mkdir(mode=0o700, exist_ok=True)
         # The agent may not have made it (an operator's directory): never readable by others.
         if self.root.stat().st_mode & 0o077:
             self.root.chmod(0o700)
+        boot = _boot_id()
+        marker = self.root / "boot_id"
+        try:
+            seen = marker.read_text().strip()
+        except FileNotFoundError:
+            seen = None
+        if seen != boot:
+            stale = []
+            for directory in (self.blobs, self.manifests):
+                if directory.exists():
+                    aside = self.root / f".stale-{directory.name}-{secrets.token_hex(4)}"
+                    directory.rename(aside)  # at once; removed below
+                    stale.append(aside)
+            tmp = marker.with_name(f".boot_id.{secrets.token_hex(4)}")
+            tmp.write_text(boot + "\n")
+            tmp.replace(marker)
+            for aside in [*stale, *self.root.glob(".stale-*")]:
+                shutil.rmtree(aside, ignore_errors=True)
+            if seen is not None:
+                log.info("dropped the artifact cache of an earlier boot")
+        self.blobs.mkdir(mode=0o700, exist_ok=True)
+        self.manifests.mkdir(mode=0o700, exist_ok=True)
 
     def _missing(self, manifest: Manifest) -> dict[str, int]:
         """Blob digest -> its length, for the blobs the cache lacks."""
@@ -275,7 +304,7 @@ class ArtifactCache:
                 f"the working directory needs {need} bytes in {self.root}; {free} are free"
             )
 
-    def _store(self, blobs: list[tuple[str, bytes]], durable: bool) -> None:
+    def _store(self, blobs: list[tuple[str, bytes]]) -> None:
         for digest, data in blobs:
             path = blob_path(self.blobs, digest)
             path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -284,28 +313,18 @@ class ArtifactCache:
             try:
                 with os.fdopen(fd, "wb") as out:
                     out.write(data)
-                    if durable:
-                        out.flush()
-                        os.fdatasync(out.fileno())
                 os.replace(tmp, path)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
 
-    def _commit(self, cached: Path, manifest: Manifest, sync_all: bool) -> None:
-        """Write the manifest once its blobs are on disk for good: its presence says the
-        tree is complete. Many new blobs: one syncfs rather than one fsync each; a few (a
-        re-submit after a small change) were synced one by one, and a syncfs would wait
-        for every dirty page of the filesystem (the replicas' own writes too)."""
-        if sync_all:
-            _syncfs(self.root)
+    def _commit(self, cached: Path, manifest: Manifest) -> None:
+        """Write the manifest once its blobs are here: its presence says the tree is whole."""
         tmp = cached.with_name(f".{cached.name}.{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(manifest.canonical())
-            out.flush()
-            os.fsync(out.fileno())
         os.replace(tmp, cached)
 
 
@@ -344,16 +363,11 @@ def _describe(exc: httpx.HTTPError) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _syncfs(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _boot_id() -> str:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.syncfs(fd) != 0:
-            os.sync()
-    except (OSError, AttributeError):
-        os.sync()
-    finally:
-        os.close(fd)
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return "unknown"  # not Linux: the cache is kept across boots, unsynced
 
 
 def needs_code(assignment: ReplicaAssignment) -> bool:
