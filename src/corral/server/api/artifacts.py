@@ -74,15 +74,27 @@ async def upload_blobs(request: Request, workspace: WritableWorkspace, cp: CP) -
     sink = service.FrameSink(_store(cp), workspace.id)
     pending = bytearray()
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_UPLOAD_BYTES:
-            raise _too_large()
-        pending += chunk
-        if len(pending) >= FLUSH_BYTES:
-            data = bytes(pending)
-            pending.clear()
-            await asyncio.to_thread(_guarded, sink.feed, data)
+    # One batch is verified and written in a worker thread while the next is received.
+    writing: asyncio.Future[None] | None = None
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_UPLOAD_BYTES:
+                raise _too_large()
+            pending += chunk
+            if len(pending) >= FLUSH_BYTES:
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(
+                    asyncio.to_thread(_guarded, sink.feed, bytes(pending))
+                )
+                pending.clear()
+        if writing is not None:
+            await writing
+    finally:
+        if writing is not None and not writing.done():
+            # Refused mid-way: the batch being written finishes, nothing after it starts.
+            await asyncio.wait([writing])
     stored = await asyncio.to_thread(_guarded, sink.finish, bytes(pending))
     return {"stored": stored}
 
