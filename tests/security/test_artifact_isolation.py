@@ -165,6 +165,14 @@ def test_an_oversize_upload_is_refused_and_nothing_is_stored(
     assert r.status_code == 413, r.text
     last = blob_digest(pieces[-1])
     assert not any(p.name == last for p in stored_files(root))
+    # A manifest sent chunked is bounded the same way.
+
+    def endless() -> Iterator[bytes]:
+        for _ in range(MAX_UPLOAD_BYTES // CHUNK_BYTES + 1):
+            yield b" " * CHUNK_BYTES
+
+    r = api.post("/v1/workspaces/default/artifacts/manifests", content=endless(), headers=ADMIN)
+    assert r.status_code == 413, r.text
     # A frame larger than a chunk is refused as it starts, before its bytes are held.
     header = frame("a" * 64, b"")[:64] + (CHUNK_BYTES + 1).to_bytes(8, "big")
     r = api.post(url, content=header, headers=ADMIN)

@@ -110,10 +110,15 @@ def _too_large() -> ApiError:
 @router.post("/manifests", response_model=ManifestStored)
 async def put_manifest(request: Request, workspace: WritableWorkspace, cp: CP) -> ManifestStored:
     """A tree whose every chunk the workspace has; its digest names it in `workdir`."""
-    # Parsed in a worker thread: the manifest of a large tree is megabytes of JSON.
-    raw = await request.body()
+    # Read with a bound (a chunked body passes the server's RequestBounds on these
+    # routes), parsed in a worker thread: the manifest of a large tree is megabytes.
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_UPLOAD_BYTES:
+            raise ApiError(413, "too_large", f"a manifest is at most {MAX_UPLOAD_BYTES} bytes")
     try:
-        manifest = await asyncio.to_thread(Manifest.model_validate_json, raw)
+        manifest = await asyncio.to_thread(Manifest.model_validate_json, bytes(raw))
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
     return await asyncio.to_thread(
