@@ -105,7 +105,6 @@ class ArtifactCache:
         self._transport = transport  # tests: httpx.MockTransport
         self._allowed: set[tuple[str, str]] = set()  # the server said yes, this run
         self._flights: dict[tuple[str, str], asyncio.Task[Fetched]] = {}
-        self.requests = 0  # HTTP requests made: what a warm cache saves
         self._opening = asyncio.Lock()
         self._opened = False
 
@@ -183,7 +182,6 @@ class ArtifactCache:
         return f"{self.server}/v1/agent/artifacts/{workspace}/manifests/{digest}"
 
     async def _manifest(self, client: httpx.AsyncClient, workspace: str, digest: str) -> Manifest:
-        self.requests += 1
         url = self._url(workspace, digest)
         try:
             async with client.stream("GET", url, headers=self._headers()) as response:
@@ -226,7 +224,6 @@ class ArtifactCache:
     ) -> None:
         """Fetch the `pending` blobs (digest -> length), taking each off as it is stored: a
         second try asks only for what the first did not bring."""
-        self.requests += 1
         query = BlobQuery(blobs=list(pending))
         reader = FrameReader()
         try:

@@ -33,7 +33,7 @@ class NoRuntime(Exception):
 
 @dataclass(frozen=True)
 class Container:
-    runtime: str
+    runtime: runtimes.RuntimeName
     name: str
     argv: list[str]
 
@@ -41,7 +41,7 @@ class Container:
         """Make sure the container is gone (a no-op when it ended with its client)."""
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             subprocess.run(
-                runtimes.stop_argv(self.runtime, self.name, grace_s=0),  # type: ignore[arg-type]
+                runtimes.stop_argv(self.runtime, self.name, grace_s=0),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
