@@ -34,6 +34,7 @@ from corral.agent.sandbox.files import UnsafePath, make_dir_at, open_dir_at
 WORKDIR = "workdir.json"  # <rid>/workdir.json, written by the runner for the shim
 CHUNK_BYTES = 4 * 1024 * 1024  # wire/artifacts.py's (that module needs pydantic)
 MAX_PATH_BYTES = 4096
+MAX_DEPTH = 255  # the walk holds one descriptor per level
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _MODES = (0o644, 0o755)
 _DIR_MODE = 0o755
@@ -128,6 +129,8 @@ def _entry(item: object) -> Entry:
     parts = tuple(path.split("/"))
     if path.startswith("/") or "\0" in path or any(p in ("", ".", "..") for p in parts):
         raise WorkdirError(f"{path!r}: not a relative path inside the working directory")
+    if len(parts) > MAX_DEPTH:
+        raise WorkdirError(f"{path[:80]!r}…: deeper than {MAX_DEPTH} directories")
     mode, size = item.get("mode", 0o644), item.get("size", 0)
     chunks, link = item.get("chunks") or [], item.get("link")
     if mode not in _MODES or not isinstance(size, int) or size < 0:
