@@ -14,7 +14,14 @@ import pytest
 
 from corral.agent import inventory
 from corral.agent.gpu.base import GpuReport
-from corral.agent.runtimes import container_argv, describe, detect, stop_argv, write_env_file
+from corral.agent.runtimes import (
+    client_environment,
+    container_argv,
+    describe,
+    detect,
+    stop_argv,
+    write_env_file,
+)
 from corral.wire.agent import ContainerRuntime
 
 DOCKER_INFO = {
@@ -336,3 +343,17 @@ def test_the_agents_log_line_says_what_was_found() -> None:
     found = [ContainerRuntime(name="podman", version="4.3.1", gpus=True)]
     assert describe(found) == "container runtimes: podman 4.3.1 (GPUs)"
     assert "jobs with an image are not placed on this node" in describe([])
+
+
+def test_the_client_gets_what_finds_its_engine_and_nothing_else() -> None:
+    agent = {
+        "DOCKER_HOST": "unix:///run/docker.sock",
+        "CONTAINERS_CONF": "/etc/corral/containers.conf",
+        "HF_TOKEN": "operator-secret",
+        "LD_PRELOAD": "/x.so",
+        "PATH": "/usr/bin",
+    }
+    assert client_environment(agent) == {
+        "DOCKER_HOST": "unix:///run/docker.sock",
+        "CONTAINERS_CONF": "/etc/corral/containers.conf",
+    }

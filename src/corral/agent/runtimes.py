@@ -42,6 +42,26 @@ _INFO_ARGS: dict[RuntimeName, tuple[str, ...]] = {
     "docker": ("info", "--format", "{{json .}}"),
     "podman": ("info", "--format", "json"),
 }
+# What the runtime's client reads from its environment to find and configure its engine
+# (and nothing the workload sets: the client runs as root on a confined node). A confined
+# replica's shim gets almost none of the agent's environment (sandbox/policy.py), so these
+# are passed on from the agent's: detection and the run must talk to the same engine.
+CLIENT_ENV = (
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CONFIG",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+    "CONTAINER_HOST",
+    "CONTAINER_CONNECTION",
+    "CONTAINERS_CONF",
+    "CONTAINERS_STORAGE_CONF",
+    "CONTAINERS_REGISTRIES_CONF",
+    "REGISTRY_AUTH_FILE",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "HOME",
+)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Docker's container-name rule; podman's is the same.
 _CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
@@ -93,6 +113,12 @@ def describe(found: Sequence[ContainerRuntime]) -> str:
         )
     shown = ", ".join(f"{r.name} {r.version}" + (" (GPUs)" if r.gpus else "") for r in found)
     return f"container runtimes: {shown}"
+
+
+def client_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables of `environ` (the agent's) that the runtime's client needs (CLIENT_ENV):
+    add them to the client's environment, never to the container's."""
+    return {k: environ[k] for k in CLIENT_ENV if k in environ}
 
 
 def _spawn(argv: list[str]) -> subprocess.Popen[bytes]:
