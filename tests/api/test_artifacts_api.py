@@ -195,7 +195,9 @@ def test_a_job_names_its_tree_by_digest(api: TestClient) -> None:
     assert r.status_code == 422 and r.json()["error"]["fields"][0]["path"] == "workdir"
 
 
-def test_the_assignment_carries_the_code_and_the_node_fetches_it(api: TestClient) -> None:
+def test_the_assignment_carries_the_code_and_the_node_fetches_it(
+    api: TestClient, tmp_path: Path
+) -> None:
     cp = control_plane(api)
     files = {"pkg/__init__.py": b"", "train.py": b"import pkg\n", "requirements.txt": b"x\n"}
     manifest, blobs = pack(files)
@@ -236,6 +238,17 @@ def test_the_assignment_carries_the_code_and_the_node_fetches_it(api: TestClient
     # Without a node token: 401; with a user's token: 401 too (not a node).
     assert api.get(path).status_code == 401
     assert api.get(path, headers=ADMIN).status_code == 401
+    # A stored blob whose bytes went bad (a write cut short by a crash): the stream ends
+    # short, and the blob is dropped so that the next upload sends it again.
+    bad = blob_digest(b"import pkg\n")
+    [stored] = (tmp_path / "artifacts").glob(f"*/blobs/{bad[:2]}/{bad}")
+    stored.write_bytes(b"import pkX\n")
+    r = api.post(f"{path}/blobs", json={"blobs": [blob_digest(b"x\n"), bad]}, headers=node_auth)
+    reader = FrameReader()
+    assert [d for d, _ in reader.feed(r.content)] == [blob_digest(b"x\n")]
+    assert not stored.exists()
+    r = api.post(f"{ART}/missing", json={"blobs": manifest.blobs()}, headers=ADMIN)
+    assert r.json() == {"missing": [bad]}
     # Once started, the node has it: the desired set no longer carries it.
     with cp.store.transaction() as session:
         session.scalars(select(Replica)).one().state = "running"

@@ -14,10 +14,24 @@ import boto3
 import httpx
 import pytest
 from moto.server import ThreadedMotoServer
+from sqlalchemy import select
 
 from corral.server.artifacts.store import HEADS_PER_PAGE, S3Store
-from corral.wire.artifacts import CHUNK_BYTES, FileEntry, Manifest, blob_digest, frames
-from support.cluster import ADMIN_TOKEN, Cluster
+from corral.server.runtime import ControlPlane
+from corral.server.services import nodes
+from corral.server.store.tables import Replica
+from corral.wire import agent as wire
+from corral.wire.artifacts import (
+    CHUNK_BYTES,
+    FileEntry,
+    FrameReader,
+    Manifest,
+    blob_digest,
+    frames,
+)
+from support.app import ADMIN_TOKEN as APP_ADMIN_TOKEN
+from support.app import JOIN_TOKEN, in_process
+from support.cluster import ADMIN_TOKEN, Cluster, wait_for
 
 BUCKET = "corral-artifacts"
 WS = "0f3c2a9e-ws"
@@ -139,3 +153,50 @@ def test_an_upload_through_a_real_server_lands_in_the_bucket(
     assert not (tmp_path / "home" / "artifacts").exists() or not any(
         p.is_file() for p in (tmp_path / "home" / "artifacts").rglob("*")
     )
+
+
+def test_a_node_fetches_a_tree_from_the_bucket(s3: Any, tmp_path: Path) -> None:
+    """The agent's side on S3: the manifest, and its blobs streamed in order (read ahead)."""
+    pieces = [os.urandom(1000 + i) for i in range(40)]
+    manifest = Manifest(
+        files=[
+            FileEntry(path=f"f{i:02}", size=len(p), chunks=[blob_digest(p)])
+            for i, p in enumerate(pieces)
+        ]
+    )
+    database = f"sqlite:///{tmp_path / 'corral.db'}"
+    with in_process(database, tmp_path, artifact_store=f"s3://{BUCKET}/cp") as api:
+        base = "/v1/workspaces/default/artifacts"
+        auth = {"Authorization": f"Bearer {APP_ADMIN_TOKEN}"}
+        body = b"".join(frames((blob_digest(p), p) for p in pieces))
+        assert api.post(f"{base}/blobs", content=body, headers=auth).json() == {"stored": 40}
+        r = api.post(f"{base}/manifests", content=manifest.canonical(), headers=auth)
+        assert r.status_code == 200, r.text
+        cp: ControlPlane = api.app.state.cp  # type: ignore[attr-defined]
+        inventory = wire.Inventory(
+            hostname="n1", cpus=8, memory_mb=16000, disk_mb=100000, gpu_backend="none"
+        )
+        with cp.store.transaction() as session:
+            request = wire.RegisterRequest(join_token=JOIN_TOKEN, name="n1", inventory=inventory)
+            node, secret = nodes.register_node(session, request, 1.0)
+            nodes.connect(session, node.id, wire.Hello(inventory=inventory, address="n1"), 2.0)
+        job = {"name": "t", "command": "true", "workdir": f"sha256:{manifest.digest()}"}
+        assert api.post("/v1/workspaces/default/jobs", json=job, headers=auth).status_code == 201
+
+        def placed() -> bool:
+            with cp.store.read() as session:
+                return session.scalar(select(Replica.id)) is not None
+
+        wait_for("the job to be placed", placed)
+        node_auth = {"Authorization": f"Bearer {secret}"}
+        path = f"/v1/agent/artifacts/default/manifests/{manifest.digest()}"
+        r = api.get(path, headers=node_auth)
+        assert r.status_code == 200 and r.content == manifest.canonical()
+        wanted = list(reversed(manifest.blobs()))  # the order asked is the order sent
+        r = api.post(f"{path}/blobs", json={"blobs": wanted}, headers=node_auth)
+        reader = FrameReader()
+        got = reader.feed(r.content)
+        reader.finish()
+        assert [d for d, _ in got] == wanted
+        assert all(blob_digest(data) == d for d, data in got)
+    assert not any(p.is_file() for p in (tmp_path / "artifacts").rglob("*"))

@@ -6,8 +6,9 @@ Blocking (storage I/O and hashing): the API runs these in worker threads.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -224,15 +225,35 @@ def blob_frames(store: ArtifactStore, ws: str, manifest: Manifest, blobs: list[s
     return wanted
 
 
+# Blobs read ahead of the one being sent: an object store answers each GET after a round
+# trip, so they are asked for together; at most this many blobs (4 MiB each) are held.
+READ_AHEAD = 8
+READERS = ThreadPoolExecutor(16, thread_name_prefix="artifact-read")
+
+
 def stream_frames(store: ArtifactStore, ws: str, blobs: list[str]) -> Iterator[bytes]:
-    """Frames of these blobs, read one at a time. A stored blob whose bytes no longer
-    match its name (a write cut short by a crash) is removed, so that the next `missing`
-    asks for it again, and the stream ends short: the node sees it truncated."""
-    for digest in blobs:
-        data = store.get_blob(ws, digest)
-        if data is None:
-            return
-        if blob_digest(data) != digest:
-            store.delete_blob(ws, digest)
-            return
-        yield frame(digest, data)
+    """Frames of these blobs, in order, read a few ahead. A stored blob whose bytes no
+    longer match its name (a write cut short by a crash) is removed, so that the next
+    `missing` asks for it again, and the stream ends short: the node sees it truncated."""
+    ahead: deque[tuple[str, Future[bytes | None]]] = deque()
+    queue = iter(blobs)
+    try:
+        while True:
+            while len(ahead) < READ_AHEAD:
+                digest = next(queue, None)
+                if digest is None:
+                    break
+                ahead.append((digest, READERS.submit(store.get_blob, ws, digest)))
+            if not ahead:
+                return
+            digest, pending = ahead.popleft()
+            data = pending.result()
+            if data is None:
+                return
+            if blob_digest(data) != digest:
+                store.delete_blob(ws, digest)
+                return
+            yield frame(digest, data)
+    finally:
+        for _, pending in ahead:  # the node went away, or the stream ended short
+            pending.cancel()
