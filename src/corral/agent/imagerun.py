@@ -5,6 +5,7 @@ directory, home and volumes at the paths a sandboxed replica sees them. Standard
 only: the shim imports it.
 
 The environment goes in a 0600 file in the replica's directory, never on the command line.
+`files:` are written by the shim as the workspace's user (no init runs to write them).
 The runtime's client is the workload: the agent's TERM to its group reaches it and the
 client passes it on to the container (its default sig-proxy); once the client is gone the
 shim stops the container by name, so a KILL does not leave it running.
@@ -72,6 +73,9 @@ def container(
     mounts = [(str(cwd), str(cwd)), (str(status), str(status))]
     if sandbox is not None:
         mounts.append((sandbox.home, sandbox.home))
+    checkpoints = assignment.get("workspace_checkpoints")
+    if checkpoints and Path(checkpoints).is_dir():
+        mounts.append((checkpoints, checkpoints))
     if plan is not None:
         mounts += [(m.host, m.path) for m in plan.mounts]
     name = "corral-" + assignment["replica_id"][:120]

@@ -35,7 +35,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO
@@ -328,7 +328,31 @@ def _container(
     env.pop("CORRAL_PYTHON", None)
     if sandbox is not None:
         env.update(sandbox.user_env())
+        # No init will write them: as the workspace's user, as the init would (from inside
+        # the directory: the user may not pass through the replica's, which is root's).
+        _as_user(sandbox, cwd, lambda: write_files(Path("."), assignment.get("files") or {}))
     return container(replica_dir, assignment, argv, cwd, env, sandbox, plan)
+
+
+def _as_user(sandbox: SandboxConfig, cwd: Path, work: Callable[[], None]) -> None:
+    """Run `work` in `cwd` in a child that is the workspace's user; OSError if it fails."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.chdir(cwd)
+            os.setgroups([])
+            os.setgid(sandbox.gid)
+            os.setuid(sandbox.uid)
+            work()
+            code = 0
+        except BaseException as exc:
+            sys.stderr.write(f"corral: {exc}\n")
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise OSError(f"cannot write the replica's files as uid {sandbox.uid}")
 
 
 def _cannot_start(replica_dir: Path, log: BinaryIO, code: int | None, message: str) -> int:
