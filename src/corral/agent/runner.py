@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from corral.agent import artifacts, ownership, reconcile, volumes
+from corral.agent import artifacts, ownership, reconcile, runtimes, volumes
 from corral.agent.layout import ASSIGNMENT, EXIT, OUTPUT, is_alive, write_json_atomic
 from corral.agent.process import signal_group, wait_gone
 from corral.agent.records import ReplicaRecord, load_record, safe_replica_id
@@ -201,6 +201,10 @@ class Runner:
                 self._finish(record, None, f"cannot confine the replica: {exc}")
                 return True
             env = self.isolation.base_environment(env)
+            if assignment.image:
+                # Its shim runs the runtime's client, which must find the engine detection
+                # found; the container's own environment is built apart (imagerun.py).
+                env.update(runtimes.client_environment(os.environ))
         if artifacts.needs_code(assignment):
             task = asyncio.create_task(self._prepare(record, env), name=f"prepare-{rid}")
             self._preparing[rid] = task
