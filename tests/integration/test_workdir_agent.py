@@ -10,17 +10,20 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from corral.client import Client
 from corral.client.artifacts import upload_tree
 from corral.client.workdir import pack_workdir
+from corral.spec.code import EnvironmentSpec
 from corral.spec.job import JobSpec
 from corral.spec.pod import PodSpec
 from corral.wire.artifacts import blob_digest
 from support.cluster import Cluster, wait_for
-from support.pods import shared_volume_root, start_cluster
+from support.pods import shared_volume_root
+from support.wheels import Package, build_wheel
 
 UID_BASE = 1_000_000  # the agent's default workload uid base
 
@@ -45,10 +48,18 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     (project / "run.sh").write_text("#!/bin/sh\necho script ran as $(id -u)\n")
     (project / "run.sh").chmod(0o755)
     (project / "notes.txt").write_text("original\n")
+    (project / "requirements.txt").write_text("tinypkg==1.0\n")
+    wheelhouse = root / "wheelhouse"
+    build_wheel(Package("tinypkg", "1.0"), wheelhouse)
     with shared_volume_root() as volumes:
-        cluster = start_cluster(root, volumes)
+        cluster = Cluster(root)
+        # The control plane serves these wheels (/v1/wheels/simple/): no index is reachable.
+        cluster.env["CORRAL_WHEELHOUSE"] = str(wheelhouse)
         client = cluster.client()
         try:
+            cluster.start_server()
+            cluster.agent("node-a", "--volume-root", str(volumes), isolation="user")
+            cluster.wait_node_ready("node-a")
             uploaded = upload_tree(client, pack_workdir(project))
             yield Env(cluster, client, volumes, "sha256:" + uploaded.digest, project)
         finally:
@@ -60,10 +71,10 @@ def agent_dir(env: Env) -> Path:
     return env.cluster.root / "agents" / "node-a"
 
 
-def run_job(env: Env, name: str, command: str) -> tuple[str, str]:
+def run_job(env: Env, name: str, command: str, **spec: Any) -> tuple[str, str]:
     """Run a job to its end; its state and its log."""
-    env.client.submit_job(JobSpec(name=name, command=command, workdir=env.digest))
-    job = env.client.wait_job(name, timeout=60)
+    env.client.submit_job(JobSpec(name=name, command=command, workdir=env.digest, **spec))
+    job = env.client.wait_job(name, timeout=120)
     page = wait_for(
         f"job {name}'s whole log", lambda: (p := env.client.job_logs(name)).complete and p
     )
@@ -130,3 +141,30 @@ def test_a_pods_working_directory_keeps_the_users_edit_on_restart(env: Env) -> N
 
 def _first(paths: Iterator[Path]) -> Path | None:
     return next(iter(paths), None)
+
+
+def test_an_environment_is_built_from_the_servers_wheels_then_found_in_the_cache(
+    env: Env,
+) -> None:
+    environment = EnvironmentSpec(requirements="requirements.txt")
+    show = "python -c 'import tinypkg, sys; print(tinypkg.VERSION, sys.prefix)'"
+    state, log = run_job(env, "env-cold", show, environment=environment)
+    assert state == "succeeded", log
+    assert "corral: building environment" in log and "ready in" in log, log
+    prefix = log.strip().splitlines()[-1].split()
+    assert prefix[0] == "1.0" and "/.cache/corral/envs/" in prefix[1]
+    state, log = run_job(env, "env-warm", show, environment=environment)
+    assert state == "succeeded", log
+    assert "from cache" in log and "building" not in log, log
+    assert log.strip().splitlines()[-1].split() == prefix
+
+
+def test_a_failed_build_is_the_jobs_error_not_a_retry(env: Env) -> None:
+    environment = EnvironmentSpec(requirements=["no-such-package-anywhere==9.9"])
+    state, log = run_job(env, "env-bad", "true", environment=environment)
+    assert state == "failed", log
+    job = env.client.get_job("env-bad")
+    assert (job.attempt, job.exit_code) == (1, 2), job  # the user's error: not placed again
+    reason = job.replicas[0].reason or ""
+    assert reason.startswith("the environment could not be built:"), job.replicas
+    assert "no-such-package-anywhere" in reason, reason
