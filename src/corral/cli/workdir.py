@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from corral.cli.output import CliError, err, esc, note
+from corral.cli.output import CliError, err, esc
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -160,4 +160,4 @@ def _say(tree: PackedTree, digest: str, uploaded: int, default: bool) -> None:
     )
     if default:
         line += f" [dim]({DEFAULT_NOTE})[/]"
-    note(line)
+    err().print(line, soft_wrap=True)  # one line, however narrow the terminal
