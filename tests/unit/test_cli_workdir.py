@@ -55,6 +55,15 @@ def test_no_workdir_sends_nothing(cli: Cli, project: Path) -> None:
     assert code == 0, stderr
     assert workdir is None
     assert "workdir:" not in stderr
+    both = cli("job", "run", "-d", "--workdir", ".", "--no-workdir", "--", "true")
+    assert both.exit_code == 2
+    assert both.stderr.strip() == "error: --workdir and --no-workdir: give one of them"
+    # It wins over the file's own `workdir:` too.
+    spec = project / "job.yaml"
+    spec.write_text("name: filed\ncommand: 'true'\nworkdir: .\n")
+    result = cli("job", "run", "-d", "--no-workdir", str(spec))
+    assert result.exit_code == 0, result.output
+    assert cli.sdk().get_job("filed").spec.workdir is None
 
 
 def test_a_directory_that_is_no_project_is_not_sent(

@@ -56,6 +56,8 @@ def send_workdir(
 
     flag: --workdir; off: --no-workdir; workspace: where the spec will be submitted
     (the client's by default). Prints one line saying what was sent."""
+    if off and flag is not None:
+        raise CliError("--workdir and --no-workdir: give one of them", code=2)
     if off:
         return spec.model_copy(update={"workdir": None}) if _get(spec, "workdir") else spec
     here = Path.cwd() if cwd is None else cwd
