@@ -104,6 +104,21 @@ def test_a_workspace_cannot_see_or_use_anothers_uploads(api: TestClient) -> None
     with pytest.raises(Invalid, match="not an uploaded working directory"):
         service.check_workdir(cp.artifacts, ids["team-b"], f"sha256:{manifest.digest()}")
     service.check_workdir(cp.artifacts, ids["team-a"], f"sha256:{manifest.digest()}")
+    # ... and through the API, for a job and for a pod.
+    workdir = f"sha256:{manifest.digest()}"
+    for kind, body in (
+        ("jobs", {"name": "steal", "command": "cat train.py", "workdir": workdir}),
+        ("pods", {"name": "steal", "workdir": workdir}),
+    ):
+        r = api.post(f"/v1/workspaces/team-b/{kind}", json=body, headers=b)
+        assert r.status_code == 422, (kind, r.text)
+        assert r.json()["error"]["fields"][0]["path"] == "workdir", r.text
+    r = api.post(
+        "/v1/workspaces/team-a/jobs",
+        json={"name": "mine", "command": "cat train.py", "workdir": workdir},
+        headers=a,
+    )
+    assert r.status_code == 201, r.text
 
 
 def test_a_node_reads_only_the_trees_of_replicas_it_runs(api: TestClient) -> None:

@@ -282,7 +282,12 @@ def create_app(
             options,
             store,
             clock,
-            AgentHub(store, options.resolved_checkpoint_root(), secrets=box),
+            AgentHub(
+                store,
+                options.resolved_checkpoint_root(),
+                secrets=box,
+                wheelhouse=options.wheelhouse is not None,
+            ),
             started_at=clock.now(),
             lease=held,
             artifacts=artifact_store,

@@ -72,8 +72,11 @@ class AgentHub:
         store: Store,
         checkpoint_root: str | None = None,
         secrets: SecretBox | None = None,
+        wheelhouse: bool = False,
     ) -> None:
         self._store = store
+        # The server serves a package index: nodes build environments from it.
+        self._wheelhouse = wheelhouse
         self._checkpoint_root = checkpoint_root
         # Opens workspace secrets for the replicas a desired set starts (assignments.py).
         self._secrets = secrets
@@ -165,7 +168,11 @@ class AgentHub:
         with self._store.read() as session:
             return Desired(
                 replicas=build_assignments(
-                    session, node_id, self._checkpoint_root, secrets=self._secrets
+                    session,
+                    node_id,
+                    self._checkpoint_root,
+                    secrets=self._secrets,
+                    wheelhouse=self._wheelhouse,
                 )
             )
 

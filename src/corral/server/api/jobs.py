@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -9,6 +11,7 @@ from sqlalchemy.orm import Session
 from corral.server.api.deps import CP, Caller, ReadableWorkspace, WritableWorkspace, retry_stale
 from corral.server.api.errors import ApiError
 from corral.server.api.paging import Paging
+from corral.server.artifacts.service import check_workdir
 from corral.server.auth import check_workspace_access
 from corral.server.services import job_logs as logs_service
 from corral.server.services import jobs as service
@@ -33,6 +36,9 @@ KindQuery = Query(
 @router.post("", status_code=201, response_model=JobView)
 async def submit_job(spec: JobSpec, workspace: WritableWorkspace, cp: CP) -> Response:
     checkpoint_root = cp.options.resolved_checkpoint_root()
+    if spec.workdir is not None and cp.artifacts is not None:
+        # Outside the group-commit transaction: on S3 this is a request of its own.
+        await asyncio.to_thread(check_workdir, cp.artifacts, workspace.id, spec.workdir)
 
     def submit(session: Session) -> JobView:
         job = service.submit_job(

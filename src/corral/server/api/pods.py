@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 
 from corral.server.api.deps import CP, Caller, ReadableWorkspace, WritableWorkspace, retry_stale
+from corral.server.artifacts.service import check_workdir
 from corral.server.runtime import ControlPlane
 from corral.server.secretbox import SecretBox
 from corral.server.services import pods as service
@@ -37,6 +38,9 @@ def _view(cp: ControlPlane, workspace: Workspace, pod: Pod, events: bool) -> Pod
 
 @router.post("/pods", status_code=201)
 def create_pod(spec: PodSpec, workspace: WritableWorkspace, caller: Caller, cp: CP) -> PodView:
+    if spec.workdir is not None and cp.artifacts is not None:
+        check_workdir(cp.artifacts, workspace.id, spec.workdir)  # before the transaction
+
     def create() -> Pod:
         with cp.store.transaction() as session:
             pod, effects = service.create_pod(
