@@ -17,6 +17,7 @@ from corral.core.states import (
 )
 from corral.spec.endpoint import EndpointSpec
 from corral.spec.job import JobSpec
+from corral.wire.agent import ContainerRuntime
 
 __all__ = [
     "TERMINAL_JOB_STATES",
@@ -196,6 +197,9 @@ class NodeView(_View):
     disk_mb: int
     labels: dict[str, str]
     agent_version: str
+    runtimes: list[ContainerRuntime] = Field(
+        default_factory=list, description="container runtimes its agent reported (docker, podman)"
+    )
     connected: bool
     last_heartbeat_at: float | None
     heartbeat_age_s: float | None

@@ -18,6 +18,7 @@ from corral.server.services.identity import new_id
 from corral.server.services.jobs import CURRENT_REPLICAS
 from corral.server.services.recovery import record_progress
 from corral.server.services.settling import settle_job
+from corral.server.services.snapshot_rows import node_runtimes
 from corral.server.store.tables import RETIRED_PREFIX, Job, LogChunk, Node, Replica
 from corral.wire import agent as wire
 from corral.wire.api import GpuView, NodeView
@@ -64,6 +65,7 @@ def _apply_inventory(node: Node, inventory: wire.Inventory) -> None:
     node.gpu_backend = inventory.gpu_backend
     node.labels = dict(inventory.labels)
     node.agent_version = inventory.agent_version
+    node.runtimes = [r.model_dump() for r in inventory.runtimes]
 
 
 def node_by_token(session: Session, token: str) -> Node | None:
@@ -275,6 +277,7 @@ def _node_view(node: Node, used: set[int], now: float) -> NodeView:
         disk_mb=node.disk_mb,
         labels=node.labels,
         agent_version=node.agent_version,
+        runtimes=node_runtimes(node),
         connected=node.connected,
         last_heartbeat_at=node.last_heartbeat_at,
         heartbeat_age_s=age,

@@ -146,7 +146,7 @@ def node_runtimes(node: Node) -> list[dict[str, Any]]:
 
     Read defensively: stored JSON from an older agent, or none at all, is "no runtime".
     """
-    stored = getattr(node, "runtimes", None)
+    stored = node.runtimes
     if not isinstance(stored, list):
         return []
     return [r for r in stored if isinstance(r, dict)]

@@ -127,6 +127,9 @@ class Node(Base):
     # TCP ports something listens on there, as its agent last reported (None: not reported):
     # the scheduler hands none of them out.
     ports: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    # Container runtimes its agent reported (wire.agent.ContainerRuntime dicts; None: an
+    # agent from before they were reported): jobs with an `image` are placed only there.
+    runtimes: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     # Why an operator (or recovery) cordoned it; None when not cordoned. A node taken out by
     # its health checks is `unhealthy` and comes back to this (cordoned) or to ready.
     cordon_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
