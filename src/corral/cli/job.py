@@ -34,6 +34,10 @@ Submit a job and follow its log until it ends; exit with the job's exit code.
 From a file: [bold]corral job run train.yaml[/] (flags override its fields).
 Inline: [bold]corral job run --gpus H100:8 --replicas 2 -- torchrun train.py[/]: the argv after
 `--` is the entrypoint; a single quoted argument with spaces is run by /bin/sh -c.
+Run inside a project (a directory with .git, pyproject.toml, requirements.txt, setup.py or
+.corralignore), the directory travels with the job: packed honouring .gitignore and
+.corralignore, only what the server lacks uploaded, and every replica starts in a copy
+(--workdir DIR for another, --no-workdir for none).
 Without --name the server names the job. While it waits to be placed, says why (and each
 change of why); once it runs, streams every replica's log (prefixed [RANK] when there are
 several). Ctrl-C stops following; the job stays queued or running.
