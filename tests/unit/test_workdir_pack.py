@@ -73,6 +73,30 @@ def test_an_ignored_directory_is_not_entered(tmp_path: Path) -> None:
     assert paths(pack_workdir(root)) == [".gitignore", "in.txt"]
 
 
+def test_a_subdirectory_of_a_repository_gets_the_gitignores_above_it(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    write(repo, ".gitignore", "__pycache__/\n*.pyc\n/top-only\n!keep.pyc\n")
+    write(repo, "sub/.gitignore", "proj/local.txt\n")
+    proj = repo / "sub" / "proj"
+    write(proj, "main.py")
+    write(proj, "a.pyc")
+    write(proj, "keep.pyc")
+    write(proj, "__pycache__/main.cpython-311.pyc")
+    write(proj, "local.txt")
+    write(proj, "top-only")  # anchored at the repository's top: not this one
+    # The tree's own rules still come after the ones above it.
+    write(proj, ".gitignore", "!a.pyc\n")
+
+    assert paths(pack_workdir(proj)) == [".gitignore", "a.pyc", "keep.pyc", "main.py", "top-only"]
+
+    # Outside a repository git reads no .gitignore above the tree, and neither does this.
+    outer = tmp_path / "outer"
+    write(outer, ".gitignore", "*.txt\n")
+    write(outer, "proj/a.txt")
+    assert paths(pack_workdir(outer / "proj")) == ["a.txt"]
+
+
 def test_symlinks_are_recorded_not_followed(tmp_path: Path) -> None:
     outside = write(tmp_path, "secret/key", "do not send")
     root = tmp_path / "proj"

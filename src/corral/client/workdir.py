@@ -3,7 +3,8 @@ and the manifest of their content-addressed chunks (wire/artifacts.py).
 
 Rules, as git applies them: a `.gitignore` in any directory holds patterns relative to that
 directory, a deeper file's patterns win over a shallower one's, `!pattern` takes a file back,
-and an ignored directory is not entered at all (nothing under it can be taken back). The
+and an ignored directory is not entered at all (nothing under it can be taken back). A tree
+inside a git repository also gets the .gitignore files above it, up to the repository's top. The
 top-level `.corralignore` has the last word, after every `.gitignore`: it is where a user
 leaves out data git tracks, or takes back (`!`) what git ignores. `.git` is never sent.
 
@@ -168,6 +169,7 @@ class _Walk:
         self.root = root
         self.stop_after = stop_after
         self.found: list[_Found] = []
+        self.outer = _outer_rules(root)
         self.last = _rules(root, IGNORE_FILE, "")
 
     def run(self) -> list[_Found]:
@@ -177,6 +179,10 @@ class _Walk:
 
     def _ignored(self, rel: str, rules: list[tuple[str, GitIgnoreSpec]]) -> bool:
         ignored = False
+        for above, spec in self.outer:
+            verdict = spec.check_file(above + rel).include
+            if verdict is not None:
+                ignored = verdict
         for base, spec in [*rules, *self.last]:
             if rel.startswith(base):
                 verdict = spec.check_file(rel[len(base) :]).include
@@ -237,6 +243,24 @@ def _rules(directory: Path, name: str, prefix: str) -> list[tuple[str, GitIgnore
     finally:
         os.close(fd)
     return [(prefix, GitIgnoreSpec.from_lines(text.splitlines()))]
+
+
+def _outer_rules(root: Path) -> list[tuple[str, GitIgnoreSpec]]:
+    """The .gitignore files above `root` up to the top of its git repository, outermost
+    first, each with root's path below its directory: a subdirectory of a repository is
+    filtered as git filters it (its __pycache__/ and .venv/ stay home). None outside one."""
+    chain: list[Path] = []
+    here = root
+    while not (here / ".git").exists():
+        if here.parent == here:
+            return []  # not in a repository: git would read none of them
+        here = here.parent
+        chain.append(here)
+    return [
+        (root.relative_to(directory).as_posix() + "/", spec)
+        for directory in reversed(chain)
+        for _, spec in _rules(directory, GITIGNORE, "")
+    ]
 
 
 def _check_name(rel: str) -> None:
