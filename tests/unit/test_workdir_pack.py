@@ -90,6 +90,13 @@ def test_a_subdirectory_of_a_repository_gets_the_gitignores_above_it(tmp_path: P
 
     assert paths(pack_workdir(proj)) == [".gitignore", "a.pyc", "keep.pyc", "main.py", "top-only"]
 
+    # The repository's own exclude file counts too, below the .gitignore files.
+    write(repo, ".git/info/exclude", "sub/proj/main.py\n*.log\n")
+    write(proj, "debug.log")
+    assert paths(pack_workdir(proj)) == [".gitignore", "a.pyc", "keep.pyc", "top-only"]
+    write(repo, "x.log")
+    assert "x.log" not in paths(pack_workdir(repo))
+
     # Outside a repository git reads no .gitignore above the tree, and neither does this.
     outer = tmp_path / "outer"
     write(outer, ".gitignore", "*.txt\n")

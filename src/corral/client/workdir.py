@@ -4,7 +4,8 @@ and the manifest of their content-addressed chunks (wire/artifacts.py).
 Rules, as git applies them: a `.gitignore` in any directory holds patterns relative to that
 directory, a deeper file's patterns win over a shallower one's, `!pattern` takes a file back,
 and an ignored directory is not entered at all (nothing under it can be taken back). A tree
-inside a git repository also gets the .gitignore files above it, up to the repository's top. The
+inside a git repository also gets the .gitignore files above it, up to the repository's top,
+and the repository's .git/info/exclude. The
 top-level `.corralignore` has the last word, after every `.gitignore`: it is where a user
 leaves out data git tracks, or takes back (`!`) what git ignores. `.git` is never sent.
 
@@ -246,21 +247,26 @@ def _rules(directory: Path, name: str, prefix: str) -> list[tuple[str, GitIgnore
 
 
 def _outer_rules(root: Path) -> list[tuple[str, GitIgnoreSpec]]:
-    """The .gitignore files above `root` up to the top of its git repository, outermost
-    first, each with root's path below its directory: a subdirectory of a repository is
-    filtered as git filters it (its __pycache__/ and .venv/ stay home). None outside one."""
+    """The rules from outside the tree, outermost first, each with root's path below its
+    directory: the repository's .git/info/exclude, then the .gitignore files above `root` up
+    to the repository's top. A subdirectory of a repository is filtered as git filters it
+    (its __pycache__/ and .venv/ stay home). None outside a repository."""
     chain: list[Path] = []
-    here = root
-    while not (here / ".git").exists():
-        if here.parent == here:
+    top = root
+    while not (top / ".git").exists():
+        if top.parent == top:
             return []  # not in a repository: git would read none of them
-        here = here.parent
-        chain.append(here)
-    return [
-        (root.relative_to(directory).as_posix() + "/", spec)
-        for directory in reversed(chain)
-        for _, spec in _rules(directory, GITIGNORE, "")
-    ]
+        top = top.parent
+        chain.append(top)
+
+    def below(directory: Path) -> str:
+        rel = root.relative_to(directory).as_posix()
+        return "" if rel == "." else rel + "/"
+
+    rules = [(below(top), spec) for _, spec in _rules(top / ".git" / "info", "exclude", "")]
+    for directory in reversed(chain):
+        rules += [(below(directory), spec) for _, spec in _rules(directory, GITIGNORE, "")]
+    return rules
 
 
 def _check_name(rel: str) -> None:
