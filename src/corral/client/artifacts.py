@@ -5,6 +5,7 @@ manifest. A tree whose files the store already has costs two small requests."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -59,12 +60,23 @@ def upload_tree(
     sent = 0
     if progress is not None:
         progress(0, total)
-    for group in batches(sizes, batch_bytes):
-        body = b"".join(frame(d, tree.read_blob(d)) for d in group)
-        _post_bytes(http, f"{base}/blobs", body)
-        sent += sum(sizes[d] for d in group)
-        if progress is not None:
-            progress(sent, total)
+    groups = list(batches(sizes, batch_bytes))
+
+    def body(group: list[str]) -> bytes:
+        return b"".join(frame(d, tree.read_blob(d)) for d in group)
+
+    # The next batch is read and checked while this one is on the wire: reading and
+    # hashing release the GIL, and the server's writing is not the client's waiting.
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        upcoming = reader.submit(body, groups[0]) if groups else None
+        for i, group in enumerate(groups):
+            assert upcoming is not None
+            data = upcoming.result()
+            upcoming = reader.submit(body, groups[i + 1]) if i + 1 < len(groups) else None
+            _post_bytes(http, f"{base}/blobs", data)
+            sent += sum(sizes[d] for d in group)
+            if progress is not None:
+                progress(sent, total)
     manifest = tree.manifest.model_dump(mode="json")
     stored = http._send(ManifestStored, "POST", f"{base}/manifests", manifest)
     return Uploaded(stored.digest, stored.files, stored.bytes, sent)
