@@ -29,7 +29,7 @@ import subprocess
 
 from websockets.exceptions import ConnectionClosed
 
-from corral.agent import inventory, lifeline
+from corral.agent import inventory, lifeline, runtimes
 from corral.agent.artifacts import ArtifactCache
 from corral.agent.channel import ChannelClosed, Session, dial
 from corral.agent.config import AgentConfig
@@ -155,7 +155,11 @@ class Agent:
             log.warning("%s", gpus.note)
         else:
             log.info("%s", gpus.note)
-        self._inventory = inventory.collect(self.config.state_dir, gpus, self.config.labels)
+        # Off the loop: it asks the container runtimes, which may take up to 3 s.
+        self._inventory = await asyncio.to_thread(
+            inventory.collect, self.config.state_dir, gpus, self.config.labels
+        )
+        log.info("%s", runtimes.describe(self._inventory.runtimes))
         self.health = HealthMonitor(
             gpus,
             {"state": self.config.state_dir, "workload": self.config.state_dir / "replicas"},
