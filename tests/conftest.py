@@ -15,6 +15,15 @@ from support.postgres import temporary_postgres
 pytest_plugins = ["support.cli"]
 
 
+@pytest.fixture(autouse=True)
+def _cwd_outside_the_repository(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `job run` and `pod create` send the current directory when it is a project (issue 14):
+    # run from the repository, every test's CLI call would upload the repository.
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     with temporary_postgres() as url:

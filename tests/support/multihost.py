@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ class HostCluster:
         heartbeat: float = 1.0,
         fake_gpus: str | None = "H100:1",
         env: dict[str, str] | None = None,
+        host_env: Callable[[Host], dict[str, str]] | None = None,
     ) -> None:
         self.hosts = hosts
         self.root = root
@@ -63,6 +65,7 @@ class HostCluster:
         }
         self.env.pop("CORRAL_DATABASE_URL", None)
         self.env.update(env or {})
+        self.host_env = host_env or (lambda _host: {})
         self.server: subprocess.Popen[bytes] | None = None
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -146,7 +149,8 @@ class HostCluster:
                     stderr=out,
                     start_new_session=True,
                 )
-            return host.popen(argv, env=self.env, stdout=out, stderr=out)
+            env = {**self.env, **self.host_env(host)}
+            return host.popen(argv, env=env, stdout=out, stderr=out)
 
     def close(self) -> None:
         """Everything on the hosts dies with them (Hosts.close); stop the server here."""

@@ -68,7 +68,9 @@ def container(
             "this node has no container runtime that answers (docker or podman): the replica "
             "of an image was not started here"
         )
-    runtime = found[0]
+    gpus = _gpus(env.get("CUDA_VISIBLE_DEVICES", ""))
+    # The scheduler placed a GPU replica here because some runtime passes GPUs through.
+    runtime = next((r for r in found if r.gpus), found[0]) if gpus else found[0]
     status = progress_path(replica_dir).parent
     mounts = [(str(cwd), str(cwd)), (str(status), str(status))]
     if sandbox is not None:
@@ -87,7 +89,7 @@ def container(
         env_file=replica_dir / ENV_FILE,
         cwd=str(cwd),
         mounts=mounts,
-        gpus=_gpus(env.get("CUDA_VISIBLE_DEVICES", "")),
+        gpus=gpus,
         uid=sandbox.uid if sandbox is not None else None,
         gid=sandbox.gid if sandbox is not None else None,
         name=name,
