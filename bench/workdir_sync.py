@@ -132,6 +132,9 @@ def job_spec(name: str, replicas: int, workdir: str | None) -> Any:
     )
 
 
+ISOLATION = "user" if os.geteuid() == 0 else "none"
+
+
 def floor(cluster: Cluster, name: str, replicas: int) -> float | None:
     """The same job without a working directory: submit to running, for reference."""
     with cluster.client() as client:
@@ -269,7 +272,9 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         dest = root / f"rsync-dest-{args.reps - 1}"
         cluster.start_server()
         for i in range(args.nodes):
-            cluster.agent(f"n{i}")
+            # Confined where it can be (root), as a fleet's agents run: a confined replica's
+            # files are links to the node's one copy (agent/workdir.py).
+            cluster.agent(f"n{i}", isolation=ISOLATION)
         for i in range(args.nodes):
             cluster.wait_node_ready(f"n{i}")
         log("corral: first submit")
@@ -357,7 +362,7 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
             "reps": args.reps,
             "first_sync_reps": 1,
             "driven_by": "SDK in-process (client/workdir.py, client/artifacts.py)",
-            "isolation": "none",
+            "isolation": ISOLATION,
             "rsync": _version(["rsync", "--version"]),
             "openssh": _version(["ssh", "-V"]),
             "python": platform.python_version(),

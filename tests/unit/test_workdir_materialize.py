@@ -388,3 +388,51 @@ def test_a_cache_left_by_an_earlier_boot_is_dropped_not_trusted(tmp_path: Path) 
     assert after.fetched_blobs == len(blobs)
     assert blob_path(root / "blobs", some).read_bytes() == blobs[some]
     assert sorted(p.name for p in root.iterdir()) == ["blobs", "boot_id", "manifests"]
+
+
+def _write_as(uid: int, path: Path) -> int:
+    """errno of opening `path` for writing as `uid` in a child (0: it could)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 0
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+        except OSError as exc:
+            code = exc.errno or 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_a_confined_replicas_files_are_read_only_links_to_one_copy_per_workspace(
+    tmp_path: Path,
+) -> None:
+    manifest, blobs = tree(
+        {"pkg/mod.py": b"X = 1\n", "big.bin": os.urandom(CHUNK_BYTES + 7), "empty": b""}
+    )
+    cache = tmp_path / "cache"
+    where = put_in_cache(cache, manifest.canonical(), blobs)
+    replicas = []
+    for name, workspace in (("r0", "team-a"), ("r1", "team-a"), ("r2", "team-b")):
+        target = tmp_path / name
+        target.mkdir()
+        os.chown(target, UID, UID)
+        stats = copy_into(target, where, cache, uid=UID, gid=UID, links=cache / "links" / workspace)
+        assert stats.linked == 2 and stats.files == 3  # type: ignore[attr-defined]
+        replicas.append(target)
+    a0, a1, b = (r / "big.bin" for r in replicas)
+    assert a0.read_bytes() == a1.read_bytes() == b.read_bytes()
+    # One copy per workspace on the node: a second replica makes links, not a copy ...
+    assert a0.stat().st_ino == a1.stat().st_ino
+    # ... and another workspace never shares an inode (its link count would tell).
+    assert a0.stat().st_ino != b.stat().st_ino
+    st = a0.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o644)
+    # The replica's user reads it but cannot change the shared copy in place ...
+    assert _write_as(UID, a0) == 13  # EACCES
+    # ... while the directories are its own: it may replace the file with its own.
+    assert (replicas[0] / "pkg").stat().st_uid == UID
+    assert (replicas[0] / "empty").stat().st_uid == UID  # empty files are plain copies

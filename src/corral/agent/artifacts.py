@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Awaitable, Callable
@@ -53,6 +54,7 @@ log = logging.getLogger("corral.agent.artifacts")
 T = TypeVar("T")
 
 MAX_MANIFEST_BYTES = 128 * 1024 * 1024
+_WORKSPACE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 BATCH_BYTES = 32 * 1024 * 1024  # blobs asked for in one request
 BATCH_BLOBS = 4096
 PARALLEL_BATCHES = 4
@@ -107,6 +109,12 @@ class ArtifactCache:
         self._flights: dict[tuple[str, str], asyncio.Task[Fetched]] = {}
         self._opening = asyncio.Lock()
         self._opened = False
+
+    def links_for(self, workspace: str) -> Path:
+        """The workspace's link store (workdir.py): per workspace, beside the blobs."""
+        if not _WORKSPACE.match(workspace):
+            raise FetchError(f"{workspace!r} is not a workspace name")
+        return self.root / "links" / workspace
 
     @property
     def index_url(self) -> str:
@@ -268,7 +276,7 @@ class ArtifactCache:
             seen = None
         if seen != boot:
             stale = []
-            for directory in (self.blobs, self.manifests):
+            for directory in (self.blobs, self.manifests, self.root / "links"):
                 if directory.exists():
                     aside = self.root / f".stale-{directory.name}-{secrets.token_hex(4)}"
                     directory.rename(aside)  # at once; removed below
@@ -385,7 +393,8 @@ async def prepare(
         fetched = await cache.fetch(assignment.workspace, assignment.workdir)
         manifest, blobs = str(fetched.manifest), str(fetched.blobs)
     index_url = cache.index_url if cache is not None and assignment.wheelhouse else None
-    plan = CodePlan(manifest, blobs, assignment.workdir, index_url)
+    links = str(cache.links_for(assignment.workspace)) if manifest and cache else None
+    plan = CodePlan(manifest, blobs, assignment.workdir, index_url, links)
     try:
         await asyncio.to_thread(plan.save, replica_dir)
     except OSError as exc:

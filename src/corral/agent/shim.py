@@ -230,12 +230,17 @@ def _copy_tree(
             uid=uid,
             gid=gid,
             keep_existing=bool(work),
+            # Shared read-only files only where the replica's user is not their owner, and
+            # not in a pod's directory, which its user edits (workdir.py).
+            links=Path(code.links) if code.links and uid and not work else None,
         )
     except WorkdirError as exc:
         raise ValueError(f"cannot copy the working directory: {exc}") from None
     finally:
         os.close(target)
     kept = f", {len(stats.kept)} already there kept as they are" if stats.kept else ""
+    if stats.linked:
+        kept += f", {stats.linked} of them read-only links to the node's copy"
     files = f"{stats.files} file" + ("" if stats.files == 1 else "s")
     line = (
         f"corral: working directory sha256:{(code.digest or '')[:12]}: {files} "

@@ -15,14 +15,27 @@ environment build may use. The shim then calls `materialize` before the sandbox 
 `keep_existing=True` is for a pod's persistent working directory: whatever already exists
 there (a file the user edited, or a link they put in place of a directory) is left as it
 is, and the tree fills in only what is missing.
+
+`links` (a confined replica's own working directory): rather than a copy per replica, each
+file is a hard link to a root-owned, read-only file of the node's per-workspace link store
+(`<cache>/links/<workspace>/`), made once per node from the blobs. A 1 GB tree then starts
+its second replica, and a re-submit after a one-file change, by making links, not copying
+a gigabyte. The replica may read those files, and replace or delete them (the directories
+are its own), but not change one in place: it is root's, mode 0644/0755. The store is per
+workspace, so a file's link count never tells one workspace that another has the same
+bytes. A pod's directory (which its user edits) and an unconfined replica (whose user
+could write a shared file in place) get copies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
+import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +65,7 @@ class CodePlan:
     blobs: str | None = None  # the cache's blob directory
     digest: str | None = None
     index_url: str | None = None  # the control plane's wheel index, when it serves one
+    links: str | None = None  # the workspace's link store on this node (module docstring)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +73,7 @@ class CodePlan:
             "blobs": self.blobs,
             "digest": self.digest,
             "index_url": self.index_url,
+            "links": self.links,
         }
 
     @classmethod
@@ -69,7 +84,9 @@ class CodePlan:
                 raise ValueError(f"{WORKDIR}: {key} is not a string")
             return value
 
-        return cls(text("manifest"), text("blobs"), text("digest"), text("index_url"))
+        return cls(
+            text("manifest"), text("blobs"), text("digest"), text("index_url"), text("links")
+        )
 
     def save(self, replica_dir: Path) -> None:
         write_json_atomic(replica_dir / WORKDIR, self.to_json())
@@ -94,6 +111,7 @@ class Stats:
     files: int = 0
     links: int = 0
     bytes: int = 0
+    linked: int = 0  # files that are links to the read-only store
     kept: list[str] = field(default_factory=list)  # paths left as they were (keep_existing)
 
 
@@ -158,10 +176,12 @@ def materialize(
     uid: int | None = None,
     gid: int | None = None,
     keep_existing: bool = False,
+    links: Path | None = None,
 ) -> Stats:
     """Write the tree of `manifest` (from the cache's `blobs`) below the open directory
-    `target`. Created directories and files get `uid:gid` when given (as root). Raises
-    WorkdirError naming the path that could not be written."""
+    `target`. Created directories and files get `uid:gid` when given (as root); with
+    `links`, files are hard links to read-only files of that store instead (docstring).
+    Raises WorkdirError naming the path that could not be written."""
     entries = parse_manifest(manifest.read_bytes())
     stats = Stats()
     walk = _Walk(target, uid, gid, keep_existing)
@@ -178,6 +198,10 @@ def materialize(
                         stats.links += 1
                     else:
                         stats.kept.append(name)
+                elif links is not None and _link_file(parent, entry, blobs, links):
+                    stats.files += 1
+                    stats.bytes += entry.size
+                    stats.linked += 1
                 elif _make_file(parent, entry, blobs, uid, gid, keep_existing):
                     stats.files += 1
                     stats.bytes += entry.size
@@ -265,6 +289,60 @@ def _make_file(
     finally:
         os.close(fd)
     return True
+
+
+def _link_file(parent: int, entry: Entry, blobs: Path, links: Path) -> bool:
+    """Make the entry a hard link to its read-only file in the link store; False when it
+    is to be copied instead (empty, or a store the kernel will not link from: another
+    filesystem, too many links). Raises FileExistsError when the name is taken."""
+    if not entry.chunks:
+        return False
+    source = _link_source(entry, blobs, links)
+    try:
+        os.link(source, entry.path[-1], dst_dir_fd=parent, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            return False
+        raise
+    return True
+
+
+def _link_source(entry: Entry, blobs: Path, links: Path) -> str:
+    """The store's file with this entry's bytes and mode, made once (as root, 0644/0755)."""
+    key = hashlib.sha256((f"{entry.mode:o}:" + ",".join(entry.chunks)).encode()).hexdigest()
+    path = links / key[:2] / key
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if stat.S_ISREG(st.st_mode) and st.st_uid == 0 and st.st_size == entry.size:
+            return str(path)
+        os.unlink(path)  # not what this store makes: made again
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Not the pid: shims of confined replicas may share one (PID namespaces).
+    tmp = path.with_name(f".{key}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o600)  # only a tmp this call made is removed below
+    try:
+        written = sum(_copy_blob(blob_path(blobs, d), fd) for d in entry.chunks)
+        if written != entry.size:
+            raise WorkdirError(f"{'/'.join(entry.path)}: {written} bytes, expected {entry.size}")
+        os.fchmod(fd, entry.mode)
+        os.close(fd)
+        fd = -1
+        # Never over a name another shim made at the same time: a link(2) to a file being
+        # renamed over fails (its inode has no names left). The first one made stays.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path, follow_symlinks=False)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return str(path)
 
 
 def _copy_blob(path: Path, out: int) -> int:
