@@ -8,9 +8,13 @@
     output.log       the workload's stdout and stderr (and the shim's own complaints)
     exit.json        written once, when the workload is gone: exit_code, finished_at, error
     sandbox.json     written by the agent when the replica is confined (sandbox/config.py)
+    workdir.json     written by the agent for a replica with code to bring (workdir.py):
+                     the cached tree, the link store, the wheel index
+    container.env    an image replica's environment for its runtime (0600; imagerun.py)
     status/          the workload's own directory (its user's, when confined)
       progress.json  written by the workload (corral.train.report, at $CORRAL_PROGRESS_FILE):
                      step, checkpoint_step, time; read by the agent (never through a symlink)
+      error.txt      why the environment or setup failed (envbuild.py): the exit's error
     work/            the default working directory
     tmp/             /tmp in a confined replica's view
 ```
