@@ -165,7 +165,7 @@ def _after_start(
     _print_ready(plane, node, plane.home, detach)
     if spec is not None:
         try:
-            job_code = _run_job(plane.url, tokens.admin, spec)
+            job_code = _run_job(plane.url, tokens.admin, spec, plane.home)
         except KeyboardInterrupt:
             if detach:
                 return 130
@@ -186,10 +186,15 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _load_run_spec(path: Path) -> JobSpec:
+    from corral.cli.workdir import relative_to_file
     from corral.spec import load_job_spec
 
     # Checked before anything starts: a typo should not cost a server start.
-    return load_job_spec(path)
+    spec = load_job_spec(path)
+    # Only a file that names its working directory sends one (`make up` runs from the
+    # repository, which is a project: it is not sent for the hello job).
+    workdir = relative_to_file(str(path), spec.workdir)
+    return spec.model_copy(update={"workdir": workdir}) if workdir else spec
 
 
 def _start(plane: LocalPlane, tokens: Tokens, fake: str | None) -> NodeView:
@@ -264,11 +269,15 @@ def _print_ready(plane: LocalPlane, node: NodeView, home: Path, detach: bool) ->
             )
 
 
-def _run_job(url: str, admin_token: str, spec: JobSpec) -> int:
+def _run_job(url: str, admin_token: str, spec: JobSpec, home: Path) -> int:
     from corral.cli.jobfollow import follow_job
     from corral.client import Client
 
     with Client(url, admin_token, "default") as client:
+        if spec.workdir:
+            from corral.cli.workdir import send_workdir
+
+            spec = send_workdir(client, spec, flag=None, off=False, home=home)
         job = client.submit_job(spec)
         note(f"submitted job [bold]{esc(job.name)}[/] ({esc(job.state)})")
         return follow_job(client, job.name)

@@ -8,11 +8,8 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import httpx
-
-from corral.client.config import rejected
-from corral.client.errors import ConnectionFailed, NotFound, ServerUnreachable, Unauthorized
-from corral.client.http import Http, _check_corral, _error_from
+from corral.client.errors import NotFound
+from corral.client.http import Http
 from corral.client.workdir import PackedTree
 from corral.wire.artifacts import (
     HEADER_BYTES,
@@ -73,7 +70,7 @@ def upload_tree(
             assert upcoming is not None
             data = upcoming.result()
             upcoming = reader.submit(body, groups[i + 1]) if i + 1 < len(groups) else None
-            _post_bytes(http, f"{base}/blobs", data)
+            http._request("POST", f"{base}/blobs", content=data)
             sent += sum(sizes[d] for d in group)
             if progress is not None:
                 progress(sent, total)
@@ -104,22 +101,3 @@ def batches(sizes: Mapping[str, int], limit: int) -> Iterator[list[str]]:
         used += need
     if group:
         yield group
-
-
-def _post_bytes(http: Http, path: str, body: bytes) -> None:
-    """Http._request for a body of bytes (it sends JSON only): the same errors."""
-    headers = {"Content-Type": "application/octet-stream"}
-    try:
-        response = http._http.post(path, content=body, headers=headers)
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        raise ServerUnreachable(http.server, str(exc)) from exc
-    except httpx.TimeoutException as exc:
-        raise ConnectionFailed(http.server, f"no answer within {http.timeout:g} s") from exc
-    except httpx.TransportError as exc:
-        raise ConnectionFailed(http.server, str(exc) or type(exc).__name__) from exc
-    if response.status_code >= 400:
-        _check_corral(response, http.server, http.origin)
-        error = _error_from(response)
-        if isinstance(error, Unauthorized):
-            raise rejected(error, http.server, http.origin, token_sent=http._token_sent)
-        raise error

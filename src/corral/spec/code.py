@@ -113,7 +113,48 @@ def check_image(value: str | None) -> str | None:
     return value
 
 
-def code_fields(spec: Any) -> dict[str, Any]:
+class CodeSpec(BaseModel):
+    """The fields a job and a pod share about their code: declared once, inherited."""
+
+    workdir: str | None = Field(
+        default=None,
+        description="a local directory the CLI packs (honouring .gitignore and "
+        ".corralignore) and uploads once, content-addressed; every replica starts in a copy "
+        "of it. Stored as the digest of the uploaded tree (sha256:…)",
+    )
+    environment: EnvironmentSpec | None = Field(
+        default=None,
+        description="a Python environment built on the node with uv and cached: python, "
+        "requirements (a file in the workdir, or lines), uv_lock",
+    )
+    setup: str | None = Field(
+        default=None,
+        description="shell commands run once per node and environment, before the command "
+        "(cached; their output is in the log)",
+    )
+    image: str | None = Field(
+        default=None,
+        description="a container image to run in, on nodes with a container runtime "
+        "(docker or podman)",
+    )
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, value: str | None) -> str | None:
+        return check_workdir(value)
+
+    @field_validator("setup")
+    @classmethod
+    def _setup(cls, value: str | None) -> str | None:
+        return check_setup(value)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        return check_image(value)
+
+
+def code_fields(spec: CodeSpec) -> dict[str, Any]:
     """The code fields of a job or pod spec, for the node (ReplicaAssignment)."""
     env = spec.environment
     return {

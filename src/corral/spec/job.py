@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 from corral.core.priorities import DEFAULT_PRIORITY_CLASSES
-from corral.spec.code import EnvironmentSpec
+from corral.spec.code import CodeSpec
 from corral.spec.limits import bounded, check_argv
 from corral.spec.names import check_name
 from corral.spec.resources import Resources
@@ -35,7 +35,7 @@ def priority_value(value: Any) -> Any:
     return value
 
 
-class JobSpec(Runnable):
+class JobSpec(Runnable, CodeSpec):
     """A batch job: `replicas` copies of one command, placed together as a gang."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -60,27 +60,6 @@ class JobSpec(Runnable):
     )
     files: dict[str, str] = Field(
         default_factory=dict, description="relative path -> content, written before start"
-    )
-    workdir: str | None = Field(
-        default=None,
-        description="a local directory the CLI packs (honouring .gitignore and "
-        ".corralignore) and uploads once, content-addressed; every replica starts in a copy "
-        "of it. Stored as the digest of the uploaded tree (sha256:…)",
-    )
-    environment: EnvironmentSpec | None = Field(
-        default=None,
-        description="a Python environment built on the node with uv and cached: python, "
-        "requirements (a file in the workdir, or lines), uv_lock",
-    )
-    setup: str | None = Field(
-        default=None,
-        description="shell commands run once per node and environment, before the command "
-        "(cached; their output is in the log)",
-    )
-    image: str | None = Field(
-        default=None,
-        description="a container image to run in, on nodes with a container runtime "
-        "(docker or podman)",
     )
     resources: Resources = Field(default_factory=Resources)
     volumes: dict[str, str] = Field(

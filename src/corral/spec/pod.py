@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from corral.spec.code import EnvironmentSpec
+from corral.spec.code import CodeSpec
 from corral.spec.job import priority_value
 from corral.spec.names import check_name
 from corral.spec.resources import Resources
@@ -24,7 +24,7 @@ def _idle_stop(value: Any) -> Any:
     return parse_duration_s(value)
 
 
-class PodSpec(Runnable):
+class PodSpec(Runnable, CodeSpec):
     """One replica that runs until stopped; its working directory outlives it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -39,27 +39,6 @@ class PodSpec(Runnable):
     files: dict[str, str] = Field(
         default_factory=dict,
         description="relative path -> content, written into the working directory at start",
-    )
-    workdir: str | None = Field(
-        default=None,
-        description="a local directory the CLI packs (honouring .gitignore and "
-        ".corralignore) and uploads once, content-addressed; every replica starts in a copy "
-        "of it. Stored as the digest of the uploaded tree (sha256:…)",
-    )
-    environment: EnvironmentSpec | None = Field(
-        default=None,
-        description="a Python environment built on the node with uv and cached: python, "
-        "requirements (a file in the workdir, or lines), uv_lock",
-    )
-    setup: str | None = Field(
-        default=None,
-        description="shell commands run once per node and environment, before the command "
-        "(cached; their output is in the log)",
-    )
-    image: str | None = Field(
-        default=None,
-        description="a container image to run in, on nodes with a container runtime "
-        "(docker or podman)",
     )
     volumes: dict[str, str] = Field(
         default_factory=dict,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ValidationInfo, field_validator
 
-from corral.spec.code import check_image, check_setup, check_workdir
 from corral.spec.limits import (
     bounded,
     check_argv,
@@ -86,21 +85,6 @@ class Runnable(BaseModel):
         if value is not None and not value.startswith("/"):
             raise ValueError("working_dir must be an absolute path on the node")
         return value
-
-    @field_validator("workdir", check_fields=False)
-    @classmethod
-    def _workdir(cls, value: str | None) -> str | None:
-        return check_workdir(value)
-
-    @field_validator("setup", check_fields=False)
-    @classmethod
-    def _setup(cls, value: str | None) -> str | None:
-        return check_setup(value)
-
-    @field_validator("image", check_fields=False)
-    @classmethod
-    def _image(cls, value: str | None) -> str | None:
-        return check_image(value)
 
     @field_validator("files", check_fields=False)
     @classmethod
