@@ -394,3 +394,25 @@ def test_idle_stop_waits_for_open_shells(env: Env, cluster: Cluster) -> None:
     assert shell["who"] and shell["origin"]
     assert shell["duration_s"] is not None and shell["duration_s"] >= idle_s + 4 - 1
     assert re.search(r"idle", " ".join(e["text"] for e in pod["events"] if e["kind"] == "stop"))
+
+
+def test_a_session_gets_the_pods_python_environment(env: Env, cluster: Cluster) -> None:
+    """A pod with `environment:` builds it before its command; `pod exec` (like `ssh`) then
+    finds that environment first on PATH, as the command did."""
+    u = env.user
+    spec = write_pod_yaml(
+        env.root / "envpod.yaml", "envpod", "sleep 600", environment={"requirements": []}
+    )
+    u.corral("pod", "create", "-f", str(spec))
+    u.wait_state("envpod", "running")
+    probe = "echo $VIRTUAL_ENV; command -v python"
+
+    def seen() -> list[str] | None:
+        done = u.corral("pod", "exec", "envpod", "--", "sh", "-c", probe, check=False)
+        lines = done.stdout.split()
+        return lines if done.returncode == 0 and len(lines) == 2 and lines[0] else None
+
+    venv, python = wait_for("the pod's environment in a session", seen, timeout=60)
+    assert "/.cache/corral/envs/" in venv, venv
+    assert python == f"{venv}/bin/python", python
+    u.corral("pod", "delete", "envpod")

@@ -574,6 +574,23 @@ def clip(message: str, limit: int = MAX_ERROR_BYTES) -> str:
     return head_bytes.decode(errors="ignore") + "\n…\n" + tail.decode(errors="ignore")
 
 
+ENVIRONMENT_FILE = "environment"  # in the status dir: the environment's path, for sessions
+
+
+def write_environment(status_dir: str | None, env_dir: Path) -> None:
+    """Say where the environment is, so that `ssh` into the pod (or `job exec`) gets it on
+    PATH too (agent/sessions/launch.py reads it)."""
+    if not status_dir:
+        return
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(os.path.join(status_dir, ENVIRONMENT_FILE), flags, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(str(env_dir))
+    except OSError as exc:
+        say(f"cannot write {ENVIRONMENT_FILE}: {exc.strerror or exc}")
+
+
 def write_error(status_dir: str | None, message: str) -> None:
     say(message)
     if not status_dir:
@@ -622,6 +639,7 @@ def main(args: Sequence[str] | None = None) -> int:
                 p for p in (str(env_dir / "bin"), env.get("PATH", "")) if p
             )
             env.pop("PYTHONHOME", None)
+            write_environment(_status_dir(plan), env_dir)
         if plan.setup is not None:
             run_setup(plan.setup, key, env, workdir)
     except Failure as failure:

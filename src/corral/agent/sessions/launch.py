@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corral.agent.layout import ASSIGNMENT, WORK, process_start_time, read_json
+from corral.agent.envbuild import ENVIRONMENT_FILE
+from corral.agent.layout import ASSIGNMENT, WORK, process_start_time, progress_path, read_json
 from corral.agent.records import ReplicaRecord
 from corral.agent.runner import Runner
 from corral.agent.sandbox.config import SANDBOX, SandboxConfig
+from corral.agent.sandbox.files import read_small_nofollow
 from corral.agent.sandbox.policy import Isolation
 from corral.agent.sessions.config import SessionConfig, relay_url
 from corral.agent.shim import load_plan, workload_environment
@@ -140,6 +142,7 @@ class Sessions:
             base = _environ(record.pid, started)
             env = workload_environment(record.path, assignment, base)
             env.update(sandbox.user_env())
+            _with_environment(record.path, env)
             cwd = _working_dir(record.path, assignment, sandbox.work, env, confined=True)
             return SessionConfig(
                 **common,
@@ -157,6 +160,7 @@ class Sessions:
         except (OSError, ValueError):
             base = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
         env = workload_environment(record.path, assignment, base)
+        _with_environment(record.path, env)
         cwd = _working_dir(record.path, assignment, record.path / WORK, env, confined=False)
         return SessionConfig(
             **common,
@@ -232,6 +236,21 @@ def _working_dir(
         env.update(plan.environment(confined))
     work = plan.work_host() if plan is not None else None
     return assignment.get("working_dir") or work or default
+
+
+def _with_environment(replica_dir: Path, env: dict[str, str]) -> None:
+    """A session gets the replica's Python environment (envbuild.py), first on PATH, as its
+    command did. The file is the replica user's own: it can only change that user's
+    session, and is read without following links, bounded, and checked to be a path."""
+    try:
+        raw = read_small_nofollow(progress_path(replica_dir).parent / ENVIRONMENT_FILE, 4096)
+    except OSError:
+        return
+    path = raw.decode("utf-8", "replace").strip() if raw else ""
+    if not path.startswith("/") or any(c in path for c in "\0\n:") or not os.path.isdir(path):
+        return
+    env["VIRTUAL_ENV"] = path
+    env["PATH"] = os.pathsep.join(p for p in (f"{path}/bin", env.get("PATH", "")) if p)
 
 
 def _environ(pid: int | None, start_time: int | None) -> dict[str, str]:
