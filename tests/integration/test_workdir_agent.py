@@ -85,7 +85,9 @@ def test_a_job_runs_in_its_uploaded_tree_as_the_workspaces_user(env: Env) -> Non
     state, log = run_job(
         env,
         "first",
-        "python3 train.py && ./run.sh && stat -c '%u %a %n' . pkg pkg/model.py run.sh",
+        "python3 train.py && ./run.sh && stat -c '%u %a %n' . pkg pkg/model.py run.sh"
+        " && (echo more >> run.sh || echo cannot change run.sh)"
+        " && cp run.sh r && mv r run.sh && echo replaced run.sh && stat -c '%u %n' run.sh",
     )
     assert state == "succeeded", log
     uid = wait_for(
@@ -95,7 +97,11 @@ def test_a_job_runs_in_its_uploaded_tree_as_the_workspaces_user(env: Env) -> Non
     assert uid > UID_BASE
     assert "training tiny model\n" in log
     assert f"script ran as {uid}\n" in log
-    assert f"{uid} 700 .\n{uid} 755 pkg\n{uid} 644 pkg/model.py\n{uid} 755 run.sh\n" in log
+    # The directories are the workspace's; the files are links to the node's one read-only
+    # copy (root's), with the tree's modes: not changed in place, but replaced at will.
+    assert f"{uid} 700 .\n{uid} 755 pkg\n0 644 pkg/model.py\n0 755 run.sh\n" in log
+    assert "cannot change run.sh\n" in log and "replaced run.sh\n" in log
+    assert f"{uid} run.sh\n" in log
     assert "corral: working directory sha256:" in log.splitlines()[0]
 
 
