@@ -36,6 +36,7 @@ def hc(tmp_path: Path) -> Iterator[HostCluster]:
         f"{WHEELHOUSE} has no tabulate wheel: run scripts/test-deps.sh (make test does)"
     )
     hosts = make_hosts(2)
+
     # Unconfined agents (the harness's): workloads run with their host's HOME, so each
     # host has an environment cache of its own (as two machines would), not the machine's.
     def home(host: Host) -> dict[str, str]:
@@ -109,8 +110,10 @@ def test_the_example_project_runs_on_two_hosts_from_what_corral_carried(
         # The environment was built on this node, from the server's wheelhouse, before setup
         # and the command, and its log comes first.
         assert "building environment" in out, out
-        assert out.index("building environment") < out.index("setup runs once") < out.index(
-            f"replica {replica.rank} on"
+        assert (
+            out.index("building environment")
+            < out.index("setup runs once")
+            < out.index(f"replica {replica.rank} on")
         ), out
         # train.py imported the project's package, which imported tabulate.
         assert re.search(r"word\s+count\n-+\s+-+\n", out), out
