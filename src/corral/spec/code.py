@@ -10,9 +10,9 @@ directory: the files travel with it, and the node hashes what it finds there.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_REQUIREMENTS = 1000
 MAX_REQUIREMENT_BYTES = 1024
@@ -152,6 +152,17 @@ class CodeSpec(BaseModel):
     @classmethod
     def _image(cls, value: str | None) -> str | None:
         return check_image(value)
+
+    @model_validator(mode="after")
+    def _image_is_the_environment(self) -> Self:
+        both = [f for f in ("environment", "setup") if getattr(self, f) is not None]
+        if self.image is not None and both:
+            raise ValueError(
+                f"`{both[0]}` with `image`: the image is the replica's environment, so "
+                f"{' and '.join(both)} would not run; build it into the image, or leave "
+                "`image` out"
+            )
+        return self
 
 
 def code_fields(spec: CodeSpec) -> dict[str, Any]:
