@@ -411,3 +411,16 @@ def test_the_key_names_the_uv_package_without_running_it(monkeypatch: pytest.Mon
 
     monkeypatch.delenv(envbuild.UV_ENV, raising=False)
     assert envbuild.uv_identity() == f"uv-{version('uv')}.dist-info"
+
+
+def test_uv_trusts_the_nodes_certificates_unless_the_job_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A fleet behind a TLS proxy, or a private index with its own CA: uv's own bundle of
+    # roots would refuse it where pip and curl on the node succeed.
+    from corral.agent.envbuild import _uv_env
+
+    monkeypatch.delenv("UV_SYSTEM_CERTS", raising=False)
+    assert _uv_env()["UV_SYSTEM_CERTS"] == "true"
+    monkeypatch.setenv("UV_SYSTEM_CERTS", "false")
+    assert _uv_env()["UV_SYSTEM_CERTS"] == "false"

@@ -376,6 +376,10 @@ def _cache_dir(*parts: str) -> Path:
 
 def _uv_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    # The node's own certificate store, as pip and curl there use: a fleet behind a TLS
+    # proxy or a private index with its own CA trusts it already (uv's default is a bundle
+    # of its own). A job may still say UV_SYSTEM_CERTS=false.
+    env.setdefault("UV_SYSTEM_CERTS", "true")
     env.update(extra or {})
     return env
 
