@@ -134,8 +134,6 @@ def test_code_flags_become_the_spec(cli: Cli, project: Path) -> None:
         "requirements.txt",
         "--setup",
         "echo ready",
-        "--image",
-        "debian:12",
         "--",
         "true",
     )
@@ -143,7 +141,13 @@ def test_code_flags_become_the_spec(cli: Cli, project: Path) -> None:
     spec = cli.sdk().get_job("flags").spec
     assert spec.environment is not None
     assert (spec.environment.python, spec.environment.requirements) == ("3.11", "requirements.txt")
-    assert (spec.setup, spec.image) == ("echo ready", "debian:12")
+    assert spec.setup == "echo ready"
+    code, stderr, _ = run(cli, "boxed", "--image", "debian:12", "--", "true")
+    assert code == 0, stderr
+    assert cli.sdk().get_job("boxed").spec.image == "debian:12"
+    # The image is the environment: the flags that build one beside it are refused.
+    both = cli("job", "run", "-d", "--image", "debian:12", "--setup", "echo", "--", "true")
+    assert both.exit_code == 2 and "`setup` with `image`" in both.stderr
     bad = cli("job", "run", "-d", "--python", "two", "--", "true")
     assert bad.exit_code == 2 and bad.stderr.startswith("error: --python: ")
 
