@@ -313,24 +313,25 @@ class ArtifactCache:
         for digest, data in blobs:
             path = blob_path(self.blobs, digest)
             path.parent.mkdir(mode=0o700, exist_ok=True)
-            tmp = path.with_name(f".{digest}.{secrets.token_hex(4)}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            _write_whole(path, data)
 
     def _commit(self, cached: Path, manifest: Manifest) -> None:
         """Write the manifest once its blobs are here: its presence says the tree is whole."""
-        tmp = cached.with_name(f".{cached.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        _write_whole(cached, manifest.canonical())
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """Readers see no file or all of it (not fsynced: the cache belongs to one boot)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
         with os.fdopen(fd, "wb") as out:
-            out.write(manifest.canonical())
-        os.replace(tmp, cached)
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _batches(missing: dict[str, int]) -> list[dict[str, int]]:

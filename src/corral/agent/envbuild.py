@@ -584,28 +584,25 @@ ENVIRONMENT_FILE = "environment"  # in the status dir: the environment's path, f
 def write_environment(status_dir: str | None, env_dir: Path) -> None:
     """Say where the environment is, so that `ssh` into the pod (or `job exec`) gets it on
     PATH too (agent/sessions/launch.py reads it)."""
-    if not status_dir:
-        return
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(os.path.join(status_dir, ENVIRONMENT_FILE), flags, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(str(env_dir))
-    except OSError as exc:
-        say(f"cannot write {ENVIRONMENT_FILE}: {exc.strerror or exc}")
+    _write_status(status_dir, ENVIRONMENT_FILE, str(env_dir))
 
 
 def write_error(status_dir: str | None, message: str) -> None:
     say(message)
+    _write_status(status_dir, ERROR_FILE, clip(message))
+
+
+def _write_status(status_dir: str | None, name: str, text: str) -> None:
+    """A file of the replica's status directory (its user's), never through a link."""
     if not status_dir:
         return
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(os.path.join(status_dir, ERROR_FILE), flags, 0o644)
+        fd = os.open(os.path.join(status_dir, name), flags, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(clip(message))
+            out.write(text)
     except OSError as exc:
-        say(f"cannot write {ERROR_FILE}: {exc.strerror or exc}")
+        say(f"cannot write {name}: {exc.strerror or exc}")
 
 
 def _split(args: Sequence[str]) -> tuple[str, list[str]]:
