@@ -18,10 +18,8 @@ from sqlalchemy import select
 from corral.server.app import create_app
 from corral.server.config import ServerOptions, SettingError
 from corral.server.runtime import ControlPlane
-from corral.server.services import nodes
 from corral.server.services.assignments import build_assignments
 from corral.server.store.tables import Job, Replica
-from corral.wire import agent as wire
 from corral.wire.artifacts import (
     CHUNK_BYTES,
     FileEntry,
@@ -30,7 +28,7 @@ from corral.wire.artifacts import (
     blob_digest,
     frames,
 )
-from support.app import JOIN_TOKEN, in_process
+from support.app import connected_node, in_process
 from support.cluster import wait_for
 
 ADMIN = {"Authorization": "Bearer crl_admin"}
@@ -76,18 +74,6 @@ def api(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
 def control_plane(api: TestClient) -> ControlPlane:
     cp: ControlPlane = api.app.state.cp  # type: ignore[attr-defined]
     return cp
-
-
-def node(cp: ControlPlane, name: str) -> tuple[str, dict[str, str]]:
-    """A registered, connected node: its id and the header its token goes in."""
-    inventory = wire.Inventory(
-        hostname=name, cpus=8, memory_mb=16000, disk_mb=100000, gpu_backend="none"
-    )
-    with cp.store.transaction() as session:
-        request = wire.RegisterRequest(join_token=JOIN_TOKEN, name=name, inventory=inventory)
-        row, secret = nodes.register_node(session, request, 1.0)
-        nodes.connect(session, row.id, wire.Hello(inventory=inventory, address=name), 2.0)
-        return row.id, {"Authorization": f"Bearer {secret}"}
 
 
 def placed(cp: ControlPlane, job: str) -> str:
@@ -202,7 +188,7 @@ def test_the_assignment_carries_the_code_and_the_node_fetches_it(
     files = {"pkg/__init__.py": b"", "train.py": b"import pkg\n", "requirements.txt": b"x\n"}
     manifest, blobs = pack(files)
     digest = upload(api, files)
-    node_id, node_auth = node(cp, "n1")
+    node_id, node_auth = connected_node(api, "n1")
     spec: dict[str, Any] = {
         "name": "train",
         "command": "python train.py",

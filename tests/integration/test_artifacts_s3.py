@@ -18,9 +18,7 @@ from sqlalchemy import select
 
 from corral.server.artifacts.store import HEADS_PER_PAGE, S3Store
 from corral.server.runtime import ControlPlane
-from corral.server.services import nodes
 from corral.server.store.tables import Replica
-from corral.wire import agent as wire
 from corral.wire.artifacts import (
     CHUNK_BYTES,
     FileEntry,
@@ -30,7 +28,7 @@ from corral.wire.artifacts import (
     frames,
 )
 from support.app import ADMIN_TOKEN as APP_ADMIN_TOKEN
-from support.app import JOIN_TOKEN, in_process
+from support.app import connected_node, in_process
 from support.cluster import ADMIN_TOKEN, Cluster, wait_for
 
 BUCKET = "corral-artifacts"
@@ -173,13 +171,7 @@ def test_a_node_fetches_a_tree_from_the_bucket(s3: Any, tmp_path: Path) -> None:
         r = api.post(f"{base}/manifests", content=manifest.canonical(), headers=auth)
         assert r.status_code == 200, r.text
         cp: ControlPlane = api.app.state.cp  # type: ignore[attr-defined]
-        inventory = wire.Inventory(
-            hostname="n1", cpus=8, memory_mb=16000, disk_mb=100000, gpu_backend="none"
-        )
-        with cp.store.transaction() as session:
-            request = wire.RegisterRequest(join_token=JOIN_TOKEN, name="n1", inventory=inventory)
-            node, secret = nodes.register_node(session, request, 1.0)
-            nodes.connect(session, node.id, wire.Hello(inventory=inventory, address="n1"), 2.0)
+        _, node_auth = connected_node(api, "n1")
         job = {"name": "t", "command": "true", "workdir": f"sha256:{manifest.digest()}"}
         assert api.post("/v1/workspaces/default/jobs", json=job, headers=auth).status_code == 201
 
@@ -188,7 +180,6 @@ def test_a_node_fetches_a_tree_from_the_bucket(s3: Any, tmp_path: Path) -> None:
                 return session.scalar(select(Replica.id)) is not None
 
         wait_for("the job to be placed", placed)
-        node_auth = {"Authorization": f"Bearer {secret}"}
         path = f"/v1/agent/artifacts/default/manifests/{manifest.digest()}"
         r = api.get(path, headers=node_auth)
         assert r.status_code == 200 and r.content == manifest.canonical()

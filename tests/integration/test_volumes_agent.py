@@ -3,7 +3,6 @@ shims: confined (root: the workspace's uid, bind mounts) and unconfined (no isol
 
 from __future__ import annotations
 
-import asyncio
 import os
 import stat
 from collections.abc import Iterator
@@ -11,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_agent_runner import kill_leftovers, run
+from test_agent_runner import kill_leftovers
 
 from corral.agent.runner import Runner
 from corral.agent.sandbox.policy import Isolation
 from corral.wire.agent import ReplicaAssignment, VolumeMount
+from support import replicas
+from support.replicas import log, run_all
 
 UID_BASE = 1_000_000
 MOUNT = "/var/tmp/corral-volume-test/data"  # a private tmpfs in the view: nothing on the host
@@ -28,34 +29,9 @@ def state(tmp_path: Path) -> Iterator[Path]:
 
 
 def replica(rid: str, script: str, attempt: int = 1, **extra: Any) -> ReplicaAssignment:
-    return ReplicaAssignment(
-        replica_id=rid,
-        job="dev",
-        workspace=extra.pop("workspace", "team-a"),
-        attempt=attempt,
-        rank=0,
-        argv=["sh", "-c", script],
-        env={},
-        uid_index=extra.pop("uid_index", 7),
-        **extra,
-    )
-
-
-def run_all(runner: Runner, *assignments: ReplicaAssignment) -> None:
-    """Run each replica to its end, one after the other (like stop/start of a pod)."""
-
-    async def body() -> None:
-        runner.load()
-        for a in assignments:
-            assert runner.start(a)
-            await asyncio.wait_for(runner.records[a.replica_id].done.wait(), 20)
-        runner.close()
-
-    run(body())
-
-
-def log(state: Path, rid: str) -> str:
-    return (state / "replicas" / rid / "output.log").read_text()
+    """Workspace team-a's (uid index 7) unless `workspace`/`uid_index` say otherwise."""
+    workspace, uid_index = extra.pop("workspace", "team-a"), extra.pop("uid_index", 7)
+    return replicas.replica(rid, workspace, uid_index, script, attempt=attempt, **extra)
 
 
 def confined(state: Path, **kw: Any) -> Runner:

@@ -15,9 +15,7 @@ from sqlalchemy import select
 from corral.server.artifacts import service
 from corral.server.errors import Invalid
 from corral.server.runtime import ControlPlane
-from corral.server.services import nodes
 from corral.server.store.tables import Job, Replica, Workspace
-from corral.wire import agent as wire
 from corral.wire.artifacts import (
     CHUNK_BYTES,
     HEADER_BYTES,
@@ -28,7 +26,7 @@ from corral.wire.artifacts import (
     frame,
     frames,
 )
-from support.app import JOIN_TOKEN, in_process
+from support.app import connected_node, in_process
 from support.cluster import wait_for
 
 ADMIN = {"Authorization": "Bearer crl_admin"}
@@ -58,17 +56,6 @@ def upload(api: TestClient, ws: str, headers: dict[str, str], data: bytes) -> Ma
     r = api.post(f"{art}/manifests", content=manifest.canonical(), headers=headers)
     assert r.status_code == 200, r.text
     return manifest
-
-
-def node(cp: ControlPlane, name: str) -> tuple[str, dict[str, str]]:
-    inventory = wire.Inventory(
-        hostname=name, cpus=8, memory_mb=16000, disk_mb=100000, gpu_backend="none"
-    )
-    with cp.store.transaction() as session:
-        request = wire.RegisterRequest(join_token=JOIN_TOKEN, name=name, inventory=inventory)
-        row, secret = nodes.register_node(session, request, 1.0)
-        nodes.connect(session, row.id, wire.Hello(inventory=inventory, address=name), 2.0)
-        return row.id, {"Authorization": f"Bearer {secret}"}
 
 
 def stored_files(root: Path) -> list[Path]:
@@ -125,7 +112,7 @@ def test_a_node_reads_only_the_trees_of_replicas_it_runs(api: TestClient) -> Non
     cp: ControlPlane = api.app.state.cp  # type: ignore[attr-defined]
     a = member(api, "team-a")
     manifest = upload(api, "team-a", a, b"print('a')\n")
-    n1, n1_auth = node(cp, "n1")
+    n1, n1_auth = connected_node(api, "n1")
     job = {"name": "t", "command": "true", "workdir": f"sha256:{manifest.digest()}"}
     assert api.post("/v1/workspaces/team-a/jobs", json=job, headers=a).status_code == 201
 
@@ -134,7 +121,7 @@ def test_a_node_reads_only_the_trees_of_replicas_it_runs(api: TestClient) -> Non
             return session.scalar(select(Replica.node_id))
 
     assert wait_for("the job to be placed", placed) == n1
-    _, n2_auth = node(cp, "n2")
+    _, n2_auth = connected_node(api, "n2")
     path = f"/v1/agent/artifacts/team-a/manifests/{manifest.digest()}"
     assert api.get(path, headers=n1_auth).status_code == 200
     # Another node: nothing of its replicas uses the tree.

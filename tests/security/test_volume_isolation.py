@@ -4,39 +4,23 @@ never redirects the agent (root), and no name leaves `<root>/<workspace>`."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import shutil
-import signal
 import stat
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 
 from corral.agent import volumes
 from corral.agent.runner import Runner
 from corral.agent.sandbox.policy import Isolation
-from corral.wire.agent import ReplicaAssignment, VolumeMount
+from corral.wire.agent import VolumeMount
+from support.replicas import kill_leftovers, log, replica, run, run_all
 
-T = TypeVar("T")
 UID_BASE = 1_000_000
 MOUNT = "/var/tmp/corral-volume-test/data"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-def kill_leftovers(state_dir: Path) -> None:
-    """Replicas outlive runners by design: kill whatever a failed test left behind."""
-    for shim in state_dir.glob("replicas/*/shim.json"):
-        info = json.loads(shim.read_text())
-        with contextlib.suppress(OSError):
-            os.killpg(info["pgid"], signal.SIGKILL)
 
 
 @pytest.fixture
@@ -53,37 +37,6 @@ def shared_root() -> Iterator[Path]:
     base.mkdir(mode=0o755)
     yield base / "volumes"
     shutil.rmtree(base)
-
-
-def replica(
-    rid: str, workspace: str, uid_index: int, script: str, **extra: Any
-) -> ReplicaAssignment:
-    return ReplicaAssignment(
-        replica_id=rid,
-        job="dev",
-        workspace=workspace,
-        attempt=1,
-        rank=0,
-        argv=["sh", "-c", script],
-        env={},
-        uid_index=uid_index,
-        **extra,
-    )
-
-
-def run_all(runner: Runner, *assignments: ReplicaAssignment) -> None:
-    async def body() -> None:
-        runner.load()
-        for a in assignments:
-            assert runner.start(a)
-            await asyncio.wait_for(runner.records[a.replica_id].done.wait(), 20)
-        runner.close()
-
-    run(body())
-
-
-def log(state: Path, rid: str) -> str:
-    return (state / "replicas" / rid / "output.log").read_text()
 
 
 def confined(state: Path, root: Path) -> Runner:

@@ -5,14 +5,9 @@ handed to another without the control plane's word."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import os
-import signal
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -21,23 +16,16 @@ from corral.agent.artifacts import ArtifactCache
 from corral.agent.runner import Runner
 from corral.agent.sandbox.policy import Isolation
 from corral.agent.workdir import blob_path
-from corral.wire.agent import ReplicaAssignment
 from corral.wire.artifacts import BlobQuery, FileEntry, Manifest, blob_digest, frames
+from support.replicas import kill_leftovers, log, replica, run_all
 
-T = TypeVar("T")
 UID_BASE = 1_000_000
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(asyncio.wait_for(coro, 60))
 
 
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
-    for shim in tmp_path.glob("replicas/*/shim.json"):
-        with contextlib.suppress(OSError, ValueError):
-            os.killpg(json.loads(shim.read_text())["pgid"], signal.SIGKILL)
+    kill_leftovers(tmp_path)
 
 
 class Store:
@@ -83,44 +71,13 @@ def confined(state: Path, store: Store) -> Runner:
     return Runner(state, isolation=Isolation(state_dir=state, uid_base=UID_BASE), cache=cache)
 
 
-def replica(
-    rid: str, workspace: str, uid_index: int, script: str, digest: str
-) -> ReplicaAssignment:
-    return ReplicaAssignment(
-        replica_id=rid,
-        job="train",
-        workspace=workspace,
-        attempt=1,
-        rank=0,
-        argv=["sh", "-c", script],
-        env={},
-        uid_index=uid_index,
-        workdir=digest,
-    )
-
-
-def run_all(runner: Runner, *assignments: ReplicaAssignment) -> None:
-    async def body() -> None:
-        runner.load()
-        for a in assignments:
-            assert runner.start(a)
-            await asyncio.wait_for(runner.records[a.replica_id].done.wait(), 20)
-        runner.close()
-
-    run(body())
-
-
-def log(state: Path, rid: str) -> str:
-    return (state / "replicas" / rid / "output.log").read_text()
-
-
 def test_a_file_below_a_link_of_the_tree_is_never_written_through_it(state: Path) -> None:
     outside = state / "outside"
     outside.mkdir()
     store = Store()
     digest = store.add("team-a", {"link": str(outside), "link/evil": b"owned\n"})
     runner = confined(state, store)
-    run_all(runner, replica("r1", "team-a", 7, "echo ran", digest))
+    run_all(runner, replica("r1", "team-a", 7, "echo ran", job="train", workdir=digest))
     record = runner.records["r1"]
     assert record.exit_code == 126, log(state, "r1")
     assert record.error is not None and "cannot copy the working directory: link" in record.error
@@ -137,7 +94,7 @@ def test_a_path_climbing_out_of_the_tree_never_reaches_the_node(state: Path) -> 
     digest = blob_digest(body)
     store.manifests[("team-a", digest)] = body  # a server that would serve it anyway
     runner = confined(state, store)
-    run_all(runner, replica("r1", "team-a", 7, "echo ran", digest))
+    run_all(runner, replica("r1", "team-a", 7, "echo ran", job="train", workdir=digest))
     record = runner.records["r1"]
     assert record.exit_code is None
     assert record.error is not None
@@ -155,7 +112,7 @@ def test_the_node_cache_is_not_in_a_confined_replicas_view(state: Path) -> None:
         f"cat {blob} 2>/dev/null && echo READ; echo done"
     )
     runner = confined(state, store)
-    run_all(runner, replica("r1", "team-a", 7, script, digest))
+    run_all(runner, replica("r1", "team-a", 7, script, job="train", workdir=digest))
     assert runner.records["r1"].exit_code == 0, log(state, "r1")
     assert blob.read_bytes() == secret  # it is in the cache, on the host
     assert log(state, "r1").endswith("team-a's code\ndone\n")
@@ -167,9 +124,9 @@ def test_a_tree_cached_for_one_workspace_is_not_given_to_another(state: Path) ->
     runner = confined(state, store)
     run_all(
         runner,
-        replica("r1", "team-a", 7, "cat secret.txt", digest),
+        replica("r1", "team-a", 7, "cat secret.txt", job="train", workdir=digest),
         # Same digest, another workspace: the control plane does not vouch for it.
-        replica("r2", "team-b", 8, "cat secret.txt", digest),
+        replica("r2", "team-b", 8, "cat secret.txt", job="train", workdir=digest),
     )
     assert runner.records["r1"].exit_code == 0, log(state, "r1")
     assert log(state, "r1").endswith("\nteam-a only\n")

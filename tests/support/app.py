@@ -55,3 +55,21 @@ class AppTransport(httpx.BaseTransport):
             content=request.read(),
         )
         return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
+
+
+def connected_node(server: TestClient, name: str) -> tuple[str, dict[str, str]]:
+    """A node registered with the join token above and connected, in the app's store (no
+    agent): its id, and the header its token goes in."""
+    from corral.server.runtime import ControlPlane
+    from corral.server.services import nodes
+    from corral.wire import agent as wire
+
+    cp: ControlPlane = server.app.state.cp  # type: ignore[attr-defined]
+    inventory = wire.Inventory(
+        hostname=name, cpus=8, memory_mb=16000, disk_mb=100000, gpu_backend="none"
+    )
+    with cp.store.transaction() as session:
+        request = wire.RegisterRequest(join_token=JOIN_TOKEN, name=name, inventory=inventory)
+        row, secret = nodes.register_node(session, request, 1.0)
+        nodes.connect(session, row.id, wire.Hello(inventory=inventory, address=name), 2.0)
+        return row.id, {"Authorization": f"Bearer {secret}"}
