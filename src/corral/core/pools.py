@@ -81,7 +81,7 @@ class Grow:
     pool: str
     count: int
     for_jobs: tuple[str, ...]  # the waiting gangs these nodes are for
-    reason: str  # for people: "2 × p5.48xlarge (spot, $39.33/h each) for job train-1"
+    reason: str  # for people: "2 x p5.48xlarge (spot, $39.33/h each) for job train-1"
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class FleetPlan:
     grow: tuple[Grow, ...] = ()
     release: tuple[Release, ...] = ()
     # Waiting gangs no pool can ever hold, or none can now, and why (shown as the job's
-    # pending reason): "no pool has 16 × H100 in one node; pools: p5 (8 × H100)".
+    # pending reason): "no pool has 16 x H100 in one node; pools: p5 (8 x H100)".
     unmet: Mapping[str, str] = field(default_factory=dict)
 
 
