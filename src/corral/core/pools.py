@@ -1,9 +1,22 @@
 """The fleet autoscaler: which node pools to grow, and which nodes to give back. Pure.
 
 `decide(facts, now) -> FleetPlan`: no I/O, no clock reads. The server's pool controller
-and `corral sim` call the same function.
+and `corral sim` call the same function. One round:
 
-(Types first; the decision is filled in by the autoscaler's module below.)
+1. Members launched more than `join_timeout_s` ago that have not joined are released, and
+   their pool is blocked for this round (`FleetPlan.block`: the caller keeps it blocked a
+   while), so the next-cheapest choice is tried.
+2. Pools below `min_nodes` grow to it.
+3. Waiting gangs, oldest first, go where they fit: the free room of ready nodes and nodes
+   still booting first, then the cheapest new nodes (spot first for preemptible work, and
+   only for it), never past `max_nodes`, never in a blocked pool, at most
+   `max_launch_per_round` new nodes in all. New nodes' spare room serves later gangs.
+   A gang that fits nowhere gets a reason in words (`FleetPlan.unmet`).
+4. Nodes idle past `idle_grace_s` that no waiting gang was given are released, longest
+   idle first, never below `min_nodes`, never one with work, never a static pool's.
+
+Ties are broken by name, so the same facts give the same plan whatever their order.
+The fitting arithmetic (shapes, selectors, one node or one pool) is in `pools_fit.py`.
 """
 
 from __future__ import annotations
@@ -12,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from corral.core.placement import Demand
+from corral.core.pools_fit import Fit, Room, fit_in_pool, mismatch, one_node, per_node
 from corral.providers.base import Shape
 
 
@@ -98,7 +112,224 @@ class FleetPlan:
     # Waiting gangs no pool can ever hold, or none can now, and why (shown as the job's
     # pending reason): "no pool has 16 x H100 in one node; pools: p5 (8 x H100)".
     unmet: Mapping[str, str] = field(default_factory=dict)
+    # Pools to block now (pool -> why): a node of theirs did not join in time. The caller
+    # sets the pool's blocked_until (with its backoff), so the next choice is tried.
+    block: Mapping[str, str] = field(default_factory=dict)
 
 
 def decide(facts: FleetFacts, now: float) -> FleetPlan:
-    raise NotImplementedError  # the autoscaler's decision (owner: H3)
+    """Which pools to grow and which nodes to give back (see the module's docstring)."""
+    r = _Round(facts, now)
+    r.release_unjoined()
+    r.grow_to_min()
+    for gang in sorted(facts.waiting, key=lambda g: (g.submitted_at, g.job_id)):
+        r.place(gang)
+    r.release_idle()
+    return r.plan()
+
+
+@dataclass
+class _Growth:
+    count: int = 0
+    for_jobs: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+
+class _Round:
+    """One decision's working state: live node counts, free rooms, growth, releases."""
+
+    def __init__(self, facts: FleetFacts, now: float) -> None:
+        self.now = now
+        self.pools = {p.name: p for p in sorted(facts.pools, key=lambda p: p.name)}
+        self.members = sorted(
+            (m for m in facts.members if m.pool in self.pools),
+            key=lambda m: (m.pool, m.instance),
+        )
+        self.budget = facts.max_launch_per_round
+        self.live = {name: 0 for name in self.pools}  # members that stay, new ones included
+        self.rooms: dict[str, list[Room]] = {name: [] for name in self.pools}
+        self.used: set[tuple[str, str]] = set()  # members a waiting gang was given
+        self.growth: dict[str, _Growth] = {}
+        self.release: list[Release] = []
+        self.block: dict[str, str] = {}
+        self.unmet: dict[str, str] = {}
+
+    def blocked(self, pool: PoolFacts) -> str | None:
+        if pool.name in self.block:
+            return self.block[pool.name]
+        if pool.blocked_until is not None and pool.blocked_until > self.now:
+            why = f": {pool.blocked_reason}" if pool.blocked_reason else ""
+            return f"blocked for {pool.blocked_until - self.now:.0f} s more{why}"
+        return None
+
+    def release_unjoined(self) -> None:
+        for m in self.members:
+            pool = self.pools[m.pool]
+            if m.releasing:
+                continue
+            late = not m.joined and self.now - m.launched_at >= pool.join_timeout_s
+            if late and not pool.static:
+                why = f"did not join within {pool.join_timeout_s:g} s"
+                self.release.append(Release(pool.name, m.instance, why))
+                self.block.setdefault(pool.name, f"node {m.instance} {why}")
+                continue
+            self.live[pool.name] += 1
+            if not m.joined:
+                shape = pool.shape
+                room = Room(pool.name, m.instance, shape.gpus, shape.cpus, shape.memory_mb, True)
+                self.rooms[pool.name].append(room)
+            elif m.ready:
+                room = Room(
+                    pool.name, m.instance, m.free_gpus, m.free_cpus, m.free_memory_mb, False
+                )
+                self.rooms[pool.name].append(room)
+        for rooms in self.rooms.values():
+            # Ready nodes first (work starts sooner there), then booting ones; by name.
+            rooms.sort(key=lambda room: (room.booting, room.instance))
+
+    def add_nodes(self, pool: PoolFacts, count: int, reason: str) -> list[Room]:
+        growth = self.growth.setdefault(pool.name, _Growth())
+        shape = pool.shape
+        new = [
+            Room(pool.name, f"+{growth.count + i}", shape.gpus, shape.cpus, shape.memory_mb, True)
+            for i in range(count)
+        ]
+        growth.count += count
+        growth.reasons.append(reason)
+        self.live[pool.name] += count
+        self.budget -= count
+        self.rooms[pool.name].extend(new)
+        return new
+
+    def grow_to_min(self) -> None:
+        for pool in self.pools.values():
+            short = min(pool.min_nodes, pool.max_nodes) - self.live[pool.name]
+            if pool.static or short <= 0 or self.blocked(pool) is not None:
+                continue
+            count = min(short, self.budget)
+            if count > 0:
+                self.add_nodes(pool, count, f"{count} to keep min_nodes {pool.min_nodes}")
+
+    def place(self, gang: WaitingGang) -> None:
+        choices: list[tuple[tuple[bool, int, bool, float, str], PoolFacts, Fit]] = []
+        never: list[str] = []
+        not_now: list[str] = []
+        for pool in self.pools.values():
+            fit, why, forever = self._fit(gang, pool)
+            if fit is None:
+                (never if forever else not_now).append(f"{pool.name}: {why}")
+                continue
+            new_cost = fit.new_nodes * pool.price_per_hour
+            key = (
+                fit.new_nodes > 0,  # room already paid for first
+                0 if gang.preemptible and pool.spot else 1,  # spot first for preemptible
+                fit.new_nodes > 0 and pool.price_per_hour <= 0,  # unpriced last
+                new_cost,
+                pool.name,
+            )
+            choices.append((key, pool, fit))
+        if not choices:
+            self.unmet[gang.job_id] = _unmet_reason(gang, never, not_now, bool(self.pools))
+            return
+        _, pool, fit = min(choices, key=lambda c: c[0])
+        self._commit(gang, pool, fit)
+
+    def _fit(self, gang: WaitingGang, pool: PoolFacts) -> tuple[Fit | None, str, bool]:
+        """How the gang fits in this pool now, or why not and whether that is forever."""
+        if pool.spot and not gang.preemptible:
+            return None, "spot nodes are only for preemptible jobs", True
+        labels = pool_labels(pool)
+        why = mismatch(pool.shape, labels, gang.demand, gang.node_selector)
+        if why is not None:
+            return None, why, True
+        whole = one_node(gang.topology, labels)
+        fit = fit_in_pool(self.rooms[pool.name], pool.shape, gang.demand, gang.replicas, whole)
+        k = per_node(pool.shape, gang.demand)
+        if fit is None:
+            return None, f"one node holds {k} replicas, the job needs {gang.replicas} on one", True
+        if fit.new_nodes == 0:
+            return fit, "", False
+        if pool.static:
+            return None, "static pool (hosts added by hand): busy", False
+        blocked = self.blocked(pool)
+        if blocked is not None:
+            return None, blocked, False
+        if not whole and k * pool.max_nodes < gang.replicas:
+            most = f"{pool.max_nodes} nodes x {k} replicas"
+            return None, f"holds at most {most}, the job needs {gang.replicas}", True
+        if self.live[pool.name] + fit.new_nodes > pool.max_nodes:
+            return None, f"at max_nodes {pool.max_nodes}", False
+        if fit.new_nodes > self.budget:
+            limit = f"{self.budget} more new nodes this round"
+            return None, f"needs {fit.new_nodes} new nodes, {limit}", False
+        return fit, "", False
+
+    def _commit(self, gang: WaitingGang, pool: PoolFacts, fit: Fit) -> None:
+        rooms = self.rooms[pool.name]
+        for i, n in fit.taken:
+            rooms[i].take(gang.demand, n)
+            self.used.add((pool.name, rooms[i].instance))
+        left = gang.replicas - sum(n for _, n in fit.taken)
+        if fit.new_nodes == 0:
+            return
+        kind = "spot" if pool.spot else "on-demand"
+        price = f"${pool.price_per_hour:.2f}/h each" if pool.price_per_hour > 0 else "unpriced"
+        what = f"{fit.new_nodes} x {pool.instance_type} ({kind}, {price}) in {pool.region}"
+        for room in self.add_nodes(pool, fit.new_nodes, f"{what} for job {gang.job_id}"):
+            n = room.holds(gang.demand, left)
+            room.take(gang.demand, n)
+            left -= n
+        self.growth[pool.name].for_jobs.append(gang.job_id)
+
+    def release_idle(self) -> None:
+        idle = [
+            m
+            for m in self.members
+            if m.joined
+            and not m.releasing
+            and m.idle_since is not None
+            and self.now - m.idle_since >= self.pools[m.pool].idle_grace_s
+            and (m.pool, m.instance) not in self.used
+            and not self.pools[m.pool].static
+        ]
+        for m in sorted(idle, key=lambda m: (m.idle_since or 0.0, m.pool, m.instance)):
+            pool = self.pools[m.pool]
+            if self.live[pool.name] <= pool.min_nodes:
+                continue
+            self.live[pool.name] -= 1
+            why = f"idle for {self.now - (m.idle_since or 0.0):.0f} s"
+            self.release.append(Release(pool.name, m.instance, why))
+
+    def plan(self) -> FleetPlan:
+        grow = tuple(
+            Grow(name, g.count, tuple(g.for_jobs), "; ".join(g.reasons))
+            for name, g in sorted(self.growth.items())
+            if g.count > 0
+        )
+        return FleetPlan(grow, tuple(self.release), dict(self.unmet), dict(self.block))
+
+
+def pool_labels(pool: PoolFacts) -> dict[str, str]:
+    """The labels every node of the pool registers with (the pool's own, then corral's)."""
+    labels = dict(pool.labels)
+    labels.update(
+        {
+            "pool": pool.name,
+            "provider": pool.provider,
+            "region": pool.region,
+            "instance-type": pool.instance_type,
+        }
+    )
+    if pool.zone:
+        labels["zone"] = pool.zone
+    return labels
+
+
+def _unmet_reason(gang: WaitingGang, never: list[str], not_now: list[str], any_pool: bool) -> str:
+    if not any_pool:
+        return "no node pools to grow: add one with `corral pool create`"
+    where = " on one node" if gang.topology == "node" else ""
+    ask = f"{gang.replicas} x ({gang.demand.describe()}){where}"
+    if not_now:
+        return f"no pool can grow for {ask} now: " + "; ".join(not_now + never)
+    return f"no pool can hold {ask}: " + "; ".join(never)
