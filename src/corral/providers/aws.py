@@ -1,0 +1,432 @@
+"""EC2 through boto3: instances whose user data installs the agent and joins them.
+
+```
+ launch(request)  image: request.image, else the newest Deep Learning AMI (SSM parameter,
+   │              then a name search among Amazon's images), else a clear error
+   ├─ per JoinInfo: run_instances(1, UserData = install.user_data(join, ...), tags,
+   │                spot market options, zone), ClientToken = hash(node, token)
+   └─ any failure: terminate what this call started, raise ProviderError (one line)
+ list(pool)       describe_instances tag:corral:managed=true (+ tag:corral:pool), every
+                  region this provider knows; spot requests marked for termination ->
+                  Instance.interruption_at
+ terminate(ids)   the ids that exist (looked up by filter: an unknown id is no error)
+```
+
+Credentials come only from boto3's standard chain (environment, profile, instance role):
+corral stores none. One instance per run_instances call: each has its own user data (its
+node name and one-use join token). Errors are mapped by their AWS code, never by their text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from corral.providers.base import (
+    Instance,
+    InstanceState,
+    JoinInfo,
+    LaunchErrorKind,
+    LaunchRequest,
+    ProviderError,
+)
+from corral.providers.install import DEFAULT_INSTALL_DIR, user_data
+
+if TYPE_CHECKING:
+    import boto3  # type: ignore[import-untyped]
+
+TAG_POOL = "corral:pool"
+TAG_NODE = "corral:node"
+TAG_MANAGED = "corral:managed"
+# Where AWS publishes the current Deep Learning AMI (NVIDIA driver, Ubuntu 22.04).
+DLAMI_PARAMETER = (
+    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+)
+DLAMI_NAME = "Deep Learning*Ubuntu*"
+# A spot instance is reclaimed two minutes after its notice.
+SPOT_NOTICE_S = 120.0
+# Spot request status codes that mean "the instance is being taken back".
+INTERRUPTION_CODES = frozenset(
+    {
+        "marked-for-termination",
+        "marked-for-stop",
+        "marked-for-hibernation",
+        "instance-terminated-by-price",
+        "instance-terminated-no-capacity",
+        "instance-terminated-capacity-oversubscribed",
+    }
+)
+# The agent watches the instance metadata service for its own notice (agent/interruption.py).
+AGENT_ARGS = ("--interruption-notices", "aws")
+
+CAPACITY_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientHostCapacity",
+        "InsufficientReservedInstanceCapacity",
+        "InsufficientCapacity",
+        "Unsupported",
+        "SpotMaxPriceTooLow",
+    }
+)
+QUOTA_CODES = frozenset(
+    {
+        "InstanceLimitExceeded",
+        "VcpuLimitExceeded",
+        "MaxSpotInstanceCountExceeded",
+        "ResourceLimitExceeded",
+    }
+)
+AUTH_CODES = frozenset(
+    {
+        "AuthFailure",
+        "UnauthorizedOperation",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "RequestExpired",
+        "OptInRequired",
+    }
+)
+INVALID_PREFIXES = ("InvalidAMIID", "InvalidParameter", "InvalidInstanceType", "InvalidSubnet")
+BUSY_CODES = frozenset(
+    {"RequestLimitExceeded", "Throttling", "InternalError", "Unavailable", "ServiceUnavailable"}
+)
+
+_STATES = {
+    "pending": InstanceState.PENDING,
+    "running": InstanceState.RUNNING,
+    "shutting-down": InstanceState.STOPPING,
+    "stopping": InstanceState.STOPPING,
+    "stopped": InstanceState.STOPPING,
+    "terminated": InstanceState.TERMINATED,
+}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def map_error(exc: Exception, what: str) -> ProviderError:
+    """A boto3/botocore failure as a ProviderError: its kind from the AWS error code (or the
+    exception's class), its message one line naming `what` was attempted and the fix."""
+    from botocore.exceptions import (  # type: ignore[import-untyped]
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        ParamValidationError,
+        PartialCredentialsError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return ProviderError(
+            LaunchErrorKind.AUTH,
+            f"aws: {what}: no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY for the server, or give its host an instance role)",
+        )
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError):
+        return ProviderError(
+            LaunchErrorKind.UNREACHABLE,
+            f"aws: {what}: the EC2 API did not answer ({_one_line(str(exc))}); check the "
+            "server's network and AWS_ENDPOINT_URL",
+        )
+    if isinstance(exc, NoRegionError | ParamValidationError):
+        return ProviderError(
+            LaunchErrorKind.INVALID, f"aws: {what}: {_one_line(str(exc))} (check the pool)"
+        )
+    if not isinstance(exc, ClientError):
+        return ProviderError(LaunchErrorKind.UNREACHABLE, f"aws: {what}: {_one_line(str(exc))}")
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "") or "")
+    said = _one_line(str(error.get("Message", "") or code))
+    if code in CAPACITY_CODES:
+        return ProviderError(
+            LaunchErrorKind.CAPACITY,
+            f"aws: {what}: no capacity now ({code}: {said}); corral tries the next-cheapest "
+            "choice; another zone or instance type may have some",
+        )
+    if code in QUOTA_CODES:
+        return ProviderError(
+            LaunchErrorKind.QUOTA,
+            f"aws: {what}: the account's limit is reached ({code}: {said}); ask AWS for a "
+            "higher quota (Service Quotas) or lower the pool's --max",
+        )
+    if code in AUTH_CODES:
+        return ProviderError(
+            LaunchErrorKind.AUTH,
+            f"aws: {what}: credentials refused ({code}: {said}); give the server's AWS "
+            "identity ec2:RunInstances, ec2:DescribeInstances, ec2:TerminateInstances, "
+            "ec2:CreateTags and ec2:DescribeImages",
+        )
+    if code.startswith(INVALID_PREFIXES):
+        return ProviderError(
+            LaunchErrorKind.INVALID,
+            f"aws: {what}: {code}: {said} (check the pool's --image, --type and --zone)",
+        )
+    if code in BUSY_CODES:
+        return ProviderError(
+            LaunchErrorKind.UNREACHABLE,
+            f"aws: {what}: the EC2 API is busy ({code}: {said}); corral tries again later",
+        )
+    return ProviderError(LaunchErrorKind.INVALID, f"aws: {what}: {code}: {said}")
+
+
+def client_token(join: JoinInfo) -> str:
+    """run_instances' idempotency token: a retried launch of the same join starts nothing
+    new. A fresh join token (each launch gets one) makes a fresh instance."""
+    return hashlib.sha256(f"{join.node_name}\0{join.join_token}".encode()).hexdigest()[:64]
+
+
+def node_labels(request: LaunchRequest, join: JoinInfo) -> dict[str, str]:
+    """The topology labels a node made here registers with; the join's own labels (the
+    pool's) win where they say otherwise."""
+    labels = {
+        "pool": request.pool,
+        "provider": "aws",
+        "region": request.region,
+        "instance-type": request.instance_type,
+    }
+    if request.zone:
+        labels["zone"] = request.zone
+    return {**labels, **join.labels}
+
+
+def _tags(items: Sequence[dict[str, str]] | None) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in items or ()}
+
+
+def interruption_at(request: dict[str, Any] | None) -> float | None:
+    """When a spot instance goes, from its spot request as describe_spot_instance_requests
+    gives it: two minutes after the request was marked; None when it is not marked."""
+    if not request:
+        return None
+    status = request.get("Status") or {}
+    if status.get("Code") not in INTERRUPTION_CODES:
+        return None
+    marked = status.get("UpdateTime")
+    return (marked.timestamp() if marked is not None else 0.0) + SPOT_NOTICE_S
+
+
+def to_instance(data: dict[str, Any], region: str, spot_request: dict[str, Any] | None) -> Instance:
+    """One EC2 instance (describe_instances' shape) as a provider Instance."""
+    tags = _tags(data.get("Tags"))
+    state = _STATES.get(str((data.get("State") or {}).get("Name")), InstanceState.PENDING)
+    return Instance(
+        provider_id=str(data["InstanceId"]),
+        node_name=tags.get(TAG_NODE, ""),
+        pool=tags.get(TAG_POOL, ""),
+        state=state,
+        instance_type=str(data.get("InstanceType", "")),
+        region=region,
+        zone=(data.get("Placement") or {}).get("AvailabilityZone"),
+        spot=data.get("InstanceLifecycle") == "spot",
+        address=data.get("PrivateIpAddress") or data.get("PublicIpAddress"),
+        interruption_at=interruption_at(spot_request),
+    )
+
+
+class AwsProvider:
+    """The `aws` provider. `regions`: where `list` and `terminate` look besides the
+    regions this object launched in (after a restart: the aws pools' regions) and the
+    session's own region. `endpoint_url`: an EC2-compatible endpoint (tests: moto's server);
+    boto3 also honours AWS_ENDPOINT_URL."""
+
+    name = "aws"
+    static = False
+
+    def __init__(
+        self,
+        session: boto3.Session | None = None,
+        endpoint_url: str | None = None,
+        *,
+        regions: Sequence[str] = (),
+        install_dir: str = DEFAULT_INSTALL_DIR,
+        image_owners: Sequence[str] = ("amazon",),
+    ) -> None:
+        import boto3
+
+        self._session = session or boto3.Session()
+        self._endpoint_url = endpoint_url
+        self._install_dir = install_dir
+        self._image_owners = list(image_owners)
+        self._regions: set[str] = set(regions)
+        if self._session.region_name:
+            self._regions.add(self._session.region_name)
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()  # boto3 sessions are not thread-safe to make clients
+
+    def _client(self, service: str, region: str) -> Any:
+        with self._lock:
+            key = (service, region)
+            if key not in self._clients:
+                self._clients[key] = self._session.client(
+                    service,
+                    region_name=region,
+                    endpoint_url=self._endpoint_url,
+                )
+            return self._clients[key]
+
+    # -- launch ----------------------------------------------------------------------------
+
+    def default_image(self, region: str) -> str:
+        """The newest Deep Learning AMI in `region`: AWS's SSM parameter for it, else the
+        newest of Amazon's images named like one; ProviderError(INVALID) if none."""
+        from botocore.exceptions import ClientError
+
+        try:
+            found = self._client("ssm", region).get_parameter(Name=DLAMI_PARAMETER)
+            return str(found["Parameter"]["Value"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in (
+                "ParameterNotFound",
+                "AccessDeniedException",
+            ):
+                raise map_error(exc, f"looking up the Deep Learning AMI in {region}") from exc
+        except Exception as exc:
+            raise map_error(exc, f"looking up the Deep Learning AMI in {region}") from exc
+        try:
+            images = self._client("ec2", region).describe_images(
+                Owners=self._image_owners,
+                Filters=[
+                    {"Name": "name", "Values": [DLAMI_NAME]},
+                    {"Name": "state", "Values": ["available"]},
+                    {"Name": "architecture", "Values": ["x86_64"]},
+                ],
+            )["Images"]
+        except Exception as exc:
+            raise map_error(exc, f"looking up the Deep Learning AMI in {region}") from exc
+        if not images:
+            raise ProviderError(
+                LaunchErrorKind.INVALID,
+                f"aws: no Deep Learning AMI found in {region} (SSM {DLAMI_PARAMETER} or "
+                f"images named {DLAMI_NAME!r}); give the pool an image: --image ami-...",
+            )
+        newest = max(images, key=lambda i: (str(i.get("CreationDate", "")), i["ImageId"]))
+        return str(newest["ImageId"])
+
+    def launch(self, request: LaunchRequest) -> list[Instance]:
+        if not request.joins:
+            return []
+        self._regions.add(request.region)
+        image = request.image or self.default_image(request.region)
+        ec2 = self._client("ec2", request.region)
+        started: list[Instance] = []
+        for join in request.joins:
+            where = f"{request.instance_type} in {request.zone or request.region}"
+            try:
+                reply = ec2.run_instances(**self._run_args(request, join, image))
+            except Exception as exc:
+                error = map_error(exc, f"launching {join.node_name} ({where})")
+                self._undo(request.region, started)
+                raise error from exc
+            for data in reply.get("Instances", ()):
+                started.append(to_instance(data, request.region, None))
+        return started
+
+    def _run_args(self, request: LaunchRequest, join: JoinInfo, image: str) -> dict[str, Any]:
+        labelled = JoinInfo(
+            server_url=join.server_url,
+            join_token=join.join_token,
+            node_name=join.node_name,
+            labels=node_labels(request, join),
+        )
+        tags = [
+            {"Key": "Name", "Value": join.node_name},
+            {"Key": TAG_MANAGED, "Value": "true"},
+            {"Key": TAG_POOL, "Value": request.pool},
+            {"Key": TAG_NODE, "Value": join.node_name},
+        ]
+        args: dict[str, Any] = {
+            "ImageId": image,
+            "InstanceType": request.instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+            # Every instance watches for notices: on-demand ones simply never get one.
+            "UserData": user_data(labelled, self._install_dir, AGENT_ARGS),
+            "ClientToken": client_token(join),
+            "TagSpecifications": [
+                {"ResourceType": "instance", "Tags": tags},
+                {"ResourceType": "volume", "Tags": tags},
+            ],
+            # The agent's interruption watcher reads the metadata service with IMDSv2.
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+        }
+        if request.zone:
+            args["Placement"] = {"AvailabilityZone": request.zone}
+        if request.spot:
+            args["InstanceMarketOptions"] = {
+                "MarketType": "spot",
+                "SpotOptions": {
+                    "SpotInstanceType": "one-time",
+                    "InstanceInterruptionBehavior": "terminate",
+                },
+            }
+        return args
+
+    def _undo(self, region: str, started: Sequence[Instance]) -> None:
+        """All or none: terminate what a failed launch started (best effort: the pool
+        controller's list finds any that survive by their tags)."""
+        if not started:
+            return
+        try:
+            self._client("ec2", region).terminate_instances(
+                InstanceIds=[i.provider_id for i in started]
+            )
+        except Exception:  # the launch error is the one to report
+            return
+
+    # -- list / terminate ------------------------------------------------------------------
+
+    def _described(self, region: str, filters: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        pages = self._client("ec2", region).get_paginator("describe_instances")
+        for page in pages.paginate(Filters=filters):
+            for reservation in page.get("Reservations", ()):
+                yield from reservation.get("Instances", ())
+
+    def _spot_requests(self, region: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        reply = self._client("ec2", region).describe_spot_instance_requests(
+            SpotInstanceRequestIds=list(ids)
+        )
+        return {r["SpotInstanceRequestId"]: r for r in reply.get("SpotInstanceRequests", ())}
+
+    def list(self, pool: str | None = None) -> list[Instance]:
+        filters: list[dict[str, Any]] = [{"Name": f"tag:{TAG_MANAGED}", "Values": ["true"]}]
+        if pool is not None:
+            filters.append({"Name": f"tag:{TAG_POOL}", "Values": [pool]})
+        found: list[Instance] = []
+        for region in sorted(self._regions):
+            try:
+                described = list(self._described(region, filters))
+                spot_ids = [
+                    d["SpotInstanceRequestId"] for d in described if d.get("SpotInstanceRequestId")
+                ]
+                requests = self._spot_requests(region, spot_ids)
+            except Exception as exc:
+                raise map_error(exc, f"listing instances in {region}") from exc
+            for data in described:
+                request = requests.get(str(data.get("SpotInstanceRequestId", "")))
+                found.append(to_instance(data, region, request))
+        return sorted(found, key=lambda i: (i.pool, i.node_name, i.provider_id))
+
+    def terminate(self, provider_ids: Sequence[str]) -> None:
+        wanted = sorted(set(provider_ids))
+        if not wanted:
+            return
+        for region in sorted(self._regions):
+            try:
+                live = [
+                    str(d["InstanceId"])
+                    for d in self._described(region, [{"Name": "instance-id", "Values": wanted}])
+                    if (d.get("State") or {}).get("Name") != "terminated"
+                ]
+                if live:
+                    self._client("ec2", region).terminate_instances(InstanceIds=live)
+            except Exception as exc:
+                raise map_error(exc, f"terminating instances in {region}") from exc
