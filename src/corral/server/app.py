@@ -17,8 +17,10 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
+from corral.providers.catalog import CatalogError, load_catalog
 from corral.server.api import (
     agent,
+    agent_bundle,
     artifacts,
     endpoints,
     errors,
@@ -27,6 +29,7 @@ from corral.server.api import (
     metrics,
     nodes,
     pods,
+    pools,
     quotas,
     relay,
     secrets,
@@ -40,6 +43,7 @@ from corral.server.config import ServerOptions, SettingError
 from corral.server.controllers import endpoints as endpoint_controller
 from corral.server.controllers import liveness, scheduler
 from corral.server.controllers import pods as pod_controller
+from corral.server.controllers import pools as pool_controller
 from corral.server.hub import AgentHub
 from corral.server.lease import Lease, keep
 from corral.server.marker import ApiMarker
@@ -258,6 +262,10 @@ def create_app(
         artifact_store = open_store(options.resolved_artifact_store())
     except (ValueError, OSError) as exc:
         raise SettingError(f"CORRAL_ARTIFACT_STORE: {exc}") from None
+    try:
+        catalog = load_catalog(options.catalog)
+    except CatalogError as exc:
+        raise SettingError(f"CORRAL_CATALOG: {exc}") from None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -291,6 +299,7 @@ def create_app(
             started_at=clock.now(),
             lease=held,
             artifacts=artifact_store,
+            catalog=catalog,
         )
         cp.loop = asyncio.get_running_loop()
         cp.hub.bind(cp.loop)
@@ -303,6 +312,7 @@ def create_app(
             asyncio.create_task(liveness.run(cp), name="liveness"),
             asyncio.create_task(endpoint_controller.run(cp), name="endpoints"),
             asyncio.create_task(pod_controller.run(cp), name="pods"),
+            asyncio.create_task(pool_controller.run(cp), name="pools"),
             asyncio.create_task(keep(held, clock, options.lease_silent_s), name="lease"),
         ]
         try:
@@ -344,9 +354,11 @@ def create_app(
         status,
         metrics,
         pods,
+        pools,
         relay,
         artifacts,
         wheels,
+        agent_bundle,
     ):
         app.include_router(module.router)
     app.include_router(artifacts.agent_router)

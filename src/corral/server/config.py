@@ -82,6 +82,19 @@ class ServerOptions:
     # A directory of .whl files served as a package index (/v1/wheels/simple/) for nodes
     # that cannot reach PyPI; None: no index.
     wheelhouse: Path | None = None
+    # The control plane's URL as new nodes reach it (their agents dial it): given to the
+    # nodes pools launch. Default: http://<host>:<port>.
+    public_url: str | None = None
+    # The price catalog (providers/catalog.yaml's format); default: the packaged one.
+    catalog: Path | None = None
+    # The pool controller looks at pools, waiting work and idle nodes this often.
+    pool_interval_s: float = 2.0
+
+    def resolved_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
 
     def resolved_checkpoint_root(self) -> str:
         return (
@@ -115,6 +128,9 @@ class ServerOptions:
             values["workdir_max_bytes"] = _positive_int(env, "CORRAL_WORKDIR_MAX_BYTES")
         if env.get("CORRAL_WHEELHOUSE"):
             values["wheelhouse"] = Path(env["CORRAL_WHEELHOUSE"])
+        values["public_url"] = env.get("CORRAL_PUBLIC_URL") or None
+        if env.get("CORRAL_CATALOG"):
+            values["catalog"] = Path(env["CORRAL_CATALOG"])
         if "CORRAL_HEARTBEAT_INTERVAL" in env:
             values["heartbeat_interval_s"] = float(env["CORRAL_HEARTBEAT_INTERVAL"])
         values.update({k: v for k, v in overrides.items() if v is not None})

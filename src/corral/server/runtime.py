@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from corral.providers.catalog import Catalog
 from corral.server.artifacts.store import ArtifactStore
 from corral.server.auth import Principal
 from corral.server.clock import Clock
@@ -36,6 +37,9 @@ class ControlPlane:
     scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     endpoints_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     pods_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    pools_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # Instance types and prices (providers/catalog.py): pools, the autoscaler, cost.
+    catalog: Catalog = field(default_factory=Catalog)
     # Sessions into pods and replicas waiting for, or joined to, their node's dial-back.
     relays: RelayBoard = field(default_factory=RelayBoard)
     # Set when the server begins to stop: long polls answer at once instead of holding.
@@ -73,6 +77,8 @@ class ControlPlane:
             self._set(self.endpoints_wakeup)
         if effects.wake_scheduler:
             self.wake_scheduler()
+            # Work waiting for GPUs may be what makes a pool grow.
+            self._set(self.pools_wakeup)
         if effects.routes_changed:
             self.poke_routes()
         if effects.wake_endpoints:
@@ -86,6 +92,9 @@ class ControlPlane:
 
     def wake_scheduler(self) -> None:
         self._set(self.scheduler_wakeup)
+
+    def wake_pools(self) -> None:
+        self._set(self.pools_wakeup)
 
     def wake_endpoints(self) -> None:
         self._set(self.endpoints_wakeup)

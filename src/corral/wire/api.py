@@ -18,6 +18,7 @@ from corral.core.states import (
 from corral.spec.endpoint import EndpointSpec
 from corral.spec.job import JobSpec
 from corral.wire.agent import ContainerRuntime
+from corral.wire.pools import CostView
 
 __all__ = [
     "TERMINAL_JOB_STATES",
@@ -123,6 +124,9 @@ class JobView(_View):
     attempts: list[AttemptView] = Field(default_factory=list)
     goodput: GoodputView | None = None
     endpoint: str | None = Field(default=None, description="the endpoint it serves, if any")
+    cost: CostView | None = Field(
+        default=None, description="GPU-hours and USD of all its attempts (only in `get`)"
+    )
     log_tail: list[str] = Field(default_factory=list, description="last lines, once it has failed")
     warnings: list[str] = Field(
         default_factory=list,

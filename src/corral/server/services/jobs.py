@@ -14,7 +14,7 @@ from corral.core.lifecycle import ACTIVE_REPLICA_STATES
 from corral.core.states import Desired, JobState, ReplicaState
 from corral.server.artifacts.service import check_workdir_format
 from corral.server.errors import Conflict, Invalid, NotFound
-from corral.server.services import recovery
+from corral.server.services import costs, recovery
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
 from corral.server.services.job_logs import log_tail
@@ -213,6 +213,12 @@ def job_view(
         ),
         attempts=attempts,
         goodput=goodput,
+        # Only where one job is shown (with_tail): a list would read every replica's node.
+        cost=costs.job_cost(
+            session, job, costs.default_catalog(), now if now is not None else job.submitted_at
+        )
+        if with_tail
+        else None,
         endpoint=None
         if job.endpoint_id is None
         else endpoints[job.endpoint_id]

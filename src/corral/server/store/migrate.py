@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, inspect, text
 
-HEAD_REVISION = "0013"
+HEAD_REVISION = "0014"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 

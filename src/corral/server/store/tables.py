@@ -449,3 +449,63 @@ class Volume(Base):
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(63))
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class Pool(Base):
+    """A node pool (spec.pool.NodePoolSpec as JSON), and when the autoscaler may try it
+    again after the provider refused (capacity, quota)."""
+
+    __tablename__ = "pools"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+    blocked_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    blocked_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Asked to go: its nodes are drained and released, then the row is removed.
+    deleting: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class PoolInstance(Base):
+    """One node a pool launched, keyed by the node name its agent registers with.
+
+    requested -> launching -> joined -> releasing -> terminated, or failed (the provider
+    refused, or it never joined). Ended rows stay for `pool get` and for cost history.
+    """
+
+    __tablename__ = "pool_instances"
+    __table_args__ = (
+        Index("ix_pool_instances_pool_state", "pool", "state"),
+        Index("uq_pool_instances_node", "node_name", unique=True),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    pool: Mapped[str] = mapped_column(String(63))
+    node_name: Mapped[str] = mapped_column(String(253))
+    provider_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    join_token_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    launched_at: Mapped[float] = mapped_column(Float)
+    joined_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    released_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    price_per_hour: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class PoolEvent(Base):
+    """Why a pool grew, shrank or was blocked (`corral pool get`); the newest few kept."""
+
+    __tablename__ = "pool_events"
+    __table_args__ = (Index("ix_pool_events_pool_at", "pool", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pool: Mapped[str] = mapped_column(String(63))
+    at: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,134 @@
+"""The pool controller: grow node pools for work that waits, give back idle nodes.
+
+load     services/pool_fleet.py: pools, their instances and nodes (free room, idle since),
+         pending jobs the scheduler could not place (not those waiting on quota)
+decide   core/pools.py: which pools grow by how much, which nodes go, which pools rest
+apply    instance rows (requested), released nodes cordoned, pools blocked, why work
+         cannot be placed (fleet events), deleted pools removed once empty
+effects  services/pool_actions.py, in a worker thread after commit: providers launch what
+         was requested (each with a one-use join token) and terminate what was released
+         once nothing runs there; the node is then deleted
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from corral.core import pools as core
+from corral.providers.base import Provider
+from corral.providers.registry import ProviderSettings, provider_for
+from corral.server.controllers import runner
+from corral.server.runtime import ControlPlane
+from corral.server.services import pool_actions, pool_fleet
+from corral.server.services.effects import Effects
+from corral.server.services.pools import add_event
+from corral.server.store.tables import Pool
+from corral.timeouts import wait_event
+
+log = logging.getLogger("corral.server.pools")
+
+KEY = "fleet"
+BATCH_S = 0.2  # after a wake-up: let the scheduler's round write its reasons first
+
+
+@dataclass(frozen=True)
+class Plan:
+    load: pool_fleet.FleetLoad
+    fleet: core.FleetPlan
+
+
+@dataclass
+class PoolController:
+    cp: ControlPlane
+    name: str = "pools"
+    # Job id -> the unmet reason last recorded (not written again while unchanged).
+    unmet_said: dict[str, str] = field(default_factory=dict)
+    providers: dict[str, Provider] = field(default_factory=dict)
+
+    def period_s(self, cp: ControlPlane) -> float:
+        return cp.options.pool_interval_s
+
+    def wakeup(self, cp: ControlPlane) -> asyncio.Event | None:
+        return cp.pools_wakeup
+
+    def batch_s(self, cp: ControlPlane) -> float:
+        return BATCH_S
+
+    def prepare(self, cp: ControlPlane) -> None:
+        pass
+
+    def keys(self, session: Session, now: float) -> Sequence[str]:
+        return [KEY] if session.scalars(select(Pool.name).limit(1)).first() else []
+
+    def load(self, session: Session, key: str, now: float) -> pool_fleet.FleetLoad | None:
+        return pool_fleet.load_fleet(session, self.cp.catalog, now)
+
+    def decide(self, facts: pool_fleet.FleetLoad, now: float) -> Plan:
+        return Plan(facts, core.decide(facts.facts, now))
+
+    def apply(self, session: Session, key: str, plan: Plan, now: float) -> Effects:
+        if not pool_fleet.versions_hold(session, plan.load):
+            raise runner.Stale("a pool or instance changed")
+        effects, _ = pool_fleet.apply_fleet(
+            session, plan.load, plan.fleet, self.cp.catalog, now, self.unmet_said
+        )
+        return effects
+
+    def failed(self, session: Session, key: str, reason: str) -> None:
+        add_event(session, pool_fleet.FLEET_EVENTS, self.cp.clock.now(), "error", reason)
+
+    def reset(self) -> None:
+        self.unmet_said.clear()
+
+    def provider(self, name: str) -> Provider:
+        found = self.providers.get(name)
+        if found is None:
+            settings = ProviderSettings(home=self.cp.options.home, catalog=self.cp.catalog)
+            found = self.providers[name] = provider_for(name, settings)
+        return found
+
+    def act(self) -> pool_actions.Acted:
+        """Provider calls for what the store says (worker thread; no session held open
+        across a call)."""
+        cp = self.cp
+        return pool_actions.act(
+            cp.store, self.provider, cp.catalog, cp.options.resolved_public_url(), cp.clock.now
+        )
+
+
+async def run(cp: ControlPlane) -> None:
+    """runner's loop, with the provider calls after each round's commit."""
+    controller = PoolController(cp)
+    rounds = runner.Runner(controller)
+    wakeup = controller.wakeup(cp)
+    assert wakeup is not None
+    again = False
+    while True:
+        if not again:
+            if await wait_event(wakeup, controller.period_s(cp)):
+                await asyncio.sleep(controller.batch_s(cp))
+            wakeup.clear()
+        again = False
+        if not cp.leads():
+            continue
+        try:
+            done = await asyncio.to_thread(rounds.round, cp)
+            cp.apply(done.effects)
+            again = done.again
+            # Every pass, not only after a plan: a released node's work may have just ended.
+            acted = await asyncio.to_thread(controller.act)
+        except Exception:
+            log.exception("pools: round failed; retrying")
+            controller.reset()
+            await asyncio.sleep(runner.ROUND_FAILED_PAUSE_S)
+            continue
+        for node_id in acted.hang_up:
+            await cp.hub.hang_up(node_id)
+        if acted.launched or acted.failed or acted.terminated:
+            cp.wake_scheduler()  # new room is coming, or a choice failed: decide again

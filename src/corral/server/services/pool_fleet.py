@@ -1,0 +1,314 @@
+"""The pool controller's store side: the fleet facts the autoscaler decides on, and the
+plan written back (instance rows, releases, blocked pools, why work cannot be placed).
+
+Provider calls are not here: they happen after commit (services/pool_actions.py).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from corral.core import pools as core
+from corral.core.scheduler import reasons
+from corral.core.states import ACTIVE_REPLICA_STATES, JobState, NodeCondition
+from corral.providers.base import Shape
+from corral.providers.catalog import Catalog
+from corral.providers.registry import is_static
+from corral.server.auth import Principal
+from corral.server.services import node_ops
+from corral.server.services.effects import Effects
+from corral.server.services.pools import (
+    InstanceState,
+    add_event,
+    live_instances,
+    node_price,
+    pool_spec,
+)
+from corral.server.services.snapshot_rows import demand_of
+from corral.server.services.specs import specs_by_id
+from corral.server.store.tables import Job, Node, Pool, PoolEvent, PoolInstance, Replica
+
+# Who the controller acts as when it cordons or deletes a node it releases.
+CONTROLLER = Principal(
+    token_id="pool-controller",
+    token_name="the pool controller",
+    role="admin",
+    workspace_id=None,
+    workspace=None,
+)
+BLOCK_S = 300.0  # a pool whose provider refused (or whose node never joined) rests this long
+FLEET_EVENTS = ""  # the pool name of fleet-wide events (work no pool can hold)
+# A pending job waiting on its workspace's quota gains nothing from more nodes.
+_QUOTA_WAIT = reasons.QUOTA_BLOCKED.split(": ")[-1]
+
+
+@dataclass(frozen=True)
+class FleetLoad:
+    """What the controller decides on, and the versions its plan is guarded by."""
+
+    facts: core.FleetFacts
+    pool_versions: Mapping[str, int]
+    instance_versions: Mapping[str, int]  # node name -> version
+    joined: tuple[str, ...] = ()  # instances whose node has registered since last round
+    gone: tuple[str, ...] = ()  # deleting pools with no node left: remove them
+    job_names: Mapping[str, str] = field(default_factory=dict)
+
+
+def _pool_facts(row: Pool, catalog: Catalog, now: float) -> core.PoolFacts | None:
+    spec = pool_spec(row)
+    shape = catalog.shape(spec.provider, spec.type)
+    static = is_static(spec.provider)
+    if shape is None:
+        if not static:
+            return None  # the catalog lost its type: nothing to decide on (create checked it)
+        shape = Shape(None, 0, 0.0, 0)
+    deleting = row.deleting
+    return core.PoolFacts(
+        name=row.name,
+        provider=spec.provider,
+        instance_type=spec.type,
+        region=spec.region,
+        zone=spec.zone,
+        spot=spec.spot,
+        shape=shape,
+        price_per_hour=node_price(spec, catalog) or 0.0,
+        min_nodes=0 if deleting else spec.min,
+        max_nodes=0 if deleting else spec.max,
+        labels=dict(spec.labels),
+        static=static,
+        idle_grace_s=0.0 if deleting else spec.idle_after,
+        join_timeout_s=spec.join_timeout,
+        blocked_until=row.blocked_until,
+        blocked_reason=row.blocked_reason,
+    )
+
+
+def load_fleet(session: Session, catalog: Catalog, now: float) -> FleetLoad | None:
+    rows = list(session.scalars(select(Pool).order_by(Pool.name)))
+    if not rows:
+        return None
+    pools = [p for r in rows if (p := _pool_facts(r, catalog, now)) is not None]
+    instances = live_instances(session)
+    names = [i.node_name for i in instances]
+    nodes = {n.name: n for n in session.scalars(select(Node).where(Node.name.in_(names)))}
+    held = _held(session, [n.id for n in nodes.values()])
+    last_end = _last_end(session, [n.id for n in nodes.values()])
+    members: list[core.PoolMember] = []
+    joined: list[str] = []
+    for inst in instances:
+        node = nodes.get(inst.node_name)
+        if node is not None and inst.state in (InstanceState.REQUESTED, InstanceState.LAUNCHING):
+            joined.append(inst.node_name)
+        members.append(_member(inst, node, held, last_end))
+    live_pools = {i.pool for i in instances}
+    gone = tuple(r.name for r in rows if r.deleting and r.name not in live_pools)
+    waiting, job_names = _waiting(session)
+    return FleetLoad(
+        facts=core.FleetFacts(tuple(pools), tuple(members), waiting),
+        pool_versions={r.name: r.version for r in rows},
+        instance_versions={i.node_name: i.version for i in instances},
+        joined=tuple(joined),
+        gone=gone,
+        job_names=job_names,
+    )
+
+
+@dataclass
+class _Held:
+    gpus: int = 0
+    cpus: float = 0.0
+    memory_mb: int = 0
+
+
+def _held(session: Session, node_ids: list[str]) -> dict[str, _Held]:
+    out: dict[str, _Held] = {}
+    if not node_ids:
+        return out
+    active = select(Replica).where(
+        Replica.node_id.in_(node_ids), Replica.state.in_(ACTIVE_REPLICA_STATES)
+    )
+    for r in session.scalars(active):
+        h = out.setdefault(r.node_id, _Held())
+        h.gpus += len(r.gpus or [])
+        h.cpus += r.cpus
+        h.memory_mb += r.memory_mb
+    return out
+
+
+def _last_end(session: Session, node_ids: list[str]) -> dict[str, float]:
+    if not node_ids:
+        return {}
+    rows = session.execute(
+        select(Replica.node_id, func.max(Replica.finished_at))
+        .where(Replica.node_id.in_(node_ids))
+        .group_by(Replica.node_id)
+    )
+    return {node_id: end for node_id, end in rows if end is not None}
+
+
+def _member(
+    inst: PoolInstance,
+    node: Node | None,
+    held: Mapping[str, _Held],
+    last_end: Mapping[str, float],
+) -> core.PoolMember:
+    releasing = inst.state == InstanceState.RELEASING
+    if node is None:
+        return core.PoolMember(
+            pool=inst.pool,
+            instance=inst.node_name,
+            launched_at=inst.launched_at,
+            joined=False,
+            ready=False,
+            idle_since=None,
+            releasing=releasing,
+        )
+    h = held.get(node.id)
+    joined_at = inst.joined_at or node.registered_at
+    idle_since = None if h is not None else max(joined_at, last_end.get(node.id, joined_at))
+    h = h or _Held()
+    return core.PoolMember(
+        pool=inst.pool,
+        instance=inst.node_name,
+        launched_at=inst.launched_at,
+        joined=True,
+        # A drained node (a spot interruption, an operator) takes no work: not ready.
+        ready=node.condition == NodeCondition.READY and node.connected,
+        idle_since=idle_since,
+        free_gpus=max(0, len(node.gpus or []) - h.gpus),
+        free_cpus=max(0.0, node.cpus - h.cpus),
+        free_memory_mb=max(0, node.memory_mb - h.memory_mb),
+        releasing=releasing,
+    )
+
+
+def _waiting(session: Session) -> tuple[tuple[core.WaitingGang, ...], dict[str, str]]:
+    """Pending jobs the scheduler has looked at and could not place (it gave a reason),
+    except those waiting on their workspace's quota: more nodes would not start them."""
+    rows = session.execute(
+        select(Job.id, Job.name, Job.reason, Job.next_replicas, Job.submitted_at).where(
+            Job.state == JobState.PENDING, Job.reason.is_not(None)
+        )
+    ).all()
+    rows = [r for r in rows if _QUOTA_WAIT not in (r.reason or "")]
+    specs = specs_by_id(session, [r.id for r in rows])
+    gangs: list[core.WaitingGang] = []
+    names: dict[str, str] = {}
+    for r in rows:
+        spec = specs.get(r.id)
+        if spec is None:
+            continue
+        names[r.id] = r.name
+        gangs.append(
+            core.WaitingGang(
+                job_id=r.id,
+                replicas=r.next_replicas or spec.replicas,
+                demand=demand_of(spec),
+                preemptible=spec.preemptible,
+                submitted_at=r.submitted_at,
+                topology=spec.topology,
+                node_selector=dict(spec.node_selector),
+            )
+        )
+    return tuple(gangs), names
+
+
+def _named(text: str, names: Mapping[str, str]) -> str:
+    for job_id, name in names.items():
+        text = text.replace(f"job {job_id}", f"job '{name}'")
+    return text
+
+
+def versions_hold(session: Session, load: FleetLoad) -> bool:
+    """Whether the pools and instances the plan was decided on are as they were read."""
+    pools = dict(session.execute(select(Pool.name, Pool.version)).tuples().all())
+    if pools != dict(load.pool_versions):
+        return False
+    live = {i.node_name: i.version for i in live_instances(session)}
+    return live == dict(load.instance_versions)
+
+
+def apply_fleet(
+    session: Session,
+    load: FleetLoad,
+    plan: core.FleetPlan,
+    catalog: Catalog,
+    now: float,
+    unmet_said: dict[str, str],
+) -> tuple[Effects, bool]:
+    """Write the plan (the caller has checked `versions_hold`). `unmet_said`: the reasons
+    already recorded (job id -> text), kept by the controller so that an unchanged reason
+    is not written every round. True: a provider has work to do (launch or terminate)."""
+    pools = {r.name: r for r in session.scalars(select(Pool))}
+    instances = {i.node_name: i for i in live_instances(session)}
+    effects = Effects()
+    act = False
+    for name in load.joined:
+        came = instances[name]
+        came.state = InstanceState.JOINED
+        came.joined_at = now
+    for grow in plan.grow:
+        row = pools[grow.pool]
+        spec = pool_spec(row)
+        for _ in range(grow.count):
+            session.add(
+                PoolInstance(
+                    id=secrets.token_hex(16),
+                    pool=grow.pool,
+                    node_name=f"{grow.pool}-{secrets.token_hex(3)}",
+                    state=InstanceState.REQUESTED,
+                    launched_at=now,
+                    price_per_hour=node_price(spec, catalog),
+                )
+            )
+        add_event(session, grow.pool, now, "grow", _named(grow.reason, load.job_names))
+        act = True
+    for release in plan.release:
+        inst = instances.get(release.instance)
+        if inst is None or inst.state == InstanceState.RELEASING:
+            continue
+        inst.state = InstanceState.RELEASING
+        inst.reason = release.reason
+        node = session.scalars(select(Node).where(Node.name == inst.node_name)).first()
+        if node is not None:
+            why = f"released by pool {release.pool}: {release.reason}"
+            node_ops.cordon(session, CONTROLLER, node.name, now, why)
+            effects.sync_nodes.add(node.id)
+        add_event(session, release.pool, now, "release", f"{inst.node_name}: {release.reason}")
+        act = True
+    for name, why in plan.block.items():
+        row = pools[name]
+        row.blocked_until = now + BLOCK_S
+        row.blocked_reason = why
+        add_event(session, name, now, "blocked", f"blocked for {BLOCK_S:g} s: {why}")
+    _record_unmet(session, plan.unmet, load.job_names, now, unmet_said)
+    for name in load.gone:
+        session.delete(pools[name])
+    return effects, act
+
+
+def _record_unmet(
+    session: Session,
+    unmet: Mapping[str, str],
+    names: Mapping[str, str],
+    now: float,
+    said: dict[str, str],
+) -> None:
+    for job_id, why in sorted(unmet.items()):
+        if said.get(job_id) == why:
+            continue
+        said[job_id] = why
+        name = names.get(job_id, job_id)
+        add_event(session, FLEET_EVENTS, now, "unmet", f"job '{name}': {why}")
+    for job_id in set(said) - set(unmet):
+        del said[job_id]
+
+
+def fleet_events(session: Session, limit: int = 20) -> list[PoolEvent]:
+    query = select(PoolEvent).where(PoolEvent.pool == FLEET_EVENTS)
+    return list(session.scalars(query.order_by(PoolEvent.id.desc()).limit(limit)))
