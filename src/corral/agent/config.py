@@ -35,6 +35,11 @@ class AgentConfig:
     # Workspace volumes and pods' working directories (agent/volumes.py); None: <state>/volumes.
     # On a fleet: a shared mount at the same path on every node.
     volume_root: Path | None = None
+    # Watch for the cloud's notice that it takes the machine back (agent/interruption.py):
+    # None, or "aws" (EC2 spot, through the instance metadata service at imds_url).
+    interruption_notices: str | None = None
+    imds_url: str = "http://169.254.169.254"
+    interruption_poll_s: float = 5.0
 
     def volumes(self) -> Path:
         return self.volume_root or self.state_dir / "volumes"
@@ -69,5 +74,19 @@ def check_config(config: AgentConfig) -> None:
         )
     if config.volume_root is not None and not config.volume_root.is_absolute():
         raise AgentConfigError(f"volume root: {config.volume_root} is not an absolute path")
+    if config.interruption_notices not in (None, "aws"):
+        raise AgentConfigError(
+            f"interruption notices: {config.interruption_notices!r}: expected aws (EC2 spot)"
+        )
+    imds = urlsplit(config.imds_url)
+    if imds.scheme not in ("http", "https") or not imds.hostname:
+        raise AgentConfigError(
+            f"metadata service {config.imds_url!r}: expected an http:// URL, "
+            "e.g. http://169.254.169.254"
+        )
+    if not config.interruption_poll_s > 0:
+        raise AgentConfigError(
+            f"interruption poll: {config.interruption_poll_s} is not > 0 seconds"
+        )
     if not config.ports_poll_s > 0:
         raise AgentConfigError(f"ports poll: {config.ports_poll_s} is not > 0 seconds")

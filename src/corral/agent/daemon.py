@@ -42,6 +42,7 @@ from corral.agent.identity import (
     save_identity,
     saved_node_token,
 )
+from corral.agent.interruption import InterruptionWatcher, Notice
 from corral.agent.prober import Prober
 from corral.agent.runner import Runner
 from corral.agent.sandbox import policy as sandbox_policy
@@ -171,6 +172,7 @@ class Agent:
         checks = asyncio.create_task(self.health.run(), name="health")
         connected = asyncio.create_task(self._stay_connected(), name="channel")
         stopped = asyncio.create_task(self._stop.wait(), name="stop")
+        notices = self._watch_interruptions()
         await asyncio.wait({connected, stopped}, return_when=asyncio.FIRST_COMPLETED)
         failure = connected.exception() if connected.done() else None
         try:
@@ -180,6 +182,8 @@ class Agent:
             stopped.cancel()
             connected.cancel()
             checks.cancel()
+            if notices is not None:
+                notices.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await connected
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -194,6 +198,19 @@ class Agent:
             return 1
         log.info("agent stopped")
         return 0
+
+    def _watch_interruptions(self) -> asyncio.Task[Notice] | None:
+        """With --interruption-notices: tell the control plane when the cloud is about to
+        take this machine back (agent/interruption.py), so it drains the node in time."""
+        if self.config.interruption_notices is None:
+            return None
+        watcher = InterruptionWatcher(
+            self.config.server,
+            lambda: _node_token(self.config),
+            base_url=self.config.imds_url,
+            poll_s=self.config.interruption_poll_s,
+        )
+        return asyncio.create_task(watcher.run(), name="interruptions")
 
     async def _stop_replicas(self) -> None:
         live = [r for r in self.runner.records.values() if not r.exited]

@@ -114,6 +114,19 @@ def agent(
             help="Seconds between GPU and node health checks (Xids are seen at once).",
         ),
     ] = 2.0,
+    interruption_notices: Annotated[
+        str | None,
+        typer.Option(
+            "--interruption-notices",
+            help="Watch for the cloud's notice that it takes this machine back, and have the "
+            "control plane drain the node in time: aws (EC2 spot, via the metadata service).",
+            show_default=False,
+        ),
+    ] = None,
+    imds_url: Annotated[
+        str, typer.Option("--imds-url", envvar="CORRAL_IMDS_URL", hidden=True)
+    ] = "http://169.254.169.254",
+    interruption_poll: Annotated[float, typer.Option("--interruption-poll", hidden=True)] = 5.0,
 ) -> None:
     """Run the node agent (blocks). It dials out to the server; no inbound port is needed."""
     from corral.cli.config import state
@@ -154,5 +167,8 @@ def agent(
         isolation=mode,
         uid_base=workload_uid_base or DEFAULT_UID_BASE,
         volume_root=volume_root.expanduser().resolve() if volume_root else None,
+        interruption_notices=interruption_notices.lower() if interruption_notices else None,
+        imds_url=imds_url,
+        interruption_poll_s=interruption_poll,
     )
     sys.exit(run_agent(cfg))

@@ -170,6 +170,22 @@ class LogChunk(_Msg):
     data: str
 
 
+class InterruptionNotice(_Msg):
+    """POST /v1/agent/interruption (node token): the provider takes this node's machine back
+    (a spot interruption notice the agent read from the instance metadata service). The
+    server drains the node; a repeated notice changes nothing."""
+
+    provider: Literal["aws"] = "aws"
+    action: str = Field(
+        default="terminate", max_length=32, description="terminate, stop or hibernate"
+    )
+    at: float = Field(description="when the machine goes, unix seconds, as the provider says")
+
+
+class InterruptionAck(_Msg):
+    outcome: str = Field(description="what the server did, in words")
+
+
 AgentMessage = Annotated[
     Hello | Heartbeat | ReplicaReport | LogChunk | Ports | HealthReport | SessionRefused,
     Field(discriminator="type"),

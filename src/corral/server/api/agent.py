@@ -17,7 +17,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from corral.server.api.deps import CP, in_transaction, retry_stale
 from corral.server.errors import Unauthorized
 from corral.server.runtime import ControlPlane
-from corral.server.services import health
+from corral.server.services import health, node_ops
 from corral.server.services import nodes as service
 from corral.server.services.effects import Effects
 from corral.server.services.join_tokens import consume_join_token
@@ -67,6 +67,30 @@ async def lifeline(request: Request) -> Response:
         raise Unauthorized("unknown node token")
     cp.lifeline_at[node_id] = cp.clock.now()
     return Response(status_code=204)
+
+
+@router.post("/interruption")
+async def interruption(body: wire.InterruptionNotice, request: Request) -> wire.InterruptionAck:
+    """The node's agent read a spot interruption notice: drain the node before the machine
+    goes (services/node_ops.interrupted). Node token only; a repeated notice is a no-op."""
+    cp: ControlPlane = request.app.state.cp
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+
+    def run() -> tuple[Effects, str]:
+        with cp.store.transaction() as session:
+            node = service.node_by_token(session, token.strip())
+            if node is None:
+                raise Unauthorized("unknown node token")
+            done = node_ops.interrupted(session, node.id, body.at, cp.clock.now())
+            if done is None:
+                return Effects(), f"node '{node.name}' was already told"
+            return done
+
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("unknown node token")
+    effects, outcome = await asyncio.to_thread(retry_stale, run)
+    cp.apply(effects)
+    return wire.InterruptionAck(outcome=outcome)
 
 
 async def _reject(ws: WebSocket, message: str) -> None:

@@ -7,6 +7,7 @@ or its hardware is suspect (core.recovery)."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -24,6 +25,8 @@ from corral.wire.health import InjectFault
 from corral.wire.nodes import FaultRequest
 
 log = logging.getLogger("corral.server.nodes")
+# How a spot-interrupted node's cordon reason starts (the pool controller counts it gone).
+SPOT_INTERRUPTION = "spot interruption"
 
 
 def _admin_node(session: Session, caller: Principal, name: str, verb: str) -> Node:
@@ -80,6 +83,19 @@ def drain(session: Session, caller: Principal, name: str, now: float) -> tuple[N
     checkpoint (not charged to max_restarts); an endpoint's replicas are replaced by the
     endpoint controller, the new one ready before the old one goes."""
     node, _ = cordon(session, caller, name, now, f"drained by {caller.token_name}")
+    effects, outcome = move_work(
+        session, node, now, f"node {name} drained by {caller.token_name}", "operator"
+    )
+    return node, effects, outcome
+
+
+def move_work(
+    session: Session, node: Node, now: float, ended: str, kind: str
+) -> tuple[Effects, str]:
+    """The moving half of a drain, for a node already cordoned: its jobs' attempts end
+    (`ended: ...` says why) and they are queued again; its endpoint replicas are replaced.
+    Recorded as a health event of `kind`; returns the effects and the outcome in words."""
+    name = node.name
     effects = Effects(sync_nodes={node.id}, wake_scheduler=True, wake_endpoints=True)
     replicas = session.scalars(
         select(Replica).where(Replica.node_id == node.id, Replica.state.in_(ACTIVE_REPLICA_STATES))
@@ -97,15 +113,37 @@ def drain(session: Session, caller: Principal, name: str, now: float) -> tuple[N
             continue
         if job.state not in (JobState.STARTING, JobState.RUNNING):
             continue
-        reason = f"ended: node {name} drained by {caller.token_name}"
-        requeue(session, job, Cause.PREEMPTED, reason, now, effects, count_preemption=False)
+        requeue(
+            session, job, Cause.PREEMPTED, f"ended: {ended}", now, effects, count_preemption=False
+        )
         moved.append(job)
     outcome = f"node '{name}' drained: {len(moved)} job(s) queued again elsewhere"
     if endpoints:
         outcome += f", {endpoints} endpoint replica(s) being replaced"
     names = health.workload_names(session, moved)
-    health.event(session, node, now, "operator", outcome, workloads=names)
-    return node, effects, outcome
+    health.event(session, node, now, kind, outcome, workloads=names)
+    return effects, outcome
+
+
+def interrupted(
+    session: Session, node_id: str, reclaimed_at: float, now: float
+) -> tuple[Effects, str] | None:
+    """The provider takes the node's machine back at `reclaimed_at` (a spot interruption
+    notice its agent saw): cordon it with that reason and move its work, as a drain does.
+    None when it was already told (an agent repeats a notice after a restart)."""
+    node = session.get(Node, node_id)
+    if node is None or node.name.startswith(RETIRED_PREFIX):
+        return None
+    at = datetime.fromtimestamp(reclaimed_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    why = f"{SPOT_INTERRUPTION}: the instance is reclaimed at {at}"
+    if node.cordon_reason == why:
+        return None
+    node.cordon_reason = why
+    if node.condition == NodeCondition.READY:
+        node.condition = NodeCondition.CORDONED
+    health.event(session, node, now, "interruption", why)
+    log.warning("node %s: %s", node.name, why)
+    return move_work(session, node, now, f"{why} (node {node.name})", "interruption")
 
 
 def claim_repaired(session: Session, caller: Principal, name: str, now: float) -> Node:

@@ -1,0 +1,195 @@
+"""A spot interruption, end to end: a real control plane and real agents; the one thing
+faked is EC2's instance metadata service (a loopback HTTP server speaking IMDSv2), the
+boundary nothing here can reach.
+
+```
+ fake IMDS ──(spot/instance-action: 404, then a notice)──► agent spot-1 (--interruption-notices aws)
+                                                             │ POST /v1/agent/interruption
+ server: node spot-1 cordoned "spot interruption: the instance is reclaimed at T";
+         the training job's attempt ends `preempted`, it is queued again and runs on spare
+```
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from corral.agent.interruption import parse_notice
+from corral.spec import parse_job_spec
+from support.cluster import Cluster, wait_for
+
+RECLAIM = datetime(2026, 12, 3, 17, 2, 0, tzinfo=UTC)
+TOKEN = "imds-session-token"
+
+
+class FakeImds:
+    """IMDSv2 as EC2 serves it: PUT /latest/api/token, then reads with that token
+    (401 without). spot/instance-action is 404 until `notice` is set."""
+
+    def __init__(self) -> None:
+        self.notice: dict[str, str] | None = None
+        self.token_puts = 0
+        self.reads = 0
+        self.unauthorized = 0
+        imds = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_: object) -> None:
+                pass
+
+            def _answer(self, status: int, body: bytes = b"") -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_PUT(self) -> None:
+                ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
+                if self.path != "/latest/api/token" or not ttl:
+                    self._answer(400)
+                    return
+                imds.token_puts += 1
+                self._answer(200, TOKEN.encode())
+
+            def do_GET(self) -> None:
+                if self.headers.get("X-aws-ec2-metadata-token") != TOKEN:
+                    imds.unauthorized += 1
+                    self._answer(401)
+                    return
+                if self.path != "/latest/meta-data/spot/instance-action":
+                    self._answer(404)
+                    return
+                imds.reads += 1
+                if imds.notice is None:
+                    self._answer(404)
+                else:
+                    self._answer(200, json.dumps(imds.notice).encode())
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeImds:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def imds() -> Iterator[FakeImds]:
+    with FakeImds() as fake:
+        yield fake
+
+
+def node(cluster: Cluster, name: str):  # type: ignore[no-untyped-def]
+    with cluster.client() as client:
+        return next(n for n in client.list_nodes() if n.name == name)
+
+
+def job(cluster: Cluster, name: str):  # type: ignore[no-untyped-def]
+    with cluster.client() as client:
+        return client.get_job(name)
+
+
+def test_a_notice_drains_the_node_and_the_job_moves(
+    cluster: Cluster, imds: FakeImds, tmp_path: Path
+) -> None:
+    cluster.agent(
+        "spot-1",
+        "--fake-gpus",
+        "H100:1",
+        "--interruption-notices",
+        "aws",
+        "--imds-url",
+        imds.url,
+        "--interruption-poll",
+        "0.2",
+    )
+    cluster.wait_node_ready("spot-1")
+    spec = {
+        "name": "train",
+        "command": "echo attempt $CORRAL_ATTEMPT; exec sleep 600",
+        "resources": {"gpus": "H100:1", "cpus": 0.1, "memory": "64Mi"},
+        "preemptible": True,
+    }
+    with cluster.client() as client:
+        client.submit_job(parse_job_spec(spec))
+    first = wait_for(
+        "the job running on spot-1",
+        lambda: (j := job(cluster, "train")).state == "running" and j,
+    )
+    assert [r.node for r in first.replicas] == ["spot-1"]
+    pid = wait_for("its pid", lambda: job(cluster, "train").replicas[0].pid)
+    # Polling, no notice yet: the node stays as it is.
+    wait_for("the watcher's reads", lambda: imds.reads >= 3)
+    assert node(cluster, "spot-1").condition == "ready"
+    assert imds.token_puts == 1 and imds.unauthorized == 0  # IMDSv2, one session token
+
+    cluster.agent("spare", "--fake-gpus", "H100:1")
+    cluster.wait_node_ready("spare")
+    imds.notice = {"action": "terminate", "time": "2026-12-03T17:02:00Z"}
+
+    drained = wait_for(
+        "spot-1 cordoned for the interruption",
+        lambda: (n := node(cluster, "spot-1")).condition == "cordoned" and n,
+    )
+    assert drained.cordon_reason == (
+        "spot interruption: the instance is reclaimed at 2026-12-03T17:02:00Z"
+    )
+    moved = wait_for(
+        "the job's second attempt running on spare",
+        lambda: (j := job(cluster, "train")).attempt == 2 and j.state == "running" and j,
+        timeout=30,
+    )
+    assert [r.node for r in moved.replicas] == ["spare"]
+    ended = moved.attempts[0]
+    assert ended.end_cause == "preempted"
+    assert ended.reason is not None and "spot interruption" in ended.reason
+    assert moved.restarts == 0  # not charged to max_restarts
+    # The replica on the reclaimed node was stopped.
+    wait_for("the first attempt's process to be gone", lambda: not psutil.pid_exists(pid))
+
+    # A notice repeated (an agent restarted after telling) changes nothing.
+    token = json.loads((tmp_path / "agents" / "spot-1" / "node.json").read_text())["node_token"]
+    again = httpx.post(
+        f"{cluster.url}/v1/agent/interruption",
+        json={"action": "terminate", "at": RECLAIM.timestamp()},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert again.status_code == 200 and "already told" in again.json()["outcome"]
+    assert job(cluster, "train").attempt == 2
+    refused = httpx.post(
+        f"{cluster.url}/v1/agent/interruption",
+        json={"action": "terminate", "at": RECLAIM.timestamp()},
+        headers={"Authorization": "Bearer not-a-node"},
+    )
+    assert refused.status_code == 401
+    assert "spot interruption notice" in cluster.agents["spot-1"].output()
+
+
+def test_the_instance_action_document() -> None:
+    notice = parse_notice(b'{"action": "stop", "time": "2026-12-03T17:02:00Z"}')
+    assert notice is not None
+    assert (notice.action, notice.at) == ("stop", RECLAIM.timestamp())
+    assert parse_notice(b"not json") is None
+    assert parse_notice(b'{"action": "terminate"}') is None
+    assert parse_notice(b'{"action": "terminate", "time": "2026-12-03T17:02:00"}') is None
+
+
+def test_a_bad_setting_is_one_line(cluster: Cluster) -> None:
+    proc = cluster.agent("bad", "--interruption-notices", "gcp")
+    assert proc.popen is not None and proc.popen.wait(30) == 2
+    assert "interruption notices: 'gcp': expected aws" in proc.output()
+    assert "Traceback" not in proc.output()
