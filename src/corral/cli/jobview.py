@@ -117,6 +117,17 @@ def jobs_table(
     return t
 
 
+def cost_text(job: JobView) -> str | None:
+    """ "$12.40 (3.1 GPU-hours)"; GPU-hours alone where a node's price is unknown."""
+    c = job.cost
+    if c is None:
+        return None
+    hours = f"{c.gpu_hours:.1f} GPU-hours" if c.gpu_hours >= 0.1 else f"{c.gpu_hours:.3f} GPU-hours"
+    if c.usd is None:
+        return f"unknown ({hours}; {c.unpriced_gpu_hours:.2f} on nodes with no price)"
+    return f"${c.usd:,.2f} ({hours})"
+
+
 def print_job(console: Console, job: JobView, now: float | None = None) -> None:
     from rich.table import Table
     from rich.text import Text
@@ -162,6 +173,9 @@ def print_job(console: Console, job: JobView, now: float | None = None) -> None:
             )
             text += f" · lost: {lost}"
         grid.add_row("goodput", esc(text))
+    cost = cost_text(job)
+    if cost:
+        grid.add_row("cost", esc(cost))
     console.print(grid)
 
     if len(job.attempts) > 1 or any(a.end_cause for a in job.attempts):

@@ -18,6 +18,7 @@ from corral.cli import (
     job,
     node,
     pod,
+    pool,
     quota,
     secret,
     serve,
@@ -121,6 +122,7 @@ def build_app(deps: CliDeps | None = None) -> typer.Typer:
     app.add_typer(endpoint.app, name="endpoint", rich_help_panel="Workloads")
     app.command("serve", rich_help_panel="Workloads")(serve.serve)
     app.add_typer(node.app, name="node", rich_help_panel="Cluster")
+    app.add_typer(pool.app, name="pool", rich_help_panel="Cluster")
     app.add_typer(workspace.app, name="workspace", rich_help_panel="Cluster")
     app.add_typer(token.app, name="token", rich_help_panel="Cluster")
     app.add_typer(quota.app, name="quota", rich_help_panel="Cluster")

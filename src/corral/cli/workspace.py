@@ -9,7 +9,7 @@ import typer
 from corral.cli.config import state
 from corral.cli.light import LightGroup
 from corral.cli.options import JsonOpt
-from corral.cli.output import age, esc, out, print_page, table
+from corral.cli.output import CliError, age, esc, out, print_json, print_page, table
 
 app = typer.Typer(
     cls=LightGroup,
@@ -48,4 +48,48 @@ def ls(
     t = table("NAME", "CREATED")
     for ws in workspaces:
         t.add_row(esc(ws.name), age(ws.created_at))
+    out().print(t)
+
+
+def _since(value: str) -> float:
+    """`7d`, `24h`, `90m` before now -> epoch seconds."""
+    import time
+
+    from corral.spec.units import parse_duration_s
+
+    try:
+        return time.time() - parse_duration_s(value)
+    except ValueError as exc:
+        raise CliError(f"--since {value!r}: {exc}", code=2) from None
+
+
+@app.command("usage")
+def usage(
+    ctx: typer.Context,
+    workspace: Annotated[
+        str | None,
+        typer.Argument(
+            help="The workspace (default: every one this token may see).", show_default=False
+        ),
+    ] = None,
+    since: Annotated[str, typer.Option(help="How far back: 7d, 24h, 90m.")] = "7d",
+    json_: JsonOpt = False,
+) -> None:
+    """GPU-hours and what they cost, per workspace (a member sees their own; cluster
+    admins every workspace)."""
+    from corral.wire.pools import UsageList
+
+    start = _since(since)
+    with state(ctx).client() as client:
+        rows = [client.workspace_usage(workspace, start)] if workspace else client.usage(start)
+    if json_:
+        print_json(UsageList(usage=rows).model_dump(mode="json"))
+        return
+    t = table("WORKSPACE", "JOBS", "GPU-HOURS", "COST")
+    for row in rows:
+        if row.usd is None:
+            cost = f"unknown ({row.unpriced_gpu_hours:.2f} GPU-h unpriced)"
+        else:
+            cost = f"${row.usd:,.2f}"
+        t.add_row(esc(row.workspace), str(row.jobs), f"{row.gpu_hours:.2f}", esc(cost))
     out().print(t)

@@ -11,9 +11,10 @@ from corral.client.config import resolve_settings
 from corral.client.endpoints import EndpointsApi
 from corral.client.jobs import JobsApi
 from corral.client.pods import PodsApi
+from corral.client.pools import PoolsApi
 
 
-class Client(ClusterApi, JobsApi, EndpointsApi, PodsApi):
+class Client(ClusterApi, JobsApi, EndpointsApi, PodsApi, PoolsApi):
     """One server, one token, one workspace; no global state.
 
     `transport` replaces the network (e.g. `httpx.MockTransport` in tests). Close it, or
