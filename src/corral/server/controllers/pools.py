@@ -50,6 +50,7 @@ class PoolController:
     # Job id -> the unmet reason last recorded (not written again while unchanged).
     unmet_said: dict[str, str] = field(default_factory=dict)
     providers: dict[str, Provider] = field(default_factory=dict)
+    has_pools: bool = False  # the last round saw a pool: providers may have work
 
     def period_s(self, cp: ControlPlane) -> float:
         return cp.options.pool_interval_s
@@ -64,7 +65,8 @@ class PoolController:
         pass
 
     def keys(self, session: Session, now: float) -> Sequence[str]:
-        return [KEY] if session.scalars(select(Pool.name).limit(1)).first() else []
+        self.has_pools = session.scalars(select(Pool.name).limit(1)).first() is not None
+        return [KEY] if self.has_pools else []
 
     def load(self, session: Session, key: str, now: float) -> pool_fleet.FleetLoad | None:
         return pool_fleet.load_fleet(session, self.cp.catalog, now)
@@ -122,7 +124,11 @@ async def run(cp: ControlPlane) -> None:
             cp.apply(done.effects)
             again = done.again
             # Every pass, not only after a plan: a released node's work may have just ended.
-            acted = await asyncio.to_thread(controller.act)
+            acted = (
+                await asyncio.to_thread(controller.act)
+                if controller.has_pools
+                else pool_actions.Acted()
+            )
         except Exception:
             log.exception("pools: round failed; retrying")
             controller.reset()

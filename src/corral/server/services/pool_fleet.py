@@ -226,7 +226,7 @@ def _named(text: str, names: Mapping[str, str]) -> str:
 
 def versions_hold(session: Session, load: FleetLoad) -> bool:
     """Whether the pools and instances the plan was decided on are as they were read."""
-    pools = dict(session.execute(select(Pool.name, Pool.version)).tuples().all())
+    pools = {name: v for name, v in session.execute(select(Pool.name, Pool.version))}
     if pools != dict(load.pool_versions):
         return False
     live = {i.node_name: i.version for i in live_instances(session)}

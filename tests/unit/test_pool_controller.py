@@ -1,0 +1,316 @@
+"""The pool controller's load, apply and provider steps, on a real store with hand-made
+plans: every field of a FleetPlan is written (grow, release, unmet, block), launches get
+one one-use join token per instance, a refused launch rests the pool, and a released node
+is terminated only once nothing runs there."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from corral.core.pools import FleetPlan, Grow, Release
+from corral.core.states import JobState, NodeCondition
+from corral.providers.base import (
+    Instance,
+    InstanceState,
+    LaunchErrorKind,
+    LaunchRequest,
+    Provider,
+    ProviderError,
+)
+from corral.providers.catalog import Catalog, load_catalog
+from corral.server.auth import JoinTokenRejected
+from corral.server.services import pool_actions, pool_fleet
+from corral.server.services.identity import bootstrap
+from corral.server.services.join_tokens import consume_join_token
+from corral.server.services.pools import create_pool
+from corral.server.store.db import Store
+from corral.server.store.migrate import upgrade
+from corral.server.store.tables import (
+    Job,
+    JoinToken,
+    Node,
+    Pool,
+    PoolEvent,
+    PoolInstance,
+    Replica,
+    Workspace,
+)
+from corral.spec.pool import NodePoolSpec
+from support.store import register_node
+
+NOW = 1000.0
+URL = "http://control-plane:7390"
+
+
+class Recording:
+    """A provider at the boundary this test cannot reach (a cloud): it records each call
+    and refuses a launch when told to."""
+
+    name = "local"
+    static = False
+
+    def __init__(self) -> None:
+        self.launched: list[LaunchRequest] = []
+        self.terminated: list[str] = []
+        self.refuse: ProviderError | None = None
+
+    def launch(self, request: LaunchRequest) -> list[Instance]:
+        if self.refuse is not None:
+            raise self.refuse
+        self.launched.append(request)
+        return [
+            Instance(f"id-{j.node_name}", j.node_name, request.pool, InstanceState.PENDING)
+            for j in request.joins
+        ]
+
+    def list(self, pool: str | None = None) -> list[Instance]:
+        return []
+
+    def terminate(self, provider_ids: Sequence[str]) -> None:
+        self.terminated.extend(provider_ids)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(f"sqlite:///{tmp_path / 'corral.db'}")
+    upgrade(s.engine)
+    bootstrap(s, 1.0, tmp_path, "crl_admin", "crj_join")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    return load_catalog()
+
+
+def _pool(store: Store, catalog: Catalog, **fields: object) -> None:
+    spec = NodePoolSpec.model_validate(
+        {"name": "gpu", "provider": "local", "type": "fake-h100x2", "max": 4, **fields}
+    )
+    with store.transaction() as session:
+        create_pool(session, pool_fleet.CONTROLLER, spec, catalog, NOW)
+
+
+def _apply(store: Store, catalog: Catalog, plan: FleetPlan, said: dict[str, str] | None = None):
+    with store.read() as session:
+        load = pool_fleet.load_fleet(session, catalog, NOW)
+    assert load is not None
+    with store.transaction() as session:
+        assert pool_fleet.versions_hold(session, load)
+        return pool_fleet.apply_fleet(
+            session, load, plan, catalog, NOW, {} if said is None else said
+        )
+
+
+def _act(store: Store, catalog: Catalog, provider: Provider) -> pool_actions.Acted:
+    return pool_actions.act(store, lambda name: provider, catalog, URL, lambda: NOW + 1)
+
+
+def _instances(store: Store) -> list[PoolInstance]:
+    with store.read() as session:
+        rows = list(session.scalars(select(PoolInstance).order_by(PoolInstance.node_name)))
+        session.expunge_all()
+        return rows
+
+
+def test_grow_requests_instances_and_launch_gives_each_a_one_use_token(
+    store: Store, catalog: Catalog
+) -> None:
+    _pool(store, catalog, labels={"team": "vision"}, price=7.5, join_timeout="5m")
+    plan = FleetPlan(grow=(Grow("gpu", 2, ("j1",), "2 x fake-h100x2 for job j1"),))
+    _, acts = _apply(store, catalog, plan)
+    assert acts
+    rows = _instances(store)
+    assert [r.state for r in rows] == ["requested", "requested"]
+    assert all(r.price_per_hour == 7.5 for r in rows)
+
+    provider = Recording()
+    acted = _act(store, catalog, provider)
+    assert sorted(acted.launched) == sorted(r.node_name for r in rows)
+    (request,) = provider.launched
+    assert (request.pool, request.instance_type, request.region) == ("gpu", "fake-h100x2", "local")
+    assert [j.node_name for j in request.joins] == [r.node_name for r in rows]
+    for join in request.joins:
+        assert join.server_url == URL
+        assert join.labels == {
+            "team": "vision",
+            "pool": "gpu",
+            "provider": "local",
+            "region": "local",
+            "instance-type": "fake-h100x2",
+        }
+    rows = _instances(store)
+    assert [r.state for r in rows] == ["launching", "launching"]
+    assert [r.provider_id for r in rows] == [f"id-{r.node_name}" for r in rows]
+    with store.transaction() as session:
+        tokens = {t.id: t for t in session.scalars(select(JoinToken))}
+        for r in rows:
+            token = tokens[r.join_token_id or ""]
+            assert token.max_uses == 1 and token.expires_at == NOW + 1 + 300
+        # Each secret registers one node, once.
+        secret = request.joins[0].join_token
+        consume_join_token(session, secret, NOW + 2)
+        with pytest.raises(JoinTokenRejected):
+            consume_join_token(session, secret, NOW + 2)
+    # Nothing left to launch: a second pass asks the provider for nothing.
+    assert _act(store, catalog, provider).launched == []
+    assert len(provider.launched) == 1
+
+
+def test_a_refused_launch_fails_its_instances_rests_the_pool_and_revokes_tokens(
+    store: Store, catalog: Catalog
+) -> None:
+    _pool(store, catalog)
+    _apply(store, catalog, FleetPlan(grow=(Grow("gpu", 1, (), "1 to keep min_nodes 1"),)))
+    provider = Recording()
+    provider.refuse = ProviderError(LaunchErrorKind.CAPACITY, "no fake-h100x2 left here")
+    acted = _act(store, catalog, provider)
+    assert len(acted.failed) == 1
+    (row,) = _instances(store)
+    assert row.state == "failed" and "no fake-h100x2 left here" in (row.reason or "")
+    with store.read() as session:
+        pool = session.get(Pool, "gpu")
+        assert pool is not None
+        assert pool.blocked_until == NOW + 1 + pool_fleet.BLOCK_S
+        assert pool.blocked_reason == "capacity: no fake-h100x2 left here"
+        token = session.get(JoinToken, row.join_token_id)
+        assert token is not None and token.revoked_at is not None
+
+
+def _joined_node(store: Store, catalog: Catalog) -> str:
+    _apply(store, catalog, FleetPlan(grow=(Grow("gpu", 1, (), "min"),)))
+    _act(store, catalog, Recording())
+    (row,) = _instances(store)
+    return register_node(store, row.node_name, gpus=2, labels={"pool": "gpu"})
+
+
+def test_a_released_node_is_cordoned_and_terminated_once_its_work_is_gone(
+    store: Store, catalog: Catalog
+) -> None:
+    _pool(store, catalog)
+    node_id = _joined_node(store, catalog)
+    (row,) = _instances(store)
+    # The next round sees the node registered: the instance is joined.
+    _apply(store, catalog, FleetPlan())
+    assert _instances(store)[0].state == "joined"
+    with store.transaction() as session:
+        ws = session.scalars(select(Workspace)).first()
+        assert ws is not None
+        job = Job(
+            id="j",
+            workspace_id=ws.id,
+            name="train",
+            spec={"name": "train", "command": "true"},
+            state=JobState.RUNNING,
+            priority=0,
+            attempt=1,
+            submitted_at=NOW,
+        )
+        session.add(job)
+        session.flush()
+        session.add(
+            Replica(
+                id="r",
+                job_id="j",
+                attempt=1,
+                rank=0,
+                node_id=node_id,
+                gpus=[0, 1],
+                cpus=1,
+                memory_mb=0,
+                disk_mb=0,
+                state="running",
+                desired="run",
+                created_at=NOW,
+                started_at=NOW,
+            )
+        )
+    _apply(store, catalog, FleetPlan(release=(Release("gpu", row.node_name, "idle for 700 s"),)))
+    with store.read() as session:
+        node = session.get(Node, node_id)
+        assert node is not None and node.condition == NodeCondition.CORDONED
+        assert "idle for 700 s" in (node.cordon_reason or "")
+    assert _instances(store)[0].state == "releasing"
+    provider = Recording()
+    assert _act(store, catalog, provider).terminated == []
+    assert provider.terminated == []  # a replica still runs there
+    with store.transaction() as session:
+        replica = session.get(Replica, "r")
+        assert replica is not None
+        replica.state, replica.finished_at = "succeeded", NOW + 5
+    acted = _act(store, catalog, provider)
+    assert acted.terminated == [row.node_name] and acted.hang_up == [node_id]
+    assert provider.terminated == [f"id-{row.node_name}"]
+    (ended,) = _instances(store)
+    assert ended.state == "terminated" and ended.released_at == NOW + 1
+    with store.read() as session:
+        assert session.scalars(select(Node).where(Node.name == row.node_name)).first() is None
+
+
+def test_block_and_unmet_are_recorded_and_an_unchanged_reason_only_once(
+    store: Store, catalog: Catalog
+) -> None:
+    _pool(store, catalog)
+    said: dict[str, str] = {}
+    plan = FleetPlan(
+        unmet={"job-1": "no pool has 16 x H100 in one node"},
+        block={"gpu": "node gpu-1 did not join within 600 s"},
+    )
+    _apply(store, catalog, plan, said)
+    _apply(store, catalog, FleetPlan(unmet=plan.unmet), said)
+    with store.read() as session:
+        pool = session.get(Pool, "gpu")
+        assert pool is not None and pool.blocked_until == NOW + pool_fleet.BLOCK_S
+        assert pool.blocked_reason == "node gpu-1 did not join within 600 s"
+        unmet = list(session.scalars(select(PoolEvent.text).where(PoolEvent.kind == "unmet")))
+    assert unmet == ["job 'job-1': no pool has 16 x H100 in one node"]
+
+
+def test_load_sees_waiting_gangs_but_not_quota_waits_and_free_room_of_members(
+    store: Store, catalog: Catalog
+) -> None:
+    _pool(store, catalog)
+    _joined_node(store, catalog)
+    with store.transaction() as session:
+        ws = session.scalars(select(Workspace)).one()
+        for name, reason in (
+            ("big", "needs 1× 4 H100 in one node; the freest node has 2 free"),
+            (
+                "quota",
+                "x and y; this non-preemptible job needs 4: mark it preemptible to "
+                "borrow idle GPUs",
+            ),
+            ("new", None),
+        ):
+            session.add(
+                Job(
+                    id=name,
+                    workspace_id=ws.id,
+                    name=name,
+                    spec={
+                        "name": name,
+                        "command": "true",
+                        "resources": {"gpus": "H100:4"},
+                        "preemptible": True,
+                    },
+                    state=JobState.PENDING,
+                    priority=0,
+                    reason=reason,
+                    submitted_at=NOW,
+                )
+            )
+    with store.read() as session:
+        load = pool_fleet.load_fleet(session, catalog, NOW + 10)
+    assert load is not None
+    (gang,) = load.facts.waiting
+    assert (gang.job_id, gang.replicas, gang.demand.gpus, gang.preemptible) == ("big", 1, 4, True)
+    (member,) = load.facts.members
+    assert member.joined and member.ready and member.free_gpus == 2
+    assert member.idle_since is not None  # nothing runs there
+    (pool,) = load.facts.pools
+    assert (pool.shape.gpus, pool.max_nodes, pool.price_per_hour) == (2, 4, 0.0)
