@@ -222,3 +222,12 @@ def test_no_pools_says_how_to_add_one() -> None:
 def test_unpriced_pool_is_chosen_last() -> None:
     plan = decide(facts([pool("free", 0.0), pool("paid", 99.0)], waiting=[gang("j")]), NOW)
     assert grown(plan) == {"paid": 1}
+
+
+def test_room_left_on_busy_nodes_is_the_schedulers() -> None:
+    # The scheduler could not place the gang on the half-free busy node (it holds it for a
+    # reservation, say): the autoscaler does not count on that room.
+    half = dict(free_gpus=4, free_cpus=96.0, free_memory_mb=10**6)
+    members = [member("a", "busy", idle_since=None, **half)]
+    plan = decide(facts([pool("a", 10.0)], members, [gang("j", gpus=4)]), NOW)
+    assert grown(plan) == {"a": 1}

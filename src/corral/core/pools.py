@@ -7,8 +7,8 @@ and `corral sim` call the same function. One round:
    their pool is blocked for this round (`FleetPlan.block`: the caller keeps it blocked a
    while), so the next-cheapest choice is tried.
 2. Pools below `min_nodes` grow to it.
-3. Waiting gangs, oldest first, go where they fit: the free room of ready nodes and nodes
-   still booting first, then the cheapest new nodes (spot first for preemptible work, and
+3. Waiting gangs, oldest first, go where they fit: idle ready nodes and nodes still
+   booting first (the room left on busy nodes is the scheduler's to use), then the cheapest new nodes (spot first for preemptible work, and
    only for it), never past `max_nodes`, never in a blocked pool, at most
    `max_launch_per_round` new nodes in all. New nodes' spare room serves later gangs.
    A gang that fits nowhere gets a reason in words (`FleetPlan.unmet`).
@@ -178,7 +178,9 @@ class _Round:
                 shape = pool.shape
                 room = Room(pool.name, m.instance, shape.gpus, shape.cpus, shape.memory_mb, True)
                 self.rooms[pool.name].append(room)
-            elif m.ready:
+            elif m.ready and m.idle_since is not None:
+                # Only idle nodes: the room left on busy ones is room the scheduler already
+                # could not use for these gangs (or holds for a reservation).
                 room = Room(
                     pool.name, m.instance, m.free_gpus, m.free_cpus, m.free_memory_mb, False
                 )
