@@ -5,16 +5,13 @@ image, and failures injected into the real call path as EC2 would answer them.""
 from __future__ import annotations
 
 import base64
-import logging
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 from botocore.awsrequest import AWSResponse
-from moto.server import ThreadedMotoServer
 
 from corral.providers.aws import AwsProvider
 from corral.providers.base import (
@@ -25,29 +22,15 @@ from corral.providers.base import (
     ProviderError,
 )
 from corral.providers.install import user_data
+from support.aws import REGION, moto_ec2
 
-REGION = "us-east-1"
 SERVER = "http://10.0.0.1:7390"
 
 
 @pytest.fixture
 def moto_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """moto's server on loopback; credentials from the standard chain (the environment)."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    # moto's state is per process, not per server: start from none.
-    httpx.post(f"http://{host}:{port}/moto-api/reset").raise_for_status()
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_ec2(monkeypatch) as url:
+        yield url
 
 
 @pytest.fixture

@@ -13,10 +13,8 @@ boundary nothing here can reach.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -25,66 +23,10 @@ import pytest
 
 from corral.agent.interruption import parse_notice
 from corral.spec import parse_job_spec
+from support.aws import FakeImds
 from support.cluster import Cluster, wait_for
 
 RECLAIM = datetime(2026, 12, 3, 17, 2, 0, tzinfo=UTC)
-TOKEN = "imds-session-token"
-
-
-class FakeImds:
-    """IMDSv2 as EC2 serves it: PUT /latest/api/token, then reads with that token
-    (401 without). spot/instance-action is 404 until `notice` is set."""
-
-    def __init__(self) -> None:
-        self.notice: dict[str, str] | None = None
-        self.token_puts = 0
-        self.reads = 0
-        self.unauthorized = 0
-        imds = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_: object) -> None:
-                pass
-
-            def _answer(self, status: int, body: bytes = b"") -> None:
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_PUT(self) -> None:
-                ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
-                if self.path != "/latest/api/token" or not ttl:
-                    self._answer(400)
-                    return
-                imds.token_puts += 1
-                self._answer(200, TOKEN.encode())
-
-            def do_GET(self) -> None:
-                if self.headers.get("X-aws-ec2-metadata-token") != TOKEN:
-                    imds.unauthorized += 1
-                    self._answer(401)
-                    return
-                if self.path != "/latest/meta-data/spot/instance-action":
-                    self._answer(404)
-                    return
-                imds.reads += 1
-                if imds.notice is None:
-                    self._answer(404)
-                else:
-                    self._answer(200, json.dumps(imds.notice).encode())
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeImds:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

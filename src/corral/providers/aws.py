@@ -234,7 +234,8 @@ class AwsProvider:
     """The `aws` provider. `regions`: where `list` and `terminate` look besides the
     regions this object launched in (after a restart: the aws pools' regions) and the
     session's own region. `endpoint_url`: an EC2-compatible endpoint (tests: moto's server);
-    boto3 also honours AWS_ENDPOINT_URL."""
+    boto3 also honours AWS_ENDPOINT_URL. `agent_args`: more `corral agent` flags for the
+    user data (after `--interruption-notices aws`)."""
 
     name = "aws"
     static = False
@@ -247,6 +248,7 @@ class AwsProvider:
         regions: Sequence[str] = (),
         install_dir: str = DEFAULT_INSTALL_DIR,
         image_owners: Sequence[str] = ("amazon",),
+        agent_args: Sequence[str] = (),
     ) -> None:
         import boto3
 
@@ -254,6 +256,7 @@ class AwsProvider:
         self._endpoint_url = endpoint_url
         self._install_dir = install_dir
         self._image_owners = list(image_owners)
+        self._agent_args = (*AGENT_ARGS, *agent_args)
         self._regions: set[str] = set(regions)
         if self._session.region_name:
             self._regions.add(self._session.region_name)
@@ -347,7 +350,7 @@ class AwsProvider:
             "MinCount": 1,
             "MaxCount": 1,
             # Every instance watches for notices: on-demand ones simply never get one.
-            "UserData": user_data(labelled, self._install_dir, AGENT_ARGS),
+            "UserData": user_data(labelled, self._install_dir, self._agent_args),
             "ClientToken": client_token(join),
             "TagSpecifications": [
                 {"ResourceType": "instance", "Tags": tags},
