@@ -1,0 +1,191 @@
+"""Node pools over the API and the CLI (the real app in-process, SQLite and PostgreSQL):
+create checked against the catalog, ls/get, scale, delete refused while nodes remain and
+drained with --force; the cost line of `corral job get`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from corral.core.states import JobState
+from corral.server.store.tables import Job, Node, Pool, PoolInstance, Replica
+from support.app import in_process
+from support.cli import Cli
+from support.store import register_node
+
+ADMIN = {"Authorization": "Bearer crl_admin"}
+AWS = {"name": "p5", "provider": "aws", "type": "p5.48xlarge", "region": "us-east-1", "max": 8}
+
+
+@pytest.fixture
+def api(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    with in_process(database_url, tmp_path) as client:
+        yield client
+
+
+def test_create_get_ls_scale_delete(api: TestClient) -> None:
+    r = api.post("/v1/pools", json={**AWS, "spot": True, "labels": {"team": "llm"}}, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    view = r.json()
+    assert view["spec"]["spot"] and view["price_per_hour"] == 39.33  # the catalog's spot price
+    assert (view["gpus_per_node"], view["gpu_model"], view["nodes"]) == (8, "H100", 0)
+    assert [e["kind"] for e in view["events"]] == ["create"]
+    assert [p["spec"]["name"] for p in api.get("/v1/pools", headers=ADMIN).json()["pools"]] == [
+        "p5"
+    ]
+    r = api.patch("/v1/pools/p5", json={"min": 2, "max": 3}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert (r.json()["spec"]["min"], r.json()["spec"]["max"]) == (2, 3)
+    assert r.json()["events"][0]["text"] == "scaled to min 2, max 3 by local-admin"
+    r = api.post("/v1/pools", json=AWS, headers=ADMIN)
+    assert r.status_code == 409 and "already exists" in r.json()["error"]["message"]
+    # Scaled to 0 first: the controller must not launch into AWS from a test.
+    api.patch("/v1/pools/p5", json={"min": 0}, headers=ADMIN)
+    assert api.delete("/v1/pools/p5", headers=ADMIN).status_code == 204
+    assert api.get("/v1/pools/p5", headers=ADMIN).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"type": "p9.huge"}, "type", "known types: g5.12xlarge"),
+        ({"provider": "gcp"}, "provider", "expected one of: aws, local, ssh"),
+        ({"min": 5, "max": 2}, "", "min (5) must not be more than max (2)"),
+        ({"idle_after": "soon"}, "idle_after", "not a duration"),
+        ({"labels": {"pool": "x"}}, "labels", "set by corral"),
+        ({"name": "Bad_Name"}, "name", "not a valid pool name"),
+    ],
+)
+def test_bad_pool_is_one_clear_422(
+    api: TestClient, change: dict[str, object], field: str, words: str
+) -> None:
+    r = api.post("/v1/pools", json={**AWS, **change}, headers=ADMIN)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert words in error["message"]
+    if field:
+        assert any(f["path"].endswith(field) for f in error["fields"]), error
+
+
+def _member(api: TestClient, pool: str, name: str) -> str:
+    """A node of `pool` that joined, as the controller's rows would say."""
+    store = api.app.state.cp.store  # type: ignore[attr-defined]
+    with store.transaction() as session:
+        session.add(
+            PoolInstance(
+                id=name,
+                pool=pool,
+                node_name=name,
+                state="joined",
+                launched_at=1.0,
+                joined_at=2.0,
+                price_per_hour=16.0,
+            )
+        )
+    return register_node(store, name, gpus=8, labels={"pool": pool})
+
+
+def test_delete_is_refused_while_nodes_remain_and_force_drains_them(api: TestClient) -> None:
+    # A static pool: the controller never launches or releases anything in it.
+    r = api.post(
+        "/v1/pools", json={"name": "racks", "provider": "ssh", "type": "any"}, headers=ADMIN
+    )
+    assert r.status_code == 201, r.text
+    _member(api, "racks", "racks-a")
+    r = api.delete("/v1/pools/racks", headers=ADMIN)
+    assert r.status_code == 409
+    assert r.json()["error"]["message"] == (
+        "node pool 'racks' still has 1 node(s): scale it to 0 and wait, or delete it with "
+        "--force (drains and releases them)"
+    )
+    r = api.delete("/v1/pools/racks", params={"force": "true"}, headers=ADMIN)
+    assert r.status_code == 202
+    store = api.app.state.cp.store  # type: ignore[attr-defined]
+    with store.read() as session:
+        pool = session.get(Pool, "racks")
+        assert pool is not None and pool.deleting
+        node = session.scalars(select(Node).where(Node.name == "racks-a")).one()
+        assert node.condition == "cordoned" and "drained" in (node.cordon_reason or "")
+
+
+def test_cli_pool_commands(cli: Cli) -> None:
+    result = cli(
+        "pool", "create", "h100", "--provider", "aws", "--type", "p5.48xlarge",
+        "--region", "us-east-1", "--max", "4", "--label", "team=llm",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "created pool h100: aws p5.48xlarge in us-east-1 (8 x H100)" in result.output
+    result = cli("pool", "ls")
+    assert result.exit_code == 0 and "h100" in result.output and "$98.32/h" in result.output
+    result = cli("pool", "scale", "h100", "--max", "6")
+    assert result.exit_code == 0 and "min 0, max 6" in result.output
+    result = cli("pool", "get", "h100")
+    assert result.exit_code == 0, result.output
+    assert "scaled to min 0, max 6" in result.output and "team=llm" in result.output
+    bad = cli("pool", "create", "x", "--provider", "aws", "--type", "p9", "--region", "us-east-1")
+    assert bad.exit_code != 0 and "unknown instance type 'p9'" in bad.output
+    assert "Traceback" not in bad.output
+    bad = cli("pool", "create", "x", "--type", "fake-h100x1", "--min", "3", "--max", "1")
+    assert bad.exit_code == 2 and "min (3) must not be more than max (1)" in bad.output
+    bad = cli("pool", "create", "x", "--type", "fake-h100x1", "--label", "nokey")
+    assert bad.exit_code == 2 and "--label 'nokey': expected KEY=VALUE" in bad.output
+    assert cli("pool", "delete", "h100").exit_code == 0
+    assert "h100" not in cli("pool", "ls").output
+
+
+def test_job_get_shows_cost(cli: Cli) -> None:
+    server = cli.server
+    r = server.post(
+        "/v1/pools",
+        json={"name": "racks", "provider": "ssh", "type": "any", "price": 16.0},
+        headers=ADMIN,
+    )
+    assert r.status_code == 201
+    node_id = _member(server, "racks", "racks-a")  # 8 GPUs at $16/h: $2 per GPU-hour
+    store = server.app.state.cp.store  # type: ignore[attr-defined]
+    with store.transaction() as session:
+        from corral.server.store.tables import Workspace
+
+        ws = session.scalars(select(Workspace).where(Workspace.name == "default")).one()
+        session.add(
+            Job(
+                id="j",
+                workspace_id=ws.id,
+                name="train",
+                spec={"name": "train", "command": "true"},
+                state=JobState.SUCCEEDED,
+                priority=0,
+                attempt=1,
+                submitted_at=0.0,
+                started_at=0.0,
+                finished_at=3600.0,
+            )
+        )
+        session.flush()
+        session.add(
+            Replica(
+                id="r",
+                job_id="j",
+                attempt=1,
+                rank=0,
+                node_id=node_id,
+                gpus=[0, 1, 2, 3],
+                cpus=1,
+                memory_mb=0,
+                disk_mb=0,
+                state="succeeded",
+                desired="run",
+                created_at=0.0,
+                started_at=0.0,
+                finished_at=5580.0,  # 1.55 h x 4 GPUs = 6.2 GPU-hours
+            )
+        )
+    result = cli("job", "get", "train")
+    assert result.exit_code == 0, result.output
+    assert "$12.40 (6.2 GPU-hours)" in result.output
+    job = cli.sdk().get_job("train")
+    assert job.cost is not None and job.cost.usd == 12.4 and job.cost.gpu_hours == 6.2
