@@ -1,0 +1,109 @@
+"""A pool on the `local` provider, end to end: a real server, real agents started by the
+pool controller. A job waiting for GPUs makes the pool grow by one node (an agent with fake
+GPUs of the pool's shape, joined with its one-use join token and the pool's labels), the
+job runs there and its cost is the pool's price, and once the node has been idle past the
+pool's grace it is released: its agent stopped, its directory gone, the node deleted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from corral.providers.catalog import load_catalog
+from corral.providers.local import LocalProvider
+from corral.spec import parse_job_spec
+from corral.spec.pool import NodePoolSpec
+from support.cluster import Cluster, wait_for
+
+
+@pytest.fixture
+def local_nodes(cluster: Cluster) -> Iterator[Path]:
+    root = cluster.root / "home" / "local-nodes"
+    try:
+        yield root
+    finally:
+        # Every agent the pool started goes with the test, whatever happened.
+        provider = LocalProvider(root, load_catalog())
+        provider.terminate([i.provider_id for i in provider.list()])
+
+
+def _agents(root: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if "agent" in cmdline and any(str(root) in part for part in cmdline):
+            found.append(proc)
+    return found
+
+
+def test_a_waiting_job_grows_a_local_pool_and_the_idle_node_is_released(
+    cluster: Cluster, local_nodes: Path
+) -> None:
+    with cluster.client() as client:
+        spec = NodePoolSpec(
+            name="fake",
+            provider="local",
+            type="fake-h100x1",
+            max=2,
+            price=3.0,
+            idle_after=3,
+            labels={"team": "vision"},
+        )
+        client.create_pool(spec)
+        job = parse_job_spec(
+            {
+                "name": "train",
+                "command": "sleep 1",
+                "resources": {"gpus": "H100:1", "cpus": 0.1, "memory": "64Mi"},
+            }
+        )
+        client.submit_job(job)
+
+        node = wait_for(
+            "the pool to grow and its node to be ready",
+            lambda: next(
+                (n for n in client.list_nodes() if n.condition == "ready" and n.connected),
+                None,
+            ),
+            timeout=60,
+        )
+        assert node.name.startswith("fake-")
+        assert {k: node.labels.get(k) for k in ("pool", "provider", "instance-type", "team")} == {
+            "pool": "fake",
+            "provider": "local",
+            "instance-type": "fake-h100x1",
+            "team": "vision",
+        }
+        assert len(_agents(local_nodes)) == 1
+        (instance,) = client.get_pool("fake").instances
+        assert instance.node == node.name and instance.price_per_hour == 3.0
+        token = local_nodes / node.name / "join-token"
+        assert token.stat().st_mode & 0o777 == 0o600
+
+        done = wait_for(
+            "job train to succeed",
+            lambda: (j := client.get_job("train")).state in ("succeeded", "failed") and j,
+            timeout=60,
+        )
+        assert done.state == "succeeded", done.reason
+        assert done.replicas[0].node == node.name
+        assert done.cost is not None and done.cost.usd is not None
+        # One GPU for the replica's run (about a second), at the pool's $3 per node-hour.
+        assert 0 < done.cost.gpu_hours < 0.01
+        assert done.cost.usd == pytest.approx(3.0 * done.cost.gpu_hours, abs=1e-3)
+
+        wait_for(
+            "the idle node to be released and deleted",
+            lambda: all(n.name != node.name for n in client.list_nodes()),
+            timeout=60,
+        )
+        view = client.get_pool("fake")
+        assert [i.state for i in view.instances] == ["terminated"]
+        assert "idle for" in (view.instances[0].reason or "")
+        kinds = [e.kind for e in view.events]
+        assert {"grow", "launch", "release", "terminate"} <= set(kinds)
+    wait_for("the agent to have stopped", lambda: not _agents(local_nodes), timeout=20)
+    assert not (local_nodes / node.name).exists()
