@@ -231,3 +231,10 @@ def test_room_left_on_busy_nodes_is_the_schedulers() -> None:
     members = [member("a", "busy", idle_since=None, **half)]
     plan = decide(facts([pool("a", 10.0)], members, [gang("j", gpus=4)]), NOW)
     assert grown(plan) == {"a": 1}
+
+
+def test_higher_priority_gangs_are_served_first_as_the_scheduler_does() -> None:
+    waiting = [gang("old-low", submitted_at=NOW - 100), gang("new-high", priority=10)]
+    plan = decide(facts([pool("a", 10.0)], waiting=waiting, max_launch_per_round=1), NOW)
+    assert plan.grow[0].for_jobs == ("new-high",)
+    assert "old-low" in plan.unmet

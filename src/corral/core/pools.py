@@ -7,11 +7,12 @@ and `corral sim` call the same function. One round:
    their pool is blocked for this round (`FleetPlan.block`: the caller keeps it blocked a
    while), so the next-cheapest choice is tried.
 2. Pools below `min_nodes` grow to it.
-3. Waiting gangs, oldest first, go where they fit: idle ready nodes and nodes still
-   booting first (the room left on busy nodes is the scheduler's to use), then the cheapest new nodes (spot first for preemptible work, and
-   only for it), never past `max_nodes`, never in a blocked pool, at most
-   `max_launch_per_round` new nodes in all. New nodes' spare room serves later gangs.
-   A gang that fits nowhere gets a reason in words (`FleetPlan.unmet`).
+3. Waiting gangs, highest priority then oldest first, go where they fit: idle ready nodes
+   and nodes still booting first (the room left on busy nodes is the scheduler's to use),
+   then the cheapest new nodes (spot first for preemptible work, and only for it), never
+   past `max_nodes`, never in a blocked pool, at most `max_launch_per_round` new nodes in
+   all. New nodes' spare room serves later gangs. A gang that fits nowhere gets a reason
+   in words (`FleetPlan.unmet`).
 4. Nodes idle past `idle_grace_s` that no waiting gang was given are released, longest
    idle first, never below `min_nodes`, never one with work, never a static pool's.
 
@@ -80,6 +81,7 @@ class WaitingGang:
     submitted_at: float
     topology: str | None = None  # the widest domain it may span (node|rack|zone|region|...)
     node_selector: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 0  # the scheduler serves higher first: so does the autoscaler
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ def decide(facts: FleetFacts, now: float) -> FleetPlan:
     r = _Round(facts, now)
     r.release_unjoined()
     r.grow_to_min()
-    for gang in sorted(facts.waiting, key=lambda g: (g.submitted_at, g.job_id)):
+    for gang in sorted(facts.waiting, key=lambda g: (-g.priority, g.submitted_at, g.job_id)):
         r.place(gang)
     r.release_idle()
     return r.plan()
