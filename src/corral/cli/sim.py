@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from corral.sim.engine import Progress
 
-FORMATS = ("synthetic", "openb", "philly-csv")
+FORMATS = ("synthetic", "openb", "philly-csv", "bursty")
 POLICIES = ("corral", "fifo", "fifo-backfill")
 
 
@@ -32,7 +32,10 @@ def sim(
         ),
     ] = None,
     format_: Annotated[
-        str, typer.Option("--format", "-f", help="synthetic, openb or philly-csv.")
+        str,
+        typer.Option(
+            "--format", "-f", help="synthetic, openb, philly-csv or bursty (a generated day)."
+        ),
     ] = "synthetic",
     gpus: Annotated[
         int | None,
@@ -43,6 +46,29 @@ def sim(
         typer.Option(
             "--cluster",
             help="Cluster description (YAML): providers, racks, nodes, prices.",
+            show_default=False,
+        ),
+    ] = None,
+    pools: Annotated[
+        Path | None,
+        typer.Option(
+            "--pools",
+            help="Node pools (YAML) the fleet autoscaler grows and shrinks, instead of a cluster.",
+            show_default=False,
+        ),
+    ] = None,
+    fixed_pools: Annotated[
+        bool,
+        typer.Option(
+            "--fixed-pools",
+            help="With --pools, also run the pools held at their max (the baseline).",
+        ),
+    ] = False,
+    bill_until: Annotated[
+        float | None,
+        typer.Option(
+            "--bill-until",
+            help="With --pools: bill nodes until at least this many hours (a day: 24).",
             show_default=False,
         ),
     ] = None,
@@ -89,6 +115,8 @@ def sim(
     """Simulate a fleet: the real scheduler on a virtual clock, over a trace or synthetic load.
 
     Example: corral sim --trace ../shared/traces/openb --format openb --fill 1.0 -p corral -p fifo
+
+    Pools: corral sim --format bursty --pools pools.yaml --fixed-pools --bill-until 24
     """
     from corral.sim import SimOptions, format_table, run
 
@@ -102,10 +130,20 @@ def sim(
         raise CliError(f"--trace {trace}: no such file or directory", code=2)
     if cluster is not None and not cluster.is_file():
         raise CliError(f"--cluster {cluster}: no such file", code=2)
+    if pools is not None and not pools.is_file():
+        raise CliError(f"--pools {pools}: no such file", code=2)
+    if (fixed_pools or bill_until is not None) and pools is None:
+        flag = "--fixed-pools" if fixed_pools else "--bill-until"
+        raise CliError(f"{flag} needs --pools FILE", code=2)
     if plot is not None and len(policies) > 1:
         raise CliError("--plot draws one run: give a single --policy with it", code=2)
+    runs = [(name, False) for name in policies]
+    if fixed_pools:
+        runs.append((policies[0], True))
+    if plot is not None and len(runs) > 1:
+        raise CliError("--plot draws one run: leave out --fixed-pools", code=2)
     reports = []
-    for name in policies:
+    for name, fixed in runs:
         options = SimOptions(
             trace=trace,
             format=format_,  # type: ignore[arg-type]  # checked against FORMATS above
@@ -117,9 +155,12 @@ def sim(
             plot=plot,
             max_jobs=max_jobs,
             fill=fill,
+            pools=pools,
+            fixed_pools=fixed,
+            bill_until_s=None if bill_until is None else bill_until * 3600,
         )
         options.check()
-        with ProgressView(name) as view:
+        with ProgressView("fixed pools" if fixed else name) as view:
             try:
                 reports.append(run(options, view.update))
             except OSError as exc:

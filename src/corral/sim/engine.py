@@ -10,6 +10,11 @@ came back), after every event of its instant — or, with `round_s > 0`, at the 
 of `round_s`, like a controller that wakes up periodically. A plan is checked before it is
 applied: a plan that over-commits a node is a scheduler bug and stops the run (PlanError).
 
+With pools (`supply`, sim/supply.py) the fleet is not fixed: every round ends with the
+fleet autoscaler's decision (core.pools.decide); its launches join `boot` seconds later
+(JOIN), idle nodes leave, and it asks to be woken (SUPPLY) when a decision could change
+with nothing else happening (an idle node passing its grace period).
+
 `run(progress=...)` calls back every PROGRESS_EVERY events (and once at the end) with a
 `Progress`: the loop stays pure — no clock reads, no output — and the shell draws it.
 """
@@ -27,6 +32,7 @@ from corral.sim.failures import Failure, FailureProfile, NodeFailures
 from corral.sim.metrics import Fragmentation, Series, workload_mix
 from corral.sim.policies import Policy
 from corral.sim.state import JobRun, PlanError, check_gang
+from corral.sim.supply import Supply
 from corral.sim.workload import Job
 from corral.sim.world import Counters, World
 
@@ -78,13 +84,23 @@ class Outcome:
     series: Series
     counters: Counters
     pending_reasons: dict[str, str]  # from the last round: why the jobs left were waiting
+    end_s: float = 0.0  # the virtual time the run stopped at
 
 
 class Engine:
-    def __init__(self, cluster: Cluster, jobs: list[Job], config: EngineConfig) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        jobs: list[Job],
+        config: EngineConfig,
+        supply: Supply | None = None,
+    ) -> None:
         self.config = config
         self.queue = EventQueue()
-        self.world = World(cluster, jobs, config.checkpoint_interval_s)
+        self.supply = supply
+        absent = supply.absent_at_start() if supply is not None else ()
+        self.world = World(cluster, jobs, config.checkpoint_interval_s, absent)
+        self.wakes: set[float] = set()  # SUPPLY events queued (their times)
         self.frag = Fragmentation(workload_mix(jobs), len(cluster.nodes))
         self.series = Series()
         self.arrivals_left = len(jobs)
@@ -106,12 +122,16 @@ class Engine:
                 )
                 self.next_failure.append(None)
                 self._schedule_failure(i, 0.0)
+        if self.supply is not None:
+            self._wake(0.0)  # pools below their min grow at once
         until = math.inf if self.config.until_s is None else self.config.until_s
         events = 0
         while self.queue:
             # Done when no job can arrive, run or be helped by a repair; jobs still queued
             # then fit nowhere the policy would put them, and are reported unfinished.
-            if self.arrivals_left == 0 and not w.running and not w.down and self.round_at is None:
+            # With pools, the autoscaler's own events (joins, releases) run out too.
+            idle = self.arrivals_left == 0 and not w.running and not w.down
+            if idle and self.round_at is None and self.supply is None:
                 break
             if (self.queue.peek_time() or 0.0) > until:
                 break
@@ -133,6 +153,14 @@ class Engine:
                 w.node_up(event.subject)
                 self._schedule_failure(event.subject, now)
                 self._want_round()
+            elif event.kind is Kind.JOIN:
+                assert self.supply is not None
+                if self.supply.joined(event.subject, event.tag, now):
+                    w.join(event.subject, now)
+                    self._want_round()
+            elif event.kind is Kind.SUPPLY:
+                self.wakes.discard(now)
+                self._want_round()
             else:
                 self._round()
             if self.queue.peek_time() != now:
@@ -142,7 +170,7 @@ class Engine:
                 progress(self._progress(events))
         if progress is not None:
             progress(self._progress(events, finished=True))
-        return Outcome(w.jobs, self.series, w.counters, self.reasons)
+        return Outcome(w.jobs, self.series, w.counters, self.reasons, self.queue.now)
 
     def _progress(self, events: int, finished: bool = False) -> Progress:
         return Progress(
@@ -187,8 +215,30 @@ class Engine:
     def _round(self) -> None:
         w, now = self.world, self.queue.now
         self.round_at = None
-        if not w.pending:
-            return
+        if w.pending:
+            self._place(now)
+        if self.supply is not None:
+            self._supply(now)
+
+    def _wake(self, at: float) -> None:
+        if at not in self.wakes:
+            self.wakes.add(at)
+            self.queue.push(at, Kind.SUPPLY)
+
+    def _supply(self, now: float) -> None:
+        """The fleet autoscaler's turn, after the scheduler's: launch, release, wake later."""
+        assert self.supply is not None
+        w = self.world
+        tick, leaving = self.supply.tick(now, w.nodes, list(w.pending.values()))
+        for i in leaving:
+            w.leave(i)
+        for at, node, launch in tick.joins:
+            self.queue.push(at, Kind.JOIN, node, launch)
+        if tick.wake_at is not None:
+            self._wake(tick.wake_at)
+
+    def _place(self, now: float) -> None:
+        w = self.world
         self.rounds_now = self.rounds_now + 1 if self.last_round == now else 1
         self.last_round = now
         plan = self.config.policy(w.snapshot(now), now)

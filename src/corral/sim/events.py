@@ -17,7 +17,8 @@ class Kind(IntEnum):
 
     Completions first, so the GPUs they free are seen by the same instant's round; repairs
     before failures, so a node repaired and failing at one instant ends up down; arrivals
-    after both, so a job sees the cluster as it is; the placement round last of all, so one
+    after both, so a job sees the cluster as it is; a pool's node joining (JOIN) and the
+    fleet autoscaler's wake-up (SUPPLY) next; the placement round last of all, so one
     round sees everything that happened at its instant.
     """
 
@@ -25,17 +26,21 @@ class Kind(IntEnum):
     REPAIR = 1
     FAIL = 2
     ARRIVE = 3
-    ROUND = 4
+    JOIN = 4
+    SUPPLY = 5
+    ROUND = 6
 
 
 class Event(NamedTuple):
     time: float
     kind: Kind
     seq: int
-    # A job index (COMPLETE, ARRIVE) or a node index (FAIL, REPAIR); -1 for ROUND.
+    # A job index (COMPLETE, ARRIVE) or a node index (FAIL, REPAIR, JOIN); -1 for ROUND
+    # and SUPPLY.
     subject: int
     # COMPLETE: the attempt it ends, so the completion of an interrupted attempt is ignored.
-    # FAIL/REPAIR: the failure cause's index in the profile.
+    # FAIL/REPAIR: the failure cause's index in the profile. JOIN: the launch it ends, so a
+    # launch given up on (released before it joined) never joins.
     tag: int
 
 

@@ -10,8 +10,8 @@ from corral.sim.policies import POLICY_NAMES, PolicyName
 from corral.sim.workload import SyntheticWorkload
 from corral.spec.errors import FieldError, SpecError
 
-TraceFormat = Literal["openb", "philly-csv", "synthetic"]
-TRACE_FORMATS: tuple[TraceFormat, ...] = ("openb", "philly-csv", "synthetic")
+TraceFormat = Literal["openb", "philly-csv", "synthetic", "bursty"]
+TRACE_FORMATS: tuple[TraceFormat, ...] = ("openb", "philly-csv", "synthetic", "bursty")
 FailureName = Literal["llama3"]
 SYNTHETIC_DEFAULT_GPUS = 64
 
@@ -24,6 +24,11 @@ class SimOptions:
     `openb` with neither, from the trace's own node list. `fill` turns the run into the
     FGD paper's experiment: jobs drawn from the trace arrive and never leave until their
     GPU demand reaches `fill` x capacity; a job that does not fit on arrival is dropped.
+
+    With `pools` (a pools YAML, sim/supply.py) there is no fixed cluster: the fleet
+    autoscaler grows and shrinks the pools (`fixed_pools`: each held at its max instead,
+    the baseline). Nodes are billed until the run ends, or `bill_until_s` if later (a
+    day's bill for a day's queue). `format="bursty"`: a generated bursty day.
     """
 
     trace: Path | None = None
@@ -41,6 +46,9 @@ class SimOptions:
     fill: float | None = None
     synthetic: SyntheticWorkload = field(default_factory=SyntheticWorkload)
     until_s: float | None = None
+    pools: Path | None = None
+    fixed_pools: bool = False
+    bill_until_s: float | None = None
 
     def check(self) -> None:
         """Raise SpecError naming every option that cannot work."""
@@ -55,6 +63,14 @@ class SimOptions:
             errors.append(FieldError("trace", "a trace file needs --format openb|philly-csv"))
         if self.gpus is not None and self.cluster is not None:
             errors.append(FieldError("gpus", "give --gpus N or --cluster FILE, not both"))
+        if self.pools is not None and (self.gpus is not None or self.cluster is not None):
+            errors.append(FieldError("pools", "give --pools FILE or a cluster, not both"))
+        if self.pools is not None and self.failures is not None:
+            errors.append(FieldError("failures", "node failures are not simulated with pools"))
+        if self.pools is not None and self.fill is not None:
+            errors.append(FieldError("fill", "a fill run needs a fixed cluster, not pools"))
+        if self.fixed_pools and self.pools is None:
+            errors.append(FieldError("fixed_pools", "needs --pools FILE"))
         if self.gpus is not None and self.gpus < 1:
             errors.append(FieldError("gpus", f"expected at least 1, got {self.gpus}"))
         if self.format == "philly-csv" and self.gpus is None and self.cluster is None:

@@ -19,6 +19,9 @@ Definitions (JSON keeps fractions and seconds; the table shows %, hours, GPUs an
   ended.
 - Cost ($): allocated GPU-hours x each node's price per GPU-hour; None when the cluster
   has no prices (OpenB's node list has none), rather than a misleading $0.
+- With pools: `node_cost` ($) = node-hours x each pool's price per node-hour, nodes billed
+  from launch to release as a cloud bills them (what the fleet costs, used or not);
+  `node_hours` per pool, `peak_nodes`, `launches`, `releases`. None without pools.
 - Fill runs (`allocation_curve`): allocated / capacity when the GPUs asked for by arrived
   jobs first reach 10%, 20%, … of capacity; `allocation_at_full` at 100%.
 
@@ -35,6 +38,7 @@ from typing import Any
 
 from corral.sim.engine import Outcome
 from corral.sim.metrics import Series
+from corral.sim.supply import Supply
 
 HOUR_S = 3600.0
 
@@ -87,6 +91,12 @@ class SimReport:
     allocation_curve: tuple[tuple[float, float, float], ...] = ()
     allocation_at_full: float | None = None
     notes: tuple[str, ...] = ()
+    node_cost: float | None = None  # pools: node-hours x price ($)
+    node_hours: float | None = None
+    pool_node_hours: dict[str, float] = field(default_factory=dict)
+    peak_nodes: int = 0
+    launches: int = 0
+    releases: int = 0
     series: Series | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +114,19 @@ class SimReport:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(", ", ": "))
+
+
+def supply_figures(supply: Supply, end: float) -> dict[str, Any]:
+    """The pools' figures for SimReport (see the module's docstring)."""
+    seconds = supply.node_seconds(end)
+    return {
+        "node_cost": supply.cost(end),
+        "node_hours": math.fsum(seconds.values()) / HOUR_S,
+        "pool_node_hours": {name: s / HOUR_S for name, s in sorted(seconds.items())},
+        "peak_nodes": supply.stats.peak_nodes,
+        "launches": supply.stats.launches,
+        "releases": supply.stats.releases,
+    }
 
 
 def build_report(
@@ -249,6 +272,14 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
     ("makespan (h)", "makespan_s", "h"),
     ("placement rounds", "rounds", "n"),
 )
+# Shown when a run has pools.
+_POOL_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("node cost ($, node-hours x price)", "node_cost", "$"),
+    ("node-hours", "node_hours", "x"),
+    ("peak nodes", "peak_nodes", "n"),
+    ("nodes launched", "launches", "n"),
+    ("nodes released", "releases", "n"),
+)
 
 DEFINITIONS = (
     "fragmented GPUs: idle GPUs that a job drawn from this run's mix of job shapes could "
@@ -280,7 +311,8 @@ def format_table(reports: list[SimReport]) -> str:
     """Reports side by side, one column per run, as plain text (cli/ adds any colour)."""
     header = ["", *(r.policy for r in reports)]
     rows = [header]
-    for label, name, kind in _ROWS:
+    pools = any(r.node_cost is not None for r in reports)
+    for label, name, kind in _ROWS + (_POOL_ROWS if pools else ()):
         cells = [_cell(getattr(r, name), kind) for r in reports]
         if name.endswith("_jct_s"):  # over completed jobs: none (a fill run) is not 0 h
             cells = [c if r.completed else "n/a" for c, r in zip(cells, reports, strict=True)]

@@ -11,9 +11,10 @@ from corral.sim.engine import Engine, EngineConfig, ProgressHook
 from corral.sim.failures import PROFILES
 from corral.sim.options import SYNTHETIC_DEFAULT_GPUS, SimOptions
 from corral.sim.policies import new_policy
-from corral.sim.report import SimReport, build_report
+from corral.sim.report import SimReport, build_report, supply_figures
+from corral.sim.supply import Supply, load_supply, slot_cluster
 from corral.sim.traces import LoadedTrace, load_openb_jobs, load_openb_nodes, load_philly_csv
-from corral.sim.workload import Job, fill_workload, synthetic_jobs
+from corral.sim.workload import BurstyDay, Job, bursty_jobs, fill_workload, synthetic_jobs
 from corral.spec.errors import FieldError, SpecError
 
 OPENB_NODES = "openb_node_list_gpu_node.csv"
@@ -28,6 +29,8 @@ def _openb_paths(trace: Path) -> tuple[Path, Path]:
 
 
 def load_cluster_for(options: SimOptions) -> Cluster:
+    if options.pools is not None:
+        return slot_cluster(load_supply(options.pools))
     if options.cluster is not None:
         return load_cluster(options.cluster)
     if options.gpus is not None:
@@ -54,6 +57,9 @@ def load_workload(options: SimOptions, cluster: Cluster) -> LoadedTrace:
             estimate_factor=options.estimate_factor,
             max_jobs=options.max_jobs,
         )
+    if options.format == "bursty":
+        day = bursty_jobs(BurstyDay(), options.seed, node_gpus or 8)[: options.max_jobs]
+        return LoadedTrace(day, [f"bursty day: {len(day)} jobs"])
     spec = options.synthetic
     if options.max_jobs is not None:
         spec = replace(spec, jobs=options.max_jobs)
@@ -98,6 +104,10 @@ def run(options: SimOptions, progress: ProgressHook | None = None) -> SimReport:
     `progress` is called now and then with how far the run is (see engine.Progress)."""
     options.check()
     cluster = load_cluster_for(options)
+    supply = None
+    if options.pools is not None:
+        index = {n.id: i for i, n in enumerate(cluster.nodes)}
+        supply = Supply(load_supply(options.pools), index, fixed=options.fixed_pools)
     loaded = load_workload(options, cluster)
     notes = list(loaded.notes)
     jobs = fitting_jobs(loaded.jobs, cluster)
@@ -117,7 +127,10 @@ def run(options: SimOptions, progress: ProgressHook | None = None) -> SimReport:
         last = jobs[-1].submit_s
         until = last if options.until_s is None else min(options.until_s, last)
         config = replace(config, checkpoint_interval_s=None, drop_unplaced=True, until_s=until)
-    outcome = Engine(cluster, jobs, config).run(progress)
+    outcome = Engine(cluster, jobs, config, supply).run(progress)
+    if supply is not None:
+        bill_end = max(outcome.end_s, options.bill_until_s or 0.0)
+        notes.append(f"nodes billed from launch to release, until {bill_end / 3600:.1f} h")
     report = build_report(
         outcome,
         policy=options.policy,
@@ -128,6 +141,9 @@ def run(options: SimOptions, progress: ProgressHook | None = None) -> SimReport:
         priced=any(n.price_per_gpu_hour > 0 for n in cluster.nodes),
         notes=tuple(notes),
     )
+    if supply is not None:
+        label = "fixed pools" if options.fixed_pools else f"{options.policy} + autoscaler"
+        report = replace(report, policy=label, **supply_figures(supply, bill_end))
     if options.plot is not None:
         from corral.sim.plot import plot_reports
 

@@ -37,6 +37,7 @@ class NodeRun:
     used_disk_mb: int = 0
     ports: set[int] = field(default_factory=set)
     jobs: set[int] = field(default_factory=set)  # indices of jobs with a replica here
+    idle_since: float = 0.0  # when its last replica ended (or it joined); for pools
     view: NodeState | None = None  # cached; None when stale
 
     def state(self) -> NodeState:

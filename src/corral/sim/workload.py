@@ -159,3 +159,69 @@ def fill_workload(jobs: list[Job], capacity_gpus: int, target: float, seed: int)
         )
         arrived += j.total_gpus
     return out
+
+
+@dataclass(frozen=True)
+class BurstyDay:
+    """A day of a research team's queue: a trickle all day, and bursts when people submit
+    together (a sweep after the morning meeting, after lunch, before leaving).
+
+    Each burst submits `burst_jobs` jobs within `burst_spread_s` of its start; the trickle
+    is Poisson at `trickle_per_h`. Jobs ask for `gpu_type` GPUs in whole-node multiples
+    or less (1, 2, 4, 8, 16 GPUs), run lognormally around `median_duration_s`; a
+    `preemptible_share` of them are preemptible (priority 0, may run on spot).
+    """
+
+    day_s: float = 86400.0
+    bursts_at_h: tuple[float, ...] = (9.0, 13.5, 18.0)
+    burst_jobs: int = 40
+    burst_spread_s: float = 900.0
+    trickle_per_h: float = 1.5
+    gpu_mix: Mapping[int, float] = field(
+        default_factory=lambda: {1: 0.15, 2: 0.1, 4: 0.15, 8: 0.45, 16: 0.15}
+    )
+    gpu_type: str | None = "H100"
+    median_duration_s: float = 2700.0
+    duration_sigma: float = 0.5
+    preemptible_share: float = 0.3
+
+
+def bursty_jobs(spec: BurstyDay, seed: int, node_gpus: int = 8) -> list[Job]:
+    """A seeded bursty day, sorted by submit time; same seed and spec -> same list."""
+    rng = random.Random(f"bursty:{seed}")
+    times: list[float] = []
+    for hour in spec.bursts_at_h:
+        start = hour * 3600.0
+        times += [start + rng.uniform(0.0, spec.burst_spread_s) for _ in range(spec.burst_jobs)]
+    t = 0.0
+    while spec.trickle_per_h > 0:
+        t += rng.expovariate(spec.trickle_per_h / 3600.0)
+        if t >= spec.day_s:
+            break
+        times.append(t)
+    times.sort()
+    sizes = sorted(spec.gpu_mix)
+    weights = [spec.gpu_mix[g] for g in sizes]
+    mu = math.log(spec.median_duration_s)
+    jobs = []
+    for i, at in enumerate(times):
+        total = rng.choices(sizes, weights)[0]
+        replicas, per = gang_shape(total, node_gpus)
+        duration = float(max(60, round(rng.lognormvariate(mu, spec.duration_sigma))))
+        preemptible = rng.random() < spec.preemptible_share
+        jobs.append(
+            Job(
+                id=f"day-{i:05d}",
+                submit_s=float(round(at)),
+                duration_s=duration,
+                replicas=replicas,
+                gpus=per,
+                cpus=8.0 * per,
+                memory_mb=65_536 * per,
+                priority=0 if preemptible else 10,
+                preemptible=preemptible,
+                gpu_type=spec.gpu_type,
+                estimate_s=duration,
+            )
+        )
+    return jobs

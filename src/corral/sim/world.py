@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -32,7 +33,13 @@ class Counters:
 
 
 class World:
-    def __init__(self, cluster: Cluster, jobs: list[Job], checkpoint_s: float | None) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        jobs: list[Job],
+        checkpoint_s: float | None,
+        absent: Iterable[int] = (),
+    ) -> None:
         self.cluster = cluster
         self.checkpoint_s = checkpoint_s
         self.nodes = node_runs(cluster)
@@ -56,6 +63,11 @@ class World:
         self.arrived_gpus = 0
         self.down = 0
         self.settled = 0  # jobs done or dropped: for progress
+        # Nodes not in the fleet now: a pool's slots with no instance (autoscaled runs).
+        # Unlike `down`, not a failure: nothing waits for them to come back.
+        self.absent: set[int] = set()
+        for i in absent:
+            self.leave(i)
 
     # --- the scheduler's view ------------------------------------------------------------
 
@@ -72,7 +84,7 @@ class World:
             if run.state == "running" and run.attempt == attempt:
                 self.running[j] = run.running(now, self.checkpoint_s)
                 self._watch_checkpoint(run)
-        if self.down:
+        if self.down or self.absent:
             nodes = tuple(v for v in self.node_views if v is not None)
         else:  # no node is down, so every view is set: copy the list at C speed
             nodes = cast(tuple[NodeState, ...], tuple(self.node_views))
@@ -142,6 +154,8 @@ class World:
             node.used_memory_mb -= d.memory_mb
             node.used_disk_mb -= d.disk_mb
             node.jobs.discard(run.index)
+            if not node.jobs:
+                node.idle_since = now
             self._touch(i)
         self.nodes[self.node_index[run.gang.replicas[0].node_id]].ports.discard(
             run.gang.master_port
@@ -212,4 +226,23 @@ class World:
         node.up = True
         self.down -= 1
         self.up_gpus += len(node.slots)
+        self._touch(index)
+
+    def join(self, index: int, now: float) -> None:
+        """A pool's node joins the fleet (its instance booted), idle."""
+        node = self.nodes[index]
+        self.absent.discard(index)
+        node.up = True
+        node.idle_since = now
+        self.up_gpus += len(node.slots)
+        self._touch(index)
+
+    def leave(self, index: int) -> None:
+        """A pool's node leaves the fleet (released, or never launched). It holds no work."""
+        node = self.nodes[index]
+        assert not node.jobs, f"node {node.spec.id} leaves with work on it"
+        if node.up:
+            self.up_gpus -= len(node.slots)
+        node.up = False
+        self.absent.add(index)
         self._touch(index)
