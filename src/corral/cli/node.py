@@ -341,3 +341,11 @@ def join_revoke(
     with state(ctx).client() as client:
         client.revoke_join_token(name)
     err().print(f"revoked join token [bold]{esc(name)}[/]")
+
+
+# `node add` and `node remove` live in cli/nodeadd.py (ssh, the agent bundle); that module
+# imports nothing heavy until a command runs.
+from corral.cli import nodeadd as _nodeadd  # noqa: E402
+
+app.command("add")(_nodeadd.add)
+app.command("remove")(_nodeadd.remove)

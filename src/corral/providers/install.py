@@ -334,4 +334,11 @@ stop_agent() {
     fi
     rm -f "$DIR/agent.pid"
   fi
+  # What outlives the agent by design (its lifeline, replicas' shims) runs from DIR's venv.
+  for p in /proc/[0-9]*; do
+    n="${p#/proc/}"
+    [ "$n" = $$ ] && continue
+    cmd="$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)" || continue
+    case "$cmd" in *"$DIR/venv/"*) kill -KILL "$n" 2>/dev/null || true;; esac
+  done
 }"""

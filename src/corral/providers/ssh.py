@@ -1,0 +1,501 @@
+"""The ssh provider: hosts an operator already has, joined over SSH.
+
+`corral node add ssh://user@host` (cli/nodeadd.py) runs these steps on one connection:
+
+```
+ connect  key or agent; refused key / unreachable / timeout each say so
+ check    OS, arch, Python (the bundle's major.minor, implementation, platform),
+          free disk, nvidia-smi when GPUs are required, root or `sudo -n`
+ upload   the agent bundle over SFTP (the host reaches nothing but the control plane)
+ install  providers/install.py's script on `bash -s` stdin (the join token is in the
+          script's text, never on a command line)
+ ready    (the caller) waits until the node is ready through the API
+```
+
+A failure raises `StepFailed(step, what, fix)`; `str()` is one line. The ssh pools are
+static: the autoscaler never makes or removes these machines (`SshProvider.launch`
+refuses), and `terminate` uninstalls the agent over SSH.
+
+Where a node came from is kept in its labels, so that `corral node remove` finds it again:
+`provider=ssh`, `ssh-host`, `ssh-port`, `ssh-user`, `ssh-install-dir`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from corral.providers.base import (
+    Instance,
+    InstanceState,
+    LaunchErrorKind,
+    LaunchRequest,
+    ProviderError,
+)
+from corral.providers.install import DEFAULT_INSTALL_DIR, uninstall_script
+
+if TYPE_CHECKING:
+    import asyncssh
+
+CONNECT_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 120.0
+LABEL_HOST = "ssh-host"
+LABEL_PORT = "ssh-port"
+LABEL_USER = "ssh-user"
+LABEL_DIR = "ssh-install-dir"
+MIN_PYTHON = (3, 10)
+
+# (step, message): a step starts with message "" and may report details as it goes.
+Progress = Callable[[str, str], None]
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, what: str, fix: str) -> None:
+        super().__init__(f"step {step}: {what} ({fix})")
+        self.step = step
+        self.what = what
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    user: str
+    host: str
+    port: int = 22
+
+    @classmethod
+    def parse(cls, url: str) -> SshTarget:
+        """`ssh://user@host[:port]`; raises ValueError with a line saying what is wrong."""
+        text = url.strip()
+        if "://" not in text:
+            text = "ssh://" + text
+        parts = urlsplit(text)
+        try:
+            port = parts.port or 22
+        except ValueError:
+            raise ValueError(f"{url!r}: the port is not a number from 1 to 65535") from None
+        if parts.scheme != "ssh" or not parts.hostname or parts.path not in ("", "/"):
+            raise ValueError(f"{url!r}: expected ssh://user@host[:port]")
+        if not parts.username:
+            raise ValueError(f"{url!r}: name the user, e.g. ssh://root@{parts.hostname}")
+        return cls(parts.username, parts.hostname, port)
+
+    def __str__(self) -> str:
+        port = "" if self.port == 22 else f":{self.port}"
+        return f"{self.user}@{self.host}{port}"
+
+    def labels(self, install_dir: str) -> dict[str, str]:
+        return {
+            "provider": "ssh",
+            LABEL_HOST: self.host,
+            LABEL_PORT: str(self.port),
+            LABEL_USER: self.user,
+            LABEL_DIR: install_dir,
+        }
+
+    @classmethod
+    def from_labels(cls, labels: dict[str, str]) -> tuple[SshTarget, str] | None:
+        """The target and install dir a node added over ssh recorded, or None."""
+        if labels.get("provider") != "ssh" or LABEL_HOST not in labels:
+            return None
+        try:
+            port = int(labels.get(LABEL_PORT, "22"))
+        except ValueError:
+            port = 22
+        target = cls(labels.get(LABEL_USER, "root"), labels[LABEL_HOST], port)
+        return target, labels.get(LABEL_DIR, DEFAULT_INSTALL_DIR)
+
+
+@dataclass(frozen=True)
+class BundleMeta:
+    python: str
+    implementation: str
+    platform: str
+    bytes: int
+
+    def describe(self) -> str:
+        impl = "CPython" if self.implementation == "cpython" else self.implementation
+        return f"{impl} {self.python} on {self.platform}"
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    os: str
+    arch: str
+    distro: str
+    python_path: str
+    python: str
+    sudo: str  # "" (root, or a directory the user owns) or "sudo -n "
+    systemd: bool
+    gpus: tuple[str, ...]  # nvidia-smi's names, one per GPU
+
+
+async def connect(
+    target: SshTarget,
+    key: Path | None = None,
+    timeout: float = CONNECT_TIMEOUT_S,
+    known_hosts: Path | None = None,
+) -> asyncssh.SSHClientConnection:
+    """A connection to `target` with `key` (else the ssh agent and ~/.ssh's keys).
+    The host key is checked against `known_hosts` when given, else accepted."""
+    import asyncssh
+
+    options: dict[str, object] = {
+        "username": target.user,
+        "port": target.port,
+        "known_hosts": str(known_hosts) if known_hosts else None,
+        "connect_timeout": timeout,
+    }
+    if key is not None:
+        if not key.is_file():
+            raise StepFailed("connect", f"no key file {key}", "give --key the private key's path")
+        try:
+            options["client_keys"] = [asyncssh.read_private_key(str(key))]
+        except (asyncssh.KeyImportError, OSError, ValueError) as exc:
+            raise StepFailed(
+                "connect", f"cannot read the key {key}: {exc}", "give an unencrypted key"
+            ) from None
+        options["agent_path"] = None
+    try:
+        return await asyncssh.connect(target.host, **options)  # type: ignore[arg-type]
+    except asyncssh.PermissionDenied:
+        raise StepFailed(
+            "connect",
+            f"{target} refused the key",
+            "check --key and the user's ~/.ssh/authorized_keys on the host",
+        ) from None
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise StepFailed(
+            "connect", f"the host key of {target.host} is not trusted: {exc}", "check known_hosts"
+        ) from None
+    except TimeoutError:
+        raise StepFailed(
+            "connect",
+            f"no answer from {target.host}:{target.port} within {timeout:g} s",
+            "check the address, the port and that sshd runs there",
+        ) from None
+    except ConnectionRefusedError:
+        raise StepFailed(
+            "connect",
+            f"{target.host}:{target.port} refused the connection",
+            "check that sshd listens on that port",
+        ) from None
+    except OSError as exc:
+        what = {
+            errno.EHOSTUNREACH: "host unreachable",
+            errno.ENETUNREACH: "network unreachable",
+        }.get(exc.errno or 0, exc.strerror or str(exc))
+        raise StepFailed(
+            "connect",
+            f"{target.host}:{target.port}: {what}",
+            "check the address and that this machine has a route to it",
+        ) from None
+    except asyncssh.Error as exc:
+        raise StepFailed(
+            "connect", f"{target}: {exc.reason or exc}", "check the host's sshd"
+        ) from None
+
+
+async def run(
+    conn: asyncssh.SSHClientConnection,
+    step: str,
+    command: str,
+    *,
+    stdin: str | None = None,
+    timeout: float = COMMAND_TIMEOUT_S,
+) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `command` on the host."""
+    import asyncssh
+
+    try:
+        done = await asyncio.wait_for(conn.run(command, input=stdin, check=False), timeout)
+    except TimeoutError:
+        raise StepFailed(
+            step, f"`{command[:60]}` did not finish within {timeout:g} s", "check the host"
+        ) from None
+    except (asyncssh.Error, OSError) as exc:
+        raise StepFailed(step, f"the connection failed: {exc}", "check the host") from None
+    status = done.exit_status if done.exit_status is not None else 255
+    return status, _text(done.stdout), _text(done.stderr)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value or "")
+
+
+def _probe(python: str, install_dir: str) -> str:
+    py = shlex.quote(python)
+    d = shlex.quote(install_dir)
+    return f"""
+echo "os=$(uname -s)"; echo "arch=$(uname -m)"; echo "uid=$(id -u)"; echo "user=$(id -un)"
+if [ -r /etc/os-release ]; then (. /etc/os-release; echo "distro=${{PRETTY_NAME:-$ID}}"); fi
+P="$(command -v {py} 2>/dev/null || true)"; echo "python_path=$P"
+if [ -n "$P" ]; then "$P" -c 'import sys, sysconfig
+print("python=%d.%d.%d" % sys.version_info[:3])
+print("implementation=" + sys.implementation.name)
+print("platform=" + sysconfig.get_platform())' 2>/dev/null
+"$P" -c 'import venv' 2>/dev/null && echo venv=1; fi
+p={d}; while [ ! -e "$p" ]; do p="$(dirname "$p")"; done
+echo "disk_kb=$(df -Pk "$p" | awk 'NR==2 {{print $4}}')"
+echo "tmp_kb=$(df -Pk /tmp | awk 'NR==2 {{print $4}}')"
+[ -w "$p" ] && echo writable=1
+command -v tar >/dev/null && echo tar=1
+if [ "$(id -u)" != 0 ] && sudo -n true 2>/dev/null; then echo sudo=1; fi
+[ -d /run/systemd/system ] && command -v systemctl >/dev/null && echo systemd=1
+if command -v nvidia-smi >/dev/null; then
+  echo nvidia_smi=1
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null |
+    sed 's/^/gpu=/'
+fi
+exit 0
+"""
+
+
+async def check(
+    conn: asyncssh.SSHClientConnection,
+    bundle: BundleMeta,
+    install_dir: str,
+    python: str = "python3",
+    require_gpus: bool = False,
+) -> HostFacts:
+    """What the host is; StepFailed("check", ...) when it cannot run the bundle's agent."""
+    status, stdout, stderr = await run(conn, "check", "sh -s", stdin=_probe(python, install_dir))
+    if status != 0:
+        raise StepFailed("check", f"the probe failed: {stderr.strip()[:200]}", "check the host")
+    facts: dict[str, str] = {}
+    gpus: list[str] = []
+    for line in stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key == "gpu":
+            gpus.append(value.strip())
+        elif sep:
+            facts[key] = value.strip()
+    os_name, arch = facts.get("os", "?"), facts.get("arch", "?")
+    if os_name != "Linux":
+        raise StepFailed("check", f"the host runs {os_name}", "the agent runs on Linux")
+    _check_python(facts, python, bundle)
+    need_kb = 4 * bundle.bytes // 1024
+    free_kb = int(facts.get("disk_kb") or 0)
+    if free_kb < need_kb:
+        raise StepFailed(
+            "check",
+            f"{free_kb // 1024} MB free for {install_dir}; the agent needs {need_kb // 1024} MB",
+            "free disk space or pick another --install-dir",
+        )
+    if int(facts.get("tmp_kb") or 0) < bundle.bytes // 1024 + 1024:
+        raise StepFailed(
+            "check",
+            f"{int(facts.get('tmp_kb') or 0) // 1024} MB free in /tmp for the "
+            f"{bundle.bytes // 2**20} MB bundle",
+            "free disk space in /tmp",
+        )
+    if "tar" not in facts:
+        raise StepFailed("check", "no tar on the host", "install tar")
+    sudo = ""
+    if facts.get("uid") != "0" and "writable" not in facts:
+        if "sudo" not in facts:
+            raise StepFailed(
+                "check",
+                f"{facts.get('user', 'the user')} may not write {install_dir} and `sudo -n` "
+                "asks for a password",
+                "log in as root, allow passwordless sudo, or give an --install-dir the user owns",
+            )
+        sudo = "sudo -n "
+    if require_gpus:
+        if "nvidia_smi" not in facts:
+            raise StepFailed(
+                "check", "no nvidia-smi on the host", "install the NVIDIA driver, or drop --gpus"
+            )
+        if not gpus:
+            raise StepFailed(
+                "check",
+                "nvidia-smi lists no GPUs (is the driver loaded?)",
+                "check `nvidia-smi` on the host",
+            )
+    return HostFacts(
+        os=os_name,
+        arch=arch,
+        distro=facts.get("distro", ""),
+        python_path=facts["python_path"],
+        python=facts.get("python", ""),
+        sudo=sudo,
+        # A system unit needs root; a user without it gets the supervised process.
+        systemd="systemd" in facts and (facts.get("uid") == "0" or bool(sudo)),
+        gpus=tuple(gpus),
+    )
+
+
+def _check_python(facts: dict[str, str], python: str, bundle: BundleMeta) -> None:
+    if not facts.get("python_path"):
+        raise StepFailed(
+            "check",
+            f"no {python} on the host",
+            f"install {bundle.describe()} there (e.g. apt-get install python3), "
+            "or name it with --python",
+        )
+    version = facts.get("python", "")
+    try:
+        have = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        have = (0, 0)
+    got = (
+        f"{facts.get('implementation', '?')} {version or '?'} on "
+        f"{facts.get('platform', '?')} ({facts['python_path']})"
+    )
+    if (
+        have < MIN_PYTHON
+        or ".".join(map(str, have)) != bundle.python
+        or facts.get("implementation") != bundle.implementation
+        or facts.get("platform") != bundle.platform
+    ):
+        raise StepFailed(
+            "check",
+            f"the host has {got}; the control plane's agent bundle is for {bundle.describe()}",
+            f"install Python {bundle.python} on the host and pass --python python{bundle.python}"
+            ", or run the control plane on the host's Python",
+        )
+    if "venv" not in facts:
+        raise StepFailed(
+            "check", f"{facts['python_path']} has no venv module", "install python3-venv"
+        )
+
+
+async def upload(conn: asyncssh.SSHClientConnection, bundle: Path, progress: Progress) -> str:
+    """Copy the bundle to a fresh directory under /tmp; returns its path there."""
+    import asyncssh
+
+    status, out, err = await run(conn, "upload", "mktemp -d /tmp/corral-bundle.XXXXXX")
+    if status != 0:
+        raise StepFailed("upload", f"mktemp failed: {err.strip()[:200]}", "check /tmp on the host")
+    remote = f"{out.strip()}/bundle.tar.gz"
+    try:
+        async with conn.start_sftp_client() as sftp:
+            await sftp.put(str(bundle), remote)
+    except (asyncssh.Error, OSError) as exc:
+        raise StepFailed(
+            "upload", f"copying the bundle failed: {exc}", "check free space in /tmp"
+        ) from None
+    progress("upload", f"{bundle.stat().st_size / 2**20:.0f} MB")
+    return remote
+
+
+async def install(
+    conn: asyncssh.SSHClientConnection, facts: HostFacts, script: str, remote_bundle: str
+) -> None:
+    """Run an install script (from providers/install.py) on the host; removes the copied
+    bundle afterwards either way."""
+    header = f"export CORRAL_PYTHON={shlex.quote(facts.python_path)}\n"
+    try:
+        status, _out, err = await run(
+            conn, "install", f"{facts.sudo}bash -s", stdin=header + script
+        )
+    finally:
+        await run(conn, "install", f"rm -rf {shlex.quote(str(Path(remote_bundle).parent))}")
+    if status != 0:
+        raise StepFailed("install", _last_error(err), "see the message above")
+
+
+async def uninstall(conn: asyncssh.SSHClientConnection, install_dir: str, sudo: str = "") -> None:
+    status, _out, err = await run(
+        conn, "uninstall", f"{sudo}bash -s", stdin=uninstall_script(install_dir)
+    )
+    if status != 0:
+        raise StepFailed("uninstall", _last_error(err), f"remove {install_dir} on the host by hand")
+
+
+async def needs_sudo(conn: asyncssh.SSHClientConnection, install_dir: str) -> str:
+    """ "sudo -n " when the user is not root and cannot write `install_dir`, else ""."""
+    d = shlex.quote(install_dir)
+    _status, out, _err = await run(
+        conn, "connect", f'[ "$(id -u)" = 0 ] || [ -w {d} ] || echo sudo'
+    )
+    return "sudo -n " if out.strip() == "sudo" else ""
+
+
+async def agent_log_tail(
+    conn: asyncssh.SSHClientConnection, install_dir: str, sudo: str = "", lines: int = 5
+) -> str:
+    """The last lines of the agent's log on the host (supervised process or unit)."""
+    d = shlex.quote(install_dir)
+    _status, out, _err = await run(
+        conn,
+        "ready",
+        f'{sudo}sh -c \'if [ -f {d}/unit ]; then journalctl -u "$(cat {d}/unit)" -n {lines} '
+        f"--no-pager; else tail -n {lines} {d}/agent.log; fi' 2>/dev/null",
+        timeout=15,
+    )
+    return out.strip()
+
+
+def _last_error(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if line.startswith("corral-install: error: "):
+            return line.removeprefix("corral-install: error: ")
+    return lines[-1][:300] if lines else "the script failed without a message"
+
+
+class SshProvider:
+    """Static: its machines are the hosts an operator added with `corral node add`.
+    `list` reads the nodes' labels through `nodes` (a callable giving (name, labels) of
+    every node), and `terminate` uninstalls the agent over SSH."""
+
+    name = "ssh"
+    static = True
+
+    def __init__(
+        self,
+        nodes: Callable[[], Sequence[tuple[str, dict[str, str]]]],
+        key: Path | None = None,
+    ) -> None:
+        self._nodes = nodes
+        self._key = key
+
+    def launch(self, request: LaunchRequest) -> list[Instance]:
+        raise ProviderError(
+            LaunchErrorKind.INVALID, "ssh pools are static: add hosts with corral node add"
+        )
+
+    def list(self, pool: str | None = None) -> list[Instance]:
+        found = []
+        for name, labels in self._nodes():
+            where = SshTarget.from_labels(labels)
+            if where is None or (pool is not None and labels.get("pool") != pool):
+                continue
+            target, _dir = where
+            found.append(
+                Instance(
+                    provider_id=f"{target}",
+                    node_name=name,
+                    pool=labels.get("pool", ""),
+                    state=InstanceState.RUNNING,
+                    region=labels.get("region", ""),
+                    zone=labels.get("zone"),
+                    address=target.host,
+                )
+            )
+        return found
+
+    def terminate(self, provider_ids: Sequence[str]) -> None:
+        wanted = set(provider_ids)
+        for _name, labels in self._nodes():
+            where = SshTarget.from_labels(labels)
+            if where is not None and str(where[0]) in wanted:
+                try:
+                    asyncio.run(_remove(where[0], where[1], self._key))
+                except StepFailed as exc:
+                    raise ProviderError(LaunchErrorKind.UNREACHABLE, str(exc)) from None
+
+
+async def _remove(target: SshTarget, install_dir: str, key: Path | None) -> None:
+    conn = await connect(target, key)
+    async with conn:
+        await uninstall(conn, install_dir, await needs_sudo(conn, install_dir))
