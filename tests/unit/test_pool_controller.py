@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from corral.core.pools import FleetPlan, Grow, Release
+from corral.core.pools import FleetPlan, Grow, Release, decide
 from corral.core.states import JobState, NodeCondition
 from corral.providers.base import (
     Instance,
@@ -26,7 +26,7 @@ from corral.server.auth import JoinTokenRejected
 from corral.server.services import pool_actions, pool_fleet
 from corral.server.services.identity import bootstrap
 from corral.server.services.join_tokens import consume_join_token
-from corral.server.services.pools import create_pool
+from corral.server.services.pools import create_pool, delete_pool
 from corral.server.store.db import Store
 from corral.server.store.migrate import upgrade
 from corral.server.store.tables import (
@@ -314,3 +314,63 @@ def test_load_sees_waiting_gangs_but_not_quota_waits_and_free_room_of_members(
     assert member.idle_since is not None  # nothing runs there
     (pool,) = load.facts.pools
     assert (pool.shape.gpus, pool.max_nodes, pool.price_per_hour) == (2, 4, 0.0)
+
+
+def _round(store: Store, catalog: Catalog, now: float) -> FleetPlan:
+    """One controller round with the real decision: load, decide, apply."""
+    with store.read() as session:
+        load = pool_fleet.load_fleet(session, catalog, now)
+    assert load is not None
+    plan = decide(load.facts, now)
+    with store.transaction() as session:
+        assert pool_fleet.versions_hold(session, load)
+        pool_fleet.apply_fleet(session, load, plan, catalog, now, {})
+    return plan
+
+
+def test_a_node_that_never_joins_is_released_and_its_pool_rests(
+    store: Store, catalog: Catalog
+) -> None:
+    _pool(store, catalog, min=1, join_timeout=60)
+    plan = _round(store, catalog, NOW)
+    assert [(g.pool, g.count) for g in plan.grow] == [("gpu", 1)]
+    provider = Recording()
+    pool_actions.act(store, lambda name: provider, catalog, URL, lambda: NOW)
+    (row,) = _instances(store)
+    assert row.state == "launching"
+    # No node registers: a round within the bound waits, one past it gives the node back.
+    assert _round(store, catalog, NOW + 30) == FleetPlan()
+    plan = _round(store, catalog, NOW + 61)
+    assert [r.reason for r in plan.release] == ["did not join within 60 s"]
+    with store.read() as session:
+        pool = session.get(Pool, "gpu")
+        assert pool is not None and pool.blocked_until == NOW + 61 + pool_fleet.BLOCK_S
+    pool_actions.act(store, lambda name: provider, catalog, URL, lambda: NOW + 62)
+    assert provider.terminated == [f"id-{row.node_name}"]
+    (ended,) = _instances(store)
+    assert ended.state == "terminated"
+    with store.read() as session:
+        token = session.get(JoinToken, ended.join_token_id)
+        assert token is not None and token.revoked_at == NOW + 62
+    # Resting: min_nodes is not chased into the same failure meanwhile.
+    assert _round(store, catalog, NOW + 70).grow == ()
+
+
+def test_a_pool_deleted_with_force_releases_its_nodes_then_goes(
+    store: Store, catalog: Catalog
+) -> None:
+    _pool(store, catalog)
+    _joined_node(store, catalog)
+    _round(store, catalog, NOW + 1)  # joined
+    with store.transaction() as session:
+        gone, _ = delete_pool(session, pool_fleet.CONTROLLER, "gpu", True, NOW + 2)
+    assert not gone
+    plan = _round(store, catalog, NOW + 3)
+    assert len(plan.release) == 1
+    provider = Recording()
+    acted = pool_actions.act(store, lambda name: provider, catalog, URL, lambda: NOW + 4)
+    assert len(acted.terminated) == 1
+    _round(store, catalog, NOW + 5)
+    with store.read() as session:
+        assert session.get(Pool, "gpu") is None
+        assert session.scalars(select(PoolEvent).where(PoolEvent.pool == "gpu")).first() is None

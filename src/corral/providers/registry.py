@@ -20,6 +20,9 @@ class ProviderSettings:
     home: Path  # the server's home: local nodes live under <home>/local-nodes
     catalog: Catalog
     aws_endpoint_url: str | None = None  # an EC2-compatible endpoint (moto in tests)
+    # Where `list` and `terminate` look for aws instances (the aws pools' regions): after
+    # a restart, instances launched before it are found there.
+    aws_regions: tuple[str, ...] = ()
 
 
 def is_static(name: str) -> bool:
@@ -41,7 +44,7 @@ def provider_for(name: str, settings: ProviderSettings) -> Provider:
                 LaunchErrorKind.INVALID,
                 f"aws: the AWS provider cannot be loaded ({exc}); install corral with boto3",
             ) from exc
-        return AwsProvider(endpoint_url=settings.aws_endpoint_url)
+        return AwsProvider(endpoint_url=settings.aws_endpoint_url, regions=settings.aws_regions)
     if name in STATIC:
         raise ProviderError(
             LaunchErrorKind.INVALID,

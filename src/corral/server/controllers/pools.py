@@ -27,7 +27,7 @@ from corral.server.controllers import runner
 from corral.server.runtime import ControlPlane
 from corral.server.services import pool_actions, pool_fleet
 from corral.server.services.effects import Effects
-from corral.server.services.pools import add_event
+from corral.server.services.pools import add_event, pool_spec
 from corral.server.store.tables import Pool
 from corral.timeouts import wait_event
 
@@ -91,9 +91,18 @@ class PoolController:
     def provider(self, name: str) -> Provider:
         found = self.providers.get(name)
         if found is None:
-            settings = ProviderSettings(home=self.cp.options.home, catalog=self.cp.catalog)
+            settings = ProviderSettings(
+                home=self.cp.options.home,
+                catalog=self.cp.catalog,
+                aws_regions=self._regions("aws"),
+            )
             found = self.providers[name] = provider_for(name, settings)
         return found
+
+    def _regions(self, provider: str) -> tuple[str, ...]:
+        with self.cp.store.read() as session:
+            specs = [pool_spec(p) for p in session.scalars(select(Pool))]
+        return tuple(sorted({s.region for s in specs if s.provider == provider}))
 
     def act(self) -> pool_actions.Acted:
         """Provider calls for what the store says (worker thread; no session held open

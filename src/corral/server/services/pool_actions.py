@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from corral.core.pools import pool_labels
 from corral.core.states import ACTIVE_REPLICA_STATES
@@ -254,7 +255,7 @@ def _terminate(
             if node is not None:
                 acted.hang_up.append(node_ops.delete_node(session, CONTROLLER, name))
             add_event(session, pool, now(), "terminate", f"{name} terminated: {inst.reason or ''}")
-    except DomainError as exc:  # work landed on it meanwhile: the next pass tries again
-        log.warning("pool %s: %s not deleted yet: %s", pool, name, exc.message)
+    except (DomainError, StaleDataError) as exc:  # changed meanwhile: the next pass again
+        log.warning("pool %s: %s not deleted yet: %s", pool, name, exc)
         return
     acted.terminated.append(name)

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from corral.core import pools as core
@@ -169,7 +169,8 @@ def _member(
             releasing=releasing,
         )
     h = held.get(node.id)
-    joined_at = inst.joined_at or node.registered_at
+    # A node registered before this launch (a name reused) is idle from the launch on.
+    joined_at = inst.joined_at or max(node.registered_at, inst.launched_at)
     idle_since = None if h is not None else max(joined_at, last_end.get(node.id, joined_at))
     h = h or _Held()
     return core.PoolMember(
@@ -289,6 +290,7 @@ def apply_fleet(
     _record_unmet(session, plan.unmet, load.job_names, now, unmet_said)
     for name in load.gone:
         session.delete(pools[name])
+        session.execute(delete(PoolEvent).where(PoolEvent.pool == name))
     return effects, act
 
 
