@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from corral.sim.policies import POLICY_NAMES, PolicyName
-from corral.sim.workload import SyntheticWorkload
+from corral.sim.workload import BurstyDay, SyntheticWorkload
 from corral.spec.errors import FieldError, SpecError
 
 TraceFormat = Literal["openb", "philly-csv", "synthetic", "bursty"]
@@ -49,6 +49,7 @@ class SimOptions:
     pools: Path | None = None
     fixed_pools: bool = False
     bill_until_s: float | None = None
+    bursty: BurstyDay = field(default_factory=BurstyDay)
 
     def check(self) -> None:
         """Raise SpecError naming every option that cannot work."""

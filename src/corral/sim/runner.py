@@ -14,7 +14,7 @@ from corral.sim.policies import new_policy
 from corral.sim.report import SimReport, build_report, supply_figures
 from corral.sim.supply import Supply, load_supply, slot_cluster
 from corral.sim.traces import LoadedTrace, load_openb_jobs, load_openb_nodes, load_philly_csv
-from corral.sim.workload import BurstyDay, Job, bursty_jobs, fill_workload, synthetic_jobs
+from corral.sim.workload import Job, bursty_jobs, fill_workload, synthetic_jobs
 from corral.spec.errors import FieldError, SpecError
 
 OPENB_NODES = "openb_node_list_gpu_node.csv"
@@ -58,7 +58,7 @@ def load_workload(options: SimOptions, cluster: Cluster) -> LoadedTrace:
             max_jobs=options.max_jobs,
         )
     if options.format == "bursty":
-        day = bursty_jobs(BurstyDay(), options.seed, node_gpus or 8)[: options.max_jobs]
+        day = bursty_jobs(options.bursty, options.seed, node_gpus or 8)[: options.max_jobs]
         return LoadedTrace(day, [f"bursty day: {len(day)} jobs"])
     spec = options.synthetic
     if options.max_jobs is not None:
