@@ -163,7 +163,7 @@ async def connect(
             ) from None
         options["agent_path"] = None
     try:
-        return await asyncssh.connect(target.host, **options)  # type: ignore[arg-type]
+        return await asyncssh.connect(target.host, **options)
     except asyncssh.PermissionDenied:
         raise StepFailed(
             "connect",
