@@ -153,6 +153,8 @@ def test_same_seed_same_report_and_the_bursty_day_finishes(tmp_path: Path) -> No
     assert fixed.policy == "fixed pools" and fixed.launches == 0
     assert first.node_cost is not None and fixed.node_cost is not None
     assert first.node_cost < fixed.node_cost
+    # Utilization is of the GPUs up at each instant: the autoscaled fleet is busier.
+    assert 0 < fixed.utilization < first.utilization <= 1
 
 
 def test_bad_pools_file_names_the_field() -> None:

@@ -22,6 +22,8 @@ Definitions (JSON keeps fractions and seconds; the table shows %, hours, GPUs an
 - With pools: `node_cost` ($) = node-hours x each pool's price per node-hour, nodes billed
   from launch to release as a cloud bills them (what the fleet costs, used or not);
   `node_hours` per pool, `peak_nodes`, `launches`, `releases`. None without pools.
+  Utilization is then of the GPUs the fleet had at each instant (its size changes), not
+  of the pools' maximum.
 - Fill runs (`allocation_curve`): allocated / capacity when the GPUs asked for by arrived
   jobs first reach 10%, 20%, … of capacity; `allocation_at_full` at 100%.
 
@@ -139,7 +141,10 @@ def build_report(
     fill: bool = False,
     priced: bool = True,
     notes: tuple[str, ...] = (),
+    elastic: bool = False,
 ) -> SimReport:
+    """The report of a run; `elastic`: the fleet grew and shrank (pools), so utilization
+    is over the GPUs up at each instant."""
     runs = outcome.jobs
     done = [r for r in runs if r.state == "done" and r.finished_at is not None]
     jct = [r.finished_at - r.job.submit_s for r in done if r.finished_at is not None]
@@ -160,7 +165,7 @@ def build_report(
         or (r.first_start is None and r.state == "pending")
     )
     peak = int(max(series.used, default=0))
-    utilization = _util(series, start, last_arrival, gpus)
+    utilization = _util(series, start, last_arrival, gpus, elastic)
     idle = series.time_average(series.idle(), start, end)
     fragmented = series.time_average(series.fragmented, start, end)
     notes = tuple(notes)
@@ -191,7 +196,7 @@ def build_report(
         p50_queue_s=quantile(queue, 0.5),
         p99_queue_s=quantile(queue, 0.99),
         utilization=utilization,
-        utilization_makespan=_util(series, start, end, gpus),
+        utilization_makespan=_util(series, start, end, gpus, elastic),
         fragmentation=fragmented / idle if idle > 0 else 0.0,
         fragmented_gpus=fragmented,
         preemptions=c.preemptions,
@@ -221,8 +226,14 @@ def _pct(share: float) -> str:
     return f"{share * 100:.2f}%"
 
 
-def _util(series: Series, start: float, end: float, gpus: int) -> float:
-    return series.time_average(series.used, start, end) / gpus if gpus and end > start else 0.0
+def _util(series: Series, start: float, end: float, gpus: int, elastic: bool = False) -> float:
+    if end <= start:
+        return 0.0
+    used = series.time_average(series.used, start, end)
+    if elastic:
+        up = series.time_average(series.up, start, end)
+        return used / up if up else 0.0
+    return used / gpus if gpus else 0.0
 
 
 def _allocation_curve(

@@ -140,6 +140,7 @@ def run(options: SimOptions, progress: ProgressHook | None = None) -> SimReport:
         fill=options.fill is not None,
         priced=any(n.price_per_gpu_hour > 0 for n in cluster.nodes),
         notes=tuple(notes),
+        elastic=supply is not None and not options.fixed_pools,
     )
     if supply is not None:
         label = "fixed pools" if options.fixed_pools else f"{options.policy} + autoscaler"
