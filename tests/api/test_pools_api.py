@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from corral.core.states import JobState
-from corral.server.store.tables import Job, Node, Pool, PoolInstance, Replica
+from corral.server.store.tables import Job, Node, PoolInstance, Replica
 from support.app import in_process
 from support.cli import Cli
+from support.cluster import wait_for
 from support.store import register_node
 
 ADMIN = {"Authorization": "Bearer crl_admin"}
@@ -58,6 +59,8 @@ def test_create_get_ls_scale_delete(api: TestClient) -> None:
         ({"idle_after": "soon"}, "idle_after", "not a duration"),
         ({"labels": {"pool": "x"}}, "labels", "set by corral"),
         ({"name": "Bad_Name"}, "name", "not a valid pool name"),
+        ({"region": "local"}, "region", "regions with one: us-east-1, us-west-2"),
+        ({"type": "p5e.48xlarge", "spot": True}, "region", "no spot price for p5e.48xlarge"),
     ],
 )
 def test_bad_pool_is_one_clear_422(
@@ -89,27 +92,45 @@ def _member(api: TestClient, pool: str, name: str) -> str:
     return register_node(store, name, gpus=8, labels={"pool": pool})
 
 
-def test_delete_is_refused_while_nodes_remain_and_force_drains_them(api: TestClient) -> None:
-    # A static pool: the controller never launches or releases anything in it.
-    r = api.post(
-        "/v1/pools", json={"name": "racks", "provider": "ssh", "type": "any"}, headers=ADMIN
-    )
-    assert r.status_code == 201, r.text
-    _member(api, "racks", "racks-a")
-    r = api.delete("/v1/pools/racks", headers=ADMIN)
+def test_delete_is_refused_while_nodes_remain_and_force_releases_them(api: TestClient) -> None:
+    body = {"name": "fake", "provider": "local", "type": "fake-h100x8", "max": 2}
+    assert api.post("/v1/pools", json=body, headers=ADMIN).status_code == 201
+    _member(api, "fake", "fake-a")  # no agent behind it: the provider has nothing to stop
+    r = api.delete("/v1/pools/fake", headers=ADMIN)
     assert r.status_code == 409
     assert r.json()["error"]["message"] == (
-        "node pool 'racks' still has 1 node(s): scale it to 0 and wait, or delete it with "
+        "node pool 'fake' still has 1 node(s): scale it to 0 and wait, or delete it with "
         "--force (drains and releases them)"
     )
-    r = api.delete("/v1/pools/racks", params={"force": "true"}, headers=ADMIN)
+    r = api.delete("/v1/pools/fake", params={"force": "true"}, headers=ADMIN)
     assert r.status_code == 202
+    # The pool controller releases the drained node, deletes it, then the pool.
+    wait_for(
+        "the pool to go",
+        lambda: api.get("/v1/pools/fake", headers=ADMIN).status_code == 404,
+        timeout=30,
+    )
+    nodes = api.get("/v1/nodes", headers=ADMIN).json()["nodes"]
+    assert all(n["name"] != "fake-a" for n in nodes)
     store = api.app.state.cp.store  # type: ignore[attr-defined]
     with store.read() as session:
-        pool = session.get(Pool, "racks")
-        assert pool is not None and pool.deleting
-        node = session.scalars(select(Node).where(Node.name == "racks-a")).one()
-        assert node.condition == "cordoned" and "drained" in (node.cordon_reason or "")
+        row = session.scalars(select(PoolInstance).where(PoolInstance.node_name == "fake-a")).one()
+        assert row.state == "terminated" and "idle for" in (row.reason or "")
+
+
+def test_a_static_pool_counts_its_hosts_and_force_drains_them_and_goes(api: TestClient) -> None:
+    body = {"name": "racks", "provider": "ssh", "type": "any"}
+    assert api.post("/v1/pools", json=body, headers=ADMIN).status_code == 201
+    store = api.app.state.cp.store  # type: ignore[attr-defined]
+    register_node(store, "host-1", gpus=8, labels={"pool": "racks"})
+    register_node(store, "host-2", gpus=8, labels={"pool": "elsewhere"})
+    view = api.get("/v1/pools/racks", headers=ADMIN).json()
+    assert (view["static"], view["nodes"]) == (True, 1)
+    assert api.delete("/v1/pools/racks", headers=ADMIN).status_code == 409
+    assert api.delete("/v1/pools/racks", params={"force": "true"}, headers=ADMIN).status_code == 204
+    with store.read() as session:
+        node = session.scalars(select(Node).where(Node.name == "host-1")).one()
+        assert node.condition == "cordoned"  # drained; `corral node remove` uninstalls it
 
 
 def test_cli_pool_commands(cli: Cli) -> None:

@@ -28,6 +28,7 @@ from corral.server.services.pools import (
     live_instances,
     node_price,
     pool_spec,
+    static_nodes,
 )
 from corral.server.services.snapshot_rows import demand_of
 from corral.server.services.specs import specs_by_id
@@ -96,8 +97,17 @@ def load_fleet(session: Session, catalog: Catalog, now: float) -> FleetLoad | No
     instances = live_instances(session)
     names = [i.node_name for i in instances]
     nodes = {n.name: n for n in session.scalars(select(Node).where(Node.name.in_(names)))}
-    held = _held(session, [n.id for n in nodes.values()])
-    last_end = _last_end(session, [n.id for n in nodes.values()])
+    # A static pool's hosts joined by hand (`corral node add --pool`): no instance rows.
+    hosts = [
+        (p.name, n)
+        for p in pools
+        if p.static
+        for n in static_nodes(session, p.name)
+        if n.name not in nodes
+    ]
+    ids = [n.id for n in nodes.values()] + [n.id for _, n in hosts]
+    held = _held(session, ids)
+    last_end = _last_end(session, ids)
     members: list[core.PoolMember] = []
     joined: list[str] = []
     for inst in instances:
@@ -105,6 +115,15 @@ def load_fleet(session: Session, catalog: Catalog, now: float) -> FleetLoad | No
         if node is not None and inst.state in (InstanceState.REQUESTED, InstanceState.LAUNCHING):
             joined.append(inst.node_name)
         members.append(_member(inst, node, held, last_end))
+    for pool, node in hosts:
+        host = PoolInstance(
+            pool=pool,
+            node_name=node.name,
+            state=InstanceState.JOINED,
+            launched_at=node.registered_at,
+            joined_at=node.registered_at,
+        )
+        members.append(_member(host, node, held, last_end))
     live_pools = {i.pool for i in instances}
     gone = tuple(r.name for r in rows if r.deleting and r.name not in live_pools)
     waiting, job_names = _waiting(session)

@@ -68,6 +68,28 @@ def check_spec(spec: NodePoolSpec, catalog: Catalog) -> None:
             f"known types: {known} (add it to the price catalog, CORRAL_CATALOG)"
         )
         raise Invalid(message, [{"path": "type", "message": message}])
+    _check_priced(spec, catalog)
+
+
+def _check_priced(spec: NodePoolSpec, catalog: Catalog) -> None:
+    """A provider the catalog prices (aws) must be asked where it has this type: a pool
+    in a region the catalog does not know is almost always a missing --region."""
+    if spec.price is not None:
+        return
+    priced = {
+        region: price.for_(spec.spot)
+        for (provider, region, itype), price in catalog.prices.items()
+        if provider == spec.provider and itype == spec.type
+    }
+    regions = sorted(r for r, amount in priced.items() if amount is not None)
+    if not priced or spec.region in regions:
+        return  # a type the catalog prices nowhere (local): unpriced, chosen last
+    kind = "spot " if spec.spot else ""
+    message = (
+        f"the catalog has no {kind}price for {spec.type} in region {spec.region!r}; "
+        f"regions with one: {', '.join(regions) or 'none'} (or give the pool its own --price)"
+    )
+    raise Invalid(message, [{"path": "region", "message": message}])
 
 
 def node_price(spec: NodePoolSpec, catalog: Catalog) -> float | None:
@@ -149,31 +171,49 @@ def live_instances(session: Session, pool: str | None = None) -> list[PoolInstan
     return list(session.scalars(query.order_by(PoolInstance.launched_at, PoolInstance.node_name)))
 
 
+def static_nodes(session: Session, pool: str) -> list[Node]:
+    """The hosts of a static pool: registered nodes labelled pool=<pool> (`corral node add
+    --pool`), which no instance row tracks."""
+    rows = session.execute(select(Node.name, Node.labels).order_by(Node.name)).all()
+    names = [name for name, labels in rows if (labels or {}).get("pool") == pool]
+    if not names:
+        return []
+    return list(session.scalars(select(Node).where(Node.name.in_(names)).order_by(Node.name)))
+
+
+def _node_names(session: Session, row: Pool) -> list[str]:
+    names = [m.node_name for m in live_instances(session, row.name)]
+    if is_static(pool_spec(row).provider):
+        names += [n.name for n in static_nodes(session, row.name) if n.name not in names]
+    return names
+
+
 def delete_pool(
     session: Session, caller: Principal, name: str, force: bool, now: float
 ) -> tuple[bool, Effects]:
     """Delete the pool: at once when it has no nodes; with `force`, its nodes are drained
-    and released first (the pool controller removes the row once they are gone). True
-    when the row is gone now."""
+    and released first (the pool controller removes the row once they are gone; a static
+    pool's hosts are drained and stay registered: `corral node remove` uninstalls them).
+    True when the row is gone now."""
     _admin(caller, "delete")
     row = get_pool_row(session, name)
-    members = live_instances(session, name)
+    members = _node_names(session, row)
     effects = Effects()
-    if not members:
-        session.delete(row)
-        session.execute(delete(PoolEvent).where(PoolEvent.pool == name))
-        return True, effects
-    if not force:
+    if members and not force:
         raise Conflict(
             f"node pool '{name}' still has {len(members)} node(s): scale it to 0 and wait, "
             f"or delete it with --force (drains and releases them)"
         )
-    row.deleting = True
     for member in members:
-        node = session.scalars(select(Node).where(Node.name == member.node_name)).first()
+        node = session.scalars(select(Node).where(Node.name == member)).first()
         if node is not None:
-            _, drained, _ = node_ops.drain(session, caller, member.node_name, now)
+            _, drained, _ = node_ops.drain(session, caller, member, now)
             effects.merge(drained)
+    if not members or is_static(pool_spec(row).provider):
+        session.delete(row)
+        session.execute(delete(PoolEvent).where(PoolEvent.pool == name))
+        return True, effects
+    row.deleting = True
     add_event(session, name, now, "delete", f"deleting: {len(members)} node(s) drained")
     return False, effects
 
@@ -188,7 +228,10 @@ def pool_view(
 ) -> PoolView:
     spec = pool_spec(row)
     shape = catalog.shape(spec.provider, spec.type)
-    members = list(live) if live is not None else live_instances(session, row.name)
+    live_rows = list(live) if live is not None else live_instances(session, row.name)
+    members = {m.node_name for m in live_rows}
+    if is_static(spec.provider):
+        members |= {n.name for n in static_nodes(session, row.name)}
     instances: list[InstanceView] = []
     events: list[PoolEventView] = []
     if detail:
