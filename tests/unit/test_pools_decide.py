@@ -238,3 +238,15 @@ def test_higher_priority_gangs_are_served_first_as_the_scheduler_does() -> None:
     plan = decide(facts([pool("a", 10.0)], waiting=waiting, max_launch_per_round=1), NOW)
     assert plan.grow[0].for_jobs == ("new-high",)
     assert "old-low" in plan.unmet
+
+
+def test_idle_nodes_above_a_lowered_max_go_at_once() -> None:
+    members = [
+        member("a", "n1", idle_since=NOW - 10),
+        member("a", "n2", idle_since=NOW - 5),
+        member("a", "busy"),
+    ]
+    plan = decide(facts([pool("a", 10.0, max_nodes=1)], members), NOW)
+    # 3 live, max 1: both idle ones go (the busy one stays until its work ends).
+    assert [r.instance for r in plan.release] == ["n1", "n2"]
+    assert "above its max_nodes 1" in plan.release[0].reason

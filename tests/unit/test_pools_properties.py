@@ -3,7 +3,8 @@
 - a pool grows only up to max_nodes, never while blocked, never when static; one round
   launches at most max_launch_per_round nodes;
 - releases: never a node with work, never a static pool's, never one already releasing,
-  never the same twice; idle releases never below min_nodes; a node released for not
+  never the same twice; idle releases past the grace period (or above a lowered max),
+  never below min_nodes; a node released for not
   joining had not joined within join_timeout_s;
 - spot nodes only for preemptible gangs; every gang nodes are bought for fits there;
 - a gang is either given nodes or room, or told why not, never both;
@@ -148,7 +149,9 @@ def _check(facts: FleetFacts, plan: FleetPlan) -> None:
         p = by_pool[r.pool]
         assert not p.static and not m.releasing
         if m.joined:
-            assert m.idle_since is not None and NOW - m.idle_since >= p.idle_grace_s
+            assert m.idle_since is not None
+            live = sum(1 for x in facts.members if x.pool == p.name and not x.releasing)
+            assert NOW - m.idle_since >= p.idle_grace_s or live > p.max_nodes
         else:
             assert NOW - m.launched_at >= p.join_timeout_s
             assert r.pool in plan.block

@@ -14,7 +14,8 @@ and `corral sim` call the same function. One round:
    all. New nodes' spare room serves later gangs. A gang that fits nowhere gets a reason
    in words (`FleetPlan.unmet`).
 4. Nodes idle past `idle_grace_s` that no waiting gang was given are released, longest
-   idle first, never below `min_nodes`, never one with work, never a static pool's.
+   idle first, never below `min_nodes`, never one with work, never a static pool's; idle
+   nodes above `max_nodes` (it was lowered) at once.
 
 Ties are broken by name, so the same facts give the same plan whatever their order.
 The fitting arithmetic (shapes, selectors, one node or one pool) is in `pools_fit.py`.
@@ -292,16 +293,20 @@ class _Round:
             if m.joined
             and not m.releasing
             and m.idle_since is not None
-            and self.now - m.idle_since >= self.pools[m.pool].idle_grace_s
             and (m.pool, m.instance) not in self.used
             and not self.pools[m.pool].static
         ]
         for m in sorted(idle, key=lambda m: (m.idle_since or 0.0, m.pool, m.instance)):
             pool = self.pools[m.pool]
-            if self.live[pool.name] <= pool.min_nodes:
+            idle_s = self.now - (m.idle_since or 0.0)
+            if idle_s >= pool.idle_grace_s and self.live[pool.name] > pool.min_nodes:
+                why = f"idle for {idle_s:.0f} s"
+            elif self.live[pool.name] > pool.max_nodes:
+                # Its max was lowered (`corral pool scale`): idle nodes above it go at once.
+                why = f"idle, and the pool is above its max_nodes {pool.max_nodes}"
+            else:
                 continue
             self.live[pool.name] -= 1
-            why = f"idle for {self.now - (m.idle_since or 0.0):.0f} s"
             self.release.append(Release(pool.name, m.instance, why))
 
     def plan(self) -> FleetPlan:
