@@ -113,7 +113,7 @@ def fit_in_pool(
     when one node must hold it all and no node of the shape can."""
     if whole_node:
         for i, room in enumerate(rooms):
-            if room.holds(d, replicas) >= replicas:
+            if room.gpus >= d.gpus and room.holds(d, replicas) >= replicas:
                 return Fit(((i, replicas),), 0)
         return Fit((), 1) if per_node(shape, d) >= replicas else None
     left = replicas
@@ -121,6 +121,8 @@ def fit_in_pool(
     for i, room in enumerate(rooms):
         if left == 0:
             break
+        if room.gpus < d.gpus:  # most rooms are full in a busy round: skip them cheaply
+            continue
         n = room.holds(d, left)
         if n > 0:
             taken.append((i, n))
