@@ -191,3 +191,16 @@ def test_cli_runs_pools_and_the_fixed_baseline(tmp_path: Path) -> None:
         check=False,
     )
     assert bad.returncode == 2 and "--fixed-pools needs --pools FILE" in bad.stderr
+
+
+def test_a_node_that_does_not_join_in_time_is_given_back_and_the_next_cloud_tried() -> None:
+    spec = pools()
+    spec["pools"][1]["join_timeout"] = BOOT_S / 2  # sim-b's nodes boot slower than this
+    engine, supply = simulate(burst(1), spec)
+    said = [what for _, what in supply.stats.decisions]
+    assert said[0].startswith("b-h100: grow 1")
+    assert said[1] == f"b-h100: release b-h100-000: did not join within {BOOT_S / 2:g} s"
+    assert said[2].startswith("a-h100: grow 1")
+    run_ = engine.world.jobs[0]
+    # It waited for the first launch to time out, then for a sim-a node to boot.
+    assert run_.first_start == pytest.approx(run_.job.submit_s + BOOT_S / 2 + BOOT_S)
