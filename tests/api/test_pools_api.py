@@ -4,6 +4,7 @@ drained with --force; the cost line of `corral job get`."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -210,3 +211,57 @@ def test_job_get_shows_cost(cli: Cli) -> None:
     assert "$12.40 (6.2 GPU-hours)" in result.output
     job = cli.sdk().get_job("train")
     assert job.cost is not None and job.cost.usd == 12.4 and job.cost.gpu_hours == 6.2
+
+
+def test_cli_workspace_usage(cli: Cli) -> None:
+    server = cli.server
+    store = server.app.state.cp.store  # type: ignore[attr-defined]
+    node_id = register_node(store, "priced", gpus=8, labels={"price-per-hour": "16"})
+    now = server.app.state.cp.clock.now()  # type: ignore[attr-defined]
+    with store.transaction() as session:
+        from corral.server.store.tables import Workspace
+
+        ws = session.scalars(select(Workspace).where(Workspace.name == "default")).one()
+        session.add(
+            Job(
+                id="j",
+                workspace_id=ws.id,
+                name="train",
+                spec={"name": "train", "command": "true"},
+                state=JobState.RUNNING,
+                priority=0,
+                attempt=1,
+                submitted_at=now - 7200,
+                started_at=now - 7200,
+            )
+        )
+        session.flush()
+        session.add(
+            Replica(
+                id="r",
+                job_id="j",
+                attempt=1,
+                rank=0,
+                node_id=node_id,
+                gpus=[0, 1],
+                cpus=1,
+                memory_mb=0,
+                disk_mb=0,
+                state="running",
+                desired="run",
+                created_at=now - 7200,
+                started_at=now - 7200,
+            )
+        )
+    # Running for 2 h on 2 GPUs at $2/GPU-hour; the last hour only with --since 1h.
+    result = cli("workspace", "usage", "--since", "1h", "--json")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)["usage"]
+    assert row["workspace"] == "default" and row["jobs"] == 1
+    assert row["gpu_hours"] == pytest.approx(2.0, abs=0.01)
+    assert row["usd"] == pytest.approx(4.0, abs=0.02)
+    result = cli("workspace", "usage", "default")
+    assert result.exit_code == 0, result.output
+    assert "default" in result.output and "$8.0" in result.output  # the whole week
+    bad = cli("workspace", "usage", "--since", "yesterday")
+    assert bad.exit_code == 2 and "--since 'yesterday'" in bad.output
