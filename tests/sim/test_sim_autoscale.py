@@ -204,3 +204,26 @@ def test_a_node_that_does_not_join_in_time_is_given_back_and_the_next_cloud_trie
     run_ = engine.world.jobs[0]
     # It waited for the first launch to time out, then for a sim-a node to boot.
     assert run_.first_start == pytest.approx(run_.job.submit_s + BOOT_S / 2 + BOOT_S)
+
+
+def test_the_sim_provider_boots_on_the_virtual_clock() -> None:
+    from corral.providers.base import InstanceState, JoinInfo, LaunchRequest, ProviderError
+    from corral.providers.sim import SimProvider
+
+    now = [0.0]
+    provider = SimProvider(lambda: now[0], boot_s=100.0, capacity={("sim-b", "h100x8"): 2})
+    joins = tuple(JoinInfo("sim://", "", f"n{i}") for i in range(2))
+    launched = provider.launch(LaunchRequest("b", "h100x8", "sim-b", None, None, False, joins))
+    assert [i.node_name for i in launched] == ["n0", "n1"]
+    assert {i.state for i in provider.list("b")} == {InstanceState.PENDING}
+    assert provider.joins_at(launched[0].provider_id) == 100.0
+    now[0] = 100.0
+    assert {i.state for i in provider.list()} == {InstanceState.RUNNING}
+    with pytest.raises(ProviderError) as err:
+        provider.launch(LaunchRequest("b", "h100x8", "sim-b", None, None, False, joins[:1]))
+    assert err.value.retry_elsewhere
+    provider.terminate([launched[0].provider_id, "unknown"])
+    states = {i.node_name: i.state for i in provider.list()}
+    assert states == {"n0": InstanceState.TERMINATED, "n1": InstanceState.RUNNING}
+    # A terminated instance frees its capacity.
+    provider.launch(LaunchRequest("b", "h100x8", "sim-b", None, None, False, joins[:1]))
