@@ -25,8 +25,18 @@ from corral.wire.health import InjectFault
 from corral.wire.nodes import FaultRequest
 
 log = logging.getLogger("corral.server.nodes")
-# How a spot-interrupted node's cordon reason starts (the pool controller counts it gone).
+# How a drained node's cordon reason starts, and a spot-interrupted one's (the pool
+# controller counts those gone). A node only cordoned keeps what runs there; a drained
+# one has its work moved off (`draining`).
+DRAINED_BY = "drained by"
 SPOT_INTERRUPTION = "spot interruption"
+
+
+def draining(node: Node) -> str | None:
+    """Why the node's work is being moved off it (drained, or its machine is being taken
+    back), or None."""
+    reason = node.cordon_reason or ""
+    return reason if reason.startswith((DRAINED_BY, SPOT_INTERRUPTION)) else None
 
 
 def _admin_node(session: Session, caller: Principal, name: str, verb: str) -> Node:
@@ -82,10 +92,11 @@ def drain(session: Session, caller: Principal, name: str, now: float) -> tuple[N
     """Cordon the node and move its work: training jobs are queued again from their last
     checkpoint (not charged to max_restarts); an endpoint's replicas are replaced by the
     endpoint controller, the new one ready before the old one goes."""
-    node, _ = cordon(session, caller, name, now, f"drained by {caller.token_name}")
-    effects, outcome = move_work(
-        session, node, now, f"node {name} drained by {caller.token_name}", "operator"
-    )
+    why = f"{DRAINED_BY} {caller.token_name}"
+    node, _ = cordon(session, caller, name, now, why)
+    if draining(node) is None:  # it was only cordoned: now its work moves too
+        node.cordon_reason = why
+    effects, outcome = move_work(session, node, now, f"node {name} {why}", "operator")
     return node, effects, outcome
 
 
