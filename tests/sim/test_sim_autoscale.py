@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from corral.providers.base import InstanceState, JoinInfo, LaunchRequest, ProviderError
+from corral.providers.sim import SimProvider
 from corral.sim import SimOptions, run
 from corral.sim.engine import Engine, EngineConfig
 from corral.sim.policies import new_policy
@@ -207,9 +209,6 @@ def test_a_node_that_does_not_join_in_time_is_given_back_and_the_next_cloud_trie
 
 
 def test_the_sim_provider_boots_on_the_virtual_clock() -> None:
-    from corral.providers.base import InstanceState, JoinInfo, LaunchRequest, ProviderError
-    from corral.providers.sim import SimProvider
-
     now = [0.0]
     provider = SimProvider(lambda: now[0], boot_s=100.0, capacity={("sim-b", "h100x8"): 2})
     joins = tuple(JoinInfo("sim://", "", f"n{i}") for i in range(2))
