@@ -374,3 +374,18 @@ def test_a_pool_deleted_with_force_releases_its_nodes_then_goes(
     with store.read() as session:
         assert session.get(Pool, "gpu") is None
         assert session.scalars(select(PoolEvent).where(PoolEvent.pool == "gpu")).first() is None
+
+
+def test_a_cloud_pool_is_not_launched_toward_a_loopback_control_plane(
+    store: Store, catalog: Catalog
+) -> None:
+    _pool(store, catalog, provider="aws", type="g5.xlarge", region="us-east-1")
+    _apply(store, catalog, FleetPlan(grow=(Grow("gpu", 1, (), "min"),)))
+    provider = Recording()
+    acted = pool_actions.act(
+        store, lambda name: provider, catalog, "http://127.0.0.1:7390", lambda: NOW
+    )
+    assert len(acted.failed) == 1 and provider.launched == []
+    (row,) = _instances(store)
+    assert row.state == "failed"
+    assert "set CORRAL_PUBLIC_URL to an address they reach" in (row.reason or "")

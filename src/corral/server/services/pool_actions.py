@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -65,7 +66,10 @@ def act(
     with store.read() as session:
         releasing = _releasable(session)
     for pool, name, provider_id, provider_name in releasing:
-        _terminate(store, providers, pool, name, provider_id, provider_name, now, acted)
+        try:
+            _terminate(store, providers, pool, name, provider_id, provider_name, now, acted)
+        except Exception:  # one instance's trouble must not stall the others' release
+            log.exception("pool %s: releasing %s failed; trying again next pass", pool, name)
     return acted
 
 
@@ -130,6 +134,7 @@ def _launch(
 ) -> None:
     spec_provider = _provider_name(store, launch.pool)
     try:
+        _check_reachable(spec_provider, launch.request)
         provider = providers(spec_provider)
         made = provider.launch(launch.request)
     except ProviderError as exc:
@@ -158,6 +163,20 @@ def _launch(
             + ", ".join(launch.instances),
         )
     acted.launched.extend(launch.instances)
+
+
+def _check_reachable(provider: str, request: LaunchRequest) -> None:
+    """Nodes elsewhere dial the control plane: a loopback URL reaches only this machine."""
+    if provider == "local" or not request.joins:
+        return
+    url = request.joins[0].server_url
+    host = (urlsplit(url).hostname or "").lower()
+    if host in ("localhost", "::1") or host.startswith("127."):
+        raise ProviderError(
+            LaunchErrorKind.INVALID,
+            f"{provider} nodes could not reach the control plane at {url}: set "
+            "CORRAL_PUBLIC_URL to an address they reach (e.g. https://corral.example.com)",
+        )
 
 
 def _provider_name(store: Store, pool: str) -> str:
