@@ -12,6 +12,7 @@ boundary nothing here can reach.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from corral.agent.interruption import parse_notice
+from corral.agent.interruption import InterruptionWatcher, parse_notice
 from corral.spec import parse_job_spec
 from support.aws import FakeImds
 from support.cluster import Cluster, wait_for
@@ -135,3 +136,56 @@ def test_a_bad_setting_is_one_line(cluster: Cluster) -> None:
     assert proc.popen is not None and proc.popen.wait(30) == 2
     assert "interruption notices: 'gcp': expected aws" in proc.output()
     assert "Traceback" not in proc.output()
+
+
+def test_the_watcher_renews_its_token_and_retries_the_server(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process, through httpx.MockTransport: the metadata service unreachable at first
+    (said once), a session token that expires (401: a new one), then a notice; the server
+    not yet answering (503) and the node not yet registered: told once it can be."""
+    seen: list[str] = []
+    state = {"tokens": 0, "reads": 0, "posts": 0}
+    node_tokens = iter([None, "nt-1", "nt-1"])
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        if request.url.host == "imds":
+            if request.method == "PUT":
+                state["tokens"] += 1
+                return httpx.Response(200, text=f"t{state['tokens']}")
+            state["reads"] += 1
+            if state["reads"] <= 2:
+                raise httpx.ConnectError("no route to host")
+            if request.headers.get("X-aws-ec2-metadata-token") == "t1" and state["reads"] > 3:
+                return httpx.Response(401)
+            if state["reads"] < 5:
+                return httpx.Response(404)
+            return httpx.Response(200, json={"action": "terminate", "time": "2026-12-03T17:02:00Z"})
+        state["posts"] += 1
+        assert request.headers["Authorization"] == "Bearer nt-1"
+        assert json.loads(request.content) == {
+            "provider": "aws",
+            "action": "terminate",
+            "at": RECLAIM.timestamp(),
+        }
+        if state["posts"] == 1:
+            return httpx.Response(503)
+        return httpx.Response(200, json={"outcome": "node 'n' drained: 0 job(s)"})
+
+    watcher = InterruptionWatcher(
+        "http://server",
+        lambda: next(node_tokens),
+        base_url="http://imds",
+        poll_s=0.01,
+        transport=httpx.MockTransport(handle),
+    )
+    monkeypatch.setattr("corral.agent.interruption.TELL_FIRST_S", 0.01)
+    with caplog.at_level("WARNING", "corral.agent.interruption"):
+        notice = asyncio.run(asyncio.wait_for(watcher.run(), 10))
+    assert notice.at == RECLAIM.timestamp() and watcher.told == notice
+    assert state["tokens"] == 2  # renewed once, after the 401
+    assert state["posts"] == 2  # the 503, then the one the server took
+    assert sum("cannot read spot notices" in r.message for r in caplog.records) == 1
+    assert any("not registered yet" in r.message for r in caplog.records)
+    assert seen[-1] == "POST /v1/agent/interruption"

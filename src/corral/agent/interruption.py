@@ -106,7 +106,9 @@ class InterruptionWatcher:
         node_token: Callable[[], str | None],
         base_url: str = IMDS_URL,
         poll_s: float = POLL_S,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests: httpx.MockTransport
     ) -> None:
+        self._transport = transport
         self._server = server.rstrip("/")
         self._node_token = node_token
         self._base_url = base_url
@@ -116,7 +118,7 @@ class InterruptionWatcher:
     async def run(self) -> Notice:
         """Return once the server took a notice (the machine is going; nothing more to
         watch)."""
-        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, transport=self._transport) as client:
             notice = await self._wait_for_notice(ImdsClient(client, self._base_url))
             log.warning(
                 "spot interruption notice: the instance will %s at %s",
