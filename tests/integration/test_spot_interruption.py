@@ -119,6 +119,14 @@ def test_a_notice_drains_the_node_and_the_job_moves(
         headers={"Authorization": "Bearer not-a-node"},
     )
     assert refused.status_code == 401
+    for bad in (1e30, -1, "soon"):
+        wrong = httpx.post(
+            f"{cluster.url}/v1/agent/interruption",
+            json={"action": "terminate", "at": bad},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert wrong.status_code == 422, wrong.text
+        assert [f["path"] for f in wrong.json()["error"]["fields"]] == ["at"]
     assert "spot interruption notice" in cluster.agents["spot-1"].output()
 
 

@@ -179,7 +179,12 @@ class InterruptionNotice(_Msg):
     action: str = Field(
         default="terminate", max_length=32, description="terminate, stop or hibernate"
     )
-    at: float = Field(description="when the machine goes, unix seconds, as the provider says")
+    at: float = Field(
+        ge=0,
+        le=32503680000,  # year 3000: any real notice, and a date every clock can show
+        allow_inf_nan=False,
+        description="when the machine goes, unix seconds, as the provider says",
+    )
 
 
 class InterruptionAck(_Msg):
