@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from corral.providers.bundle import BundleInfo, bundle_info
 from corral.spec.job import JobSpec
 from support.cluster import wait_for
 from support.multihost import HostCluster
@@ -75,10 +76,19 @@ class World:
         )
 
 
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> BundleInfo:
+    """Built once for the module: each test's server finds it in its home's cache."""
+    return bundle_info(tmp_path_factory.mktemp("bundle-home"))
+
+
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+def world(tmp_path: Path, bundle: BundleInfo) -> Iterator[World]:
     hosts = make_hosts(1, kind="netns")
     cluster = HostCluster(hosts, tmp_path / "cluster", fake_gpus=None)
+    cache = tmp_path / "cluster" / "home" / "bundles"
+    cache.mkdir(parents=True)
+    os.link(bundle.path, cache / bundle.path.name)
     sshd: NetnsSshd | None = None
     try:
         cluster.start_server()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -80,8 +82,8 @@ def server(tmp_path: Path, built: BundleInfo) -> Iterator[TestClient]:
 
     client = in_process(f"sqlite:///{tmp_path / 'db.sqlite'}", built.path.parent.parent)
     app = client.app
-    if not any(getattr(r, "path", "").startswith("/v1/agent/bundle") for r in app.routes):  # type: ignore[attr-defined]
-        app.include_router(router)  # type: ignore[attr-defined]
+    if not any(getattr(r, "path", "").startswith("/v1/agent/bundle") for r in app.routes):
+        app.include_router(router)
     with client:
         yield client
 
@@ -124,3 +126,33 @@ def test_refused_without_a_token_or_with_a_workspace_token(server: TestClient) -
 
 def test_the_bootstrap_join_token_is_accepted(server: TestClient) -> None:
     assert server.get("/v1/agent/bundle/info", headers=_auth(JOIN_TOKEN)).status_code == 200
+
+
+def test_the_agent_runs_without_what_the_bundle_leaves_out() -> None:
+    # Every distribution the bundle drops, made unimportable: the agent's command and its
+    # daemon still import (their --help runs through the CLI as a host runs it).
+    dropped = {d.metadata["Name"] for d in closure(leave_out=frozenset())} - {
+        d.metadata["Name"] for d in closure()
+    }
+    assert {"boto3", "botocore", "SQLAlchemy", "fastapi"} <= dropped
+    modules = sorted(
+        {
+            str(f).split("/")[0].removesuffix(".py")
+            for d in closure(leave_out=frozenset())
+            if d.metadata["Name"] in dropped
+            for f in d.files or []
+            if not str(f).startswith("..") and ".dist-info" not in str(f)
+        }
+    )
+    code = (
+        "import sys\n"
+        f"for m in {modules!r}:\n"
+        "    sys.modules[m] = None\n"
+        "import corral.agent.main, corral.agent.daemon\n"
+        "from corral.cli.main import main\n"
+        "sys.argv = ['corral', 'agent', '--help']\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Run the node agent" in done.stdout

@@ -2,8 +2,8 @@
 
 Built from the server's own environment (no index, no internet): corral and the closure of
 its runtime requirements (importlib.metadata's Requires-Dist; corral's own extras left out,
-a requirement's extras such as uvicorn[standard] followed), each distribution's files as
-its RECORD lists them. Layout:
+a requirement's extras followed) less the server's own stack (SERVER_ONLY: the database,
+the web framework, the AWS SDK), each distribution's files as its RECORD lists them. Layout:
 
 ```
 bundle.json        {"python": "3.11", "implementation": "cpython", "platform": "linux-x86_64",
@@ -43,6 +43,10 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
 ROOT_DIST = "corral"
+# The control plane's own stack, which the agent never imports (test_bundle checks that
+# `corral agent` runs without them): left out with what only they need, it halves what a
+# host unpacks (the AWS SDK alone is 2,000 files).
+SERVER_ONLY = frozenset({"alembic", "boto3", "fastapi", "sqlalchemy", "uvicorn"})
 _COMPRESS_LEVEL = 1  # on the critical path of `node add`: speed over a few MB
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -86,8 +90,11 @@ def interpreter() -> dict[str, str]:
     }
 
 
-def closure(root: str = ROOT_DIST) -> list[md.Distribution]:
-    """`root` and every distribution its runtime requirements need here, sorted by name."""
+def closure(
+    root: str = ROOT_DIST, leave_out: frozenset[str] = SERVER_ONLY
+) -> list[md.Distribution]:
+    """`root` and every distribution its runtime requirements need here, sorted by name,
+    but for `leave_out` and what only they require."""
     env = {k: str(v) for k, v in default_environment().items()}
     found: dict[str, md.Distribution] = {}
     todo: list[tuple[str, frozenset[str]]] = [(root, frozenset())]
@@ -95,7 +102,7 @@ def closure(root: str = ROOT_DIST) -> list[md.Distribution]:
     while todo:
         name, extras = todo.pop()
         key = (_normalize(name), extras)
-        if key in seen:
+        if key in seen or key[0] in leave_out:
             continue
         seen.add(key)
         try:

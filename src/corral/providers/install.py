@@ -203,7 +203,7 @@ def _install_steps(
     return f"""command -v "$PY" >/dev/null 2>&1 ||
   fail "python" "no $PY on this host" "install the control plane's Python 3 version"
 command -v tar >/dev/null 2>&1 || fail "tar" "no tar on this host" "install tar"
-META="$(tar -xzOf "$BUNDLE" bundle.json 2>/dev/null)" ||
+META="$(tar -xzOf "$BUNDLE" --occurrence bundle.json 2>/dev/null)" ||
   fail "bundle" "cannot read $BUNDLE" "copy the bundle again"
 MISMATCH="$("$PY" - "$META" 2>&1 <<'CORRAL_CHECK'
 
@@ -230,10 +230,16 @@ rm -rf "$DIR/venv"
 "$PY" -m venv --without-pip "$DIR/venv" >/dev/null 2>&1 ||
   fail "venv" "$PY -m venv --without-pip failed" "install the venv module (python3-venv)"
 SITE="$("$DIR/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-tar -xzf "$BUNDLE" -C "$SITE" --strip-components=1 --no-same-owner site-packages ||
-  fail "unpack" "cannot unpack the bundle into $SITE" "free disk space on the host"
-tar -xzf "$BUNDLE" -C "$DIR/venv/bin" --strip-components=1 --no-same-owner bin ||
-  fail "unpack" "cannot unpack the bundle's scripts" "free disk space on the host"
+# One pass over the archive, then renames (the same filesystem): reading it twice, once
+# per destination, costs a second decompression.
+rm -rf "$DIR/.unpack"; mkdir "$DIR/.unpack"
+tar -xzf "$BUNDLE" -C "$DIR/.unpack" --no-same-owner ||
+  fail "unpack" "cannot unpack the bundle into $DIR" "free disk space on the host"
+for f in "$DIR/.unpack/site-packages/"* "$DIR/.unpack/site-packages/".[!.]*; do
+  [ -e "$f" ] && mv "$f" "$SITE/"
+done
+for f in "$DIR/.unpack/bin/"*; do [ -e "$f" ] && mv "$f" "$DIR/venv/bin/"; done
+rm -rf "$DIR/.unpack"
 cat > "$DIR/venv/bin/corral" <<CORRAL_ENTRY
 #!$DIR/venv/bin/python
 import sys
@@ -335,6 +341,7 @@ stop_agent() {
     rm -f "$DIR/agent.pid"
   fi
   # What outlives the agent by design (its lifeline, replicas' shims) runs from DIR's venv.
+  [ -d "$DIR/venv" ] || return 0
   for p in /proc/[0-9]*; do
     n="${p#/proc/}"
     [ "$n" = $$ ] && continue
