@@ -152,8 +152,11 @@ def _price(value: float | None) -> str:
 @app.command("ls")
 def ls(ctx: typer.Context, json_: JsonOpt = False) -> None:
     """List node pools."""
+    import time
+
     from corral.wire.pools import PoolList
 
+    now = time.time()
     with state(ctx).client() as client:
         pools = client.list_pools()
     if json_:
@@ -161,9 +164,8 @@ def ls(ctx: typer.Context, json_: JsonOpt = False) -> None:
         return
     t = table("NAME", "PROVIDER", "TYPE", "REGION", "NODES", "MIN", "MAX", "PRICE", "STATUS")
     for p in pools:
-        status = (
-            "blocked: " + (p.blocked_reason or "") if p.blocked_reason and p.blocked_until else ""
-        )
+        resting = p.blocked_until is not None and p.blocked_until > now
+        status = f"blocked: {p.blocked_reason or ''}" if resting else ""
         t.add_row(
             esc(p.spec.name),
             esc(p.spec.provider) + (" (spot)" if p.spec.spot else ""),
