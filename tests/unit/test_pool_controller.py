@@ -299,7 +299,7 @@ def test_load_sees_waiting_gangs_but_not_quota_waits_and_free_room_of_members(
                         "preemptible": True,
                     },
                     state=JobState.PENDING,
-                    priority=0,
+                    priority=5 if name == "big" else 0,
                     reason=reason,
                     submitted_at=NOW,
                 )
@@ -309,6 +309,7 @@ def test_load_sees_waiting_gangs_but_not_quota_waits_and_free_room_of_members(
     assert load is not None
     (gang,) = load.facts.waiting
     assert (gang.job_id, gang.replicas, gang.demand.gpus, gang.preemptible) == ("big", 1, 4, True)
+    assert gang.priority == 5
     (member,) = load.facts.members
     assert member.joined and member.ready and member.free_gpus == 2
     assert member.idle_since is not None  # nothing runs there

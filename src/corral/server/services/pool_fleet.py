@@ -211,9 +211,9 @@ def _waiting(session: Session) -> tuple[tuple[core.WaitingGang, ...], dict[str, 
     """Pending jobs the scheduler has looked at and could not place (it gave a reason),
     except those waiting on their workspace's quota: more nodes would not start them."""
     rows = session.execute(
-        select(Job.id, Job.name, Job.reason, Job.next_replicas, Job.submitted_at).where(
-            Job.state == JobState.PENDING, Job.reason.is_not(None)
-        )
+        select(
+            Job.id, Job.name, Job.reason, Job.next_replicas, Job.submitted_at, Job.priority
+        ).where(Job.state == JobState.PENDING, Job.reason.is_not(None))
     ).all()
     rows = [r for r in rows if _QUOTA_WAIT not in (r.reason or "")]
     specs = specs_by_id(session, [r.id for r in rows])
@@ -231,6 +231,7 @@ def _waiting(session: Session) -> tuple[tuple[core.WaitingGang, ...], dict[str, 
                 demand=demand_of(spec),
                 preemptible=spec.preemptible,
                 submitted_at=r.submitted_at,
+                priority=r.priority,
                 topology=spec.topology,
                 node_selector=dict(spec.node_selector),
             )
