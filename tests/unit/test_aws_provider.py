@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import boto3
 import pytest
 from botocore.exceptions import (
     ClientError,
@@ -14,8 +15,21 @@ from botocore.exceptions import (
     ParamValidationError,
 )
 
-from corral.providers.aws import client_token, interruption_at, map_error, node_labels, to_instance
-from corral.providers.base import InstanceState, JoinInfo, LaunchErrorKind, LaunchRequest
+from corral.providers.aws import (
+    AwsProvider,
+    client_token,
+    interruption_at,
+    map_error,
+    node_labels,
+    to_instance,
+)
+from corral.providers.base import (
+    InstanceState,
+    JoinInfo,
+    LaunchErrorKind,
+    LaunchRequest,
+    ProviderError,
+)
 
 
 def client_error(code: str, message: str = "something\nwent wrong") -> ClientError:
@@ -127,3 +141,14 @@ def test_node_labels_carry_the_topology() -> None:
     }
     no_zone = LaunchRequest("p", "g5.xlarge", "us-east-1", None, None, True, (join,))
     assert "zone" not in node_labels(no_zone, JoinInfo("http://s", "t", "n-1"))
+
+
+def test_user_data_over_ec2s_limit_is_refused_before_any_call() -> None:
+    labels = {f"label-{i}": "v" * 60 for i in range(200)}
+    join = JoinInfo("http://s", "t", "n-1", labels)
+    request = LaunchRequest("p", "g5.xlarge", "us-east-1", None, "ami-1", False, (join,))
+    aws = AwsProvider(boto3.Session(region_name="us-east-1"), "http://127.0.0.1:9")
+    with pytest.raises(ProviderError) as caught:
+        aws.launch(request)
+    assert caught.value.kind == LaunchErrorKind.INVALID
+    assert "16384" in str(caught.value) and "fewer or shorter labels" in str(caught.value)

@@ -58,6 +58,8 @@ INTERRUPTION_CODES = frozenset(
         "instance-terminated-capacity-oversubscribed",
     }
 )
+# EC2 refuses user data over 16 KiB (before base64).
+USER_DATA_LIMIT = 16 * 1024
 # The agent watches the instance metadata service for its own notice (agent/interruption.py).
 AGENT_ARGS = ("--interruption-notices", "aws")
 
@@ -322,7 +324,12 @@ class AwsProvider:
         for join in request.joins:
             where = f"{request.instance_type} in {request.zone or request.region}"
             try:
-                reply = ec2.run_instances(**self._run_args(request, join, image))
+                args = self._run_args(request, join, image)
+            except ProviderError:
+                self._undo(request.region, started)
+                raise
+            try:
+                reply = ec2.run_instances(**args)
             except Exception as exc:
                 error = map_error(exc, f"launching {join.node_name} ({where})")
                 self._undo(request.region, started)
@@ -344,13 +351,20 @@ class AwsProvider:
             {"Key": TAG_POOL, "Value": request.pool},
             {"Key": TAG_NODE, "Value": join.node_name},
         ]
+        script = user_data(labelled, self._install_dir, self._agent_args)
+        if len(script.encode()) > USER_DATA_LIMIT:
+            raise ProviderError(
+                LaunchErrorKind.INVALID,
+                f"aws: the user data for {join.node_name} is {len(script.encode())} bytes, over "
+                f"EC2's {USER_DATA_LIMIT}: give the pool fewer or shorter labels",
+            )
         args: dict[str, Any] = {
             "ImageId": image,
             "InstanceType": request.instance_type,
             "MinCount": 1,
             "MaxCount": 1,
             # Every instance watches for notices: on-demand ones simply never get one.
-            "UserData": user_data(labelled, self._install_dir, self._agent_args),
+            "UserData": script,
             "ClientToken": client_token(join),
             "TagSpecifications": [
                 {"ResourceType": "instance", "Tags": tags},
