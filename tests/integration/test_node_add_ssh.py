@@ -36,6 +36,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sshd and namespaces n
 class World:
     cluster: HostCluster
     sshd: NetnsSshd
+    other: NetnsSshd  # a second host, accepting the same key
     root: Path
 
     def install_dir(self, name: str) -> Path:
@@ -84,23 +85,26 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> BundleInfo:
 
 @pytest.fixture
 def world(tmp_path: Path, bundle: BundleInfo) -> Iterator[World]:
-    hosts = make_hosts(1, kind="netns")
+    hosts = make_hosts(2, kind="netns")
     cluster = HostCluster(hosts, tmp_path / "cluster", fake_gpus=None)
     cache = tmp_path / "cluster" / "home" / "bundles"
     cache.mkdir(parents=True)
     os.link(bundle.path, cache / bundle.path.name)
     sshd: NetnsSshd | None = None
+    other: NetnsSshd | None = None
     try:
         cluster.start_server()
         sshd = NetnsSshd(hosts[0], tmp_path)
-        yield World(cluster, sshd, tmp_path)
+        other = NetnsSshd(hosts[1], tmp_path, client_key=sshd.key)
+        yield World(cluster, sshd, other, tmp_path)
     finally:
         print(cluster.logs())
         for log in tmp_path.glob("installs/*/agent.log"):
             print(f"--- {log} ---\n{log.read_text(errors='replace')[-4000:]}")
         leftover = _agents_under(tmp_path / "installs")
-        if sshd is not None:
-            sshd.close()
+        for server in (sshd, other):
+            if server is not None:
+                server.close()
         cluster.close()  # kills every process in the namespace host, agents included
         assert not leftover, f"agents still running after the test: {leftover}"
 
@@ -232,3 +236,48 @@ def test_an_agent_that_never_joins_is_undone(world: World) -> None:
     line = _one_error_line(done, f"root@{world.sshd.host.address}", "ready")
     assert "not ready within 5 s" in line
     _nothing_left(world, "ssh-e")
+
+
+def test_a_hosts_file_joins_them_in_parallel_and_reports_each(world: World) -> None:
+    subnet = world.cluster.hosts.subnet
+    assert subnet is not None
+    nobody = str(list(subnet.hosts())[201])
+    listing = world.root / "hosts.txt"
+    # The namespace hosts share this machine's hostname and filesystem: each line names
+    # its node and install dir, as a spreadsheet's columns would.
+    listing.write_text(
+        "# the rack-12 machines\n"
+        f"{world.sshd.url} name=fleet-a install-dir={world.install_dir('fleet-a')}\n"
+        f"ssh://root@{world.other.host.address}:22 name=fleet-b "
+        f"install-dir={world.install_dir('fleet-b')} team=nlp  # the second one\n"
+        "\n"
+        f"ssh://root@{nobody} name=fleet-c install-dir={world.install_dir('fleet-c')}\n"
+    )
+    done = world.corral(
+        "node",
+        "add",
+        "--hosts",
+        str(listing),
+        "--key",
+        str(world.sshd.key),
+        "--fake-gpus",
+        "H100:1",
+        "--agent-arg=--isolation=none",
+        "--rack",
+        "r12",
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: root@{nobody}: step connect: ")
+    rows = {ln.split()[1]: ln.split()[2] for ln in done.stdout.splitlines() if "fleet-" in ln}
+    assert rows == {"fleet-a": "ok", "fleet-b": "ok", "fleet-c": "failed"}, done.stdout
+    with world.cluster.client() as client:
+        nodes = {n.name: n for n in client.list_nodes()}
+    assert nodes["fleet-a"].labels["rack"] == "r12" and nodes["fleet-b"].labels["rack"] == "r12"
+    assert nodes["fleet-b"].labels["team"] == "nlp" and "team" not in nodes["fleet-a"].labels
+    assert nodes["fleet-b"].labels["ssh-host"] == world.other.host.address
+    for name in ("fleet-a", "fleet-b"):
+        removed = world.corral("node", "remove", name, "--key", str(world.sshd.key))
+        assert removed.returncode == 0, removed.stderr
+        _nothing_left(world, name)
+    _nothing_left(world, "fleet-c")

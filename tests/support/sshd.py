@@ -41,16 +41,21 @@ def _listening(address: str, port: int) -> bool:
 
 
 class NetnsSshd:
-    def __init__(self, host: Host, root: Path, port: int = 22) -> None:
+    def __init__(
+        self, host: Host, root: Path, port: int = 22, client_key: Path | None = None
+    ) -> None:
+        """`client_key`: a private key to accept (its .pub beside it), shared by several
+        servers; default: one generated for this server."""
         self.host = host
         self.port = port
         self.dir = root / f"sshd-{host.name}"
         self.dir.mkdir(parents=True)
-        self.key = self.dir / "client_ed25519"
+        self.key = client_key or self.dir / "client_ed25519"
         self.wrong_key = self.dir / "stranger_ed25519"
         host_key = self.dir / "host_ed25519"
         for key in (self.key, self.wrong_key, host_key):
-            _keygen(key)
+            if not key.exists():
+                _keygen(key)
         authorized = self.dir / "authorized_keys"
         shutil.copy(self.key.with_name(self.key.name + ".pub"), authorized)
         config = self.dir / "sshd_config"

@@ -22,7 +22,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -73,19 +73,45 @@ class AddOptions:
     ready_timeout: float
 
 
-def _read_hosts(path: Path) -> list[str]:
+def _read_hosts(path: Path) -> list[tuple[str, dict[str, str]]]:
+    """(url, fields) per line: `ssh://user@host[:port] [name=N] [rack=R] [install-dir=D]
+    [KEY=VALUE]...` (other KEY=VALUE are labels); `#` starts a comment."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise CliError(f"--hosts {path}: {exc.strerror or exc}", code=2) from None
     hosts = []
-    for line in text.splitlines():
-        entry = line.split("#", 1)[0].strip()
-        if entry:
-            hosts.append(entry)
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        fields = {}
+        for word in words[1:]:
+            key, sep, value = word.partition("=")
+            if not sep or not key:
+                raise CliError(
+                    f"--hosts {path}:{number}: {word!r}: expected KEY=VALUE after the URL "
+                    "(name=, rack=, install-dir= or a label)",
+                    code=2,
+                )
+            fields[key] = value
+        hosts.append((words[0], fields))
     if not hosts:
         raise CliError(f"--hosts {path}: no hosts in it (one ssh://user@host per line)", code=2)
     return hosts
+
+
+def _for_host(options: AddOptions, fields: dict[str, str]) -> AddOptions:
+    """`options` with one hosts-file line's own name, rack, install dir and labels."""
+    if not fields:
+        return options
+    rest = dict(fields)
+    name = rest.pop("name", None) or options.name
+    install_dir = (rest.pop("install-dir", None) or options.install_dir).rstrip("/")
+    if not install_dir.startswith("/"):
+        raise CliError(f"install-dir={install_dir!r}: expected an absolute directory", code=2)
+    labels = {**options.labels, **_parse_labels([f"{k}={v}" for k, v in rest.items()])}
+    return replace(options, name=name, install_dir=install_dir, labels=labels)
 
 
 def _fetch_bundle(settings: Settings, home: Path) -> tuple[Path, BundleMeta]:
@@ -166,12 +192,13 @@ async def _add_one(
     client_factory: Callable[[], Client],
     bundle: tuple[Path, BundleMeta],
     report: _Reporter,
+    claimed: set[str],
 ) -> AddResult:
     from corral.providers import ssh
     from corral.providers.base import JoinInfo
     from corral.providers.install import install_script
 
-    result = AddResult(host=url)
+    result = AddResult(host=url, node=options.name)
     started = time.monotonic()
     try:
         target = ssh.SshTarget.parse(url)
@@ -205,12 +232,13 @@ async def _add_one(
         node = options.name or await _hostname(conn) or target.host
         result.node = node
         taken = await asyncio.to_thread(lambda: {n.name for n in client.list_nodes()})
-        if node in taken:
+        if node in taken or node in claimed:
             raise ssh.StepFailed(
                 "check",
                 f"a node named {node} already exists",
-                "give --name, or `corral node remove` the old one",
+                "give --name (name= in a hosts file), or `corral node remove` the old one",
             )
+        claimed.add(node)
         gpus = f", {len(facts.gpus)} GPU(s)" if facts.gpus else ""
         done("check", f"{facts.distro or facts.os} {facts.arch}, Python {facts.python}{gpus}")
         step = "token"
@@ -325,19 +353,19 @@ async def _undo(
 
 
 async def _add_all(
-    urls: list[str],
-    options: AddOptions,
+    hosts: list[tuple[str, AddOptions]],
     client_factory: Callable[[], Client],
     bundle: tuple[Path, BundleMeta],
     report: _Reporter,
 ) -> list[AddResult]:
     limit = asyncio.Semaphore(MAX_PARALLEL)
+    claimed: set[str] = set()  # node names taken by hosts of this same run
 
-    async def one(url: str) -> AddResult:
+    async def one(url: str, options: AddOptions) -> AddResult:
         async with limit:
-            return await _add_one(url, options, client_factory, bundle, report)
+            return await _add_one(url, options, client_factory, bundle, report, claimed)
 
-    return list(await asyncio.gather(*(one(u) for u in urls)))
+    return list(await asyncio.gather(*(one(u, o) for u, o in hosts)))
 
 
 def _parse_labels(items: list[str]) -> dict[str, str]:
@@ -389,7 +417,10 @@ def add(
     hosts_file: Annotated[
         Path | None,
         typer.Option(
-            "--hosts", help="A file of ssh://user@host lines (# comments).", show_default=False
+            "--hosts",
+            help="A file of hosts, one a line: ssh://user@host[:port] [name=N] [rack=R] "
+            "[install-dir=D] [KEY=VALUE (labels)]...; # comments.",
+            show_default=False,
         ),
     ] = None,
     agent_server: Annotated[
@@ -408,7 +439,7 @@ def add(
 ) -> None:
     """Install the agent on hosts over SSH and join them (cluster admins). The hosts need
     SSH, Python (the control plane's version) and tar; nothing is downloaded there."""
-    urls = list(hosts or []) + (_read_hosts(hosts_file) if hosts_file else [])
+    urls = [(h, {}) for h in hosts or []] + (_read_hosts(hosts_file) if hosts_file else [])
     if not urls:
         raise CliError("give a host: corral node add ssh://user@host (or --hosts FILE)", code=2)
     if name is not None and len(urls) > 1:
@@ -441,7 +472,8 @@ def add(
     t0 = time.monotonic()
     bundle = _fetch_bundle(settings, cli.home())
     fetched = time.monotonic() - t0
-    results = asyncio.run(_add_all(urls, options, cli.client, bundle, report))
+    per_host = [(url, _for_host(options, fields)) for url, fields in urls]
+    results = asyncio.run(_add_all(per_host, cli.client, bundle, report))
     for r in results:
         r.steps = {"bundle": fetched, **r.steps}
     failed = [r for r in results if r.error]
