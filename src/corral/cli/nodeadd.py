@@ -439,7 +439,8 @@ def add(
 ) -> None:
     """Install the agent on hosts over SSH and join them (cluster admins). The hosts need
     SSH, Python (the control plane's version) and tar; nothing is downloaded there."""
-    urls = [(h, {}) for h in hosts or []] + (_read_hosts(hosts_file) if hosts_file else [])
+    urls: list[tuple[str, dict[str, str]]] = [(h, {}) for h in hosts or []]
+    urls += _read_hosts(hosts_file) if hosts_file else []
     if not urls:
         raise CliError("give a host: corral node add ssh://user@host (or --hosts FILE)", code=2)
     if name is not None and len(urls) > 1:
