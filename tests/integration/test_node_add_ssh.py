@@ -233,6 +233,7 @@ def test_an_agent_that_never_joins_is_undone(world: World) -> None:
     # ready; what was installed is stopped and removed, and the token revoked.
     gateway = world.cluster.hosts.gateway
     done = world.add("ssh-e", "--agent-server", f"http://{gateway}:9", "--timeout", "5")
+    print(done.stderr)
     line = _one_error_line(done, f"root@{world.sshd.host.address}", "ready")
     assert "not ready within 5 s" in line
     _nothing_left(world, "ssh-e")

@@ -1,0 +1,172 @@
+"""providers/ssh.py without a host: ssh:// URLs, the check step's verdicts on what a host
+reports, and the static provider."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import sysconfig
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from corral.providers.base import LaunchErrorKind, LaunchRequest, ProviderError
+from corral.providers.ssh import BundleMeta, HostFacts, SshProvider, SshTarget, StepFailed, check
+
+BUNDLE = BundleMeta(
+    f"{sys.version_info[0]}.{sys.version_info[1]}",
+    sys.implementation.name,
+    sysconfig.get_platform(),
+    50 * 2**20,
+)
+
+
+def test_targets_parse_and_print() -> None:
+    assert SshTarget.parse("ssh://ubuntu@10.0.0.5") == SshTarget("ubuntu", "10.0.0.5", 22)
+    assert SshTarget.parse("root@gpu-1:2222") == SshTarget("root", "gpu-1", 2222)
+    assert str(SshTarget("root", "gpu-1", 2222)) == "root@gpu-1:2222"
+    assert str(SshTarget("root", "gpu-1")) == "root@gpu-1"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("ssh://gpu-1", "name the user, e.g. ssh://root@gpu-1"),
+        ("http://root@gpu-1", "expected ssh://user@host[:port]"),
+        ("ssh://root@gpu-1:99999", "port is not a number from 1 to 65535"),
+        ("ssh://root@gpu-1/path", "expected ssh://user@host[:port]"),
+    ],
+)
+def test_bad_targets_say_what_is_expected(url: str, says: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        SshTarget.parse(url)
+    assert says in str(caught.value) and repr(url) in str(caught.value)
+
+
+def test_labels_round_trip() -> None:
+    target = SshTarget("ops", "10.1.2.3", 2200)
+    labels = target.labels("/srv/corral")
+    assert labels["provider"] == "ssh"
+    assert SshTarget.from_labels(labels) == (target, "/srv/corral")
+    assert SshTarget.from_labels({"provider": "aws"}) is None
+
+
+@dataclass
+class _Done:
+    stdout: str
+    stderr: str = ""
+    exit_status: int = 0
+
+
+class _FakeConn:
+    """Answers the probe with what a host would print."""
+
+    def __init__(self, facts: dict[str, str], gpus: tuple[str, ...] = ()) -> None:
+        self.lines = [f"{k}={v}" for k, v in facts.items()] + [f"gpu={g}" for g in gpus]
+
+    async def run(self, command: str, input: str | None = None, check: bool = False) -> _Done:
+        assert command == "sh -s" and input is not None and "nvidia-smi" in input
+        return _Done("\n".join(self.lines) + "\n")
+
+
+def _host(**changes: str | None) -> dict[str, str]:
+    facts: dict[str, str | None] = {
+        "os": "Linux",
+        "arch": "x86_64",
+        "uid": "0",
+        "user": "root",
+        "distro": "Ubuntu 22.04",
+        "python_path": "/usr/bin/python3",
+        "python": f"{BUNDLE.python}.4",
+        "implementation": BUNDLE.implementation,
+        "platform": BUNDLE.platform,
+        "venv": "1",
+        "disk_kb": str(10 * 2**20),
+        "tmp_kb": str(10 * 2**20),
+        "writable": "1",
+        "tar": "1",
+        "systemd": "1",
+    }
+    facts.update(changes)
+    return {k: v for k, v in facts.items() if v is not None}
+
+
+def _check(facts: dict[str, str], gpus: tuple[str, ...] = (), **kw: Any) -> HostFacts:
+    conn: Any = _FakeConn(facts, gpus)
+    return asyncio.run(check(conn, BUNDLE, "/opt/corral", **kw))
+
+
+def _refusal(facts: dict[str, str], gpus: tuple[str, ...] = (), **kw: Any) -> str:
+    with pytest.raises(StepFailed) as caught:
+        _check(facts, gpus, **kw)
+    assert caught.value.step == "check"
+    text = str(caught.value)
+    assert "\n" not in text and text.startswith("step check: ")
+    return text
+
+
+def test_a_good_host_passes_with_what_it_is() -> None:
+    facts = _check(_host(nvidia_smi="1"), ("NVIDIA H100 80GB HBM3, 550.54",), require_gpus=True)
+    assert facts.sudo == "" and facts.systemd and facts.python_path == "/usr/bin/python3"
+    assert facts.gpus == ("NVIDIA H100 80GB HBM3, 550.54",)
+
+
+def test_no_python_names_what_the_control_plane_needs() -> None:
+    text = _refusal(_host(python_path="", python=None))
+    assert "no python3 on the host" in text and BUNDLE.describe() in text
+
+
+def test_another_python_version_is_refused_naming_both() -> None:
+    text = _refusal(_host(python="3.9.2"))
+    assert "3.9.2" in text and BUNDLE.describe() in text and "--python" in text
+
+
+def test_another_platform_is_refused() -> None:
+    text = _refusal(_host(platform="linux-aarch64", arch="aarch64"))
+    assert "linux-aarch64" in text
+
+
+def test_too_little_disk() -> None:
+    assert "MB free for /opt/corral" in _refusal(_host(disk_kb="1024"))
+
+
+def test_not_root_without_sudo_cannot_install_into_a_system_directory() -> None:
+    text = _refusal(_host(uid="1000", user="ops", writable=None))
+    assert "ops may not write /opt/corral" in text and "sudo" in text
+
+
+def test_not_root_with_sudo_uses_it() -> None:
+    facts = _check(_host(uid="1000", user="ops", writable=None, sudo="1"))
+    assert facts.sudo == "sudo -n " and facts.systemd
+
+
+def test_a_user_directory_without_root_gets_no_systemd_unit() -> None:
+    facts = _check(_host(uid="1000", user="ops"))
+    assert facts.sudo == "" and not facts.systemd
+
+
+def test_gpus_required_but_absent() -> None:
+    assert "no nvidia-smi" in _refusal(_host(), require_gpus=True)
+    assert "lists no GPUs" in _refusal(_host(nvidia_smi="1"), require_gpus=True)
+
+
+def test_not_linux() -> None:
+    assert "the host runs Darwin" in _refusal(_host(os="Darwin"))
+
+
+def test_the_ssh_provider_is_static() -> None:
+    nodes = [
+        ("gpu-1", {**SshTarget("root", "10.0.0.1").labels("/opt/corral"), "pool": "rack12"}),
+        ("gpu-2", {**SshTarget("root", "10.0.0.2").labels("/opt/corral"), "pool": "other"}),
+        ("cloud-1", {"provider": "aws", "pool": "rack12"}),
+    ]
+    provider = SshProvider(lambda: nodes)
+    assert provider.static and provider.name == "ssh"
+    assert [i.node_name for i in provider.list("rack12")] == ["gpu-1"]
+    assert [i.provider_id for i in provider.list()] == ["root@10.0.0.1", "root@10.0.0.2"]
+    request = LaunchRequest("rack12", "x", "r", None, None, False, ())
+    with pytest.raises(ProviderError) as caught:
+        provider.launch(request)
+    assert caught.value.kind is LaunchErrorKind.INVALID
+    assert str(caught.value) == "ssh pools are static: add hosts with corral node add"
