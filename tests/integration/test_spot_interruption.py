@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ import pytest
 from corral.agent.interruption import InterruptionWatcher, parse_notice
 from corral.spec import parse_job_spec
 from support.aws import FakeImds
-from support.cluster import Cluster, wait_for
+from support.cluster import ADMIN_TOKEN, Cluster, wait_for
 
 RECLAIM = datetime(2026, 12, 3, 17, 2, 0, tzinfo=UTC)
 
@@ -197,3 +198,48 @@ def test_the_watcher_renews_its_token_and_retries_the_server(
     assert sum("cannot read spot notices" in r.message for r in caplog.records) == 1
     assert any("not registered yet" in r.message for r in caplog.records)
     assert seen[-1] == "POST /v1/agent/interruption"
+
+
+MOCK = Path(__file__).resolve().parents[1] / "support" / "mock_openai.py"
+EP = "/v1/workspaces/default/endpoints"
+
+
+def test_a_notice_moves_an_endpoints_replica(cluster: Cluster, imds: FakeImds) -> None:
+    """The endpoint's replica on the reclaimed node is replaced: its successor on another
+    node is ready first, then the old one goes."""
+    cluster.agent(
+        "spot-1",
+        "--interruption-notices",
+        "aws",
+        "--imds-url",
+        imds.url,
+        "--interruption-poll",
+        "0.2",
+    )
+    cluster.wait_node_ready("spot-1")
+    api = httpx.Client(
+        base_url=cluster.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
+    )
+    command = f"{sys.executable} {MOCK} --port $PORT --host 0.0.0.0"
+    made = api.post(
+        EP,
+        json={
+            "name": "chat",
+            "command": command,
+            "min_replicas": 1,
+            "drain_timeout": 2,
+            "resources": {"cpus": 0.1, "memory": "64Mi"},
+        },
+    )
+    assert made.status_code == 201, made.text
+
+    def replicas() -> list[tuple[str | None, str]]:
+        shown = api.get(f"{EP}/chat").json()
+        return [(r["node"], r["state"]) for r in shown["replicas"]]
+
+    wait_for("the replica ready on spot-1", lambda: replicas() == [("spot-1", "ready")], 60)
+    cluster.agent("spare")
+    cluster.wait_node_ready("spare")
+    imds.notice = {"action": "terminate", "time": "2026-12-03T17:02:00Z"}
+    wait_for("spot-1 cordoned", lambda: node(cluster, "spot-1").condition == "cordoned")
+    wait_for("the replica moved to spare", lambda: replicas() == [("spare", "ready")], 60)

@@ -17,6 +17,7 @@ from corral.core import endpoints as core
 from corral.core.autoscale import AutoscaleState
 from corral.core.states import ACTIVE_REPLICA_STATES, JobState, NodeCondition, ReplicaState
 from corral.server.services import endpoints as ep
+from corral.server.services import node_ops
 from corral.server.store.tables import Endpoint, Job, Node, Replica, Workspace
 from corral.spec.endpoint import EndpointSpec
 
@@ -171,6 +172,9 @@ def _sick(replica: Replica | None, node: Node | None) -> str | None:
     if node.condition == NodeCondition.UNHEALTHY:
         summary = (node.health or {}).get("summary") or "its checks failed"
         return f"node {node.name} is unhealthy: {summary}"
+    moving = node_ops.draining(node)
+    if moving is not None:  # drained, or its machine is being taken back (spot)
+        return f"node {node.name} is being drained: {moving}"
     bad = sorted(
         int(g["index"])
         for g in node.gpus
