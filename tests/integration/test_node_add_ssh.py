@@ -149,7 +149,13 @@ def _nothing_left(world: World, name: str) -> None:
 
 
 def test_add_runs_a_job_and_remove_cleans_up(world: World) -> None:
-    done = world.add("ssh-a", "--rack", "r7", "--label", "team=vision", "--json")
+    # Strict host keys: the file lists the host's real key.
+    known = world.root / "known_hosts"
+    host_key = (world.sshd.dir / "host_ed25519.pub").read_text().split()
+    known.write_text(f"{world.sshd.host.address} {host_key[0]} {host_key[1]}\n")
+    done = world.add(
+        "ssh-a", "--rack", "r7", "--label", "team=vision", "--known-hosts", str(known), "--json"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)["nodes"][0]
     assert report["ok"] and report["node"] == "ssh-a"
@@ -282,3 +288,13 @@ def test_a_hosts_file_joins_them_in_parallel_and_reports_each(world: World) -> N
         assert removed.returncode == 0, removed.stderr
         _nothing_left(world, name)
     _nothing_left(world, "fleet-c")
+
+
+def test_a_host_key_that_does_not_match_known_hosts_is_refused(world: World) -> None:
+    known = world.root / "known_hosts"
+    other = (world.sshd.dir / "stranger_ed25519.pub").read_text().split()
+    known.write_text(f"{world.sshd.host.address} {other[0]} {other[1]}\n")
+    done = world.add("ssh-f", "--known-hosts", str(known))
+    line = _one_error_line(done, f"root@{world.sshd.host.address}", "connect")
+    assert "does not match known_hosts" in line
+    _nothing_left(world, "ssh-f")

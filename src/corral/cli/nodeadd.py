@@ -63,6 +63,7 @@ class AddResult:
 @dataclass(frozen=True)
 class AddOptions:
     key: Path | None
+    known_hosts: Path | None
     labels: dict[str, str]
     name: str | None
     install_dir: str
@@ -223,8 +224,8 @@ async def _add_one(
         t0 = time.monotonic()
 
     try:
-        conn = await ssh.connect(target, options.key)
-        done("connect")
+        conn = await ssh.connect(target, options.key, known_hosts=options.known_hosts)
+        done("connect", f"host key {ssh.host_key_fingerprint(conn)}")
         step = "check"
         facts = await ssh.check(
             conn, bundle[1], options.install_dir, options.python, options.require_gpus
@@ -389,6 +390,14 @@ def add(
         Path | None,
         typer.Option(help="Private key (default: the ssh agent and ~/.ssh).", show_default=False),
     ] = None,
+    known_hosts: Annotated[
+        Path | None,
+        typer.Option(
+            help="Accept only host keys listed here (default: ~/.ssh/known_hosts for the "
+            "hosts it lists; a host it does not list is accepted, its key printed).",
+            show_default=False,
+        ),
+    ] = None,
     label: Annotated[
         list[str] | None,
         typer.Option(
@@ -460,6 +469,7 @@ def add(
     server = agent_server or settings.server or ""
     options = AddOptions(
         key=key.expanduser() if key else None,
+        known_hosts=known_hosts.expanduser() if known_hosts else None,
         labels=labels,
         name=name,
         install_dir=install_dir.rstrip("/"),

@@ -23,6 +23,7 @@ Where a node came from is kept in its labels, so that `corral node remove` finds
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import shlex
 from collections.abc import Callable, Sequence
@@ -143,13 +144,27 @@ async def connect(
     known_hosts: Path | None = None,
 ) -> asyncssh.SSHClientConnection:
     """A connection to `target` with `key` (else the ssh agent and ~/.ssh's keys).
-    The host key is checked against `known_hosts` when given, else accepted."""
+
+    The host key must be in `known_hosts` when that is given. Otherwise, as OpenSSH's
+    StrictHostKeyChecking=accept-new: a host ~/.ssh/known_hosts lists must show that key,
+    and a host it does not list is accepted (its fingerprint is in `host_key_fingerprint`).
+    """
     import asyncssh
 
+    trusted: object = None
+    if known_hosts is not None:
+        trusted = str(known_hosts)
+    else:
+        default = Path("~/.ssh/known_hosts").expanduser()
+        with contextlib.suppress(OSError, ValueError, asyncssh.Error):
+            listed = asyncssh.read_known_hosts(str(default))
+            port = None if target.port == 22 else target.port
+            if listed.match(target.host, target.host, port)[0]:
+                trusted = listed
     options: dict[str, object] = {
         "username": target.user,
         "port": target.port,
-        "known_hosts": str(known_hosts) if known_hosts else None,
+        "known_hosts": trusted,
         "connect_timeout": timeout,
     }
     if key is not None:
@@ -172,7 +187,9 @@ async def connect(
         ) from None
     except asyncssh.HostKeyNotVerifiable as exc:
         raise StepFailed(
-            "connect", f"the host key of {target.host} is not trusted: {exc}", "check known_hosts"
+            "connect",
+            f"the host key of {target.host} does not match known_hosts: {exc.reason or exc}",
+            "check that this is the right host; if its key changed, update known_hosts",
         ) from None
     except TimeoutError:
         raise StepFailed(
@@ -200,6 +217,11 @@ async def connect(
         raise StepFailed(
             "connect", f"{target}: {exc.reason or exc}", "check the host's sshd"
         ) from None
+
+
+def host_key_fingerprint(conn: asyncssh.SSHClientConnection) -> str:
+    key = conn.get_server_host_key()
+    return key.get_fingerprint() if key is not None else "?"
 
 
 async def run(
