@@ -61,6 +61,11 @@ def test_a_waiting_job_grows_a_local_pool_and_the_idle_node_is_released(
             }
         )
         client.submit_job(job)
+        # Four GPUs in one node: no node of this pool (one GPU each) can ever hold it.
+        too_big = parse_job_spec(
+            {"name": "too-big", "command": "true", "resources": {"gpus": "H100:4", "cpus": 0.1}}
+        )
+        client.submit_job(too_big)
 
         node = wait_for(
             "the pool to grow and its node to be ready",
@@ -94,6 +99,14 @@ def test_a_waiting_job_grows_a_local_pool_and_the_idle_node_is_released(
         # One GPU for the replica's run (about a second), at the pool's $3 per node-hour.
         assert 0 < done.cost.gpu_hours < 0.01
         assert done.cost.usd == pytest.approx(3.0 * done.cost.gpu_hours, abs=1e-3)
+
+        # What the autoscaler says about it is where its user looks: the job's reason.
+        wait_for(
+            "the unmet reason on job too-big",
+            lambda: "no pool can add a node for it" in (client.get_job("too-big").reason or ""),
+            timeout=30,
+        )
+        client.cancel_job("too-big")
 
         wait_for(
             "the idle node to be released and deleted",

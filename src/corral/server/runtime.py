@@ -40,6 +40,9 @@ class ControlPlane:
     pools_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     # Instance types and prices (providers/catalog.py): pools, the autoscaler, cost.
     catalog: Catalog = field(default_factory=Catalog)
+    # Job id -> what the pool controller is doing about it ("pool p5 is adding 2 nodes for
+    # it"), appended to the job's pending reason by the scheduler (pool_fleet.supply_notes).
+    supply_notes: dict[str, str] = field(default_factory=dict)
     # Sessions into pods and replicas waiting for, or joined to, their node's dial-back.
     relays: RelayBoard = field(default_factory=RelayBoard)
     # Set when the server begins to stop: long polls answer at once instead of holding.

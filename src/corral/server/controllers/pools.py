@@ -80,6 +80,10 @@ class PoolController:
         effects, _ = pool_fleet.apply_fleet(
             session, plan.load, plan.fleet, self.cp.catalog, now, self.unmet_said
         )
+        notes = pool_fleet.supply_notes(plan.load.facts, plan.fleet, self.cp.supply_notes, now)
+        if notes != self.cp.supply_notes:
+            self.cp.supply_notes = notes
+            effects.wake_scheduler = True  # its reasons carry them
         return effects
 
     def failed(self, session: Session, key: str, reason: str) -> None:

@@ -7,8 +7,8 @@ the same GPUs. See core/scheduler/README.md for the decisions themselves.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -44,6 +44,8 @@ class SchedulerController:
     name: str = "scheduler"
     loader: SnapshotLoader = field(default_factory=SnapshotLoader)
     scheduler: Scheduler = field(default_factory=Scheduler)
+    # What the pool controller is doing for waiting jobs (ControlPlane.supply_notes).
+    notes: Callable[[], Mapping[str, str]] = dict
 
     def period_s(self, cp: ControlPlane) -> float:
         return cp.options.scheduler_interval_s
@@ -69,7 +71,7 @@ class SchedulerController:
         return Placing(self.scheduler.place(facts.snapshot, now), facts)
 
     def apply(self, session: Session, key: str, plan: Placing, now: float) -> Effects:
-        return apply_plan(session, plan.plan, plan.loaded, now)
+        return apply_plan(session, with_notes(plan.plan, self.notes()), plan.loaded, now)
 
     def failed(self, session: Session, key: str, reason: str) -> None:
         pass  # the fleet has no owner to tell; the log says why, and the next round retries
@@ -81,11 +83,22 @@ class SchedulerController:
 
 def schedule_once(cp: ControlPlane, controller: SchedulerController | None = None) -> Effects:
     """One scheduling round, at once (tests and tools); the server runs `run`."""
-    done = runner.Runner(controller or SchedulerController()).round(cp)
+    done = runner.Runner(controller or SchedulerController(notes=lambda: cp.supply_notes)).round(cp)
     if done.again:
         done.effects.wake_scheduler = True  # decided on stale facts: decide again
     return done.effects
 
 
+def with_notes(plan: PlacementPlan, notes: Mapping[str, str]) -> PlacementPlan:
+    """The plan with the autoscaler's note after each waiting job's reason."""
+    if not notes:
+        return plan
+    reasons = {
+        job: f"{why}; {notes[job]}" if job in notes else why
+        for job, why in plan.pending_reasons.items()
+    }
+    return replace(plan, pending_reasons=reasons)
+
+
 async def run(cp: ControlPlane) -> None:
-    await runner.run(cp, SchedulerController())
+    await runner.run(cp, SchedulerController(notes=lambda: cp.supply_notes))

@@ -239,6 +239,32 @@ def _waiting(session: Session) -> tuple[tuple[core.WaitingGang, ...], dict[str, 
     return tuple(gangs), names
 
 
+def supply_notes(
+    facts: core.FleetFacts, plan: core.FleetPlan, before: Mapping[str, str], now: float
+) -> dict[str, str]:
+    """What the autoscaler is doing for each waiting job, in words, for its pending reason.
+
+    A note stays while its job waits (the nodes grown for it are booting: later rounds
+    count them as incoming and grow nothing new); a new grow or an unmet reason replaces
+    it. Pools resting after a failed launch are named, so that "why is it not on the
+    cheap pool" has its answer where the user looks."""
+    waiting = {g.job_id for g in facts.waiting}
+    notes = {job: note for job, note in before.items() if job in waiting}
+    blocked = "; ".join(
+        f"pool {p.name} is resting after a failed launch: {p.blocked_reason}"
+        for p in facts.pools
+        if p.blocked_until is not None and p.blocked_until > now and p.blocked_reason
+    )
+    for grow in plan.grow:
+        nodes = "a node" if grow.count == 1 else f"{grow.count} nodes"
+        note = f"pool {grow.pool} is adding {nodes} for it"
+        for job in grow.for_jobs:
+            notes[job] = f"{note}; {blocked}" if blocked else note
+    for job, why in plan.unmet.items():
+        notes[job] = f"no pool can add a node for it: {why}"
+    return notes
+
+
 def _named(text: str, names: Mapping[str, str]) -> str:
     for job_id, name in names.items():
         text = text.replace(f"job {job_id}", f"job '{name}'")
