@@ -5,6 +5,11 @@ one), which holds the matching GPU classes, the widest domain the gang may span 
 nodes its selector (and, for a job with an `image`, a container runtime) admits. A shape
 that cannot fit even on an empty fleet gets `never`: the job is unresolvable as asked
 (Kubernetes' UnschedulableAndUnresolvable).
+
+Spot nodes (label `spot=true`, which a spot pool's nodes register with) take only
+preemptible jobs: the cloud reclaims them at a few minutes' notice, and a job that may not
+be stopped must not be stopped by that. A non-preemptible job runs there only when its
+node_selector asks for `spot=true`.
 """
 
 from __future__ import annotations
@@ -25,6 +30,14 @@ LEVEL_WORDS = {level.word: level for level in Level}
 
 ShapeKey = tuple[object, ...]
 
+SPOT_LABEL = "spot"
+SPOT_VALUE = "true"
+
+
+def avoids_spot(preemptible: bool, node_selector: Mapping[str, str]) -> bool:
+    """Whether a job must stay off spot nodes (see the module's docstring)."""
+    return not preemptible and node_selector.get(SPOT_LABEL) != SPOT_VALUE
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -39,6 +52,7 @@ class Shape:
     spread: Level  # widest domain the whole gang may span
     eligible: frozenset[int] | None  # nodes the selector admits; None: all
     never: str | None = None  # why it can never fit as asked; None: it may
+    spot_left_out: int = 0  # ready spot nodes `eligible` leaves out (non-preemptible job)
 
 
 def shape_key(job: PendingJob) -> ShapeKey:
@@ -49,6 +63,7 @@ def shape_key(job: PendingJob) -> ShapeKey:
         tuple(sorted(job.node_selector.items())),
         tuple(sorted(job.excluded_nodes)),
         job.image,
+        avoids_spot(job.preemptible, job.node_selector),
     )
 
 
@@ -61,7 +76,13 @@ def compile_shape(
     d = job.demand
     what = d.gpu_type or "GPUs"
     spread = config.max_spread if job.topology is None else LEVEL_WORDS.get(job.topology)
-    eligible = _eligible(st, job.node_selector, job.excluded_nodes, _runtime_need(job))
+    runtime = _runtime_need(job)
+    spot = _spot_nodes(st) if avoids_spot(job.preemptible, job.node_selector) else frozenset()
+    eligible = _eligible(st, job.node_selector, job.excluded_nodes, runtime, spot)
+    if spot:
+        # The spot nodes it could use but for being non-preemptible (for its reason).
+        others = _eligible(st, job.node_selector, job.excluded_nodes, runtime)
+        spot = spot if others is None else spot & others
     classes = matching_classes(st, job) if d.gpus > 0 else (CPU_ONLY,)
     base = Shape(
         key=shape_key(job),
@@ -74,6 +95,7 @@ def compile_shape(
         classes=classes,
         spread=spread if spread is not None else Level.NODE,
         eligible=eligible,
+        spot_left_out=len(spot),
     )
     never = _never(job, base, st, spread, fleet_models)
     if never is None:
@@ -115,19 +137,26 @@ def _runtime_need(job: PendingJob) -> str | None:
     return "gpus" if job.demand.gpus > 0 else "runtime"
 
 
+def _spot_nodes(st: ClusterState) -> frozenset[int]:
+    return frozenset(i for i, n in enumerate(st.nodes) if n.labels.get(SPOT_LABEL) == SPOT_VALUE)
+
+
 def _eligible(
     st: ClusterState,
     selector: Mapping[str, str],
     excluded: frozenset[str] = frozenset(),
     runtime: str | None = None,
+    spot: frozenset[int] = frozenset(),
 ) -> frozenset[int] | None:
-    if not selector and not excluded and runtime is None:
+    """The nodes a job may use (None: all); `spot`: spot nodes it must stay off."""
+    if not selector and not excluded and runtime is None and not spot:
         return None
     items = selector.items()
     return frozenset(
         i
         for i, n in enumerate(st.nodes)
-        if n.id not in excluded
+        if i not in spot
+        and n.id not in excluded
         and all(n.labels.get(k) == v for k, v in items)
         and (runtime is None or n.container_runtime)
         and (runtime != "gpus" or n.container_gpus)
@@ -150,6 +179,10 @@ def _never(
         runtime = _runtime_need(job)
         if runtime is not None and not st.nodes:
             return None  # no ready node at all: that changes when one connects
+        if shape.spot_left_out:
+            # Spot nodes would do; the job may not use them.
+            matching = f" matching node_selector {_selector(job.node_selector)}"
+            return reasons.SPOT_ONLY.format(matching=matching if job.node_selector else "")
         admitted = _eligible(st, job.node_selector, job.excluded_nodes)
         if runtime is not None and (admitted is None or admitted):
             # The selector and exclusions leave nodes: none of them has the runtime.

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 # -- never fits as asked (Outcome.UNRESOLVABLE) -------------------------------------------
 NO_REPLICAS = "needs at least 1 replica"
+SPOT_ONLY = (
+    "a non-preemptible job does not run on spot nodes (label spot=true: the cloud may "
+    "reclaim them), and every ready node{matching} is one; mark it preemptible, add "
+    "node_selector spot=true, or wait for an on-demand node"
+)
 UNKNOWN_TOPOLOGY = "unknown topology {topology!r}; expected one of: {levels}"
 SELECTOR_MATCHES_NONE = "node_selector {selector} matches no ready node"
 ALL_EXCLUDED = (
@@ -39,6 +44,11 @@ NO_NODES = "waiting for a ready node: none is connected and taking work (see `co
 NO_ROOM = "needs {replicas}× {gpus} {what} in one {level}; the freest {level} has {free} free"
 NO_ROOM_CPU = "needs {replicas}× ({demand}) in one {level}; no {level} has room now"
 SHORT_OF_OTHER = "; CPUs, memory or disk are short where those GPUs are free"
+# Appended to a no-room reason when a non-preemptible job had spot nodes left out.
+SPOT_LEFT_OUT = (
+    "; {count} spot node{s} (spot=true) left out: a non-preemptible job runs on spot "
+    "nodes only with node_selector spot=true"
+)
 RESERVED_EXCLUDED = "; nodes reserved for {head} are left out"
 # A non-preemptible job beyond its guarantee and the unguaranteed pool: {own} and {pool}.
 QUOTA_BLOCKED = (
