@@ -226,3 +226,28 @@ def test_the_sim_provider_boots_on_the_virtual_clock() -> None:
     assert states == {"n0": InstanceState.TERMINATED, "n1": InstanceState.RUNNING}
     # A terminated instance frees its capacity.
     provider.launch(LaunchRequest("b", "h100x8", "sim-b", None, None, False, joins[:1]))
+
+
+def test_non_preemptible_work_waits_rather_than_run_on_spot_nodes() -> None:
+    spec = pools()
+    spec["pools"][0]["max"] = 1  # a-h100: one on-demand node; b-h100: none
+    spec["pools"][1]["max"] = 0
+    engine, _ = simulate(burst(2) + burst(1, at=1000.0, preemptible=True), spec, fixed=True)
+    starts = {r.job.id: r.first_start for r in engine.world.jobs}
+    # The two spot nodes are free all along; the second non-preemptible job waits for the
+    # on-demand node instead, and the preemptible one runs on spot at once.
+    assert starts == {"j1000-00": 1000.0, "j1000-01": 1000.0 + 3600.0, "p1000-00": 1000.0}
+
+
+def test_a_warm_spare_starts_a_job_without_waiting_a_boot() -> None:
+    spec = pools()
+    spec["pools"][1]["spare"] = 1
+    engine, supply = simulate(burst(2), spec)
+    starts = sorted((r.first_start or 0.0) - r.job.submit_s for r in engine.world.jobs)
+    # The spare's job at once; its replacement, launched then, is the next one's a second
+    # later.
+    assert starts == [0.0, BOOT_S - 1.0]
+    assert len(supply.members) == 1  # the spare stays once the work is gone
+    with pytest.raises(SpecError, match=r"pools\[1\]\.spare: expected <= max \(3\), got 4"):
+        spec["pools"][1]["spare"] = 4
+        parse_supply(spec)

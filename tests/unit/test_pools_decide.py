@@ -7,7 +7,15 @@ from dataclasses import replace
 from typing import Any
 
 from corral.core.placement import Demand
-from corral.core.pools import FleetFacts, FleetPlan, PoolFacts, PoolMember, WaitingGang, decide
+from corral.core.pools import (
+    FleetFacts,
+    FleetPlan,
+    PoolFacts,
+    PoolMember,
+    WaitingGang,
+    decide,
+    pool_labels,
+)
 from corral.providers.base import Shape
 
 H100X8 = Shape(gpu_model="H100", gpus=8, cpus=192, memory_mb=2048 * 1024, gpu_memory_mb=81920)
@@ -250,3 +258,33 @@ def test_idle_nodes_above_a_lowered_max_go_at_once() -> None:
     # 3 live, max 1: both idle ones go (the busy one stays until its work ends).
     assert [r.instance for r in plan.release] == ["n1", "n2"]
     assert "above its max_nodes 1" in plan.release[0].reason
+
+
+def test_spot_pools_label_their_nodes_and_a_job_may_ask_for_spot() -> None:
+    spot = pool("spot", 1.0, spot=True)
+    assert pool_labels(spot)["spot"] == "true"
+    assert "spot" not in pool_labels(pool("od", 1.0))
+    # A non-preemptible job that asks for spot nodes by name may have them.
+    plan = decide(facts([spot], waiting=[gang("n", node_selector={"spot": "true"})]), NOW)
+    assert grown(plan) == {"spot": 1}
+
+
+def test_warm_spares_are_kept_ahead_of_demand() -> None:
+    free = dict(free_gpus=8, free_cpus=192.0, free_memory_mb=10**6)
+    a = pool("a", 10.0, spare_nodes=2)
+    # An empty pool buys its spares.
+    plan = decide(facts([a]), NOW)
+    assert grown(plan) == {"a": 2}
+    assert "spare_nodes 2" in plan.grow[0].reason
+    # A gang takes one of the two idle spares: one more is bought to replace it.
+    members = [member("a", f"s{i}", idle_since=NOW - 9999, **free) for i in range(2)]
+    plan = decide(facts([a], members, [gang("j")]), NOW)
+    assert grown(plan) == {"a": 1} and plan.release == ()
+    # Idle spares past their grace stay; the ones above the spare count go.
+    members.append(member("a", "s2", idle_since=NOW - 9999, **free))
+    plan = decide(facts([a], members), NOW)
+    assert plan.grow == () and [r.instance for r in plan.release] == ["s0"]
+    # Booting nodes count as spares; never past max_nodes.
+    booting = [member("a", "b0", joined=False, ready=False, launched_at=NOW - 10)]
+    assert grown(decide(facts([a], booting), NOW)) == {"a": 1}
+    assert decide(facts([replace(a, max_nodes=1)], booting), NOW).grow == ()

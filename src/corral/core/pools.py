@@ -13,9 +13,12 @@ and `corral sim` call the same function. One round:
    past `max_nodes`, never in a blocked pool, at most `max_launch_per_round` new nodes in
    all. New nodes' spare room serves later gangs. A gang that fits nowhere gets a reason
    in words (`FleetPlan.unmet`).
-4. Nodes idle past `idle_grace_s` that no waiting gang was given are released, longest
-   idle first, never below `min_nodes`, never one with work, never a static pool's; idle
-   nodes above `max_nodes` (it was lowered) at once.
+4. Warm spares: a pool with `spare_nodes` keeps that many whole nodes no waiting gang was
+   given (idle ready ones, or booting ones), launching more when work took them, within
+   `max_nodes`: the next jobs start at once instead of after a boot.
+5. Nodes idle past `idle_grace_s` that no waiting gang was given are released, longest
+   idle first, never below `min_nodes` nor `spare_nodes` spares, never one with work,
+   never a static pool's; idle nodes above `max_nodes` (it was lowered) at once.
 
 Ties are broken by name, so the same facts give the same plan whatever their order.
 The fitting arithmetic (shapes, selectors, one node or one pool) is in `pools_fit.py`.
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 
 from corral.core.placement import Demand
 from corral.core.pools_fit import Fit, Room, fit_in_pool, mismatch, one_node, per_node
+from corral.core.scheduler.filters import SPOT_LABEL, SPOT_VALUE, avoids_spot
 from corral.providers.base import Shape
 
 
@@ -48,6 +52,8 @@ class PoolFacts:
     labels: Mapping[str, str] = field(default_factory=dict)  # every node of the pool has them
     static: bool = False  # ssh hosts: never grown or shrunk
     idle_grace_s: float = 600.0  # a node idle this long is given back (above min_nodes)
+    # Whole nodes kept idle (or booting) ahead of demand, so a job does not wait a boot.
+    spare_nodes: int = 0
     join_timeout_s: float = 600.0  # a launched node that has not joined by then is replaced
     # After a capacity or quota error: not tried again before this time (the next choice is).
     blocked_until: float | None = None
@@ -127,6 +133,7 @@ def decide(facts: FleetFacts, now: float) -> FleetPlan:
     r.grow_to_min()
     for gang in sorted(facts.waiting, key=lambda g: (-g.priority, g.submitted_at, g.job_id)):
         r.place(gang)
+    r.keep_spares()
     r.release_idle()
     return r.plan()
 
@@ -241,7 +248,8 @@ class _Round:
 
     def _fit(self, gang: WaitingGang, pool: PoolFacts) -> tuple[Fit | None, str, bool]:
         """How the gang fits in this pool now, or why not and whether that is forever."""
-        if pool.spot and not gang.preemptible:
+        if pool.spot and avoids_spot(gang.preemptible, gang.node_selector):
+            # As the scheduler rules (its filters): the job could not run on these nodes.
             return None, "spot nodes are only for preemptible jobs", True
         labels = pool_labels(pool)
         why = mismatch(pool.shape, labels, gang.demand, gang.node_selector)
@@ -281,12 +289,29 @@ class _Round:
         price = f"${pool.price_per_hour:.2f}/h each" if pool.price_per_hour > 0 else "unpriced"
         what = f"{fit.new_nodes} x {pool.instance_type} ({kind}, {price}) in {pool.region}"
         for room in self.add_nodes(pool, fit.new_nodes, f"{what} for job {gang.job_id}"):
+            self.used.add((pool.name, room.instance))
             n = room.holds(gang.demand, left)
             room.take(gang.demand, n)
             left -= n
         self.growth[pool.name].for_jobs.append(gang.job_id)
 
+    def spares(self, pool: PoolFacts) -> int:
+        """Whole nodes of the pool no waiting gang was given: idle ready ones, booting ones."""
+        return sum(
+            1 for room in self.rooms[pool.name] if (pool.name, room.instance) not in self.used
+        )
+
+    def keep_spares(self) -> None:
+        for pool in self.pools.values():
+            if pool.spare_nodes <= 0 or pool.static or self.blocked(pool) is not None:
+                continue
+            short = pool.spare_nodes - self.spares(pool)
+            count = min(short, pool.max_nodes - self.live[pool.name], self.budget)
+            if count > 0:
+                self.add_nodes(pool, count, f"{count} to keep spare_nodes {pool.spare_nodes}")
+
     def release_idle(self) -> None:
+        spare = {name: self.spares(pool) for name, pool in self.pools.items()}
         idle = [
             m
             for m in self.members
@@ -299,7 +324,8 @@ class _Round:
         for m in sorted(idle, key=lambda m: (m.idle_since or 0.0, m.pool, m.instance)):
             pool = self.pools[m.pool]
             idle_s = self.now - (m.idle_since or 0.0)
-            if idle_s >= pool.idle_grace_s and self.live[pool.name] > pool.min_nodes:
+            keep = self.live[pool.name] <= pool.min_nodes or spare[pool.name] <= pool.spare_nodes
+            if idle_s >= pool.idle_grace_s and not keep:
                 why = f"idle for {idle_s:.0f} s"
             elif self.live[pool.name] > pool.max_nodes:
                 # Its max was lowered (`corral pool scale`): idle nodes above it go at once.
@@ -307,6 +333,7 @@ class _Round:
             else:
                 continue
             self.live[pool.name] -= 1
+            spare[pool.name] -= 1
             self.release.append(Release(pool.name, m.instance, why))
 
     def plan(self) -> FleetPlan:
@@ -319,7 +346,10 @@ class _Round:
 
 
 def pool_labels(pool: PoolFacts) -> dict[str, str]:
-    """The labels every node of the pool registers with (the pool's own, then corral's)."""
+    """The labels every node of the pool registers with (the pool's own, then corral's).
+
+    A spot pool's nodes carry `spot=true`: the scheduler keeps non-preemptible jobs off
+    them (core/scheduler/filters.py)."""
     labels = dict(pool.labels)
     labels.update(
         {
@@ -331,6 +361,8 @@ def pool_labels(pool: PoolFacts) -> dict[str, str]:
     )
     if pool.zone:
         labels["zone"] = pool.zone
+    if pool.spot:
+        labels[SPOT_LABEL] = SPOT_VALUE
     return labels
 
 

@@ -11,6 +11,7 @@
         min: 0
         max: 12
         idle_after: 600        # s
+        spare: 0               # whole nodes kept idle ahead of demand (warm spares)
         join_timeout: 600      # s
         price: 72.0            # USD/h per node; default: the catalog's
         labels: {tier: batch}
@@ -50,6 +51,7 @@ class _Pool(BaseModel):
     min: int = Field(default=0, ge=0)
     max: int = Field(ge=0, le=1000)
     idle_after: float = Field(default=600.0, ge=0)
+    spare: int = Field(default=0, ge=0)
     join_timeout: float = Field(default=600.0, gt=0)
     price: float | None = Field(default=None, ge=0)
     labels: dict[str, str] = Field(default_factory=dict)
@@ -115,6 +117,8 @@ def parse_supply(data: Any, source: str = "pools", catalog: Catalog | None = Non
             continue
         if p.min > p.max:
             errors.append(FieldError(f"{at}.min", f"expected <= max ({p.max}), got {p.min}"))
+        if p.spare > p.max:
+            errors.append(FieldError(f"{at}.spare", f"expected <= max ({p.max}), got {p.spare}"))
         pools.append(
             PoolFacts(
                 name=p.name,
@@ -129,6 +133,7 @@ def parse_supply(data: Any, source: str = "pools", catalog: Catalog | None = Non
                 max_nodes=p.max,
                 labels=dict(p.labels),
                 idle_grace_s=p.idle_after,
+                spare_nodes=p.spare,
                 join_timeout_s=p.join_timeout,
             )
         )
