@@ -118,6 +118,11 @@ def test_install_starts_the_agent_with_its_token_in_a_0600_file(installed: Path)
     assert not any(TOKEN in a for a in argv)  # never on a command line
     assert (installed / "join-token").stat().st_mode & 0o777 == 0o600
     assert (installed / "venv" / "bin" / "tool").read_bytes().startswith(b"\x7fELF")
+    # Readable by replicas' users, writable by the agent's alone; the secrets are not.
+    (main,) = installed.glob("venv/lib/python*/site-packages/corral/cli/main.py")
+    assert main.stat().st_mode & 0o777 == 0o644
+    assert (installed / "venv" / "bin" / "tool").stat().st_mode & 0o777 == 0o755
+    assert (installed / "agent.env").stat().st_mode & 0o077 == 0
     # The supervisor is a session leader: uninstall stops it and all it started.
     pid = int((installed / "agent.pid").read_text())
     assert os.getsid(pid) == pid

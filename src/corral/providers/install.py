@@ -227,13 +227,14 @@ CORRAL_CHECK
     "install that Python on the host, or run the control plane on the host's Python"
 stop_agent
 rm -rf "$DIR/venv"
-"$PY" -m venv --without-pip "$DIR/venv" >/dev/null 2>&1 ||
+(umask 022; "$PY" -m venv --without-pip "$DIR/venv" >/dev/null 2>&1) ||
   fail "venv" "$PY -m venv --without-pip failed" "install the venv module (python3-venv)"
 SITE="$("$DIR/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 # One pass over the archive, then renames (the same filesystem): reading it twice, once
 # per destination, costs a second decompression.
 rm -rf "$DIR/.unpack"; mkdir "$DIR/.unpack"
-tar -xzf "$BUNDLE" -C "$DIR/.unpack" --no-same-owner ||
+# umask 022 for what others read: replicas' users import corral from this venv too.
+(umask 022; tar -xzf "$BUNDLE" -C "$DIR/.unpack" --no-same-owner --no-same-permissions) ||
   fail "unpack" "cannot unpack the bundle into $DIR" "free disk space on the host"
 for f in "$DIR/.unpack/site-packages/"* "$DIR/.unpack/site-packages/".[!.]*; do
   [ -e "$f" ] && mv "$f" "$SITE/"
@@ -246,7 +247,6 @@ import sys
 from corral.cli.main import main
 sys.exit(main())
 CORRAL_ENTRY
-chmod -R go-w "$DIR/venv"
 chmod 755 "$DIR/venv/bin/corral"
 mkdir -p "$DIR/state" "$DIR/home"
 cat > "$DIR/agent.env" <<CORRAL_ENV
