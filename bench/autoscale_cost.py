@@ -8,8 +8,10 @@ $72/h ($35 spot), sim-a at $98/h ($40 spot); at most 12 + 12 on-demand and 4 + 4
 nodes (the quota).
 
 - corral: the pools start empty; core.pools.decide, after each scheduler round, buys the
-  cheapest nodes that let the waiting gangs place (spot first for preemptible work), they
-  join `--boot-s` later, and go back after `--idle-s` idle.
+  cheapest nodes that let the waiting gangs place (spot first for preemptible work, and
+  only for it: non-preemptible jobs stay off spot nodes on both sides), they join
+  `--boot-s` later, and go back after `--idle-s` idle. The headline uses the product's
+  defaults (idle 600 s, no warm spares: the server's NodePoolSpec defaults).
 - fixed_pools (baseline, same jobs, same scheduler): every pool at its max all day, the
   peak the autoscaler may reach.
 
@@ -17,6 +19,12 @@ Cost is node-hours x price (nodes billed from launch to release; the fixed ones 
 until the end of the day or of the last job. Headline: the median over the seeds of
 corral's cost; `ratio` = corral's / fixed pools' (target <= 0.7). Queueing delay (first
 start - submit, mean over jobs) for both in `extra` (target: corral's <= 1.2x).
+
+`extra.warm_spares`: the same day with an operator's latency setting, `--spares` whole
+nodes kept idle ahead of demand in each on-demand pool (PoolFacts.spare_nodes): the
+autoscaler's extra delay is the boot of the nodes it buys when a burst starts, and only
+capacity bought ahead of demand removes it. `extra.sweep` (with `--sweep`): the table of
+idle grace x warm spares (cost ratio, delay ratio).
 
 `extra.oversubscribed` runs the same comparison on a day whose bursts are twice as large
 (80 jobs: more than the quota holds at once, so both queue); `extra.boot_sensitivity` the
@@ -39,9 +47,11 @@ from corral.sim import SimOptions, SimReport, run
 from corral.sim.workload import BurstyDay
 
 DAY_S = 86400.0
+SWEEP_IDLE_S = (600.0, 1800.0, 3600.0)
+SWEEP_SPARES = (0, 1, 2, 3, 4)
 
 
-def pools_file(boot_s: float, idle_s: float) -> dict[str, Any]:
+def pools_file(boot_s: float, idle_s: float, spares: int = 0) -> dict[str, Any]:
     def pool(name: str, region: str, spot: bool, most: int) -> dict[str, Any]:
         return {
             "name": name,
@@ -50,6 +60,7 @@ def pools_file(boot_s: float, idle_s: float) -> dict[str, Any]:
             "spot": spot,
             "max": most,
             "idle_after": idle_s,
+            "spare": 0 if spot else spares,
         }
 
     return {
@@ -64,10 +75,10 @@ def pools_file(boot_s: float, idle_s: float) -> dict[str, Any]:
 
 
 def compare(
-    day: BurstyDay, seeds: list[int], boot_s: float, idle_s: float, workdir: Path
+    day: BurstyDay, seeds: list[int], boot_s: float, idle_s: float, workdir: Path, spares: int = 0
 ) -> dict[str, Any]:
-    path = workdir / f"pools-{boot_s:g}-{idle_s:g}.yaml"
-    path.write_text(json.dumps(pools_file(boot_s, idle_s)))
+    path = workdir / f"pools-{boot_s:g}-{idle_s:g}-{spares}.yaml"
+    path.write_text(json.dumps(pools_file(boot_s, idle_s, spares)))
     ours: list[SimReport] = []
     fixed: list[SimReport] = []
     for seed in seeds:
@@ -108,10 +119,12 @@ def compare(
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--boot-s", type=float, default=120.0)
     p.add_argument("--idle-s", type=float, default=600.0)
     p.add_argument("--burst-jobs", type=int, default=40)
+    p.add_argument("--spares", type=int, default=3, help="warm spares per on-demand pool")
+    p.add_argument("--sweep", action="store_true", help="add the idle x spares table")
     args = p.parse_args()
     seeds = list(range(1, args.seeds + 1))
     day = BurstyDay(burst_jobs=args.burst_jobs)
@@ -122,6 +135,19 @@ def main() -> None:
         over = compare(
             replace(day, burst_jobs=2 * day.burst_jobs), seeds, args.boot_s, args.idle_s, work
         )
+        warm = compare(day, seeds, args.boot_s, args.idle_s, work, args.spares)
+        sweep = []
+        for idle in SWEEP_IDLE_S if args.sweep else ():
+            for spares in SWEEP_SPARES:
+                row = compare(day, seeds, args.boot_s, idle, work, spares)
+                sweep.append(
+                    {
+                        "idle_after_s": idle,
+                        "spares_per_on_demand_pool": spares,
+                        "cost_ratio": row["cost_ratio"],
+                        "delay_ratio": row["delay_ratio"],
+                    }
+                )
         boots = {
             f"{boot:g}s": compare(day, seeds, boot, args.idle_s, work)["delay_ratio"]
             for boot in (30.0, 60.0, 300.0)
@@ -148,6 +174,13 @@ def main() -> None:
                         "delay_ratio_le_1.2": delay_ratio is not None and delay_ratio <= 1.2,
                     },
                     "day": main_run,
+                    "warm_spares": {
+                        "spares_per_on_demand_pool": args.spares,
+                        "cost_ratio": warm["cost_ratio"],
+                        "delay_ratio": warm["delay_ratio"],
+                        "avg_queue_delay_s": warm["avg_queue_delay_s"],
+                    },
+                    "sweep": sweep,
                     "oversubscribed": over,
                     "boot_sensitivity_delay_ratio": boots,
                     "wall_s": round(elapsed, 1),

@@ -6,6 +6,7 @@
   never the same twice; idle releases past the grace period (or above a lowered max),
   never below min_nodes; a node released for not
   joining had not joined within join_timeout_s;
+- warm spares (spare_nodes) within the same bounds;
 - spot nodes only for preemptible gangs; every gang nodes are bought for fits there;
 - a gang is either given nodes or room, or told why not, never both;
 - alone in an empty fleet, a gang gets the cheapest pool that holds it (spot first
@@ -65,6 +66,7 @@ def pools(draw: st.DrawFn) -> list[PoolFacts]:
                 labels=draw(st.sampled_from([{}, {"rack": "r1"}, {"team": "x"}])),
                 static=draw(st.booleans()) and draw(st.booleans()),
                 idle_grace_s=draw(st.sampled_from([0.0, 300.0, 600.0])),
+                spare_nodes=draw(st.sampled_from([0, 0, 1, 2])),
                 join_timeout_s=600.0,
                 blocked_until=blocked,
                 blocked_reason="capacity" if blocked else None,
@@ -176,7 +178,7 @@ def _check(facts: FleetFacts, plan: FleetPlan) -> None:
             assert job not in given_nodes
             given_nodes.add(job)
             gang = gangs_by_id[job]
-            assert gang.preemptible or not p.spot
+            assert gang.preemptible or not p.spot or gang.node_selector.get("spot") == "true"
             assert mismatch(p.shape, pool_labels(p), gang.demand, gang.node_selector) is None
             if one_node(gang.topology, pool_labels(p)):
                 assert per_node(p.shape, gang.demand) >= gang.replicas
@@ -216,7 +218,8 @@ def test_a_lone_gang_gets_the_cheapest_pool_that_holds_it(
         return
     gang = gs[0]
     open_pools = [
-        replace(p, static=False, blocked_until=None, min_nodes=0, max_nodes=100) for p in ps
+        replace(p, static=False, blocked_until=None, min_nodes=0, max_nodes=100, spare_nodes=0)
+        for p in ps
     ]
     plan = decide(FleetFacts(tuple(open_pools), (), (gang,), max_launch_per_round=100), NOW)
 
