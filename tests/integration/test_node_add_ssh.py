@@ -72,7 +72,6 @@ class World:
             str(self.install_dir(name)),
             "--fake-gpus",
             "H100:1",
-            "--agent-arg=--isolation=none",
             *extra,
         )
 
@@ -269,7 +268,6 @@ def test_a_hosts_file_joins_them_in_parallel_and_reports_each(world: World) -> N
         str(world.sshd.key),
         "--fake-gpus",
         "H100:1",
-        "--agent-arg=--isolation=none",
         "--rack",
         "r12",
     )
