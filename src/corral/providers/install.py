@@ -80,6 +80,7 @@ def user_data(
             _write_token(join),
             _fetch_bundle(join.server_url),
             _install_steps(join, install_dir, agent_args, None),
+            'rm -f "$BUNDLE"  # unpacked: the copy is no longer needed',
             "",
         ]
     )
