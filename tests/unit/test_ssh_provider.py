@@ -7,6 +7,7 @@ import asyncio
 import sys
 import sysconfig
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -170,3 +171,48 @@ def test_the_ssh_provider_is_static() -> None:
         provider.launch(request)
     assert caught.value.kind is LaunchErrorKind.INVALID
     assert str(caught.value) == "ssh pools are static: add hosts with corral node add"
+
+
+def test_a_hosts_file_gives_each_line_its_own_name_rack_dir_and_labels(tmp_path: Path) -> None:
+    from corral.cli.nodeadd import AddOptions, _for_host, _read_hosts
+
+    listing = tmp_path / "hosts"
+    listing.write_text(
+        "# rack 12\n"
+        "ssh://root@10.0.0.1 name=gpu-1 rack=r12 team=nlp\n"
+        "\n"
+        "ssh://ops@10.0.0.2:2222   # defaults\n"
+        "ssh://root@10.0.0.3 install-dir=/srv/corral/\n"
+    )
+    lines = _read_hosts(listing)
+    assert [url for url, _ in lines] == [
+        "ssh://root@10.0.0.1",
+        "ssh://ops@10.0.0.2:2222",
+        "ssh://root@10.0.0.3",
+    ]
+    base = AddOptions(None, None, {"zone": "a"}, None, "/opt/corral", "python3", False, "", (), 1)
+    first = _for_host(base, lines[0][1])
+    assert first.name == "gpu-1" and first.labels == {"zone": "a", "rack": "r12", "team": "nlp"}
+    assert _for_host(base, lines[1][1]) is base
+    assert _for_host(base, lines[2][1]).install_dir == "/srv/corral"
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("ssh://root@h1 oops\n", "'oops': expected KEY=VALUE after the URL"),
+        ("# nothing\n\n", "no hosts in it"),
+        ("ssh://root@h1 provider=aws\n", "--label provider: set by node add itself"),
+    ],
+)
+def test_a_bad_hosts_file_is_one_line(tmp_path: Path, text: str, says: str) -> None:
+    from corral.cli.nodeadd import AddOptions, _for_host, _read_hosts
+    from corral.cli.output import CliError
+
+    listing = tmp_path / "hosts"
+    listing.write_text(text)
+    base = AddOptions(None, None, {}, None, "/opt/corral", "python3", False, "", (), 1)
+    with pytest.raises(CliError) as caught:
+        for _url, fields in _read_hosts(listing):
+            _for_host(base, fields)
+    assert says in caught.value.message and "\n" not in caught.value.message
