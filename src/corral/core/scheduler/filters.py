@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 from corral.core.placement import PendingJob
 from corral.core.scheduler import reasons
@@ -137,8 +138,19 @@ def _runtime_need(job: PendingJob) -> str | None:
     return "gpus" if job.demand.gpus > 0 else "runtime"
 
 
+# The spot nodes of a round's state: found once per round, not once per job shape (10,000
+# nodes x every shape of a round would be a scan each). A round's nodes do not change.
+_SPOT_NODES: WeakKeyDictionary[ClusterState, frozenset[int]] = WeakKeyDictionary()
+
+
 def _spot_nodes(st: ClusterState) -> frozenset[int]:
-    return frozenset(i for i, n in enumerate(st.nodes) if n.labels.get(SPOT_LABEL) == SPOT_VALUE)
+    found = _SPOT_NODES.get(st)
+    if found is None:
+        found = frozenset(
+            i for i, n in enumerate(st.nodes) if n.labels.get(SPOT_LABEL) == SPOT_VALUE
+        )
+        _SPOT_NODES[st] = found
+    return found
 
 
 def _eligible(
