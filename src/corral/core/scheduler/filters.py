@@ -77,13 +77,7 @@ def compile_shape(
     d = job.demand
     what = d.gpu_type or "GPUs"
     spread = config.max_spread if job.topology is None else LEVEL_WORDS.get(job.topology)
-    runtime = _runtime_need(job)
-    spot = _spot_nodes(st) if avoids_spot(job.preemptible, job.node_selector) else frozenset()
-    eligible = _eligible(st, job.node_selector, job.excluded_nodes, runtime, spot)
-    if spot:
-        # The spot nodes it could use but for being non-preemptible (for its reason).
-        others = _eligible(st, job.node_selector, job.excluded_nodes, runtime)
-        spot = spot if others is None else spot & others
+    eligible, spot_left_out = _admitted(job, st)
     classes = matching_classes(st, job) if d.gpus > 0 else (CPU_ONLY,)
     base = Shape(
         key=shape_key(job),
@@ -96,7 +90,7 @@ def compile_shape(
         classes=classes,
         spread=spread if spread is not None else Level.NODE,
         eligible=eligible,
-        spot_left_out=len(spot),
+        spot_left_out=spot_left_out,
     )
     never = _never(job, base, st, spread, fleet_models)
     if never is None:
@@ -138,18 +132,33 @@ def _runtime_need(job: PendingJob) -> str | None:
     return "gpus" if job.demand.gpus > 0 else "runtime"
 
 
-# The spot nodes of a round's state: found once per round, not once per job shape (10,000
-# nodes x every shape of a round would be a scan each). A round's nodes do not change.
-_SPOT_NODES: WeakKeyDictionary[ClusterState, frozenset[int]] = WeakKeyDictionary()
+def _admitted(job: PendingJob, st: ClusterState) -> tuple[frozenset[int] | None, int]:
+    """The nodes the job may use (None: all), and how many spot nodes it would have had but
+    for being non-preemptible (for its reason)."""
+    runtime = _runtime_need(job)
+    spot = _spot_split(st)[0] if avoids_spot(job.preemptible, job.node_selector) else frozenset()
+    if not spot:
+        return _eligible(st, job.node_selector, job.excluded_nodes, runtime), 0
+    if not job.node_selector and not job.excluded_nodes and runtime is None:
+        return _spot_split(st)[1], len(spot)  # the common case: every node but the spot ones
+    eligible = _eligible(st, job.node_selector, job.excluded_nodes, runtime, spot)
+    others = _eligible(st, job.node_selector, job.excluded_nodes, runtime)
+    return eligible, len(spot if others is None else spot & others)
 
 
-def _spot_nodes(st: ClusterState) -> frozenset[int]:
-    found = _SPOT_NODES.get(st)
+# A round's (spot nodes, other nodes), found once per round rather than once per job shape
+# (a scan of 10,000 nodes each). A round's nodes do not change.
+_SPOT_SPLIT: WeakKeyDictionary[ClusterState, tuple[frozenset[int], frozenset[int]]] = (
+    WeakKeyDictionary()
+)
+
+
+def _spot_split(st: ClusterState) -> tuple[frozenset[int], frozenset[int]]:
+    found = _SPOT_SPLIT.get(st)
     if found is None:
-        found = frozenset(
-            i for i, n in enumerate(st.nodes) if n.labels.get(SPOT_LABEL) == SPOT_VALUE
-        )
-        _SPOT_NODES[st] = found
+        spot = {i for i, n in enumerate(st.nodes) if n.labels.get(SPOT_LABEL) == SPOT_VALUE}
+        found = (frozenset(spot), frozenset(i for i in range(len(st.nodes)) if i not in spot))
+        _SPOT_SPLIT[st] = found
     return found
 
 
