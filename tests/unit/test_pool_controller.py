@@ -390,3 +390,18 @@ def test_a_cloud_pool_is_not_launched_toward_a_loopback_control_plane(
     (row,) = _instances(store)
     assert row.state == "failed"
     assert "set CORRAL_PUBLIC_URL to an address they reach" in (row.reason or "")
+
+
+def test_a_pools_warm_spares_reach_the_autoscaler_and_it_grows_for_them(
+    store: Store, catalog: Catalog
+) -> None:
+    _pool(store, catalog, spare=2)
+    plan = _round(store, catalog, NOW)
+    assert [(g.pool, g.count) for g in plan.grow] == [("gpu", 2)]
+    with store.read() as session:
+        load = pool_fleet.load_fleet(session, catalog, NOW + 1)
+    assert load is not None
+    (pool,) = load.facts.pools
+    assert pool.spare_nodes == 2
+    # Two booting spares are enough: nothing more is asked for.
+    assert decide(load.facts, NOW + 1).grow == ()

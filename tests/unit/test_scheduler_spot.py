@@ -47,6 +47,8 @@ def test_on_demand_full_and_spot_free_the_job_waits() -> None:
     plan = _place([node("od-1"), node("spot-1", labels=SPOT)], [job("j", 8)], [busy])
     assert plan.outcome("j") == Outcome.UNSCHEDULABLE
     assert where(plan).get("j", []) == []
+    # Its reason must not leave the free spot GPUs unexplained.
+    assert "1 spot node (spot=true) left out" in plan.pending_reasons["j"]
 
 
 def test_a_mixed_fleet_with_no_spot_label_is_unchanged() -> None:

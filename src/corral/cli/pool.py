@@ -80,6 +80,14 @@ def create(
     spot: Annotated[bool, typer.Option("--spot", help="Spot capacity (preemptible work).")] = False,
     min_nodes: Annotated[int, typer.Option("--min", help="Nodes kept even when idle.")] = 0,
     max_nodes: Annotated[int, typer.Option("--max", help="Most nodes it may have.")] = 1,
+    spare: Annotated[
+        int,
+        typer.Option(
+            "--spare",
+            help="Nodes kept idle ahead of demand: a burst's first jobs start without "
+            "waiting a boot (paid for while idle).",
+        ),
+    ] = 0,
     label: Annotated[
         list[str] | None,
         typer.Option(
@@ -119,6 +127,7 @@ def create(
             "spot": spot,
             "min": min_nodes,
             "max": max_nodes,
+            "spare": spare,
             "labels": parse_labels(label or []),
             "price": price,
             "idle_after": idle_after,
@@ -142,7 +151,8 @@ def _shape(view: PoolView) -> str:
 
 
 def _size(view: PoolView) -> str:
-    return f"{view.nodes} node(s), min {view.spec.min}, max {view.spec.max}"
+    spare = f", {view.spec.spare} spare" if view.spec.spare else ""
+    return f"{view.nodes} node(s), min {view.spec.min}, max {view.spec.max}{spare}"
 
 
 def _price(value: float | None) -> str:
@@ -233,16 +243,20 @@ def scale(
     max_nodes: Annotated[
         int | None, typer.Option("--max", help="Most nodes it may have.", show_default=False)
     ] = None,
+    spare: Annotated[
+        int | None,
+        typer.Option("--spare", help="Nodes kept idle ahead of demand.", show_default=False),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Change a pool's min and max (cluster admins)."""
-    if min_nodes is None and max_nodes is None:
-        raise CliError("give --min, --max or both", 2)
-    for flag, value in (("--min", min_nodes), ("--max", max_nodes)):
+    """Change a pool's min, max and spare nodes (cluster admins)."""
+    if min_nodes is None and max_nodes is None and spare is None:
+        raise CliError("give --min, --max or --spare", 2)
+    for flag, value in (("--min", min_nodes), ("--max", max_nodes), ("--spare", spare)):
         if value is not None and value < 0:
             raise CliError(f"{flag} {value}: expected a number of nodes >= 0", 2)
     with state(ctx).client() as client:
-        view = client.scale_pool(name, min_nodes, max_nodes)
+        view = client.scale_pool(name, min_nodes, max_nodes, spare)
     if json_:
         print_json(view.model_dump(mode="json"))
         return

@@ -25,8 +25,16 @@ class PoolsApi(Http):
         """The pool with its nodes and its latest events (why it grew, shrank, rests)."""
         return self._get(PoolView, _pool(name))
 
-    def scale_pool(self, name: str, min_nodes: int | None, max_nodes: int | None) -> PoolView:
-        body = PoolScale(min=min_nodes, max=max_nodes).model_dump(mode="json", exclude_none=True)
+    def scale_pool(
+        self,
+        name: str,
+        min_nodes: int | None,
+        max_nodes: int | None,
+        spare_nodes: int | None = None,
+    ) -> PoolView:
+        body = PoolScale(min=min_nodes, max=max_nodes, spare=spare_nodes).model_dump(
+            mode="json", exclude_none=True
+        )
         return self._send(PoolView, "PATCH", _pool(name), body)
 
     def delete_pool(self, name: str, force: bool = False) -> bool:

@@ -36,6 +36,9 @@ class NodePoolSpec(BaseModel):
     spot: bool = False
     min: int = Field(default=0, ge=0, le=MAX_POOL_NODES)
     max: int = Field(default=1, ge=0, le=MAX_POOL_NODES)
+    # Whole nodes kept idle (or booting) ahead of demand, so a burst's first jobs start
+    # without waiting a boot; paid for around the clock (bench/autoscale_cost.py).
+    spare: int = Field(default=0, ge=0, le=MAX_POOL_NODES)
     labels: dict[str, str] = Field(default_factory=dict, description="on every node of the pool")
     price: float | None = Field(
         default=None, ge=0, description="USD per node-hour, overriding the catalog's"
@@ -79,13 +82,16 @@ class NodePoolSpec(BaseModel):
     def _bounds(self) -> NodePoolSpec:
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) must not be more than max ({self.max})")
+        if self.spare > self.max:
+            raise ValueError(f"spare ({self.spare}) must not be more than max ({self.max})")
         return self
 
 
 class PoolScale(BaseModel):
-    """`corral pool scale NAME --min/--max`: either or both."""
+    """`corral pool scale NAME --min/--max/--spare`: any of them."""
 
     model_config = ConfigDict(extra="forbid")
 
     min: int | None = Field(default=None, ge=0, le=MAX_POOL_NODES)
     max: int | None = Field(default=None, ge=0, le=MAX_POOL_NODES)
+    spare: int | None = Field(default=None, ge=0, le=MAX_POOL_NODES)

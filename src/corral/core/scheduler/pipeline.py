@@ -136,7 +136,11 @@ class Round:
                 if fit is not None:
                     return self._place(job, shape, fit, [])
                 head = self.reservation.job_id if avoid and self.reservation else None
-                reason = self._no_fit[key] = explain.no_room(self.st, shape, allowed, head)
+                reason = explain.no_room(self.st, shape, allowed, head)
+                if shape.spot_left_out:
+                    n = shape.spot_left_out
+                    reason += reasons.SPOT_LEFT_OUT.format(count=n, s="" if n == 1 else "s")
+                self._no_fit[key] = reason
         else:
             reason = self.quota.exhausted(job, shape)
         if self.config.preemption:

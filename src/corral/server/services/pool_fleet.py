@@ -80,6 +80,7 @@ def _pool_facts(row: Pool, catalog: Catalog, now: float) -> core.PoolFacts | Non
         price_per_hour=node_price(spec, catalog) or 0.0,
         min_nodes=0 if deleting else spec.min,
         max_nodes=0 if deleting else spec.max,
+        spare_nodes=0 if deleting else spec.spare,
         labels=dict(spec.labels),
         static=static,
         idle_grace_s=0.0 if deleting else spec.idle_after,

@@ -141,9 +141,10 @@ def scale_pool(session: Session, caller: Principal, name: str, body: PoolScale, 
     spec = pool_spec(row)
     if row.deleting:
         raise Conflict(f"node pool '{name}' is being deleted")
-    changes = {k: v for k, v in (("min", body.min), ("max", body.max)) if v is not None}
+    asked = (("min", body.min), ("max", body.max), ("spare", body.spare))
+    changes = {k: v for k, v in asked if v is not None}
     if not changes:
-        message = "give --min, --max or both"
+        message = "give --min, --max or --spare"
         raise Invalid(message, [{"path": "min", "message": message}])
     try:
         scaled = NodePoolSpec.model_validate({**spec.model_dump(mode="json"), **changes})
@@ -159,7 +160,9 @@ def scale_pool(session: Session, caller: Principal, name: str, body: PoolScale, 
         name,
         now,
         "scale",
-        f"scaled to min {scaled.min}, max {scaled.max} by {caller.token_name}",
+        f"scaled to min {scaled.min}, max {scaled.max}"
+        + (f", {scaled.spare} spare" if scaled.spare else "")
+        + f" by {caller.token_name}",
     )
     return row
 
