@@ -103,7 +103,7 @@ def test_a_waiting_job_grows_a_local_pool_and_the_idle_node_is_released(
         # What the autoscaler says about it is where its user looks: the job's reason.
         wait_for(
             "the unmet reason on job too-big",
-            lambda: "no pool can add a node for it" in (client.get_job("too-big").reason or ""),
+            lambda: "no pool can hold 1 x (gpus=H100:4" in (client.get_job("too-big").reason or ""),
             timeout=30,
         )
         client.cancel_job("too-big")

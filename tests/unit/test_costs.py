@@ -52,3 +52,21 @@ def test_gpu_hours_on_an_unpriced_node_leave_the_cost_unknown_not_free() -> None
     tally.add(Run("n2", gpus=1, started_at=0.0, ended_at=1800.0), None)
     view = tally.view()
     assert (view.gpu_hours, view.usd, view.unpriced_gpu_hours) == (1.5, None, 0.5)
+
+
+def test_the_cost_line_says_why_there_is_no_total() -> None:
+    from types import SimpleNamespace
+
+    from corral.cli.jobview import cost_text
+    from corral.wire.pools import CostView
+
+    def line(cost: CostView) -> str | None:
+        return cost_text(SimpleNamespace(cost=cost))  # type: ignore[arg-type]
+
+    assert line(CostView(gpu_hours=6.2, usd=12.4)) == "$12.40 (6.2 GPU-hours)"
+    assert line(CostView(gpu_hours=0.002, usd=None, unpriced_gpu_hours=0.002)) == (
+        "0.002 GPU-hours; its nodes have no price (pool --price, or CORRAL_CATALOG)"
+    )
+    assert line(CostView(gpu_hours=3.0, usd=None, unpriced_gpu_hours=1.0)) == (
+        "3.0 GPU-hours; 1.0 of them on nodes with no price, so no total"
+    )

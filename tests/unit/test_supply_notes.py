@@ -45,7 +45,7 @@ def test_a_grow_names_the_pool_and_the_pools_resting_after_a_failed_launch() -> 
     assert notes == {
         "j1": "pool west is adding 2 nodes for it; pool east is resting after a failed "
         "launch: InsufficientInstanceCapacity in us-east-1a",
-        "j2": "no pool can add a node for it: too big",
+        "j2": "too big",
     }
 
 

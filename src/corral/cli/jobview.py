@@ -122,10 +122,17 @@ def cost_text(job: JobView) -> str | None:
     c = job.cost
     if c is None:
         return None
-    hours = f"{c.gpu_hours:.1f} GPU-hours" if c.gpu_hours >= 0.1 else f"{c.gpu_hours:.3f} GPU-hours"
+    hours = f"{_hours(c.gpu_hours)} GPU-hours"
     if c.usd is None:
-        return f"unknown ({hours}; {c.unpriced_gpu_hours:.2f} on nodes with no price)"
+        if c.unpriced_gpu_hours >= c.gpu_hours:
+            return f"{hours}; its nodes have no price (pool --price, or CORRAL_CATALOG)"
+        unpriced = _hours(c.unpriced_gpu_hours)
+        return f"{hours}; {unpriced} of them on nodes with no price, so no total"
     return f"${c.usd:,.2f} ({hours})"
+
+
+def _hours(value: float) -> str:
+    return f"{value:.1f}" if value >= 0.1 else f"{value:.3f}"
 
 
 def print_job(console: Console, job: JobView, now: float | None = None) -> None:

@@ -262,7 +262,7 @@ def supply_notes(
         for job in grow.for_jobs:
             notes[job] = f"{note}; {blocked}" if blocked else note
     for job, why in plan.unmet.items():
-        notes[job] = f"no pool can add a node for it: {why}"
+        notes[job] = why  # "no pool can hold ...": core.pools words it for this place
     return notes
 
 
