@@ -98,6 +98,9 @@ class JoinToken(Base):
     max_uses: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: unlimited
     uses: Mapped[int] = mapped_column(Integer, default=0)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Labels the server binds to what registers with this token (pool, provider, ssh-*...):
+    # set at registration, and an agent's hello cannot change them. None: none bound.
+    labels: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
 
 # A deleted node that replicas ran on keeps its row (their history), renamed to this
@@ -480,11 +483,14 @@ class PoolInstance(Base):
     __table_args__ = (
         Index("ix_pool_instances_pool_state", "pool", "state"),
         Index("uq_pool_instances_node", "node_name", unique=True),
+        Index("ix_pool_instances_node_id", "node_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     pool: Mapped[str] = mapped_column(String(63))
     node_name: Mapped[str] = mapped_column(String(253))
+    # The node row it joined as: a deleted node is renamed, its id stays (cost history).
+    node_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     provider_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     state: Mapped[str] = mapped_column(String(16))
     join_token_id: Mapped[str | None] = mapped_column(String(36), nullable=True)

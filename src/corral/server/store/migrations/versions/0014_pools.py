@@ -1,4 +1,4 @@
-"""pools: node pools, the instances they launched, and why they grew or shrank
+"""pools: node pools, the instances they launched, why they grew or shrank; join tokens' labels
 
 Revision ID: 0014
 Revises: 0013
@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(36), primary_key=True),
         sa.Column("pool", sa.String(63), nullable=False),
         sa.Column("node_name", sa.String(253), nullable=False),
+        sa.Column("node_id", sa.String(36), nullable=True),
         sa.Column("provider_id", sa.String(255), nullable=True),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("join_token_id", sa.String(36), nullable=True),
@@ -44,6 +45,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_pool_instances_pool_state", "pool_instances", ["pool", "state"])
     op.create_index("uq_pool_instances_node", "pool_instances", ["node_name"], unique=True)
+    op.create_index("ix_pool_instances_node_id", "pool_instances", ["node_id"])
     op.create_table(
         "pool_events",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -53,11 +55,15 @@ def upgrade() -> None:
         sa.Column("text", sa.Text(), nullable=False),
     )
     op.create_index("ix_pool_events_pool_at", "pool_events", ["pool", "at"])
+    op.add_column("join_tokens", sa.Column("labels", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("join_tokens") as batch:
+        batch.drop_column("labels")
     op.drop_index("ix_pool_events_pool_at", table_name="pool_events")
     op.drop_table("pool_events")
+    op.drop_index("ix_pool_instances_node_id", table_name="pool_instances")
     op.drop_index("uq_pool_instances_node", table_name="pool_instances")
     op.drop_index("ix_pool_instances_pool_state", table_name="pool_instances")
     op.drop_table("pool_instances")
