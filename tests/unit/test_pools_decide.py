@@ -288,3 +288,32 @@ def test_warm_spares_are_kept_ahead_of_demand() -> None:
     booting = [member("a", "b0", joined=False, ready=False, launched_at=NOW - 10)]
     assert grown(decide(facts([a], booting), NOW)) == {"a": 1}
     assert decide(facts([replace(a, max_nodes=1)], booting), NOW).grow == ()
+
+
+def test_a_gone_member_is_released_at_once_and_replaced_without_blocking_its_pool() -> None:
+    # A max-1 pool whose one node was reclaimed (spot) while idle: it goes, and the waiting
+    # job gets a new node in the same round instead of "at max_nodes 1" forever.
+    why = "spot interruption: the instance is reclaimed at 10060"
+    gone = member("a", "n0", ready=False, idle_since=NOW - 5, gone=why)
+    plan = decide(facts([pool("a", 10.0, max_nodes=1)], [gone], [gang("j")]), NOW)
+    assert [(r.instance, r.reason) for r in plan.release] == [("n0", why)]
+    assert plan.block == {}
+    assert grown(plan) == {"a": 1} and "j" not in plan.unmet
+    # Its node deleted by hand while it had work: released all the same, the pool not blocked.
+    deleted = member("a", "n0", ready=False, idle_since=None, gone="its node was deleted")
+    plan = decide(facts([pool("a", 10.0, min_nodes=1, max_nodes=1)], [deleted]), NOW)
+    assert [r.instance for r in plan.release] == ["n0"] and plan.block == {}
+    assert grown(plan) == {"a": 1}  # min_nodes holds with a new one
+
+
+def test_a_cordoned_idle_member_goes_after_the_grace_even_at_min_and_with_no_spares() -> None:
+    cordoned = member("a", "n0", ready=False, idle_since=NOW - 100)
+    pools = [pool("a", 10.0, min_nodes=1, max_nodes=1)]
+    assert decide(facts(pools, [cordoned]), NOW).release == ()  # within the grace
+    plan = decide(facts(pools, [replace(cordoned, idle_since=NOW - 700)]), NOW)
+    assert [(r.instance, r.reason) for r in plan.release] == [
+        ("n0", "not ready and idle for 700 s")
+    ]
+    assert grown(plan) == {"a": 1}
+    # Not ready with work on it: kept (its work runs there).
+    assert decide(facts(pools, [replace(cordoned, idle_since=None)]), NOW).release == ()

@@ -5,7 +5,10 @@ and `corral sim` call the same function. One round:
 
 1. Members launched more than `join_timeout_s` ago that have not joined are released, and
    their pool is blocked for this round (`FleetPlan.block`: the caller keeps it blocked a
-   while), so the next-cheapest choice is tried.
+   while), so the next-cheapest choice is tried. Members whose machine is gone (`gone`:
+   interrupted, lost, node deleted) are released at once, and joined members that are
+   not ready (cordoned, unhealthy) once idle past `idle_grace_s`: neither counts against
+   `max_nodes` from then on, so a replacement can grow in the same round.
 2. Pools below `min_nodes` grow to it.
 3. Waiting gangs, highest priority then oldest first, go where they fit: idle ready nodes
    and nodes still booting first (the room left on busy nodes is the scheduler's to use),
@@ -75,6 +78,9 @@ class PoolMember:
     free_cpus: float = 0.0
     free_memory_mb: int = 0
     releasing: bool = False  # already being given back
+    # Why its machine is going or gone (a spot interruption, its agent lost, its node
+    # deleted by hand), or None: such a member is given back at once, its pool not blocked.
+    gone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,7 @@ class FleetPlan:
 def decide(facts: FleetFacts, now: float) -> FleetPlan:
     """Which pools to grow and which nodes to give back (see the module's docstring)."""
     r = _Round(facts, now)
-    r.release_unjoined()
+    r.release_unusable()
     r.grow_to_min()
     for gang in sorted(facts.waiting, key=lambda g: (-g.priority, g.submitted_at, g.job_id)):
         r.place(gang)
@@ -159,6 +165,7 @@ class _Round:
         self.live = {name: 0 for name in self.pools}  # members that stay, new ones included
         self.rooms: dict[str, list[Room]] = {name: [] for name in self.pools}
         self.used: set[tuple[str, str]] = set()  # members a waiting gang was given
+        self.gone: set[tuple[str, str]] = set()  # members released as unusable
         self.growth: dict[str, _Growth] = {}
         self.release: list[Release] = []
         self.block: dict[str, str] = {}
@@ -172,16 +179,18 @@ class _Round:
             return f"blocked for {pool.blocked_until - self.now:.0f} s more{why}"
         return None
 
-    def release_unjoined(self) -> None:
+    def release_unusable(self) -> None:
+        """Late, gone and long-idle unready members go; the rest count and give room."""
         for m in self.members:
             pool = self.pools[m.pool]
             if m.releasing:
                 continue
-            late = not m.joined and self.now - m.launched_at >= pool.join_timeout_s
-            if late and not pool.static:
-                why = f"did not join within {pool.join_timeout_s:g} s"
+            why = None if pool.static else self._unusable(pool, m)
+            if why is not None:
                 self.release.append(Release(pool.name, m.instance, why))
-                self.block.setdefault(pool.name, f"node {m.instance} {why}")
+                self.gone.add((pool.name, m.instance))
+                if not m.joined:
+                    self.block.setdefault(pool.name, f"node {m.instance} {why}")
                 continue
             self.live[pool.name] += 1
             if not m.joined:
@@ -198,6 +207,21 @@ class _Round:
         for rooms in self.rooms.values():
             # Ready nodes first (work starts sooner there), then booting ones; by name.
             rooms.sort(key=lambda room: (room.booting, room.instance))
+
+    def _unusable(self, pool: PoolFacts, m: PoolMember) -> str | None:
+        if m.gone is not None:
+            return m.gone  # not the pool's fault: it is not blocked
+        if not m.joined:
+            if self.now - m.launched_at >= pool.join_timeout_s:
+                return f"did not join within {pool.join_timeout_s:g} s"
+            return None
+        if not m.ready and m.idle_since is not None:
+            # Cordoned or unhealthy, and nothing runs there: it takes no work while it
+            # is billed. Given the grace (an operator may be looking at it), then back.
+            idle_s = self.now - m.idle_since
+            if idle_s >= pool.idle_grace_s:
+                return f"not ready and idle for {idle_s:.0f} s"
+        return None
 
     def add_nodes(self, pool: PoolFacts, count: int, reason: str) -> list[Room]:
         growth = self.growth.setdefault(pool.name, _Growth())
@@ -319,6 +343,7 @@ class _Round:
             and not m.releasing
             and m.idle_since is not None
             and (m.pool, m.instance) not in self.used
+            and (m.pool, m.instance) not in self.gone
             and not self.pools[m.pool].static
         ]
         for m in sorted(idle, key=lambda m: (m.idle_since or 0.0, m.pool, m.instance)):

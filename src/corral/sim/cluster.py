@@ -183,12 +183,16 @@ def parse_cluster(data: Any, source: str = "") -> Cluster:
     return Cluster(tuple(nodes), spec.quotas)
 
 
-def load_cluster(path: str | Path) -> Cluster:
+def read_yaml(path: str | Path) -> object:
+    """A simulator input file's YAML; a file that cannot be read or parsed is one SpecError."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as exc:
         raise SpecError(str(path), [FieldError("", f"cannot read file: {exc.strerror}")]) from None
     except yaml.YAMLError as exc:
         raise SpecError(str(path), [FieldError("", f"invalid YAML: {exc}")]) from None
-    return parse_cluster(data, str(path))
+
+
+def load_cluster(path: str | Path) -> Cluster:
+    return parse_cluster(read_yaml(path), str(path))

@@ -29,13 +29,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from corral.core.pools import PoolFacts
 from corral.core.pools import pool_labels as labels_of
 from corral.providers.catalog import Catalog, load_catalog
-from corral.sim.cluster import Cluster, SimNode
+from corral.sim.cluster import Cluster, SimNode, read_yaml
 from corral.spec.errors import FieldError, SpecError, field_errors
 
 PROVIDER = "sim"
@@ -152,14 +151,7 @@ def parse_supply(data: Any, source: str = "pools", catalog: Catalog | None = Non
 
 
 def load_supply(path: str | Path, catalog: Catalog | None = None) -> SupplySpec:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SpecError(str(path), [FieldError("", f"cannot read file: {exc.strerror}")]) from None
-    except yaml.YAMLError as exc:
-        raise SpecError(str(path), [FieldError("", f"invalid YAML: {exc}")]) from None
-    return parse_supply(data, str(path), catalog)
+    return parse_supply(read_yaml(path), str(path), catalog)
 
 
 def slot_cluster(spec: SupplySpec) -> Cluster:
