@@ -226,3 +226,18 @@ def test_user_data_fetches_with_the_token_from_a_file_and_checks_the_digest() ->
     token_lines = [ln for ln in text.splitlines() if "crj_secret" in ln]
     assert len(token_lines) == 1 and token_lines[0].lstrip("( ").startswith("umask 077; printf")
     subprocess.run(["bash", "-n"], input=text, text=True, check=True)
+
+
+def test_a_node_name_is_text_to_the_script_not_code(installed: Path, tmp_path: Path) -> None:
+    """The name may come from a host's hostname or a hosts file: the script, run as root,
+    must not expand it."""
+    bundle = installed.parent.parent / "bundle.tar.gz"
+    marker = tmp_path / "ran"
+    name = f'n$(touch {marker})`touch {marker}`"'
+    join = JoinInfo(JOIN.server_url, TOKEN, name, {})
+    done = _run(install_script(join, str(installed), str(bundle), ["--isolation", "none"], False))
+    assert done.returncode == 0, done.stderr
+    assert f"started the agent for {name} in" in done.stderr
+    assert not marker.exists()
+    argv = _recorded(installed)["argv"]
+    assert isinstance(argv, list) and argv[argv.index("--name") + 1] == name

@@ -315,7 +315,7 @@ CORRAL_SUPERVISE
   [ -s "$DIR/agent.pid" ] ||
   fail "start" "the agent's supervisor did not start" "see $DIR/agent.log"
 fi
-echo "corral-install: started the agent for {join.node_name} in $DIR" >&2
+echo "corral-install: started the agent for "{shlex.quote(join.node_name)}" in $DIR" >&2
 """
 
 
