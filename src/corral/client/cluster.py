@@ -151,10 +151,14 @@ class ClusterApi(Http):
         name: str | None = None,
         ttl_s: float | None = DEFAULT_JOIN_TTL_S,
         max_uses: int | None = None,
+        labels: dict[str, str] | None = None,
     ) -> JoinTokenView:
         """A token agents register nodes with; its secret is in `.token`, shown once.
-        ttl_s None: it never expires; max_uses None: unlimited registrations."""
-        body = JoinTokenCreate(name=name, ttl_s=ttl_s, max_uses=max_uses).model_dump(mode="json")
+        ttl_s None: it never expires; max_uses None: unlimited registrations; labels: what
+        the server labels each node registering with it (wire.api.BOUND_LABELS: only so)."""
+        body = JoinTokenCreate(name=name, ttl_s=ttl_s, max_uses=max_uses, labels=labels).model_dump(
+            mode="json"
+        )
         return self._send(JoinTokenView, "POST", "/v1/join-tokens", body)
 
     def list_join_tokens(self) -> list[JoinTokenView]:

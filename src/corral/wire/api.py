@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -301,6 +302,25 @@ JoinTokenState = Literal["active", "expired", "used_up", "revoked"]
 # A join token made without a ttl lives a day, as kubeadm's bootstrap tokens: long enough
 # to bring up a fleet, short enough that one left in a script or a log dies on its own.
 DEFAULT_JOIN_TTL_S = 24 * 3600.0
+# Labels only the server sets on a node: from the join token it registered with (a pool's
+# controller, `corral node add`), never from the agent's own --label or inventory. Prices,
+# pool membership and where `corral node remove` SSHes to rest on them.
+BOUND_LABELS = frozenset(
+    {
+        "pool",
+        "provider",
+        "region",
+        "zone",
+        "instance-type",
+        "spot",
+        "price-per-hour",
+        "ssh-host",
+        "ssh-port",
+        "ssh-user",
+        "ssh-install-dir",
+    }
+)
+_BOUND_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
 
 
 class JoinTokenCreate(BaseModel):
@@ -316,6 +336,25 @@ class JoinTokenCreate(BaseModel):
     max_uses: int | None = Field(
         default=None, ge=1, description="registrations it allows; null (default): unlimited"
     )
+    labels: dict[str, str] | None = Field(
+        default=None,
+        description="labels the server gives each node registering with it; of these keys "
+        f"({', '.join(sorted(BOUND_LABELS))}) only such labels count: a node's own are ignored",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if len(value) > 64:
+            raise ValueError(f"at most 64 labels (got {len(value)})")
+        for key, text in value.items():
+            if not _BOUND_KEY.match(key):
+                raise ValueError(f"label key {key!r}: use letters, digits, '-', '_', '.', '/'")
+            if len(text) > 253:
+                raise ValueError(f"label {key}: the value is longer than 253 characters")
+        return value
 
 
 class JoinTokenView(_View):

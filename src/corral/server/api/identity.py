@@ -111,7 +111,13 @@ def create_join_token(caller: Caller, cp: CP, body: JoinTokenCreate | None = Non
     now = cp.clock.now()
     with cp.store.transaction() as session:
         row, secret = join_tokens.create_join_token(
-            session, caller, now, ttl_s=body.ttl_s, max_uses=body.max_uses, name=body.name
+            session,
+            caller,
+            now,
+            ttl_s=body.ttl_s,
+            max_uses=body.max_uses,
+            name=body.name,
+            labels=body.labels,
         )
         return _join_view(row, now, secret)
 

@@ -3,6 +3,7 @@ registrations and revoked; a refusal says which."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from sqlalchemy import or_, select, update
@@ -42,9 +43,11 @@ def create_join_token(
     ttl_s: float | None = DEFAULT_JOIN_TTL_S,
     max_uses: int | None = None,
     name: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> tuple[JoinToken, str]:
     """A new join token and its secret (shown once). ttl_s None: it never expires;
-    max_uses None: any number of nodes may register with it."""
+    max_uses None: any number of nodes may register with it. `labels` are set by the server
+    on each node registering with it (nodes.register_node), over the agent's own."""
     if not principal.cluster_admin:
         raise Forbidden("only a cluster admin can create join tokens")
     if name is not None:
@@ -60,6 +63,7 @@ def create_join_token(
             expires_at=None if ttl_s is None else now + ttl_s,
             max_uses=max_uses,
             uses=0,
+            labels=dict(labels) if labels else None,
         ),
         name,
         "join",
@@ -85,6 +89,14 @@ def revoke_join_token(session: Session, principal: Principal, name: str, now: fl
         row.revoked_at = now
         session.flush()
     return row
+
+
+def bound_labels(session: Session, token: str) -> dict[str, str]:
+    """The labels the join token `token` binds to the nodes registering with it ({} for an
+    unknown token or one binding none)."""
+    digest = hash_token(token)
+    labels = session.scalars(select(JoinToken.labels).where(JoinToken.token_hash == digest)).first()
+    return dict(labels or {})
 
 
 def consume_join_token(session: Session, token: str, now: float) -> JoinToken:

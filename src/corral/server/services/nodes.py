@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
@@ -16,19 +17,31 @@ from corral.server.services import health
 from corral.server.services.effects import Effects
 from corral.server.services.identity import new_id
 from corral.server.services.jobs import CURRENT_REPLICAS
+from corral.server.services.join_tokens import bound_labels
 from corral.server.services.recovery import record_progress
 from corral.server.services.settling import settle_job
 from corral.server.services.snapshot_rows import node_runtimes
 from corral.server.store.tables import RETIRED_PREFIX, Job, LogChunk, Node, Replica
 from corral.wire import agent as wire
-from corral.wire.api import GpuView, NodeView
+from corral.wire.api import BOUND_LABELS, GpuView, NodeView
 
 
-def register_node(session: Session, request: wire.RegisterRequest, now: float) -> tuple[Node, str]:
+def register_node(
+    session: Session,
+    request: wire.RegisterRequest,
+    now: float,
+    bound: Mapping[str, str] | None = None,
+) -> tuple[Node, str]:
     """Create the node, or re-key an existing one of the same name for an agent that proves
     it is that node (its current node token). A join token alone never takes over a node:
     whoever held one could otherwise receive the node's desired set (other workspaces'
-    environments) and report its replicas' exits."""
+    environments) and report its replicas' exits.
+
+    Its labels: the agent's own, less the keys in BOUND_LABELS, then what its join token
+    binds (`bound`; None: looked up by the request's join token). A re-keyed node keeps the
+    bound keys it had unless the token binds them anew."""
+    if bound is None:
+        bound = bound_labels(session, request.join_token)
     secret = new_secret(NODE_PREFIX)
     node = session.scalars(select(Node).where(Node.name == request.name)).first()
     if node is not None and (
@@ -52,6 +65,7 @@ def register_node(session: Session, request: wire.RegisterRequest, now: float) -
         session.add(node)
     node.token_hash = hash_token(secret)
     _apply_inventory(node, request.inventory)
+    node.labels = {**node.labels, **bound}
     session.flush()
     return node, secret
 
@@ -63,9 +77,20 @@ def _apply_inventory(node: Node, inventory: wire.Inventory) -> None:
     node.disk_mb = inventory.disk_mb
     node.gpus = [g.model_dump() for g in inventory.gpus]
     node.gpu_backend = inventory.gpu_backend
-    node.labels = dict(inventory.labels)
+    # The agent speaks for its labels, except those the server alone sets: these stay as
+    # registration made them (from the join token), whatever a node (or whoever holds its
+    # token) reports, since prices, pool membership and `node remove`'s SSH target rest on them.
+    kept = _server_labels(node.labels or {})
+    node.labels = {
+        **{k: v for k, v in inventory.labels.items() if k not in BOUND_LABELS},
+        **kept,
+    }
     node.agent_version = inventory.agent_version
     node.runtimes = [r.model_dump() for r in inventory.runtimes]
+
+
+def _server_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in labels.items() if k in BOUND_LABELS}
 
 
 def node_by_token(session: Session, token: str) -> Node | None:
