@@ -6,10 +6,15 @@ is terminated only once nothing runs there."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from corral.core.pools import FleetPlan, Grow, Release, decide
 from corral.core.states import JobState, NodeCondition
@@ -23,7 +28,10 @@ from corral.providers.base import (
 )
 from corral.providers.catalog import Catalog, load_catalog
 from corral.server.auth import JoinTokenRejected
-from corral.server.services import pool_actions, pool_fleet
+from corral.server.controllers import runner
+from corral.server.controllers.pools import PoolController
+from corral.server.runtime import ControlPlane
+from corral.server.services import node_ops, pool_actions, pool_fleet
 from corral.server.services.identity import bootstrap
 from corral.server.services.join_tokens import consume_join_token
 from corral.server.services.pools import create_pool, delete_pool
@@ -152,6 +160,8 @@ def test_grow_requests_instances_and_launch_gives_each_a_one_use_token(
         for r in rows:
             token = tokens[r.join_token_id or ""]
             assert token.max_uses == 1 and token.expires_at == NOW + 1 + 300
+            # The server sets them at registration: the agent cannot claim another pool.
+            assert token.labels == request.joins[0].labels
         # Each secret registers one node, once.
         secret = request.joins[0].join_token
         consume_join_token(session, secret, NOW + 2)
@@ -262,7 +272,7 @@ def test_block_and_unmet_are_recorded_and_an_unchanged_reason_only_once(
         block={"gpu": "node gpu-1 did not join within 600 s"},
     )
     _apply(store, catalog, plan, said)
-    _apply(store, catalog, FleetPlan(unmet=plan.unmet), said)
+    _apply(store, catalog, FleetPlan(unmet=plan.unmet), dict(plan.unmet))
     with store.read() as session:
         pool = session.get(Pool, "gpu")
         assert pool is not None and pool.blocked_until == NOW + pool_fleet.BLOCK_S
@@ -405,3 +415,218 @@ def test_a_pools_warm_spares_reach_the_autoscaler_and_it_grows_for_them(
     assert pool.spare_nodes == 2
     # Two booting spares are enough: nothing more is asked for.
     assert decide(load.facts, NOW + 1).grow == ()
+
+
+class Listing(Recording):
+    """A provider that also has instances of its own (a cloud's list), and may refuse to
+    terminate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listed: list[Instance] = []
+        self.refuse_terminate: ProviderError | None = None
+        self.terminate_calls = 0
+
+    def list(self, pool: str | None = None) -> list[Instance]:
+        return list(self.listed)
+
+    def terminate(self, provider_ids: Sequence[str]) -> None:
+        self.terminate_calls += 1
+        if self.refuse_terminate is not None:
+            raise self.refuse_terminate
+        super().terminate(provider_ids)
+        self.listed = [i for i in self.listed if i.provider_id not in provider_ids]
+
+
+def _events(store: Store, kind: str) -> list[str]:
+    with store.read() as session:
+        query = select(PoolEvent.text).where(PoolEvent.kind == kind).order_by(PoolEvent.id)
+        return list(session.scalars(query))
+
+
+def test_a_joined_node_deleted_by_hand_is_released_without_resting_the_pool(
+    store: Store, catalog: Catalog
+) -> None:
+    _pool(store, catalog, min=1)
+    node_id = _joined_node(store, catalog)
+    _round(store, catalog, NOW + 1)
+    (row,) = _instances(store)
+    assert row.state == "joined" and row.node_id == node_id  # cost finds it after a delete
+    with store.transaction() as session:
+        node_ops.delete_node(session, pool_fleet.CONTROLLER, row.node_name)
+    plan = _round(store, catalog, NOW + 2)
+    assert [(r.instance, r.reason) for r in plan.release] == [
+        (row.node_name, "its node was deleted")
+    ]
+    assert plan.block == {}
+    assert [(g.pool, g.count) for g in plan.grow] == [("gpu", 1)]  # min_nodes, at once
+    provider = Recording()
+    acted = pool_actions.act(store, lambda name: provider, catalog, URL, lambda: NOW + 3)
+    assert acted.terminated == [row.node_name]
+    assert provider.terminated == [f"id-{row.node_name}"]
+    with store.read() as session:
+        pool = session.get(Pool, "gpu")
+        assert pool is not None and pool.blocked_until is None
+
+
+def test_a_spot_interrupted_node_is_gone_to_the_autoscaler(store: Store, catalog: Catalog) -> None:
+    _pool(store, catalog)
+    node_id = _joined_node(store, catalog)
+    why = "spot interruption: the instance is reclaimed at 1060"
+    with store.transaction() as session:
+        node = session.get(Node, node_id)
+        assert node is not None
+        node.condition, node.cordon_reason = NodeCondition.CORDONED, why
+    with store.read() as session:
+        load = pool_fleet.load_fleet(session, catalog, NOW + 1)
+    assert load is not None
+    (member,) = load.facts.members
+    assert member.gone == why and not member.ready
+    with store.transaction() as session:
+        node = session.get(Node, node_id)
+        assert node is not None
+        node.cordon_reason = "cordoned by ops"  # only cordoned: not gone
+    with store.read() as session:
+        load = pool_fleet.load_fleet(session, catalog, NOW + 1)
+    assert load is not None and load.facts.members[0].gone is None
+
+
+def test_requested_instances_of_a_deleting_pool_are_not_launched(
+    store: Store, catalog: Catalog
+) -> None:
+    _pool(store, catalog)
+    _apply(store, catalog, FleetPlan(grow=(Grow("gpu", 1, (), "min"),)))
+    with store.transaction() as session:
+        delete_pool(session, pool_fleet.CONTROLLER, "gpu", True, NOW)
+    with store.read() as session:
+        pool = session.get(Pool, "gpu")
+        assert pool is not None and pool.deleting  # it waits for its instances
+    provider = Recording()
+    _act(store, catalog, provider)
+    assert provider.launched == []
+    (row,) = _instances(store)
+    assert row.state == "failed" and row.join_token_id is None
+
+
+def test_a_stray_instance_is_terminated_after_the_join_timeout(
+    store: Store, catalog: Catalog
+) -> None:
+    _pool(store, catalog, join_timeout=120)
+    _apply(store, catalog, FleetPlan(grow=(Grow("gpu", 2, (), "min"),)))
+    provider = Listing()
+    provider.refuse = ProviderError(LaunchErrorKind.UNREACHABLE, "read timeout")
+    memory = pool_actions.Memory()
+
+    def act(at: float) -> pool_actions.Acted:
+        return pool_actions.act(store, lambda name: provider, catalog, URL, lambda: at, memory)
+
+    act(NOW)
+    failed = _instances(store)[0]
+    assert failed.state == "failed"
+    # The launch "failed" but one instance came up; another is the pool's live one.
+    _apply(store, catalog, FleetPlan(grow=(Grow("gpu", 1, (), "min"),)))
+    provider.refuse = None
+    act(NOW + 1)  # the sweep ran at NOW: not again before SWEEP_S
+    live = next(r for r in _instances(store) if r.state == "launching")
+    provider.listed = [
+        Instance("i-stray", failed.node_name, "gpu", InstanceState.RUNNING),
+        Instance(f"id-{live.node_name}", live.node_name, "gpu", InstanceState.RUNNING),
+    ]
+    t = NOW + pool_actions.SWEEP_S
+    assert act(t).strays == []  # first seen: within the grace
+    assert act(t + pool_actions.SWEEP_S).strays == []  # 60 s < 120 s
+    acted = act(t + 3 * pool_actions.SWEEP_S)
+    assert acted.strays == ["i-stray"] and provider.terminated == ["i-stray"]
+    assert [i.provider_id for i in provider.listed] == [f"id-{live.node_name}"]
+    (text,) = _events(store, "stray")
+    assert text.startswith(f"terminated i-stray ({failed.node_name}): local had it for 180 s")
+
+
+def test_a_refused_termination_backs_off_and_says_each_error_once(
+    store: Store, catalog: Catalog
+) -> None:
+    _pool(store, catalog)
+    _joined_node(store, catalog)
+    _round(store, catalog, NOW + 1)
+    (row,) = _instances(store)
+    _apply(store, catalog, FleetPlan(release=(Release("gpu", row.node_name, "idle"),)))
+    provider = Listing()
+    provider.refuse_terminate = ProviderError(LaunchErrorKind.AUTH, "credentials expired")
+    memory = pool_actions.Memory(next_sweep=float("inf"))
+
+    def act(at: float) -> pool_actions.Acted:
+        return pool_actions.act(store, lambda name: provider, catalog, URL, lambda: at, memory)
+
+    act(NOW + 2)
+    act(NOW + 3)  # within the first backoff: not asked
+    assert provider.terminate_calls == 1
+    act(NOW + 2 + pool_actions.RETRY_FIRST_S)
+    assert provider.terminate_calls == 2
+    act(NOW + 2 + 2 * pool_actions.RETRY_FIRST_S)  # the delay doubled: not yet
+    assert provider.terminate_calls == 2
+    assert len(_events(store, "error")) == 1  # the same error: said once
+    provider.refuse_terminate = ProviderError(LaunchErrorKind.UNREACHABLE, "endpoint down")
+    act(NOW + 2 + 3 * pool_actions.RETRY_FIRST_S)
+    assert provider.terminate_calls == 3
+    assert ["endpoint down" in e for e in _events(store, "error")] == [False, True]
+    provider.refuse_terminate = None
+    acted = act(NOW + 2 + 3 * pool_actions.RETRY_FIRST_S + 4 * pool_actions.RETRY_FIRST_S)
+    assert acted.terminated == [row.node_name]
+
+
+class _LosesCommits:
+    """The store, except that a write transaction rolls back at its end (a commit lost to
+    a conflict): what the controller publishes must wait for a commit that happened."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.lose = True
+
+    def read(self) -> AbstractContextManager[Session]:
+        return self.store.read()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self.store.transaction() as session:
+            yield session
+            if self.lose:
+                raise StaleDataError("the commit was lost")
+
+
+def test_supply_notes_and_unmet_reasons_are_published_only_after_the_commit(
+    store: Store, catalog: Catalog
+) -> None:
+    _pool(store, catalog, max=0)  # the job waits: no pool can hold it
+    with store.transaction() as session:
+        ws = session.scalars(select(Workspace)).one()
+        session.add(
+            Job(
+                id="big",
+                workspace_id=ws.id,
+                name="big",
+                spec={"name": "big", "command": "true", "resources": {"gpus": "H100:2"}},
+                state=JobState.PENDING,
+                priority=0,
+                reason="needs 1x 2 H100; no node has them",
+                submitted_at=NOW,
+            )
+        )
+    woken: list[bool] = []
+    losing = _LosesCommits(store)
+    cp = SimpleNamespace(
+        store=losing,
+        catalog=catalog,
+        supply_notes={},
+        clock=SimpleNamespace(now=lambda: NOW),
+        wake_scheduler=lambda: woken.append(True),
+    )
+    controller = PoolController(cast(ControlPlane, cp))
+    rounds = runner.Runner(controller)
+    done = rounds.round(cast(ControlPlane, cp))
+    assert done.again  # the commit was lost...
+    controller.committed(done)
+    assert cp.supply_notes == {} and controller.unmet_said == {} and woken == []  # ...so silent
+    losing.lose = False
+    controller.committed(rounds.round(cast(ControlPlane, cp)))
+    assert cp.supply_notes["big"].startswith("no pool can hold 1 x")
+    assert controller.unmet_said.keys() == {"big"} and woken == [True]

@@ -51,6 +51,12 @@ class PoolController:
     unmet_said: dict[str, str] = field(default_factory=dict)
     providers: dict[str, Provider] = field(default_factory=dict)
     has_pools: bool = False  # the last round saw a pool: providers may have work
+    # What this round's plan says (unmet reasons, supply notes), shown only once its
+    # transaction committed (`committed`): a rolled-back round must not leave a note
+    # for growth that never happened.
+    pending: tuple[dict[str, str], dict[str, str]] | None = None
+    # Between act() passes: the stray-instance sweep and terminations' backoff.
+    memory: pool_actions.Memory = field(default_factory=pool_actions.Memory)
 
     def period_s(self, cp: ControlPlane) -> float:
         return cp.options.pool_interval_s
@@ -65,6 +71,7 @@ class PoolController:
         pass
 
     def keys(self, session: Session, now: float) -> Sequence[str]:
+        self.pending = None
         self.has_pools = session.scalars(select(Pool.name).limit(1)).first() is not None
         return [KEY] if self.has_pools else []
 
@@ -81,10 +88,18 @@ class PoolController:
             session, plan.load, plan.fleet, self.cp.catalog, now, self.unmet_said
         )
         notes = pool_fleet.supply_notes(plan.load.facts, plan.fleet, self.cp.supply_notes, now)
+        self.pending = (dict(plan.fleet.unmet), notes)
+        return effects
+
+    def committed(self, done: runner.Round) -> None:
+        """After a round: publish what its plan said, if its transaction committed."""
+        pending, self.pending = self.pending, None
+        if pending is None or done.again or KEY in done.failed:
+            return
+        self.unmet_said, notes = pending
         if notes != self.cp.supply_notes:
             self.cp.supply_notes = notes
-            effects.wake_scheduler = True  # its reasons carry them
-        return effects
+            self.cp.wake_scheduler()  # its reasons carry them
 
     def failed(self, session: Session, key: str, reason: str) -> None:
         add_event(session, pool_fleet.FLEET_EVENTS, self.cp.clock.now(), "error", reason)
@@ -113,7 +128,12 @@ class PoolController:
         across a call)."""
         cp = self.cp
         return pool_actions.act(
-            cp.store, self.provider, cp.catalog, cp.options.resolved_public_url(), cp.clock.now
+            cp.store,
+            self.provider,
+            cp.catalog,
+            cp.options.resolved_public_url(),
+            cp.clock.now,
+            self.memory,
         )
 
 
@@ -134,6 +154,7 @@ async def run(cp: ControlPlane) -> None:
             continue
         try:
             done = await asyncio.to_thread(rounds.round, cp)
+            controller.committed(done)
             cp.apply(done.effects)
             again = done.again
             # Every pass, not only after a plan: a released node's work may have just ended.

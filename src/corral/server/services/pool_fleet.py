@@ -55,12 +55,18 @@ class FleetLoad:
     facts: core.FleetFacts
     pool_versions: Mapping[str, int]
     instance_versions: Mapping[str, int]  # node name -> version
-    joined: tuple[str, ...] = ()  # instances whose node has registered since last round
+    # Instances whose node has registered since last round: node name -> the node's id.
+    joined: Mapping[str, str] = field(default_factory=dict)
     gone: tuple[str, ...] = ()  # deleting pools with no node left: remove them
     job_names: Mapping[str, str] = field(default_factory=dict)
 
 
-def _pool_facts(row: Pool, catalog: Catalog, now: float) -> core.PoolFacts | None:
+def node_named(session: Session, name: str) -> Node | None:
+    return session.scalars(select(Node).where(Node.name == name)).first()
+
+
+def pool_facts(row: Pool, catalog: Catalog, now: float) -> core.PoolFacts | None:
+    """The autoscaler's view of a pool row (None: the catalog no longer has its type)."""
     spec = pool_spec(row)
     shape = catalog.shape(spec.provider, spec.type)
     static = is_static(spec.provider)
@@ -94,7 +100,7 @@ def load_fleet(session: Session, catalog: Catalog, now: float) -> FleetLoad | No
     rows = list(session.scalars(select(Pool).order_by(Pool.name)))
     if not rows:
         return None
-    pools = [p for r in rows if (p := _pool_facts(r, catalog, now)) is not None]
+    pools = [p for r in rows if (p := pool_facts(r, catalog, now)) is not None]
     instances = live_instances(session)
     names = [i.node_name for i in instances]
     nodes = {n.name: n for n in session.scalars(select(Node).where(Node.name.in_(names)))}
@@ -110,11 +116,11 @@ def load_fleet(session: Session, catalog: Catalog, now: float) -> FleetLoad | No
     held = _held(session, ids)
     last_end = _last_end(session, ids)
     members: list[core.PoolMember] = []
-    joined: list[str] = []
+    joined: dict[str, str] = {}
     for inst in instances:
         node = nodes.get(inst.node_name)
         if node is not None and inst.state in (InstanceState.REQUESTED, InstanceState.LAUNCHING):
-            joined.append(inst.node_name)
+            joined[inst.node_name] = node.id
         members.append(_member(inst, node, held, last_end))
     for pool, node in hosts:
         host = PoolInstance(
@@ -132,7 +138,7 @@ def load_fleet(session: Session, catalog: Catalog, now: float) -> FleetLoad | No
         facts=core.FleetFacts(tuple(pools), tuple(members), waiting),
         pool_versions={r.name: r.version for r in rows},
         instance_versions={i.node_name: i.version for i in instances},
-        joined=tuple(joined),
+        joined=joined,
         gone=gone,
         job_names=job_names,
     )
@@ -179,14 +185,17 @@ def _member(
 ) -> core.PoolMember:
     releasing = inst.state == InstanceState.RELEASING
     if node is None:
+        # Joined, and its node is gone since (deleted by hand): its instance goes too.
+        was_joined = inst.state == InstanceState.JOINED
         return core.PoolMember(
             pool=inst.pool,
             instance=inst.node_name,
             launched_at=inst.launched_at,
-            joined=False,
+            joined=was_joined,
             ready=False,
             idle_since=None,
             releasing=releasing,
+            gone="its node was deleted" if was_joined else None,
         )
     h = held.get(node.id)
     # A node registered before this launch (a name reused) is idle from the launch on.
@@ -205,7 +214,20 @@ def _member(
         free_cpus=max(0.0, node.cpus - h.cpus),
         free_memory_mb=max(0, node.memory_mb - h.memory_mb),
         releasing=releasing,
+        gone=_gone(node),
     )
+
+
+def _gone(node: Node) -> str | None:
+    """Why a node's machine is going away for good (its instance is given back at once):
+    a spot interruption, or an agent silent past the deadline. A node only cordoned,
+    drained by an operator or unhealthy is not: it goes once idle past the grace."""
+    why = node_ops.draining(node)
+    if why is not None and why.startswith(node_ops.SPOT_INTERRUPTION):
+        return why
+    if node.condition == NodeCondition.LOST:
+        return "its node is lost (its agent went silent)"
+    return None
 
 
 def _waiting(session: Session) -> tuple[tuple[core.WaitingGang, ...], dict[str, str]]:
@@ -287,19 +309,22 @@ def apply_fleet(
     plan: core.FleetPlan,
     catalog: Catalog,
     now: float,
-    unmet_said: dict[str, str],
+    unmet_said: Mapping[str, str],
 ) -> tuple[Effects, bool]:
     """Write the plan (the caller has checked `versions_hold`). `unmet_said`: the reasons
     already recorded (job id -> text), kept by the controller so that an unchanged reason
-    is not written every round. True: a provider has work to do (launch or terminate)."""
+    is not written every round; once this commits, they are `plan.unmet` (the controller
+    takes them then, not before: a rolled-back round said nothing). True: a provider has
+    work to do (launch or terminate)."""
     pools = {r.name: r for r in session.scalars(select(Pool))}
     instances = {i.node_name: i for i in live_instances(session)}
     effects = Effects()
     act = False
-    for name in load.joined:
+    for name, node_id in load.joined.items():
         came = instances[name]
         came.state = InstanceState.JOINED
         came.joined_at = now
+        came.node_id = node_id  # its cost is found after the node is deleted (renamed)
     for grow in plan.grow:
         row = pools[grow.pool]
         spec = pool_spec(row)
@@ -322,7 +347,7 @@ def apply_fleet(
             continue
         inst.state = InstanceState.RELEASING
         inst.reason = release.reason
-        node = session.scalars(select(Node).where(Node.name == inst.node_name)).first()
+        node = node_named(session, inst.node_name)
         if node is not None:
             why = f"released by pool {release.pool}: {release.reason}"
             node_ops.cordon(session, CONTROLLER, node.name, now, why)
@@ -346,16 +371,13 @@ def _record_unmet(
     unmet: Mapping[str, str],
     names: Mapping[str, str],
     now: float,
-    said: dict[str, str],
+    said: Mapping[str, str],
 ) -> None:
     for job_id, why in sorted(unmet.items()):
         if said.get(job_id) == why:
             continue
-        said[job_id] = why
         name = names.get(job_id, job_id)
         add_event(session, FLEET_EVENTS, now, "unmet", f"job '{name}': {why}")
-    for job_id in set(said) - set(unmet):
-        del said[job_id]
 
 
 def fleet_events(session: Session, limit: int = 20) -> list[PoolEvent]:
