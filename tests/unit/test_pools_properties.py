@@ -5,7 +5,8 @@
 - releases: never a node with work, never a static pool's, never one already releasing,
   never the same twice; idle releases past the grace period (or above a lowered max),
   never below min_nodes; a node released for not
-  joining had not joined within join_timeout_s;
+  joining had not joined within join_timeout_s; a member whose machine is gone is
+  always released, and only late joins rest a pool;
 - warm spares (spare_nodes) within the same bounds;
 - spot nodes only for preemptible gangs; every gang nodes are bought for fits there;
 - a gang is either given nodes or room, or told why not, never both;
@@ -83,18 +84,21 @@ def members(draw: st.DrawFn, ps: list[PoolFacts]) -> list[PoolMember]:
             joined = draw(st.booleans())
             idle = draw(st.sampled_from([None, NOW - 10, NOW - 1000]))
             free = draw(st.integers(0, p.shape.gpus)) if joined else 0
+            ready = joined and draw(st.booleans())
+            gone = draw(st.sampled_from([None, None, "spot interruption: reclaimed"]))
             out.append(
                 PoolMember(
                     pool=p.name,
                     instance=f"{p.name}-n{j}",
                     launched_at=NOW - draw(st.sampled_from([10.0, 700.0, 5000.0])),
                     joined=joined,
-                    ready=joined and draw(st.booleans()),
+                    ready=ready,
                     idle_since=idle if joined else None,
                     free_gpus=free,
                     free_cpus=p.shape.cpus if free else 0.0,
                     free_memory_mb=p.shape.memory_mb if free else 0,
                     releasing=draw(st.booleans()) and draw(st.booleans()),
+                    gone=None if ready else gone,
                 )
             )
     return out
@@ -146,17 +150,30 @@ def _check(facts: FleetFacts, plan: FleetPlan) -> None:
 
     released = [(r.pool, r.instance) for r in plan.release]
     assert len(released) == len(set(released))
+    for m in facts.members:
+        # A member whose machine is gone is always given back (unless a static host's).
+        if m.gone and not m.releasing and not by_pool[m.pool].static:
+            assert (m.pool, m.instance) in released
     for r in plan.release:
         m = by_member[(r.pool, r.instance)]
         p = by_pool[r.pool]
         assert not p.static and not m.releasing
-        if m.joined:
+        if m.gone:
+            assert r.reason == m.gone  # and it does not rest its pool (below)
+        elif m.joined:
             assert m.idle_since is not None
             live = sum(1 for x in facts.members if x.pool == p.name and not x.releasing)
             assert NOW - m.idle_since >= p.idle_grace_s or live > p.max_nodes
         else:
             assert NOW - m.launched_at >= p.join_timeout_s
             assert r.pool in plan.block
+    for name in plan.block:  # only a member that did not join in time rests its pool
+        assert any(
+            by_member[(r.pool, r.instance)].gone is None
+            and not by_member[(r.pool, r.instance)].joined
+            for r in plan.release
+            if r.pool == name
+        )
 
     for p in facts.pools:
         before = sum(1 for m in facts.members if m.pool == p.name and not m.releasing)

@@ -189,7 +189,7 @@ class _Round:
             if why is not None:
                 self.release.append(Release(pool.name, m.instance, why))
                 self.gone.add((pool.name, m.instance))
-                if not m.joined:
+                if not m.joined and m.gone is None:
                     self.block.setdefault(pool.name, f"node {m.instance} {why}")
                 continue
             self.live[pool.name] += 1
