@@ -46,6 +46,8 @@ class World:
         env = {
             **self.cluster.env,
             "CORRAL_HOME": str(self.root / "cli-home"),
+            # Host keys accepted are recorded in ~/.ssh/known_hosts: the test's, not root's.
+            "HOME": str(self.root / "home"),
             "COLUMNS": "200",
             "NO_COLOR": "1",
         }
@@ -194,7 +196,9 @@ def test_add_runs_a_job_and_remove_cleans_up(world: World) -> None:
         )
         assert job.state == "succeeded", job
 
-    removed = world.corral("node", "remove", "ssh-a", "--key", str(world.sshd.key))
+    removed = world.corral(
+        "node", "remove", "ssh-a", "--key", str(world.sshd.key), "--known-hosts", str(known)
+    )
     assert removed.returncode == 0, removed.stdout + removed.stderr
     _nothing_left(world, "ssh-a")
 
@@ -281,6 +285,22 @@ def test_a_hosts_file_joins_them_in_parallel_and_reports_each(world: World) -> N
     assert nodes["fleet-a"].labels["rack"] == "r12" and nodes["fleet-b"].labels["rack"] == "r12"
     assert nodes["fleet-b"].labels["team"] == "nlp" and "team" not in nodes["fleet-a"].labels
     assert nodes["fleet-b"].labels["ssh-host"] == world.other.host.address
+    # accept-new: both hosts' keys were pinned in ~/.ssh/known_hosts, made 0600.
+    known = world.root / "home" / ".ssh" / "known_hosts"
+    assert known.stat().st_mode & 0o777 == 0o600
+    pinned = {ln.split()[0]: ln.split()[2] for ln in known.read_text().splitlines()}
+    for server in (world.sshd, world.other):
+        real = (server.dir / "host_ed25519.pub").read_text().split()[1]
+        assert pinned[server.host.address] == real
+    # A host showing another key than the pinned one (a machine in its place) is not
+    # uninstalled: one line, and the node stays.
+    good = known.read_text()
+    stranger = (world.sshd.dir / "stranger_ed25519.pub").read_text().split()[1]
+    known.write_text(good.replace(pinned[world.sshd.host.address], stranger))
+    refused = world.corral("node", "remove", "fleet-a", "--key", str(world.sshd.key))
+    assert refused.returncode != 0 and "does not match known_hosts" in refused.stderr
+    assert "fleet-a" in _node_names(world)
+    known.write_text(good)
     for name in ("fleet-a", "fleet-b"):
         removed = world.corral("node", "remove", name, "--key", str(world.sshd.key))
         assert removed.returncode == 0, removed.stderr

@@ -15,6 +15,7 @@ from corral.server.runtime import ControlPlane
 from corral.server.services import nodes
 from corral.wire import agent as wire
 from support.app import ADMIN_TOKEN, in_process
+from support.cli import Cli
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 BOUND = {
@@ -111,3 +112,30 @@ def test_join_token_labels_are_validated_and_admin_only(api: TestClient) -> None
         json={"labels": {"pool": "gpu-west"}},
     )
     assert denied.status_code == 403
+
+
+def _join_directly(server: TestClient, name: str, labels: dict[str, str], bound: Any) -> None:
+    cp: ControlPlane = server.app.state.cp  # type: ignore[attr-defined]
+    inventory = wire.Inventory.model_validate(_inventory(labels))
+    request = wire.RegisterRequest(join_token="crj_join", name=name, inventory=inventory)
+    with cp.store.transaction() as session:
+        nodes.register_node(session, request, 1.0, bound=bound)
+
+
+def test_node_remove_never_sshes_where_a_node_says(server: TestClient, cli: Cli) -> None:
+    """A node that claims ssh-* labels itself was not added over ssh: `node remove` deletes
+    it without connecting anywhere (it would be the admin's key and sudo on that host)."""
+    _join_directly(server, "liar", {**BOUND, "provider": "ssh"}, None)
+    done = cli("node", "remove", "liar", "--known-hosts", "/nonexistent/known_hosts")
+    assert done.exit_code == 0, done.output
+    assert "liar was not added over ssh" in done.output
+    assert [n["name"] for n in server.get("/v1/nodes", headers=ADMIN).json()["nodes"]] == []
+
+
+def test_node_remove_refuses_a_pool_s_cloud_node(server: TestClient, cli: Cli) -> None:
+    _join_directly(server, "p-1", {}, {"pool": "gpu", "provider": "aws"})
+    done = cli("node", "remove", "p-1")
+    assert done.exit_code == 2, done.output
+    lines = [ln for ln in done.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "corral pool scale gpu" in lines[0], done.output
+    assert [n["name"] for n in server.get("/v1/nodes", headers=ADMIN).json()["nodes"]] == ["p-1"]

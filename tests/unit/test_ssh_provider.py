@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 
+from corral.cli.nodehosts import AddOptions, targets
+from corral.cli.output import CliError
 from corral.providers.base import LaunchErrorKind, LaunchRequest, ProviderError
-from corral.providers.ssh import BundleMeta, HostFacts, SshProvider, SshTarget, StepFailed, check
+from corral.providers.ssh import SshProvider, SshTarget, StepFailed
+from corral.providers.ssh_check import BundleMeta, HostFacts, check
 
 BUNDLE = BundleMeta(
     f"{sys.version_info[0]}.{sys.version_info[1]}",
@@ -173,9 +176,10 @@ def test_the_ssh_provider_is_static() -> None:
     assert str(caught.value) == "ssh pools are static: add hosts with corral node add"
 
 
-def test_a_hosts_file_gives_each_line_its_own_name_rack_dir_and_labels(tmp_path: Path) -> None:
-    from corral.cli.nodeadd import AddOptions, _for_host, _read_hosts
+BASE = AddOptions(None, None, {"zone": "a"}, None, "/opt/corral", "python3", False, "", (), 1)
 
+
+def test_a_hosts_file_gives_each_line_its_own_name_rack_dir_and_labels(tmp_path: Path) -> None:
     listing = tmp_path / "hosts"
     listing.write_text(
         "# rack 12\n"
@@ -184,35 +188,79 @@ def test_a_hosts_file_gives_each_line_its_own_name_rack_dir_and_labels(tmp_path:
         "ssh://ops@10.0.0.2:2222   # defaults\n"
         "ssh://root@10.0.0.3 install-dir=/srv/corral/\n"
     )
-    lines = _read_hosts(listing)
-    assert [url for url, _ in lines] == [
-        "ssh://root@10.0.0.1",
-        "ssh://ops@10.0.0.2:2222",
-        "ssh://root@10.0.0.3",
+    found = targets(["root@gpu-0"], listing, BASE)
+    assert [str(t) for t, _ in found] == [
+        "root@gpu-0",
+        "root@10.0.0.1",
+        "ops@10.0.0.2:2222",
+        "root@10.0.0.3",
     ]
-    base = AddOptions(None, None, {"zone": "a"}, None, "/opt/corral", "python3", False, "", (), 1)
-    first = _for_host(base, lines[0][1])
+    first = found[1][1]
     assert first.name == "gpu-1" and first.labels == {"zone": "a", "rack": "r12", "team": "nlp"}
-    assert _for_host(base, lines[1][1]) is base
-    assert _for_host(base, lines[2][1]).install_dir == "/srv/corral"
+    assert found[0][1] is BASE and found[2][1] is BASE
+    assert found[3][1].install_dir == "/srv/corral"
 
 
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ("ssh://root@h1 oops\n", "'oops': expected KEY=VALUE after the URL"),
+        ("ssh://root@h1 oops\n", ":1: 'oops': expected KEY=VALUE after the URL"),
         ("# nothing\n\n", "no hosts in it"),
-        ("ssh://root@h1 provider=aws\n", "--label provider: set by node add itself"),
+        ("ssh://root@h1 provider=aws\n", ":1: label provider: set by node add itself"),
+        ("ssh://root@h1\nssh://h2\n", ":2: 'ssh://h2': name the user, e.g. ssh://root@h2"),
+        ("ssh://root@h1:0x\n", ":1: 'ssh://root@h1:0x': the port is not a number"),
     ],
 )
 def test_a_bad_hosts_file_is_one_line(tmp_path: Path, text: str, says: str) -> None:
-    from corral.cli.nodeadd import AddOptions, _for_host, _read_hosts
-    from corral.cli.output import CliError
-
     listing = tmp_path / "hosts"
     listing.write_text(text)
-    base = AddOptions(None, None, {}, None, "/opt/corral", "python3", False, "", (), 1)
     with pytest.raises(CliError) as caught:
-        for _url, fields in _read_hosts(listing):
-            _for_host(base, fields)
+        targets([], listing, BASE)
     assert says in caught.value.message and "\n" not in caught.value.message
+    assert caught.value.code == 2
+
+
+def test_a_bad_url_among_good_ones_is_refused_before_anything() -> None:
+    with pytest.raises(CliError) as caught:
+        targets(["root@h1", "http://root@h2", "root@h3"], None, BASE)
+    assert caught.value.message == "host 'http://root@h2': expected ssh://user@host[:port]"
+    assert caught.value.code == 2
+
+
+def test_an_accepted_host_key_is_pinned_in_a_0600_known_hosts(tmp_path: Path) -> None:
+    import asyncssh
+
+    from corral.providers import ssh_hostkeys
+
+    path = tmp_path / "ssh" / "known_hosts"
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    other = asyncssh.generate_private_key("ssh-ed25519")
+    assert ssh_hostkeys.listed(path, "10.0.0.1", 2222) is None  # no file: not listed
+    ssh_hostkeys.remember(path, "10.0.0.1", 2222, key)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert path.read_text().startswith("[10.0.0.1]:2222 ssh-ed25519 ")
+    known = ssh_hostkeys.listed(path, "10.0.0.1", 2222)
+    assert known is not None
+    assert {k.public_data for k in known.match("10.0.0.1", "10.0.0.1", 2222)[0]} == {
+        key.public_data
+    }
+    # The same address on another port is another host: not listed, and a second key is
+    # appended on a line of its own even after a file that ends without a newline.
+    assert ssh_hostkeys.listed(path, "10.0.0.1", 22) is None
+    path.write_text(path.read_text().rstrip("\n"))
+    ssh_hostkeys.remember(path, "10.0.0.1", 22, other)
+    assert ssh_hostkeys.listed(path, "10.0.0.1", 2222) is not None
+    assert ssh_hostkeys.listed(path, "10.0.0.1", 22) is not None
+    assert len(path.read_text().splitlines()) == 2
+
+
+def test_remove_refuses_a_host_known_hosts_does_not_list(tmp_path: Path) -> None:
+    from corral.providers.ssh import remove_agent
+
+    target = SshTarget("root", "192.0.2.1")  # TEST-NET: never dialled, refused before
+    with pytest.raises(StepFailed) as caught:
+        asyncio.run(remove_agent(target, "/opt/corral", None, tmp_path / "known_hosts"))
+    assert caught.value.step == "connect"
+    assert "does not list the host key of 192.0.2.1" in str(caught.value)
+    assert not (tmp_path / "known_hosts").exists()

@@ -343,9 +343,10 @@ def join_revoke(
     err().print(f"revoked join token [bold]{esc(name)}[/]")
 
 
-# `node add` and `node remove` live in cli/nodeadd.py (ssh, the agent bundle); that module
-# imports nothing heavy until a command runs.
+# `node add` and `node remove` live in cli/nodeadd.py and cli/noderemove.py (ssh, the agent
+# bundle); these modules import nothing heavy until a command runs.
 from corral.cli import nodeadd as _nodeadd  # noqa: E402
+from corral.cli import noderemove as _noderemove  # noqa: E402
 
 app.command("add")(_nodeadd.add)
-app.command("remove")(_nodeadd.remove)
+app.command("remove")(_noderemove.remove)

@@ -1,4 +1,5 @@
-"""`corral node add ssh://…` and `corral node remove`: hosts joined and removed over SSH.
+"""`corral node add ssh://…`: hosts joined over SSH (targets: nodehosts.py; `corral node
+remove`: noderemove.py).
 
 add, per host (several in parallel, from --hosts FILE):
 
@@ -16,25 +17,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from corral.cli.config import state
+from corral.cli.nodebundle import fetch_bundle
+from corral.cli.nodehosts import AddOptions, parse_labels, targets
 from corral.cli.options import JsonOpt
 from corral.cli.output import CliError, err, error_line, esc, note, out, table
 
 if TYPE_CHECKING:
-    from corral.client import Client, Settings
-    from corral.providers.ssh import BundleMeta
+    from corral.client import Client
+    from corral.providers.ssh import SshTarget
+    from corral.providers.ssh_check import BundleMeta
 
 DEFAULT_READY_TIMEOUT_S = 120.0
 MAX_PARALLEL = 8
@@ -60,111 +63,6 @@ class AddResult:
         }
 
 
-@dataclass(frozen=True)
-class AddOptions:
-    key: Path | None
-    known_hosts: Path | None
-    labels: dict[str, str]
-    name: str | None
-    install_dir: str
-    python: str
-    require_gpus: bool
-    agent_server: str
-    agent_args: tuple[str, ...]
-    ready_timeout: float
-
-
-def _read_hosts(path: Path) -> list[tuple[str, dict[str, str]]]:
-    """(url, fields) per line: `ssh://user@host[:port] [name=N] [rack=R] [install-dir=D]
-    [KEY=VALUE]...` (other KEY=VALUE are labels); `#` starts a comment."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise CliError(f"--hosts {path}: {exc.strerror or exc}", code=2) from None
-    hosts = []
-    for number, line in enumerate(text.splitlines(), 1):
-        words = line.split("#", 1)[0].split()
-        if not words:
-            continue
-        fields = {}
-        for word in words[1:]:
-            key, sep, value = word.partition("=")
-            if not sep or not key:
-                raise CliError(
-                    f"--hosts {path}:{number}: {word!r}: expected KEY=VALUE after the URL "
-                    "(name=, rack=, install-dir= or a label)",
-                    code=2,
-                )
-            fields[key] = value
-        hosts.append((words[0], fields))
-    if not hosts:
-        raise CliError(f"--hosts {path}: no hosts in it (one ssh://user@host per line)", code=2)
-    return hosts
-
-
-def _for_host(options: AddOptions, fields: dict[str, str]) -> AddOptions:
-    """`options` with one hosts-file line's own name, rack, install dir and labels."""
-    if not fields:
-        return options
-    rest = dict(fields)
-    name = rest.pop("name", None) or options.name
-    install_dir = (rest.pop("install-dir", None) or options.install_dir).rstrip("/")
-    if not install_dir.startswith("/"):
-        raise CliError(f"install-dir={install_dir!r}: expected an absolute directory", code=2)
-    labels = {**options.labels, **_parse_labels([f"{k}={v}" for k, v in rest.items()])}
-    return replace(options, name=name, install_dir=install_dir, labels=labels)
-
-
-def _fetch_bundle(settings: Settings, home: Path) -> tuple[Path, BundleMeta]:
-    """The control plane's agent bundle, downloaded once into home/bundles."""
-    import httpx
-
-    from corral.providers.ssh import BundleMeta
-
-    server = (settings.server or "").rstrip("/")
-    headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
-    try:
-        with httpx.Client(base_url=server, headers=headers, timeout=300) as http:
-            answer = http.get("/v1/agent/bundle/info")
-            if answer.status_code != 200:
-                raise CliError(_http_error("bundle", answer), code=1)
-            info = answer.json()
-            meta = BundleMeta(
-                info["python"], info["implementation"], info["platform"], int(info["bytes"])
-            )
-            directory = home / "bundles"
-            directory.mkdir(parents=True, exist_ok=True)
-            path = directory / f"{info['sha256']}.tar.gz"
-            if path.is_file():
-                return path, meta
-            tmp = directory / f".{info['sha256']}.{secrets.token_hex(4)}"
-            digest = hashlib.sha256()
-            with http.stream("GET", "/v1/agent/bundle") as body, tmp.open("wb") as f:
-                if body.status_code != 200:
-                    body.read()
-                    raise CliError(_http_error("bundle", body), code=1)
-                for chunk in body.iter_bytes(1 << 20):
-                    digest.update(chunk)
-                    f.write(chunk)
-            if digest.hexdigest() != info["sha256"]:
-                tmp.unlink(missing_ok=True)
-                raise CliError("step bundle: the download's sha256 does not match; try again")
-            tmp.replace(path)
-            return path, meta
-    except httpx.HTTPError as exc:
-        raise CliError(
-            f"step bundle: cannot download the agent bundle from {server}: {exc}"
-        ) from None
-
-
-def _http_error(step: str, answer: Any) -> str:
-    try:
-        message = answer.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = f"HTTP {answer.status_code}"
-    return f"step {step}: the control plane answered: {message}"
-
-
 class _Reporter:
     """Progress lines: `HOST: step ... ok (1.2 s)`, on stderr."""
 
@@ -188,25 +86,19 @@ def _plain(text: str) -> str:
 
 
 async def _add_one(
-    url: str,
+    target: SshTarget,
     options: AddOptions,
     client_factory: Callable[[], Client],
     bundle: tuple[Path, BundleMeta],
     report: _Reporter,
     claimed: set[str],
 ) -> AddResult:
-    from corral.providers import ssh
+    from corral.providers import ssh, ssh_check
     from corral.providers.base import JoinInfo
     from corral.providers.install import install_script
 
-    result = AddResult(host=url, node=options.name)
+    result = AddResult(host=str(target), node=options.name)
     started = time.monotonic()
-    try:
-        target = ssh.SshTarget.parse(url)
-    except ValueError as exc:
-        result.error = f"step connect: {exc}"
-        return result
-    result.host = str(target)
     token_name: str | None = None
     installed = False
     registered = False
@@ -227,7 +119,7 @@ async def _add_one(
         conn = await ssh.connect(target, options.key, known_hosts=options.known_hosts)
         done("connect", f"host key {ssh.host_key_fingerprint(conn)}")
         step = "check"
-        facts = await ssh.check(
+        facts = await ssh_check.check(
             conn, bundle[1], options.install_dir, options.python, options.require_gpus
         )
         node = options.name or await _hostname(conn) or target.host
@@ -244,8 +136,11 @@ async def _add_one(
         done("check", f"{facts.distro or facts.os} {facts.arch}, Python {facts.python}{gpus}")
         step = "token"
         token_name = f"node-add-{secrets.token_hex(6)}"
+        # The server gives the node these labels (it cannot set provider, pool or ssh-*
+        # itself): `node remove` SSHes where they say.
+        labels = {**options.labels, **target.labels(options.install_dir)}
         made = await asyncio.to_thread(
-            client.create_join_token, token_name, options.ready_timeout + 600, 1
+            client.create_join_token, token_name, options.ready_timeout + 600, 1, labels
         )
         assert made.token is not None
         done("token")
@@ -253,7 +148,6 @@ async def _add_one(
         remote = await ssh.upload(conn, bundle[0], lambda _s, _m: None)
         done("upload", f"{bundle[1].bytes / 2**20:.0f} MB")
         step = "install"
-        labels = {**options.labels, **target.labels(options.install_dir)}
         join = JoinInfo(options.agent_server, made.token, node, labels)
         script = install_script(
             join,
@@ -354,7 +248,7 @@ async def _undo(
 
 
 async def _add_all(
-    hosts: list[tuple[str, AddOptions]],
+    hosts: list[tuple[SshTarget, AddOptions]],
     client_factory: Callable[[], Client],
     bundle: tuple[Path, BundleMeta],
     report: _Reporter,
@@ -362,22 +256,11 @@ async def _add_all(
     limit = asyncio.Semaphore(MAX_PARALLEL)
     claimed: set[str] = set()  # node names taken by hosts of this same run
 
-    async def one(url: str, options: AddOptions) -> AddResult:
+    async def one(target: SshTarget, options: AddOptions) -> AddResult:
         async with limit:
-            return await _add_one(url, options, client_factory, bundle, report, claimed)
+            return await _add_one(target, options, client_factory, bundle, report, claimed)
 
-    return list(await asyncio.gather(*(one(u, o) for u, o in hosts)))
-
-
-def _parse_labels(items: list[str]) -> dict[str, str]:
-    from corral.cli.agent import parse_labels
-    from corral.providers.ssh import LABEL_DIR, LABEL_HOST, LABEL_PORT, LABEL_USER
-
-    labels = parse_labels(items)
-    for key in ("provider", LABEL_HOST, LABEL_PORT, LABEL_USER, LABEL_DIR):
-        if key in labels:
-            raise CliError(f"--label {key}: set by node add itself; drop it", code=2)
-    return labels
+    return list(await asyncio.gather(*(one(t, o) for t, o in hosts)))
 
 
 def add(
@@ -448,15 +331,9 @@ def add(
 ) -> None:
     """Install the agent on hosts over SSH and join them (cluster admins). The hosts need
     SSH, Python (the control plane's version) and tar; nothing is downloaded there."""
-    urls: list[tuple[str, dict[str, str]]] = [(h, {}) for h in hosts or []]
-    urls += _read_hosts(hosts_file) if hosts_file else []
-    if not urls:
-        raise CliError("give a host: corral node add ssh://user@host (or --hosts FILE)", code=2)
-    if name is not None and len(urls) > 1:
-        raise CliError("--name names one node: give one host with it", code=2)
     if not install_dir.startswith("/") or install_dir.rstrip("/") == "":
         raise CliError(f"--install-dir {install_dir!r}: expected an absolute directory", code=2)
-    labels = _parse_labels(label or [])
+    labels = parse_labels(label or [])
     if rack:
         labels["rack"] = rack
     if pool:
@@ -479,11 +356,14 @@ def add(
         agent_args=tuple(args),
         ready_timeout=timeout,
     )
+    # Every target parsed (a bad one: exit 2) before anything is downloaded or made.
+    per_host = targets(list(hosts or []), hosts_file, options)
+    if name is not None and len(per_host) > 1:
+        raise CliError("--name names one node: give one host with it", code=2)
     report = _Reporter(quiet=json_)
     t0 = time.monotonic()
-    bundle = _fetch_bundle(settings, cli.home())
+    bundle = fetch_bundle(settings, cli.home())
     fetched = time.monotonic() - t0
-    per_host = [(url, _for_host(options, fields)) for url, fields in urls]
     results = asyncio.run(_add_all(per_host, cli.client, bundle, report))
     for r in results:
         r.steps = {"bundle": fetched, **r.steps}
@@ -504,61 +384,3 @@ def add(
                 note(f"node [bold]{esc(r.node)}[/] is ready ({r.total_s:.1f} s)")
     if failed:
         raise typer.Exit(1)
-
-
-def remove(
-    ctx: typer.Context,
-    node: Annotated[str, typer.Argument(help="The node's name.")],
-    key: Annotated[
-        Path | None,
-        typer.Option(help="Private key (default: the ssh agent and ~/.ssh).", show_default=False),
-    ] = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="Remove even if its work does not leave in time or the host cannot be "
-            "reached (the agent may be left there).",
-        ),
-    ] = False,
-    timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for its work to leave.", min=1)
-    ] = 300.0,
-) -> None:
-    """Drain NODE, stop and uninstall its agent over SSH (nodes added with `node add`),
-    and delete it (cluster admins)."""
-    from corral.providers import ssh
-
-    cli = state(ctx)
-    with cli.client() as client:
-        detail = client.get_node(node)
-        where = ssh.SshTarget.from_labels(detail.node.labels)
-        if detail.workloads:
-            client.drain_node(node)
-            note(f"draining {esc(node)}: {len(detail.workloads)} workload(s)")
-        deadline = time.monotonic() + timeout
-        while client.get_node(node).workloads:
-            if time.monotonic() > deadline:
-                if not force:
-                    raise CliError(
-                        f"{node}: step drain: its work did not leave within {timeout:g} s "
-                        "(wait longer with --timeout, or --force)"
-                    )
-                break
-            time.sleep(0.5)
-        if where is not None:
-            target, install_dir = where
-            try:
-                asyncio.run(ssh._remove(target, install_dir, key.expanduser() if key else None))
-            except ssh.StepFailed as exc:
-                if not force:
-                    raise CliError(
-                        f"{node}: {exc}", hint="--force deletes the node anyway"
-                    ) from None
-                error_line(f"{node}: {exc} (deleting the node anyway: --force)")
-            else:
-                note(f"stopped and removed the agent in {esc(install_dir)} on {esc(target)}")
-        else:
-            note(f"{esc(node)} was not added over ssh: its agent is left as it is")
-        client.delete_node(node)
-    note(f"removed node [bold]{esc(node)}[/]")

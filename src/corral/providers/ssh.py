@@ -17,13 +17,18 @@ static: the autoscaler never makes or removes these machines (`SshProvider.launc
 refuses), and `terminate` uninstalls the agent over SSH.
 
 Where a node came from is kept in its labels, so that `corral node remove` finds it again:
-`provider=ssh`, `ssh-host`, `ssh-port`, `ssh-user`, `ssh-install-dir`.
+`provider=ssh`, `ssh-host`, `ssh-port`, `ssh-user`, `ssh-install-dir`. The server sets them
+from the one-use join token `node add` made (wire.api.BOUND_LABELS): the node cannot.
+
+Host keys: `node add` is OpenSSH's StrictHostKeyChecking=accept-new on known_hosts
+(--known-hosts FILE, else ~/.ssh/known_hosts): a listed host must show its listed key; an
+unlisted one is accepted and its key written there (0600), so that `node remove`, which
+accepts only a listed key, talks to the same machine. The check step: ssh_check.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import shlex
 from collections.abc import Callable, Sequence
@@ -32,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from corral.providers import ssh_hostkeys as hostkeys
 from corral.providers.base import (
     Instance,
     InstanceState,
@@ -44,13 +50,14 @@ from corral.providers.install import DEFAULT_INSTALL_DIR, uninstall_script
 if TYPE_CHECKING:
     import asyncssh
 
+    from corral.providers.ssh_check import HostFacts
+
 CONNECT_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 120.0
 LABEL_HOST = "ssh-host"
 LABEL_PORT = "ssh-port"
 LABEL_USER = "ssh-user"
 LABEL_DIR = "ssh-install-dir"
-MIN_PYTHON = (3, 10)
 
 # (step, message): a step starts with message "" and may report details as it goes.
 Progress = Callable[[str, str], None]
@@ -113,54 +120,34 @@ class SshTarget:
         return target, labels.get(LABEL_DIR, DEFAULT_INSTALL_DIR)
 
 
-@dataclass(frozen=True)
-class BundleMeta:
-    python: str
-    implementation: str
-    platform: str
-    bytes: int
-
-    def describe(self) -> str:
-        impl = "CPython" if self.implementation == "cpython" else self.implementation
-        return f"{impl} {self.python} on {self.platform}"
-
-
-@dataclass(frozen=True)
-class HostFacts:
-    os: str
-    arch: str
-    distro: str
-    python_path: str
-    python: str
-    sudo: str  # "" (root, or a directory the user owns) or "sudo -n "
-    systemd: bool
-    gpus: tuple[str, ...]  # nvidia-smi's names, one per GPU
-
-
 async def connect(
     target: SshTarget,
     key: Path | None = None,
     timeout: float = CONNECT_TIMEOUT_S,
     known_hosts: Path | None = None,
+    accept_new: bool = True,
 ) -> asyncssh.SSHClientConnection:
     """A connection to `target` with `key` (else the ssh agent and ~/.ssh's keys).
 
-    The host key must be in `known_hosts` when that is given. Otherwise, as OpenSSH's
-    StrictHostKeyChecking=accept-new: a host ~/.ssh/known_hosts lists must show that key,
-    and a host it does not list is accepted (its fingerprint is in `host_key_fingerprint`).
+    known_hosts (None: ~/.ssh/known_hosts) that lists the host must show its key. A host it
+    does not list is accepted and recorded there when `accept_new`, else refused.
     """
     import asyncssh
 
-    trusted: object = None
-    if known_hosts is not None:
-        trusted = str(known_hosts)
-    else:
-        default = Path("~/.ssh/known_hosts").expanduser()
-        with contextlib.suppress(OSError, ValueError, asyncssh.Error):
-            listed = asyncssh.read_known_hosts(str(default))
-            port = None if target.port == 22 else target.port
-            if listed.match(target.host, target.host, port)[0]:
-                trusted = listed
+    path = hostkeys.known_hosts_file(known_hosts)
+    try:
+        trusted = hostkeys.listed(path, target.host, target.port)
+    except (OSError, ValueError) as exc:
+        raise StepFailed(
+            "connect", f"cannot read {path}: {exc}", "fix or remove that known_hosts file"
+        ) from None
+    if trusted is None and not accept_new:
+        raise StepFailed(
+            "connect",
+            f"{path} does not list the host key of {target.host}",
+            f"add it (ssh-keyscan -p {target.port} {target.host} >> {path}, once you have "
+            "checked it) or give --known-hosts FILE",
+        )
     options: dict[str, object] = {
         "username": target.user,
         "port": target.port,
@@ -178,7 +165,7 @@ async def connect(
             ) from None
         options["agent_path"] = None
     try:
-        return await asyncssh.connect(target.host, **options)
+        conn = await asyncssh.connect(target.host, **options)
     except asyncssh.PermissionDenied:
         raise StepFailed(
             "connect",
@@ -217,6 +204,21 @@ async def connect(
         raise StepFailed(
             "connect", f"{target}: {exc.reason or exc}", "check the host's sshd"
         ) from None
+    if trusted is None:
+        host_key = conn.get_server_host_key()
+        if host_key is None:  # asyncssh always has one once connected; never trust none
+            conn.close()
+            raise StepFailed("connect", f"{target.host} showed no host key", "check its sshd")
+        try:
+            hostkeys.remember(path, target.host, target.port, host_key)
+        except OSError as exc:
+            conn.close()
+            raise StepFailed(
+                "connect",
+                f"cannot record the host key of {target.host} in {path}: {exc.strerror or exc}",
+                "make that file writable, or give --known-hosts FILE",
+            ) from None
+    return conn
 
 
 def host_key_fingerprint(conn: asyncssh.SSHClientConnection) -> str:
@@ -251,143 +253,6 @@ def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode(errors="replace")
     return str(value or "")
-
-
-def _probe(python: str, install_dir: str) -> str:
-    py = shlex.quote(python)
-    d = shlex.quote(install_dir)
-    return f"""
-echo "os=$(uname -s)"; echo "arch=$(uname -m)"; echo "uid=$(id -u)"; echo "user=$(id -un)"
-if [ -r /etc/os-release ]; then (. /etc/os-release; echo "distro=${{PRETTY_NAME:-$ID}}"); fi
-P="$(command -v {py} 2>/dev/null || true)"; echo "python_path=$P"
-if [ -n "$P" ]; then "$P" -c 'import sys, sysconfig
-print("python=%d.%d.%d" % sys.version_info[:3])
-print("implementation=" + sys.implementation.name)
-print("platform=" + sysconfig.get_platform())' 2>/dev/null
-"$P" -c 'import venv' 2>/dev/null && echo venv=1; fi
-p={d}; while [ ! -e "$p" ]; do p="$(dirname "$p")"; done
-echo "disk_kb=$(df -Pk "$p" | awk 'NR==2 {{print $4}}')"
-echo "tmp_kb=$(df -Pk /tmp | awk 'NR==2 {{print $4}}')"
-[ -w "$p" ] && echo writable=1
-command -v tar >/dev/null && echo tar=1
-if [ "$(id -u)" != 0 ] && sudo -n true 2>/dev/null; then echo sudo=1; fi
-[ -d /run/systemd/system ] && command -v systemctl >/dev/null && echo systemd=1
-if command -v nvidia-smi >/dev/null; then
-  echo nvidia_smi=1
-  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null |
-    sed 's/^/gpu=/'
-fi
-exit 0
-"""
-
-
-async def check(
-    conn: asyncssh.SSHClientConnection,
-    bundle: BundleMeta,
-    install_dir: str,
-    python: str = "python3",
-    require_gpus: bool = False,
-) -> HostFacts:
-    """What the host is; StepFailed("check", ...) when it cannot run the bundle's agent."""
-    status, stdout, stderr = await run(conn, "check", "sh -s", stdin=_probe(python, install_dir))
-    if status != 0:
-        raise StepFailed("check", f"the probe failed: {stderr.strip()[:200]}", "check the host")
-    facts: dict[str, str] = {}
-    gpus: list[str] = []
-    for line in stdout.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key == "gpu":
-            gpus.append(value.strip())
-        elif sep:
-            facts[key] = value.strip()
-    os_name, arch = facts.get("os", "?"), facts.get("arch", "?")
-    if os_name != "Linux":
-        raise StepFailed("check", f"the host runs {os_name}", "the agent runs on Linux")
-    _check_python(facts, python, bundle)
-    need_kb = 4 * bundle.bytes // 1024
-    free_kb = int(facts.get("disk_kb") or 0)
-    if free_kb < need_kb:
-        raise StepFailed(
-            "check",
-            f"{free_kb // 1024} MB free for {install_dir}; the agent needs {need_kb // 1024} MB",
-            "free disk space or pick another --install-dir",
-        )
-    if int(facts.get("tmp_kb") or 0) < bundle.bytes // 1024 + 1024:
-        raise StepFailed(
-            "check",
-            f"{int(facts.get('tmp_kb') or 0) // 1024} MB free in /tmp for the "
-            f"{bundle.bytes // 2**20} MB bundle",
-            "free disk space in /tmp",
-        )
-    if "tar" not in facts:
-        raise StepFailed("check", "no tar on the host", "install tar")
-    sudo = ""
-    if facts.get("uid") != "0" and "writable" not in facts:
-        if "sudo" not in facts:
-            raise StepFailed(
-                "check",
-                f"{facts.get('user', 'the user')} may not write {install_dir} and `sudo -n` "
-                "asks for a password",
-                "log in as root, allow passwordless sudo, or give an --install-dir the user owns",
-            )
-        sudo = "sudo -n "
-    if require_gpus:
-        if "nvidia_smi" not in facts:
-            raise StepFailed(
-                "check", "no nvidia-smi on the host", "install the NVIDIA driver, or drop --gpus"
-            )
-        if not gpus:
-            raise StepFailed(
-                "check",
-                "nvidia-smi lists no GPUs (is the driver loaded?)",
-                "check `nvidia-smi` on the host",
-            )
-    return HostFacts(
-        os=os_name,
-        arch=arch,
-        distro=facts.get("distro", ""),
-        python_path=facts["python_path"],
-        python=facts.get("python", ""),
-        sudo=sudo,
-        # A system unit needs root; a user without it gets the supervised process.
-        systemd="systemd" in facts and (facts.get("uid") == "0" or bool(sudo)),
-        gpus=tuple(gpus),
-    )
-
-
-def _check_python(facts: dict[str, str], python: str, bundle: BundleMeta) -> None:
-    if not facts.get("python_path"):
-        raise StepFailed(
-            "check",
-            f"no {python} on the host",
-            f"install {bundle.describe()} there (e.g. apt-get install python3), "
-            "or name it with --python",
-        )
-    version = facts.get("python", "")
-    try:
-        have = tuple(int(p) for p in version.split(".")[:2])
-    except ValueError:
-        have = (0, 0)
-    got = (
-        f"{facts.get('implementation', '?')} {version or '?'} on "
-        f"{facts.get('platform', '?')} ({facts['python_path']})"
-    )
-    if (
-        have < MIN_PYTHON
-        or ".".join(map(str, have)) != bundle.python
-        or facts.get("implementation") != bundle.implementation
-        or facts.get("platform") != bundle.platform
-    ):
-        raise StepFailed(
-            "check",
-            f"the host has {got}; the control plane's agent bundle is for {bundle.describe()}",
-            f"install Python {bundle.python} on the host and pass --python python{bundle.python}"
-            ", or run the control plane on the host's Python",
-        )
-    if "venv" not in facts:
-        raise StepFailed(
-            "check", f"{facts['python_path']} has no venv module", "install python3-venv"
-        )
 
 
 async def upload(conn: asyncssh.SSHClientConnection, bundle: Path, progress: Progress) -> str:
@@ -512,12 +377,15 @@ class SshProvider:
             where = SshTarget.from_labels(labels)
             if where is not None and str(where[0]) in wanted:
                 try:
-                    asyncio.run(_remove(where[0], where[1], self._key))
+                    asyncio.run(remove_agent(where[0], where[1], self._key))
                 except StepFailed as exc:
                     raise ProviderError(LaunchErrorKind.UNREACHABLE, str(exc)) from None
 
 
-async def _remove(target: SshTarget, install_dir: str, key: Path | None) -> None:
-    conn = await connect(target, key)
+async def remove_agent(
+    target: SshTarget, install_dir: str, key: Path | None, known_hosts: Path | None = None
+) -> None:
+    """Stop and remove the agent `node add` installed; the host key must be listed."""
+    conn = await connect(target, key, known_hosts=known_hosts, accept_new=False)
     async with conn:
         await uninstall(conn, install_dir, await needs_sudo(conn, install_dir))
