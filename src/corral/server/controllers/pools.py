@@ -7,7 +7,11 @@ apply    instance rows (requested), released nodes cordoned, pools blocked, why 
          cannot be placed (fleet events), deleted pools removed once empty
 effects  services/pool_actions.py, in a worker thread after commit: providers launch what
          was requested (each with a one-use join token) and terminate what was released
-         once nothing runs there; the node is then deleted
+         once nothing runs there (a refused termination backs off); the node is then
+         deleted; now and then a sweep terminates provider instances no live row knows
+
+What a round tells people (unmet reasons, the notes in pending reasons) is published only
+once its transaction committed (`committed`).
 """
 
 from __future__ import annotations
