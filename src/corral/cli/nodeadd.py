@@ -276,8 +276,9 @@ def add(
     known_hosts: Annotated[
         Path | None,
         typer.Option(
-            help="Accept only host keys listed here (default: ~/.ssh/known_hosts for the "
-            "hosts it lists; a host it does not list is accepted, its key printed).",
+            help="known_hosts to check host keys in (default: ~/.ssh/known_hosts): a host "
+            "it lists must show that key; one it does not is accepted and its key written "
+            "there (`node remove` then accepts only that key).",
             show_default=False,
         ),
     ] = None,
