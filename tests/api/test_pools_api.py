@@ -25,8 +25,41 @@ AWS = {"name": "p5", "provider": "aws", "type": "p5.48xlarge", "region": "us-eas
 
 @pytest.fixture
 def api(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    with in_process(database_url, tmp_path) as client:
+    with in_process(database_url, tmp_path, allow_local_pools=True) as client:
         yield client
+
+
+def test_a_local_pool_is_refused_unless_the_server_allows_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    body = {"name": "fake", "provider": "local", "type": "fake-h100x8", "max": 2}
+    with in_process(database_url, tmp_path) as api:
+        r = api.post("/v1/pools", json=body, headers=ADMIN)
+        assert r.status_code == 403, r.text
+        message = r.json()["error"]["message"]
+        assert "does not allow them" in message and "CORRAL_ALLOW_LOCAL_POOLS=1" in message
+        assert api.get("/v1/pools", headers=ADMIN).json()["pools"] == []
+        # Other providers are not affected.
+        assert api.post("/v1/pools", json=AWS, headers=ADMIN).status_code == 201
+
+
+def test_the_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from corral.server.config import ServerOptions, SettingError
+
+    monkeypatch.delenv("CORRAL_ALLOW_LOCAL_POOLS", raising=False)
+    assert not ServerOptions.from_env().allow_local_pools
+    monkeypatch.setenv("CORRAL_ALLOW_LOCAL_POOLS", "1")
+    assert ServerOptions.from_env().allow_local_pools
+    monkeypatch.setenv("CORRAL_ALLOW_LOCAL_POOLS", "maybe")
+    with pytest.raises(SettingError, match="CORRAL_ALLOW_LOCAL_POOLS: expected 1 or 0"):
+        ServerOptions.from_env()
+
+
+def test_a_pool_may_set_no_label_the_server_binds_to_its_nodes() -> None:
+    from corral.spec.pool import RESERVED_LABELS
+    from corral.wire.api import BOUND_LABELS
+
+    assert RESERVED_LABELS == BOUND_LABELS
 
 
 def test_create_get_ls_scale_delete(api: TestClient) -> None:
@@ -60,6 +93,9 @@ def test_create_get_ls_scale_delete(api: TestClient) -> None:
         ({"spare": 3, "max": 2}, "", "spare (3) must not be more than max (2)"),
         ({"idle_after": "soon"}, "idle_after", "not a duration"),
         ({"labels": {"pool": "x"}}, "labels", "set by corral"),
+        ({"labels": {"spot": "true"}}, "labels", "'spot' is set by corral on pool nodes (use spot"),
+        ({"labels": {"ssh-host": "10.0.0.9"}}, "labels", "'ssh-host' is set by corral"),
+        ({"labels": {"price-per-hour": "0"}}, "labels", "(use price, --price)"),
         ({"name": "Bad_Name"}, "name", "not a valid pool name"),
         ({"region": "local"}, "region", "regions with one: us-east-1, us-west-2"),
         ({"type": "p5e.48xlarge", "spot": True}, "region", "no spot price for p5e.48xlarge"),
@@ -76,22 +112,36 @@ def test_bad_pool_is_one_clear_422(
         assert any(f["path"].endswith(field) for f in error["fields"]), error
 
 
+def _node(api: TestClient, name: str, bound: dict[str, str]) -> str:
+    """Node `name` (8 GPUs) with the labels a join token bound to it: its agent cannot set
+    these keys itself (wire.api.BOUND_LABELS)."""
+    store = api.app.state.cp.store  # type: ignore[attr-defined]
+    node_id = register_node(store, name, gpus=8)
+    with store.transaction() as session:
+        node = session.get(Node, node_id)
+        assert node is not None
+        node.labels = {**(node.labels or {}), **bound}
+    return node_id
+
+
 def _member(api: TestClient, pool: str, name: str) -> str:
     """A node of `pool` that joined, as the controller's rows would say."""
     store = api.app.state.cp.store  # type: ignore[attr-defined]
+    node_id = _node(api, name, {"pool": pool})
     with store.transaction() as session:
         session.add(
             PoolInstance(
                 id=name,
                 pool=pool,
                 node_name=name,
+                node_id=node_id,
                 state="joined",
                 launched_at=1.0,
                 joined_at=2.0,
                 price_per_hour=16.0,
             )
         )
-    return register_node(store, name, gpus=8, labels={"pool": pool})
+    return node_id
 
 
 def test_delete_is_refused_while_nodes_remain_and_force_releases_them(api: TestClient) -> None:
@@ -117,16 +167,19 @@ def test_delete_is_refused_while_nodes_remain_and_force_releases_them(api: TestC
     store = api.app.state.cp.store  # type: ignore[attr-defined]
     with store.read() as session:
         row = session.scalars(select(PoolInstance).where(PoolInstance.node_name == "fake-a")).one()
-        # A pool being deleted has room for no node: its idle ones go at once.
-        assert row.state == "terminated" and "above its max_nodes 0" in (row.reason or "")
+        # A pool being deleted has room for no node: its idle ones go at once (a drained
+        # node is not ready: released as such, core/pools.py).
+        reason = row.reason or ""
+        assert row.state == "terminated", reason
+        assert "above its max_nodes 0" in reason or "not ready and idle" in reason, reason
 
 
 def test_a_static_pool_counts_its_hosts_and_force_drains_them_and_goes(api: TestClient) -> None:
     body = {"name": "racks", "provider": "ssh", "type": "any"}
     assert api.post("/v1/pools", json=body, headers=ADMIN).status_code == 201
     store = api.app.state.cp.store  # type: ignore[attr-defined]
-    register_node(store, "host-1", gpus=8, labels={"pool": "racks"})
-    register_node(store, "host-2", gpus=8, labels={"pool": "elsewhere"})
+    _node(api, "host-1", {"pool": "racks"})
+    _node(api, "host-2", {"pool": "elsewhere"})
     view = api.get("/v1/pools/racks", headers=ADMIN).json()
     assert (view["static"], view["nodes"]) == (True, 1)
     assert api.delete("/v1/pools/racks", headers=ADMIN).status_code == 409
@@ -155,10 +208,15 @@ def test_cli_pool_commands(cli: Cli) -> None:
     bad = cli("pool", "create", "x", "--provider", "aws", "--type", "p9", "--region", "us-east-1")
     assert bad.exit_code != 0 and "unknown instance type 'p9'" in bad.output
     assert "Traceback" not in bad.output
-    bad = cli("pool", "create", "x", "--type", "fake-h100x1", "--min", "3", "--max", "1")
+    local = ("pool", "create", "x", "--provider", "local", "--type", "fake-h100x1")
+    bad = cli(*local, "--min", "3", "--max", "1")
     assert bad.exit_code == 2 and "min (3) must not be more than max (1)" in bad.output
-    bad = cli("pool", "create", "x", "--type", "fake-h100x1", "--label", "nokey")
+    bad = cli(*local, "--label", "nokey")
     assert bad.exit_code == 2 and "--label 'nokey': expected KEY=VALUE" in bad.output
+    bad = cli(*local, "--label", "spot=true")  # the flag is named, not the spec's field
+    assert bad.exit_code == 2 and "--label: label 'spot' is set by corral" in bad.output
+    bad = cli("pool", "create", "x", "--type", "p5.48xlarge")  # no default provider
+    assert bad.exit_code == 2 and "give --provider" in bad.output
     assert cli("pool", "delete", "h100").exit_code == 0
     assert "h100" not in cli("pool", "ls").output
 
@@ -220,7 +278,7 @@ def test_job_get_shows_cost(cli: Cli) -> None:
 def test_cli_workspace_usage(cli: Cli) -> None:
     server = cli.server
     store = server.app.state.cp.store  # type: ignore[attr-defined]
-    node_id = register_node(store, "priced", gpus=8, labels={"price-per-hour": "16"})
+    node_id = _node(server, "priced", {"price-per-hour": "16"})
     now = server.app.state.cp.clock.now()  # type: ignore[attr-defined]
     with store.transaction() as session:
         from corral.server.store.tables import Workspace
@@ -269,3 +327,74 @@ def test_cli_workspace_usage(cli: Cli) -> None:
     assert "default" in result.output and "$8.0" in result.output  # the whole week
     bad = cli("workspace", "usage", "--since", "yesterday")
     assert bad.exit_code == 2 and "--since 'yesterday'" in bad.output
+
+
+def _job_on(api: TestClient, node_id: str, started: float) -> None:
+    """Job 'train' of workspace default: 4 GPUs of `node_id` for 1.55 h (6.2 GPU-hours)."""
+    store = api.app.state.cp.store  # type: ignore[attr-defined]
+    with store.transaction() as session:
+        from corral.server.store.tables import Workspace
+
+        ws = session.scalars(select(Workspace).where(Workspace.name == "default")).one()
+        session.add(
+            Job(
+                id="j",
+                workspace_id=ws.id,
+                name="train",
+                spec={"name": "train", "command": "true"},
+                state=JobState.SUCCEEDED,
+                priority=0,
+                attempt=1,
+                submitted_at=started,
+                started_at=started,
+                finished_at=started + 5580.0,
+            )
+        )
+        session.flush()
+        session.add(
+            Replica(
+                id="r",
+                job_id="j",
+                attempt=1,
+                rank=0,
+                node_id=node_id,
+                gpus=[0, 1, 2, 3],
+                cpus=1,
+                memory_mb=0,
+                disk_mb=0,
+                state="succeeded",
+                desired="run",
+                created_at=started,
+                started_at=started,
+                finished_at=started + 5580.0,
+            )
+        )
+
+
+def test_cost_survives_the_node_and_the_pool_being_deleted(api: TestClient) -> None:
+    body = {"name": "racks", "provider": "ssh", "type": "any"}  # no price of its own
+    assert api.post("/v1/pools", json=body, headers=ADMIN).status_code == 201
+    node_id = _member(api, "racks", "racks-a")  # launched at $16/h: $2 per GPU-hour
+    now = api.app.state.cp.clock.now()  # type: ignore[attr-defined]
+    _job_on(api, node_id, now - 7200)
+    view = api.get("/v1/workspaces/default/jobs/train", headers=ADMIN).json()
+    assert view["cost"]["usd"] == 12.4
+    # The node goes (its row is renamed, kept for its replicas), then its pool.
+    assert api.delete("/v1/nodes/racks-a", headers=ADMIN).status_code == 204
+    store = api.app.state.cp.store  # type: ignore[attr-defined]
+    with store.transaction() as session:
+        row = session.scalars(select(PoolInstance).where(PoolInstance.node_id == node_id)).one()
+        row.state = "terminated"
+    assert api.delete("/v1/pools/racks", headers=ADMIN).status_code == 204
+    view = api.get("/v1/workspaces/default/jobs/train", headers=ADMIN).json()
+    assert view["cost"] == {"gpu_hours": 6.2, "usd": 12.4, "unpriced_gpu_hours": 0.0}
+    usage = api.get("/v1/workspaces/default/usage", headers=ADMIN).json()
+    assert (usage["gpu_hours"], usage["usd"]) == (6.2, 12.4)
+
+
+@pytest.mark.parametrize("since", ["nan", "inf", "-inf"])
+def test_usage_since_must_be_a_finite_time(api: TestClient, since: str) -> None:
+    for path in ("/v1/usage", "/v1/workspaces/default/usage"):
+        r = api.get(path, params={"since": since}, headers=ADMIN)
+        assert r.status_code == 422, (path, r.text)
+        assert "since" in r.text

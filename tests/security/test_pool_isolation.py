@@ -12,7 +12,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from corral.core.states import JobState
-from corral.server.store.tables import Job, Replica, Workspace
+from corral.server.services.pool_fleet import FLEET_EVENTS
+from corral.server.services.pools import add_event, instance_view
+from corral.server.store.tables import Job, Node, PoolInstance, Replica, Workspace
 from support.app import in_process
 from support.store import register_node
 
@@ -59,7 +61,10 @@ def test_only_cluster_admins_change_pools_and_anyone_reads_them(api: TestClient)
 def _ran(api: TestClient, workspace: str, name: str, gpus: int) -> None:
     """A job of `workspace` that held `gpus` GPUs for an hour on a $1/GPU-hour node."""
     store = api.app.state.cp.store  # type: ignore[attr-defined]
-    node = register_node(store, f"n-{name}", gpus=8, labels={"price-per-hour": "8"})
+    node = register_node(store, f"n-{name}", gpus=8)
+    with store.transaction() as session:
+        # As a join token bound it (an agent cannot set its own price).
+        session.get(Node, node).labels = {"price-per-hour": "8"}  # type: ignore[union-attr]
     now = api.app.state.cp.clock.now()  # type: ignore[attr-defined]
     with store.transaction() as session:
         ws = session.scalars(select(Workspace).where(Workspace.name == workspace)).one()
@@ -114,3 +119,47 @@ def test_usage_is_seen_by_its_members_and_cluster_admins_only(api: TestClient) -
         "team-b": 3.0,
     }
     assert api.get("/v1/workspaces/team-b/usage", headers=ADMIN).json()["gpu_hours"] == 3.0
+
+
+SECRET = "b-secret-train"  # a job of team-b's: its name is team-b's business
+
+
+def test_no_pool_route_shows_another_workspace_its_job_names(api: TestClient) -> None:
+    """Why a pool grew names the job it grew for, and the fleet's events name jobs no pool
+    can hold: a cluster admin sees them, a reader of another workspace sees "a job"."""
+    assert api.post("/v1/pools", json=POOL, headers=ADMIN).status_code == 201
+    store = api.app.state.cp.store  # type: ignore[attr-defined]
+    now = api.app.state.cp.clock.now()  # type: ignore[attr-defined]
+    with store.transaction() as session:
+        add_event(session, "h100", now, "grow", f"1 x p5.48xlarge ($98.32/h) for job '{SECRET}'")
+        add_event(session, FLEET_EVENTS, now, "unmet", f"job '{SECRET}': no pool can hold it")
+        session.add(
+            PoolInstance(
+                id="i1",
+                pool="h100",
+                node_name="h100-1",
+                state="failed",
+                launched_at=now,
+                reason=f"launched for job {SECRET}; it never joined",
+                version=1,
+            )
+        )
+    for role in ("viewer", "member", "admin"):
+        reader = _token(api, role, "team-a")
+        listed = api.get("/v1/pools", headers=reader)
+        got = api.get("/v1/pools/h100", headers=reader)
+        assert listed.status_code == got.status_code == 200
+        for r in (listed, got):
+            assert SECRET not in r.text, (role, r.text)
+        texts = [e["text"] for e in got.json()["events"]]
+        assert "1 x p5.48xlarge ($98.32/h) for a job" in texts  # why it grew, still
+        assert all(e["kind"] != "unmet" for e in got.json()["events"])  # the fleet's
+        assert got.json()["instances"][0]["reason"] == "launched for a job; it never joined"
+    seen = api.get("/v1/pools/h100", headers=ADMIN).json()
+    assert {e["text"] for e in seen["events"]} >= {
+        f"1 x p5.48xlarge ($98.32/h) for job '{SECRET}'",
+        f"job '{SECRET}': no pool can hold it",
+    }
+    with store.read() as session:
+        row = session.get(PoolInstance, "i1")
+        assert row is not None and SECRET in (instance_view(row, admin=True).reason or "")

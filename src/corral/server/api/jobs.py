@@ -112,7 +112,9 @@ def list_every_job(
 def get_job(name: str, workspace: ReadableWorkspace, cp: CP) -> JobView:
     with cp.store.read() as session:
         job = service.get_job(session, workspace, name)
-        return service.job_view(session, job, workspace.name, now=cp.clock.now())
+        return service.job_view(
+            session, job, workspace.name, now=cp.clock.now(), catalog=cp.catalog
+        )
 
 
 @router.post("/{name}/cancel")

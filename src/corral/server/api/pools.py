@@ -15,6 +15,7 @@ from corral.wire.pools import PoolList, PoolView, UsageList, WorkspaceUsage
 router = APIRouter(prefix="/v1", tags=["pools"])
 
 DEFAULT_SINCE_S = 7 * 86400.0
+SINCE = Query(default=None, description="epoch seconds; default: 7 days", allow_inf_nan=False)
 
 
 @router.get("/pools")
@@ -26,9 +27,10 @@ def list_pools(caller: Caller, cp: CP) -> PoolList:
 @router.post("/pools", status_code=201)
 def create_pool(spec: NodePoolSpec, caller: Caller, cp: CP) -> PoolView:
     """A new pool; it grows to `min` at once and up to `max` as work waits."""
+    service.check_allowed(spec, cp.options.allow_local_pools)
     with cp.store.transaction() as session:
         row = service.create_pool(session, caller, spec, cp.catalog, cp.clock.now())
-        view = service.pool_view(session, row, cp.catalog, detail=True)
+        view = service.pool_view(session, row, cp.catalog, detail=True, admin=caller.cluster_admin)
     cp.wake_pools()
     return view
 
@@ -38,7 +40,7 @@ def get_pool(name: str, caller: Caller, cp: CP) -> PoolView:
     """The pool, its nodes and why it last grew, shrank or was blocked."""
     with cp.store.read() as session:
         row = service.get_pool_row(session, name)
-        return service.pool_view(session, row, cp.catalog, detail=True)
+        return service.pool_view(session, row, cp.catalog, detail=True, admin=caller.cluster_admin)
 
 
 @router.patch("/pools/{name}")
@@ -46,7 +48,9 @@ def scale_pool(name: str, body: PoolScale, caller: Caller, cp: CP) -> PoolView:
     def write() -> PoolView:
         with cp.store.transaction() as session:
             row = service.scale_pool(session, caller, name, body, cp.clock.now())
-            return service.pool_view(session, row, cp.catalog, detail=True)
+            return service.pool_view(
+                session, row, cp.catalog, detail=True, admin=caller.cluster_admin
+            )
 
     view = retry_stale(write)
     cp.wake_pools()
@@ -74,7 +78,7 @@ def delete_pool(name: str, caller: Caller, cp: CP, force: bool = False) -> Respo
 def list_usage(
     caller: Caller,
     cp: CP,
-    since: float | None = Query(default=None, description="epoch seconds; default: 7 days"),
+    since: float | None = SINCE,
 ) -> UsageList:
     """GPU-hours and cost per workspace: every workspace for a cluster admin, the
     caller's own otherwise."""
@@ -95,7 +99,7 @@ def list_usage(
 def get_usage(
     workspace: ReadableWorkspace,
     cp: CP,
-    since: float | None = Query(default=None, description="epoch seconds; default: 7 days"),
+    since: float | None = SINCE,
 ) -> WorkspaceUsage:
     now = cp.clock.now()
     start = now - DEFAULT_SINCE_S if since is None else since

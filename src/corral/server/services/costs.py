@@ -9,22 +9,19 @@ they were free.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from corral.core.states import ACTIVE_REPLICA_STATES
-from corral.providers.catalog import Catalog, CatalogError, load_catalog
+from corral.providers.catalog import Catalog
 from corral.server.store.tables import Job, Node, Pool, PoolInstance, Replica, Workspace
 from corral.spec.pool import NodePoolSpec
 from corral.wire.pools import CostView, WorkspaceUsage
 
 PRICE_LABEL = "price-per-hour"
-_CATALOGS: dict[str, Catalog] = {}
 SECONDS_PER_HOUR = 3600.0
 
 
@@ -61,18 +58,11 @@ class Tally:
         )
 
 
-def default_catalog() -> Catalog:
-    """The catalog the server runs with (CORRAL_CATALOG, else the packaged one), read once
-    per file: a job's view needs it only for nodes whose launch price was not recorded."""
-    path = os.environ.get("CORRAL_CATALOG") or ""
-    found = _CATALOGS.get(path)
-    if found is None:
-        try:
-            found = load_catalog(Path(path) if path else None)
-        except CatalogError:
-            found = Catalog()  # the server refused to start on it; nothing to price with
-        _CATALOGS[path] = found
-    return found
+def node_price(pool: NodePoolSpec, catalog: Catalog) -> float | None:
+    """A pool's USD per node-hour now: its own price, else the catalog's; None: unknown."""
+    if pool.price is not None:
+        return pool.price
+    return catalog.price(pool.provider, pool.region, pool.type, pool.spot)
 
 
 def price_per_node_hour(
@@ -85,9 +75,7 @@ def price_per_node_hour(
     if launched_price is not None:
         return launched_price
     if pool is not None:
-        if pool.price is not None:
-            return pool.price
-        return catalog.price(pool.provider, pool.region, pool.type, pool.spot)
+        return node_price(pool, catalog)
     raw = labels.get(PRICE_LABEL)
     if raw is None:
         return None
@@ -98,6 +86,26 @@ def price_per_node_hour(
     return value if value >= 0 else None
 
 
+def _launch_prices(session: Session, nodes: Sequence[Node]) -> dict[str, float | None]:
+    """Node id -> the price its pool launched it at. By the node's id: a deleted node's row
+    is renamed (and its pool may be gone), its id stays. Instance rows from before the id
+    was recorded are found by the node's name while it lives."""
+    ids = [n.id for n in nodes]
+    found = {
+        i.node_id: i.price_per_hour
+        for i in session.scalars(select(PoolInstance).where(PoolInstance.node_id.in_(ids)))
+        if i.node_id is not None
+    }
+    by_name = {n.name: n.id for n in nodes if n.id not in found}
+    if by_name:
+        query = select(PoolInstance).where(
+            PoolInstance.node_id.is_(None), PoolInstance.node_name.in_(list(by_name))
+        )
+        for i in session.scalars(query):
+            found[by_name[i.node_name]] = i.price_per_hour
+    return found
+
+
 def gpu_hour_prices(
     session: Session, node_ids: Iterable[str], catalog: Catalog
 ) -> dict[str, float | None]:
@@ -106,17 +114,13 @@ def gpu_hour_prices(
     if not ids:
         return {}
     nodes = list(session.scalars(select(Node).where(Node.id.in_(ids))))
-    names = [n.name for n in nodes]
-    launched = {
-        i.node_name: i.price_per_hour
-        for i in session.scalars(select(PoolInstance).where(PoolInstance.node_name.in_(names)))
-    }
+    launched = _launch_prices(session, nodes)
     pools = {p.name: NodePoolSpec.model_validate(p.spec) for p in session.scalars(select(Pool))}
     out: dict[str, float | None] = {}
     for node in nodes:
         labels = dict(node.labels or {})
         pool = pools.get(labels.get("pool", ""))
-        per_node = price_per_node_hour(labels, launched.get(node.name), pool, catalog)
+        per_node = price_per_node_hour(labels, launched.get(node.id), pool, catalog)
         gpus = len(node.gpus or [])
         out[node.id] = None if per_node is None or gpus == 0 else per_node / gpus
     return out

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from corral.core.lifecycle import ACTIVE_REPLICA_STATES
 from corral.core.states import Desired, JobState, ReplicaState
+from corral.providers.catalog import Catalog
 from corral.server.artifacts.service import check_workdir_format
 from corral.server.errors import Conflict, Invalid, NotFound
 from corral.server.services import costs, recovery
@@ -176,8 +177,11 @@ def job_view(
     now: float | None = None,
     nodes: dict[str, str] | None = None,
     endpoints: dict[str, str] | None = None,
+    catalog: Catalog | None = None,
 ) -> JobView:
-    """`nodes` (id -> name) and `endpoints` (id -> name): already loaded for a whole list."""
+    """`nodes` (id -> name) and `endpoints` (id -> name): already loaded for a whole list.
+    `catalog`: the control plane's, to show the job's cost (prices of nodes launched without
+    a recorded price); without it no cost is shown."""
     replicas = current_replicas(session, job) if job.attempt else []
     attempts, goodput = (
         recovery.attempt_views(session, job, now if now is not None else job.submitted_at)
@@ -214,10 +218,8 @@ def job_view(
         attempts=attempts,
         goodput=goodput,
         # Only where one job is shown (with_tail): a list would read every replica's node.
-        cost=costs.job_cost(
-            session, job, costs.default_catalog(), now if now is not None else job.submitted_at
-        )
-        if with_tail
+        cost=costs.job_cost(session, job, catalog, now if now is not None else job.submitted_at)
+        if with_tail and catalog is not None
         else None,
         endpoint=None
         if job.endpoint_id is None

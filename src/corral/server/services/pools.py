@@ -4,6 +4,7 @@ and their events. The autoscaler's side (facts, plans) is services/pool_fleet.py
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
 
 from pydantic import ValidationError
@@ -13,16 +14,22 @@ from sqlalchemy.orm import Session
 from corral.providers.catalog import Catalog
 from corral.providers.registry import KNOWN, is_static
 from corral.server.auth import Principal
+from corral.server.config import ALLOW_LOCAL_POOLS_ENV
 from corral.server.errors import Conflict, Forbidden, Invalid, NotFound
 from corral.server.services import node_ops
+from corral.server.services.costs import node_price as node_price  # pool_fleet's import
 from corral.server.services.effects import Effects
-from corral.server.store.tables import Node, Pool, PoolEvent, PoolInstance
+from corral.server.store.tables import RETIRED_PREFIX, Node, Pool, PoolEvent, PoolInstance
 from corral.spec.errors import field_errors
 from corral.spec.pool import NodePoolSpec, PoolScale
 from corral.wire.pools import InstanceView, PoolEventView, PoolView
 
 EVENTS_KEPT = 50  # per pool: `pool get` shows the newest; older ones are dropped
 EVENTS_SHOWN = 20
+FLEET = ""  # the pool of events about the whole fleet (pool_fleet.FLEET_EVENTS)
+# "for job 'train-1'", "job 3f2a...": which jobs a pool grew for is the business of their
+# workspace; a reader who is not a cluster admin sees "a job".
+_JOB_REF = re.compile(r"\bjob (?:'[^']*'|[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)")
 
 
 class InstanceState(enum.StrEnum):
@@ -71,6 +78,17 @@ def check_spec(spec: NodePoolSpec, catalog: Catalog) -> None:
     _check_priced(spec, catalog)
 
 
+def check_allowed(spec: NodePoolSpec, allow_local: bool) -> None:
+    """A local pool's agents run on the server's machine as its user, unconfined: only a
+    server started to allow it (a one-machine dev cluster: `corral up`) takes one."""
+    if spec.provider == "local" and not allow_local:
+        raise Forbidden(
+            "local pools run agents as the server's own user on its machine: this server "
+            f"does not allow them (start it with {ALLOW_LOCAL_POOLS_ENV}=1, as `corral up` "
+            "does, only on a one-machine cluster)"
+        )
+
+
 def _check_priced(spec: NodePoolSpec, catalog: Catalog) -> None:
     """A provider the catalog prices (aws) must be asked where it has this type: a pool
     in a region the catalog does not know is almost always a missing --region."""
@@ -90,13 +108,6 @@ def _check_priced(spec: NodePoolSpec, catalog: Catalog) -> None:
         f"regions with one: {', '.join(regions) or 'none'} (or give the pool its own --price)"
     )
     raise Invalid(message, [{"path": "region", "message": message}])
-
-
-def node_price(spec: NodePoolSpec, catalog: Catalog) -> float | None:
-    """USD per node-hour: the pool's own price, else the catalog's; None: unknown."""
-    if spec.price is not None:
-        return spec.price
-    return catalog.price(spec.provider, spec.region, spec.type, spec.spot)
 
 
 def add_event(session: Session, pool: str, at: float, kind: str, text: str) -> None:
@@ -176,9 +187,13 @@ def live_instances(session: Session, pool: str | None = None) -> list[PoolInstan
 
 def static_nodes(session: Session, pool: str) -> list[Node]:
     """The hosts of a static pool: registered nodes labelled pool=<pool> (`corral node add
-    --pool`), which no instance row tracks."""
+    --pool`), which no instance row tracks; not a deleted one (kept for its history)."""
     rows = session.execute(select(Node.name, Node.labels).order_by(Node.name)).all()
-    names = [name for name, labels in rows if (labels or {}).get("pool") == pool]
+    names = [
+        name
+        for name, labels in rows
+        if (labels or {}).get("pool") == pool and not name.startswith(RETIRED_PREFIX)
+    ]
     if not names:
         return []
     return list(session.scalars(select(Node).where(Node.name.in_(names)).order_by(Node.name)))
@@ -228,7 +243,10 @@ def pool_view(
     *,
     detail: bool = False,
     live: Iterable[PoolInstance] | None = None,
+    admin: bool = False,
 ) -> PoolView:
+    """`admin`: the reader is a cluster admin, who also sees the fleet's events (which
+    name jobs of every workspace) and the jobs a pool grew for."""
     spec = pool_spec(row)
     shape = catalog.shape(spec.provider, spec.type)
     live_rows = list(live) if live is not None else live_instances(session, row.name)
@@ -240,14 +258,18 @@ def pool_view(
     if detail:
         shown = select(PoolInstance).where(PoolInstance.pool == row.name)
         rows = session.scalars(shown.order_by(PoolInstance.launched_at.desc()).limit(50))
-        instances = [instance_view(i) for i in rows]
+        instances = [instance_view(i, admin) for i in rows]
+        shown_pools = [row.name, FLEET] if admin else [row.name]
         newest = (
             select(PoolEvent)
-            .where(PoolEvent.pool.in_([row.name, ""]))
+            .where(PoolEvent.pool.in_(shown_pools))
             .order_by(PoolEvent.id.desc())
             .limit(EVENTS_SHOWN)
         )
-        events = [PoolEventView(at=e.at, kind=e.kind, text=e.text) for e in session.scalars(newest)]
+        events = [
+            PoolEventView(at=e.at, kind=e.kind, text=_readable(e.text, admin))
+            for e in session.scalars(newest)
+        ]
     return PoolView(
         spec=spec,
         static=is_static(spec.provider),
@@ -263,7 +285,11 @@ def pool_view(
     )
 
 
-def instance_view(row: PoolInstance) -> InstanceView:
+def _readable(text: str, admin: bool) -> str:
+    return text if admin else _JOB_REF.sub("a job", text)
+
+
+def instance_view(row: PoolInstance, admin: bool = False) -> InstanceView:
     return InstanceView(
         node=row.node_name,
         state=row.state,
@@ -272,7 +298,7 @@ def instance_view(row: PoolInstance) -> InstanceView:
         joined_at=row.joined_at,
         released_at=row.released_at,
         price_per_hour=row.price_per_hour,
-        reason=row.reason,
+        reason=None if row.reason is None else _readable(row.reason, admin),
     )
 
 
