@@ -2,10 +2,18 @@
 pool controller. A job waiting for GPUs makes the pool grow by one node (an agent with fake
 GPUs of the pool's shape, joined with its one-use join token and the pool's labels), the
 job runs there and its cost is the pool's price, and once the node has been idle past the
-pool's grace it is released: its agent stopped, its directory gone, the node deleted."""
+pool's grace it is released: its agent stopped, its directory gone, the node deleted.
+The server takes local pools only when started to (CORRAL_ALLOW_LOCAL_POOLS, as `corral
+up` does); their agents get a minimal environment; stopping one kills only its own
+processes, whatever pids its workload wrote into the files it can write."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +21,20 @@ import psutil
 import pytest
 
 from corral.providers.catalog import load_catalog
-from corral.providers.local import LocalProvider
+from corral.providers.local import MARKER_ENV, LocalProvider, agent_environment
 from corral.spec import parse_job_spec
 from corral.spec.pool import NodePoolSpec
 from support.cluster import Cluster, wait_for
+
+SERVER_SECRET = "AWS_SECRET_ACCESS_KEY"
+
+
+@pytest.fixture
+def allow_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server started as `corral up` starts it, with a credential in its environment
+    that no agent it starts may inherit. Asked for before `cluster`: it reads os.environ."""
+    monkeypatch.setenv("CORRAL_ALLOW_LOCAL_POOLS", "1")
+    monkeypatch.setenv(SERVER_SECRET, "the-servers-own")
 
 
 @pytest.fixture
@@ -40,7 +58,7 @@ def _agents(root: Path) -> list[psutil.Process]:
 
 
 def test_a_waiting_job_grows_a_local_pool_and_the_idle_node_is_released(
-    cluster: Cluster, local_nodes: Path
+    allow_local: None, cluster: Cluster, local_nodes: Path
 ) -> None:
     with cluster.client() as client:
         spec = NodePoolSpec(
@@ -82,7 +100,10 @@ def test_a_waiting_job_grows_a_local_pool_and_the_idle_node_is_released(
             "instance-type": "fake-h100x1",
             "team": "vision",
         }
-        assert len(_agents(local_nodes)) == 1
+        (agent,) = _agents(local_nodes)
+        environ = agent.environ()
+        assert SERVER_SECRET not in environ and "CORRAL_ALLOW_LOCAL_POOLS" not in environ
+        assert environ[MARKER_ENV] == str(local_nodes / node.name)
         (instance,) = client.get_pool("fake").instances
         assert instance.node == node.name and instance.price_per_hour == 3.0
         token = local_nodes / node.name / "join-token"
@@ -120,3 +141,43 @@ def test_a_waiting_job_grows_a_local_pool_and_the_idle_node_is_released(
         assert {"grow", "launch", "release", "terminate"} <= set(kinds)
     wait_for("the agent to have stopped", lambda: not _agents(local_nodes), timeout=20)
     assert not (local_nodes / node.name).exists()
+
+
+def _sleeper(env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env=env,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _gone(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is not None
+
+
+def test_stopping_a_local_node_kills_its_own_processes_and_no_pid_it_wrote(
+    tmp_path: Path,
+) -> None:
+    """A workload there runs as the server's user: it can write any pid into the agent's
+    state files. Only processes carrying the node's marker (inherited from its agent) go."""
+    root = tmp_path / "local-nodes"
+    home = root / "n1"
+    (home / "state" / "replicas" / "r1").mkdir(parents=True)
+    ours = _sleeper(agent_environment(os.environ, home))  # a replica's leftover process
+    stranger = _sleeper()  # anyone else's: the server itself, another node's agent
+    other_node = _sleeper(agent_environment(os.environ, root / "n2"))
+    try:
+        lies = {"pid": stranger.pid, "pgid": stranger.pid, "workload_pgid": other_node.pid}
+        (home / "state" / "replicas" / "r1" / "shim.json").write_text(json.dumps(lies))
+        (home / "state" / "lifeline.json").write_text(json.dumps({"pid": stranger.pid}))
+        (home / "instance.json").write_text(json.dumps({"pid": other_node.pid, "pool": "p"}))
+        LocalProvider(root, load_catalog()).terminate(["local:n1"])
+        wait_for("the node's own process to be killed", lambda: _gone(ours), timeout=10)
+        assert not _gone(stranger) and not _gone(other_node)
+        assert not home.exists()
+    finally:
+        for proc in (ours, stranger, other_node):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

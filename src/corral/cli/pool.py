@@ -26,16 +26,6 @@ app = typer.Typer(
 NameArg = Annotated[str, typer.Argument(help="The pool's name.", show_default=False)]
 
 
-def parse_labels(items: list[str]) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CliError(f"--label {item!r}: expected KEY=VALUE, e.g. --label team=vision", 2)
-        labels[key] = value
-    return labels
-
-
 def _spec(values: dict[str, Any]) -> Any:
     from pydantic import ValidationError
 
@@ -52,8 +42,12 @@ def _flag(error: Any) -> Any:
     """Name the flag a person typed, not the spec field."""
     from corral.spec.errors import FieldError
 
-    path = str(error.path)
-    return FieldError(f"--{path.split('.')[0].replace('_', '-')}" if path else "", error.message)
+    field = str(error.path).split(".")[0]
+    flag = _FLAGS.get(field, field.replace("_", "-"))
+    return FieldError(f"--{flag}" if field else "", error.message)
+
+
+_FLAGS = {"labels": "label"}  # spec fields whose flag is named otherwise
 
 
 @app.command("create")
@@ -61,8 +55,12 @@ def create(
     ctx: typer.Context,
     name: NameArg,
     provider: Annotated[
-        str, typer.Option(help="aws or local (ssh pools: `corral node add --pool`).")
-    ] = "local",
+        str,
+        typer.Option(
+            help="aws, or local where the server allows it (ssh pools: `corral node add --pool`).",
+            show_default=False,
+        ),
+    ] = "",
     type_: Annotated[
         str,
         typer.Option(
@@ -114,6 +112,10 @@ def create(
     json_: JsonOpt = False,
 ) -> None:
     """Create a node pool (cluster admins)."""
+    from corral.cli.agent import parse_labels
+
+    if not provider:
+        raise CliError("give --provider: where nodes come from, e.g. --provider aws", 2)
     if not type_:
         raise CliError("give --type: the provider's instance type, e.g. --type p5.48xlarge", 2)
     spec = _spec(

@@ -97,6 +97,9 @@ def up(
         port=port,
         self_argv=st.deps.self_argv,
         timeouts=timeouts,
+        # One machine, one user: pools may start agents here (`corral pool create
+        # --provider local`); a shared server is not started so.
+        environ={**os.environ, "CORRAL_ALLOW_LOCAL_POOLS": "1"},
         gateway_port=None if no_gateway else gateway_port,
     )
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)

@@ -4,7 +4,12 @@ Each instance is one agent with fake GPUs of its type's shape (catalog `provider
 its own directory (`<root>/<node name>/`: the 0600 join-token file, the agent's state, its
 log and pid) and the labels its JoinInfo gives. It makes the whole supply path real without
 a cloud: a pool on `local` grows by starting agents that join with a one-use token, and
-shrinks by stopping them. Agents here run unconfined (`--isolation none`).
+shrinks by stopping them. Agents here run unconfined (`--isolation none`), as the server's
+user: a server takes local pools only when started to allow them (a one-machine dev
+cluster; server/config.py allow_local_pools). They start with a minimal environment (no
+credentials of the server's) and a marker variable that every process they start inherits:
+stopping a node kills only processes carrying its marker, never a pid read from a file
+its workload could write.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,13 @@ from corral.providers.catalog import Catalog
 
 STOP_WAIT_S = 10.0  # SIGTERM, then this long before SIGKILL
 PREFIX = "local:"
+# Not CORRAL_*: the agent keeps those from its replicas, and the marker must reach them.
+MARKER_ENV = "LOCAL_CORRAL_NODE"
+# What an agent here inherits of the server's environment: where programs are, the locale.
+# Not the rest: the server's may hold cloud credentials, database URLs, tokens.
+PASSED_ENV = (
+    "PATH", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH"
+)  # fmt: skip
 
 
 class LocalProvider:
@@ -93,13 +105,13 @@ class LocalProvider:
         ]
         for key, value in sorted(join.labels.items()):
             argv += ["--label", f"{key}={value}"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+        env = agent_environment(os.environ, home)
         env["CORRAL_JOIN_TOKEN_FILE"] = str(token)
-        env["CORRAL_HOME"] = str(home)
         with (home / "agent.log").open("ab") as log:
             proc = subprocess.Popen(
                 argv,
                 env=env,
+                cwd=home,
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
@@ -154,10 +166,37 @@ class LocalProvider:
                 continue
             home = self.root / name
             meta = _meta(home)
+            marker = _marker(home)
             if meta is not None:
-                _stop_group(int(meta.get("pid", 0)))
-            _stop_leftovers(home / "state")
+                _stop_group(int(meta.get("pid", 0)), marker)
+            _stop_leftovers(marker)
             shutil.rmtree(home, ignore_errors=True)
+
+
+def agent_environment(base: Mapping[str, str], home: Path) -> dict[str, str]:
+    """A local agent's environment: the few harmless variables of `base`, its own home
+    and the node's marker."""
+    env = {k: base[k] for k in PASSED_ENV if k in base}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update({"HOME": str(home), "CORRAL_HOME": str(home), MARKER_ENV: _marker(home)})
+    return env
+
+
+def _marker(home: Path) -> str:
+    # From the server's own path for the node, never from a file the node could write.
+    return str(home.absolute())
+
+
+def _carries(pid: int, marker: str) -> bool:
+    """Whether process `pid` was started (at any depth) by the local agent of `marker`,
+    as its inherited environment says; a process of anyone else's cannot say so."""
+    if pid <= 1:
+        return False
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"{MARKER_ENV}={marker}".encode() in environ.split(b"\0")
 
 
 def _meta(home: Path) -> dict[str, Any] | None:
@@ -185,39 +224,44 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _stop_group(pid: int) -> None:
-    if pid <= 1:
+def _stop_group(pid: int, marker: str) -> None:
+    """The agent and the group it leads, asked to stop, then killed; each signal only while
+    `pid` is still that agent (instance.json, where the pid is read, is writable by the
+    node's workload)."""
+    if not _carries(pid, marker):
         return
     with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_WAIT_S
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    with contextlib.suppress(OSError):
-        os.killpg(pid, signal.SIGKILL)
+    if _carries(pid, marker):
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
 
 
-def _stop_leftovers(state: Path) -> None:
-    """What an agent leaves running on purpose (its lifeline, replicas' shims): on a
-    released local node nothing may stay."""
-    pids: list[int] = []
-    with contextlib.suppress(OSError, ValueError):
-        pids.append(int(json.loads((state / "lifeline.json").read_text()).get("pid", 0)))
-    for shim in state.glob("replicas/*/shim.json"):
-        with contextlib.suppress(OSError, ValueError):
-            info = json.loads(shim.read_text())
-            for key in ("pgid", "workload_pgid"):
-                pgid = info.get(key)
-                if isinstance(pgid, int) and pgid > 1:
-                    with contextlib.suppress(OSError):
-                        os.killpg(pgid, signal.SIGKILL)
-            for key in ("shim_pid", "pid"):
-                pid = info.get(key)
-                if isinstance(pid, int) and pid > 1:
-                    pids.append(pid)
-    for pid in pids:
-        if pid > 1:
+def _stop_leftovers(marker: str) -> None:
+    """What an agent leaves running on purpose (its lifeline, replicas' shims and their
+    workloads, each in a session of its own): on a released local node nothing may stay.
+    Found by the marker they inherited, not by pids in the state files (the workload
+    runs as the server's user and could write any pid there)."""
+    for _ in range(3):  # a process may fork while we look: look again
+        found = [pid for pid in _pids() if pid != os.getpid() and _carries(pid, marker)]
+        if not found:
+            return
+        for pid in found:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+        for pid in found:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+def _pids() -> list[int]:
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    return [int(n) for n in names if n.isdigit()]

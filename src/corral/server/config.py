@@ -11,6 +11,7 @@ from corral.secretfile import SecretFileError, read_secret_file
 from corral.wire.artifacts import DEFAULT_MAX_TREE_BYTES
 
 DEFAULT_PORT = 7390
+ALLOW_LOCAL_POOLS_ENV = "CORRAL_ALLOW_LOCAL_POOLS"  # `corral up` sets it (cli/up.py)
 
 
 def default_home() -> Path:
@@ -44,6 +45,15 @@ def _positive_int(env: MutableMapping[str, str], name: str) -> int:
     if number <= 0:
         raise SettingError(f"{name}: expected a positive number of bytes, not {value!r}")
     return number
+
+
+def _flag(env: MutableMapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise SettingError(f"{name}: expected 1 or 0, not {env[name]!r}")
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,10 @@ class ServerOptions:
     catalog: Path | None = None
     # The pool controller looks at pools, waiting work and idle nodes this often.
     pool_interval_s: float = 2.0
+    # Pools on the `local` provider start agents on this machine as the server's own user,
+    # unconfined: fit for a one-machine dev cluster (`corral up` sets it), not for one
+    # shared by workspaces that must not read each other's files or the server's.
+    allow_local_pools: bool = False
 
     def resolved_public_url(self) -> str:
         if self.public_url:
@@ -131,6 +145,7 @@ class ServerOptions:
         values["public_url"] = env.get("CORRAL_PUBLIC_URL") or None
         if env.get("CORRAL_CATALOG"):
             values["catalog"] = Path(env["CORRAL_CATALOG"])
+        values["allow_local_pools"] = _flag(env, ALLOW_LOCAL_POOLS_ENV)
         if "CORRAL_HEARTBEAT_INTERVAL" in env:
             values["heartbeat_interval_s"] = float(env["CORRAL_HEARTBEAT_INTERVAL"])
         values.update({k: v for k, v in overrides.items() if v is not None})

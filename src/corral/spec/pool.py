@@ -13,8 +13,25 @@ from corral.spec.units import parse_duration_s
 DEFAULT_IDLE_AFTER_S = 600.0
 DEFAULT_JOIN_TIMEOUT_S = 600.0
 MAX_POOL_NODES = 10_000
-# Label keys corral sets on every node a provider makes: a pool may not set them itself.
-RESERVED_LABELS = frozenset({"pool", "provider", "region", "zone", "instance-type"})
+# Label keys corral sets on the nodes it makes or adds (topology, spot, the ssh record that
+# `corral node remove` reads, the price cost is counted at): a pool may not set them itself.
+RESERVED_LABELS = frozenset(
+    {
+        "pool",
+        "provider",
+        "region",
+        "zone",
+        "instance-type",
+        "spot",
+        "ssh-host",
+        "ssh-port",
+        "ssh-user",
+        "ssh-install-dir",
+        "price-per-hour",
+    }
+)
+# Where the pool's own field says it instead.
+_RESERVED_HINTS = {"spot": " (use spot: true, --spot)", "price-per-hour": " (use price, --price)"}
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_./]{0,61}[A-Za-z0-9])?$")
 
 
@@ -73,7 +90,8 @@ class NodePoolSpec(BaseModel):
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
             if key in RESERVED_LABELS:
-                raise ValueError(f"label {key!r} is set by corral on every pool node")
+                hint = _RESERVED_HINTS.get(key, "")
+                raise ValueError(f"label {key!r} is set by corral on pool nodes{hint}")
             if not _LABEL_KEY.match(key):
                 raise ValueError(f"label key {key!r}: use letters, digits, '-', '_', '.', '/'")
         return value
