@@ -392,6 +392,19 @@ def test_cost_survives_the_node_and_the_pool_being_deleted(api: TestClient) -> N
     assert (usage["gpu_hours"], usage["usd"]) == (6.2, 12.4)
 
 
+def test_an_instance_without_its_node_id_is_priced_by_the_node_name(api: TestClient) -> None:
+    """Rows written before the node's id was recorded: found by name while the node lives."""
+    body = {"name": "racks", "provider": "ssh", "type": "any"}  # no price of its own
+    assert api.post("/v1/pools", json=body, headers=ADMIN).status_code == 201
+    node_id = _member(api, "racks", "racks-a")
+    store = api.app.state.cp.store  # type: ignore[attr-defined]
+    with store.transaction() as session:
+        session.scalars(select(PoolInstance)).one().node_id = None
+    _job_on(api, node_id, api.app.state.cp.clock.now() - 7200)  # type: ignore[attr-defined]
+    view = api.get("/v1/workspaces/default/jobs/train", headers=ADMIN).json()
+    assert view["cost"]["usd"] == 12.4  # the launch's $16/h, not unknown
+
+
 @pytest.mark.parametrize("since", ["nan", "inf", "-inf"])
 def test_usage_since_must_be_a_finite_time(api: TestClient, since: str) -> None:
     for path in ("/v1/usage", "/v1/workspaces/default/usage"):
