@@ -57,6 +57,10 @@ def add_once(cluster: Any, sshd: Any, root: Path, name: str) -> tuple[float, dic
         str(root / "installs" / name),
         "--fake-gpus",
         "H100:8",
+        # The bench's own file: never the user's ~/.ssh/known_hosts (hosts' keys are new
+        # each run, at addresses that repeat).
+        "--known-hosts",
+        str(root / "known_hosts"),
         "--json",
     ]
     t0 = time.perf_counter()
@@ -71,7 +75,10 @@ def add_once(cluster: Any, sshd: Any, root: Path, name: str) -> tuple[float, dic
 def remove(cluster: Any, sshd: Any, root: Path, name: str) -> None:
     env = {**cluster.env, "CORRAL_HOME": str(root / "cli-home")}
     subprocess.run(
-        [sys.executable, "-m", "corral.cli.main", "node", "remove", name, "--key", str(sshd.key)],
+        [
+            *(sys.executable, "-m", "corral.cli.main", "node", "remove", name),
+            *("--key", str(sshd.key), "--known-hosts", str(root / "known_hosts")),
+        ],
         env=env,
         capture_output=True,
         timeout=120,

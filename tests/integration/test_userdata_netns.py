@@ -63,7 +63,9 @@ def test_user_data_installs_and_joins_a_host(
     host = hc.hosts[0]
     install_dir = tmp_path / "opt"
     with hc.client() as client:
-        token = client.create_join_token("ud-1", ttl_s=600, max_uses=1).token
+        # The pool controller binds these to each instance's token (the node cannot).
+        bound = {"pool": "spot-h100", "instance-type": "p5.48xlarge", "spot": "true"}
+        token = client.create_join_token("ud-1", ttl_s=600, max_uses=1, labels=bound).token
     assert token
     with moto_ec2(monkeypatch) as moto_url, FakeImds(hc.hosts.gateway) as imds:
         aws = AwsProvider(

@@ -77,26 +77,26 @@ def _hello(api: TestClient, node_id: str, labels: dict[str, str]) -> None:
 
 def test_the_token_s_labels_win_at_registration_and_in_every_hello(api: TestClient) -> None:
     registered = _register(api, _token(api, BOUND), CLAIMED)
-    # The token's labels, the agent's own ones that are not bound keys (team); its claims
-    # to another ssh host, pool, price and region are dropped.
-    assert _labels(api) == {**BOUND, "team": "vision"}
-    # Later, the bound keys stay; the others (rack, team) are the agent's to report.
+    # The token's labels, and the agent's own ones that are not bound keys (team, and the
+    # topology key region); its claims to another ssh host, pool and price are dropped.
+    assert _labels(api) == {**BOUND, "team": "vision", "region": "us-east-1"}
+    # Later, the bound keys stay; the others (provider, rack, team) are the agent's to report.
     _hello(api, registered["node_id"], {**CLAIMED, "team": "nlp", "provider": "aws"})
-    reserved = {k: v for k, v in BOUND.items() if k != "rack"}
-    assert _labels(api) == {**reserved, "team": "nlp"}
+    reserved = {k: v for k, v in BOUND.items() if k not in ("rack", "provider")}
+    assert _labels(api) == {**reserved, "team": "nlp", "provider": "aws", "region": "us-east-1"}
     # A re-registration proving it is the node (its node token) with a plain join token
     # keeps what the first token bound.
     _register(api, _token(api, None), CLAIMED, node_token=registered["node_token"])
-    assert _labels(api) == {**reserved, "team": "vision"}
+    assert _labels(api) == {**reserved, "team": "vision", "region": "us-east-1"}
 
 
 def test_a_node_joined_with_a_plain_token_cannot_give_itself_bound_labels(
     api: TestClient,
 ) -> None:
     registered = _register(api, _token(api, None), CLAIMED)
-    assert _labels(api) == {"team": "vision"}
+    assert _labels(api) == {"team": "vision", "region": "us-east-1"}
     _hello(api, registered["node_id"], {**CLAIMED, "spot": "true", "zone": "a"})
-    assert _labels(api) == {"team": "vision"}
+    assert _labels(api) == {"team": "vision", "region": "us-east-1", "zone": "a"}
 
 
 def test_join_token_labels_are_validated_and_admin_only(api: TestClient) -> None:

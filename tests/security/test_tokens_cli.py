@@ -7,6 +7,7 @@ import json
 
 from fastapi.testclient import TestClient
 
+from support.app import ADMIN_TOKEN
 from support.cli import Cli
 
 
@@ -67,3 +68,23 @@ def test_join_tokens_from_the_cli(cli: Cli, server: TestClient) -> None:
     assert bad.exit_code == 2 and bad.stderr.startswith("error: --ttl:")
     forever = cli("node", "join-token", "create", "--ttl", "never", "--json")
     assert json.loads(forever.stdout)["expires_at"] is None
+
+
+def test_a_join_token_from_the_cli_binds_labels_to_its_nodes(cli: Cli, server: TestClient) -> None:
+    made = cli("node", "join-token", "create", "--label", "pool=lab", "--label", "rack=r2")
+    assert made.exit_code == 0, made.output
+    inventory = {
+        "hostname": "h",
+        "cpus": 1,
+        "memory_mb": 1,
+        "disk_mb": 1,
+        "labels": {"pool": "elsewhere", "team": "a"},
+    }
+    body = {"join_token": made.stdout.strip(), "name": "n", "inventory": inventory}
+    assert server.post("/v1/agent/register", json=body).status_code == 200
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    labels = server.get("/v1/nodes", headers=admin).json()["nodes"][0]["labels"]
+    # The token's pool wins over the node's own claim; its own unbound labels stay.
+    assert labels == {"pool": "lab", "rack": "r2", "team": "a"}
+    bad = cli("node", "join-token", "create", "--label", "nokey")
+    assert bad.exit_code == 2 and "--label 'nokey': expected KEY=VALUE" in bad.output

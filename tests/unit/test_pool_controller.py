@@ -21,6 +21,7 @@ from corral.core.states import JobState, NodeCondition
 from corral.providers.base import (
     Instance,
     InstanceState,
+    JoinInfo,
     LaunchErrorKind,
     LaunchRequest,
     Provider,
@@ -630,3 +631,17 @@ def test_supply_notes_and_unmet_reasons_are_published_only_after_the_commit(
     controller.committed(rounds.round(cast(ControlPlane, cp)))
     assert cp.supply_notes["big"].startswith("no pool can hold 1 x")
     assert controller.unmet_said.keys() == {"big"} and woken == [True]
+
+
+def test_a_server_without_local_pools_starts_no_local_agent_but_still_stops_them(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    from corral.providers.registry import ProviderSettings, provider_for
+
+    off = provider_for("local", ProviderSettings(home=tmp_path, catalog=catalog))
+    join = JoinInfo("http://127.0.0.1:1", "crj_x", "gpu-abc")
+    request = LaunchRequest("gpu", "fake-h100x2", "local", None, None, False, (join,))
+    with pytest.raises(ProviderError, match="CORRAL_ALLOW_LOCAL_POOLS=1"):
+        off.launch(request)
+    assert not (tmp_path / "local-nodes").exists()  # nothing was started
+    assert off.list() == [] and off.terminate(["gpu-abc"]) is None  # clean-up still works

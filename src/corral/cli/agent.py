@@ -101,7 +101,13 @@ def agent(
     ] = None,
     label: Annotated[
         list[str] | None,
-        typer.Option("--label", "-l", help="KEY=VALUE, repeatable.", show_default=False),
+        typer.Option(
+            "--label",
+            "-l",
+            help="KEY=VALUE, repeatable. pool, instance-type, spot, price-per-hour and ssh-* "
+            "are ignored here: only the join token sets them (join-token create --label).",
+            show_default=False,
+        ),
     ] = None,
     stop_replicas_on_exit: Annotated[
         bool, typer.Option("--stop-replicas-on-exit", hidden=True)

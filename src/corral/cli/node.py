@@ -277,9 +277,20 @@ def join_create(
         int | None,
         typer.Option(help="How many registrations it allows (default: unlimited).", min=1),
     ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--label",
+            "-l",
+            help="KEY=VALUE given to every node registering with it (repeatable); the only "
+            "way to set pool, instance-type, spot, price-per-hour.",
+            show_default=False,
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Create a join token (cluster admins). Its secret is printed once."""
+    from corral.cli.agent import parse_labels
     from corral.spec.units import parse_duration_s
 
     try:
@@ -287,7 +298,9 @@ def join_create(
     except ValueError as exc:
         raise CliError(f"--ttl: {exc}", code=2) from None
     with state(ctx).client() as client:
-        tok = client.create_join_token(name=name, ttl_s=ttl_s, max_uses=max_uses)
+        tok = client.create_join_token(
+            name=name, ttl_s=ttl_s, max_uses=max_uses, labels=parse_labels(label or []) or None
+        )
     if json_:
         print_json(tok.model_dump(mode="json"))
         return

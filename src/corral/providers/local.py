@@ -50,12 +50,28 @@ class LocalProvider:
     name = "local"
     static = False
 
-    def __init__(self, root: Path, catalog: Catalog, python: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        catalog: Catalog,
+        python: str | None = None,
+        *,
+        launch_allowed: bool = True,
+    ) -> None:
         self.root = root
         self.catalog = catalog
         self.python = python or sys.executable
+        # A server not allowed local pools (any more) still lists and stops what it started.
+        self.launch_allowed = launch_allowed
 
     def launch(self, request: LaunchRequest) -> list[Instance]:
+        if not self.launch_allowed:
+            raise ProviderError(
+                LaunchErrorKind.INVALID,
+                "local: local pools are off on this server (their agents run unconfined "
+                "as the server's user); CORRAL_ALLOW_LOCAL_POOLS=1 allows them on a "
+                "one-machine cluster (corral up sets it)",
+            )
         shape = self.catalog.shape("local", request.instance_type)
         if shape is None:
             known = ", ".join(sorted(self.catalog.shapes.get("local", {}))) or "none"

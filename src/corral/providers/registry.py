@@ -23,6 +23,8 @@ class ProviderSettings:
     # Where `list` and `terminate` look for aws instances (the aws pools' regions): after
     # a restart, instances launched before it are found there.
     aws_regions: tuple[str, ...] = ()
+    # Whether local pools may start agents (server option allow_local_pools).
+    allow_local: bool = False
 
 
 def is_static(name: str) -> bool:
@@ -35,7 +37,9 @@ def provider_for(name: str, settings: ProviderSettings) -> Provider:
     if name == "local":
         from corral.providers.local import LocalProvider
 
-        return LocalProvider(settings.home / "local-nodes", settings.catalog)
+        return LocalProvider(
+            settings.home / "local-nodes", settings.catalog, launch_allowed=settings.allow_local
+        )
     if name == "aws":
         try:
             from corral.providers.aws import AwsProvider

@@ -304,13 +304,12 @@ JoinTokenState = Literal["active", "expired", "used_up", "revoked"]
 DEFAULT_JOIN_TTL_S = 24 * 3600.0
 # Labels only the server sets on a node: from the join token it registered with (a pool's
 # controller, `corral node add`), never from the agent's own --label or inventory. Prices,
-# pool membership and where `corral node remove` SSHes to rest on them.
+# pool membership and where `corral node remove` SSHes to rest on them. The topology keys
+# (provider, region, zone, rack) are not among them: they only steer placement, and a
+# hand-joined node states them itself (`corral agent --label zone=a`).
 BOUND_LABELS = frozenset(
     {
         "pool",
-        "provider",
-        "region",
-        "zone",
         "instance-type",
         "spot",
         "price-per-hour",

@@ -118,6 +118,7 @@ class PoolController:
                 home=self.cp.options.home,
                 catalog=self.cp.catalog,
                 aws_regions=self._regions("aws"),
+                allow_local=self.cp.options.allow_local_pools,
             )
             found = self.providers[name] = provider_for(name, settings)
         return found
