@@ -181,3 +181,23 @@ def test_stopping_a_local_node_kills_its_own_processes_and_no_pid_it_wrote(
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_corral_down_stops_the_local_pools_nodes_with_it(tmp_path: Path) -> None:
+    """`corral up`'s local pools' agents are its children in all but name: `corral down`
+    (and Ctrl-C) stop them too, rather than leave them dialling a server that is gone."""
+    from corral.cli.localrun import stop_pool_nodes
+
+    home = tmp_path / "local-nodes" / "demo-1"
+    home.mkdir(parents=True)
+    agent = _sleeper(agent_environment(os.environ, home))
+    try:
+        (home / "instance.json").write_text(json.dumps({"pid": agent.pid, "pool": "demo"}))
+        assert stop_pool_nodes(tmp_path) == 1
+        wait_for("the pool node's agent to stop", lambda: _gone(agent), timeout=10)
+        assert not home.exists()
+        assert stop_pool_nodes(tmp_path) == 0
+    finally:
+        if agent.poll() is None:
+            os.killpg(agent.pid, signal.SIGKILL)
+        agent.wait()

@@ -357,6 +357,18 @@ def stop_recorded(
     return results
 
 
+def stop_pool_nodes(home: Path) -> int:
+    """Stop the local pools' agents this control plane started (providers/local.py), which
+    would otherwise outlive it, dialling a server that is gone. How many there were."""
+    from corral.providers.catalog import Catalog
+    from corral.providers.local import LocalProvider
+
+    provider = LocalProvider(home / "local-nodes", Catalog())
+    found = [i.provider_id for i in provider.list()]
+    provider.terminate(found)
+    return len(found)
+
+
 def _prefer_this_host(nodes: list[NodeView]) -> NodeView:
     host = socket.gethostname().split(".")[0].lower()
     return next((n for n in nodes if n.name.lower().startswith(host)), nodes[0])

@@ -319,12 +319,17 @@ def _supervise(plane: LocalPlane, home: Path) -> int:
 
 
 def _stop(plane: LocalPlane, quiet: bool) -> None:
+    from corral.cli.localrun import stop_pool_nodes
+
     # A second Ctrl-C must not cut the shutdown short and leave orphans; it has deadlines.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         if not quiet:
             note("stopping the gateway, the agent, then the server…")
+        pool_nodes = stop_pool_nodes(plane.home)
+        if pool_nodes and not quiet:
+            note(f"  {pool_nodes} local pool node(s) stopped")
         for role, how in plane.stop():
             if not quiet and how != "gone":
                 note(f"  {role} {how}")
@@ -338,7 +343,7 @@ def _stop(plane: LocalPlane, quiet: bool) -> None:
 def down(ctx: typer.Context) -> None:
     """Stop the corral that `corral up` started here (gateway, agent, then server)."""
     from corral.cli.localfiles import read_up
-    from corral.cli.localrun import stop_recorded
+    from corral.cli.localrun import stop_pool_nodes, stop_recorded
 
     home = state(ctx).home().expanduser().resolve()
     recorded = read_up(home)
@@ -346,7 +351,10 @@ def down(ctx: typer.Context) -> None:
         out().print(f"nothing is running (no {esc(home / 'up.json')})")
         return
     with err().status("stopping the gateway, the agent, then the server…"):
+        pool_nodes = stop_pool_nodes(home)
         results = stop_recorded(home, recorded)
+    if pool_nodes:
+        out().print(f"local pool nodes: {pool_nodes} stopped")
     for role, pid, how in results:
         out().print(f"{role} (pid {pid}): {'was not running' if how == 'gone' else how}")
     out().print("corral is down")
