@@ -105,7 +105,9 @@ def test_spot_list_and_terminate(moto_url: str, ec2: Any) -> None:
     ondemand = aws.launch(request("o-1", pool="gpu"))
     assert described(ec2, spot[0].provider_id)["InstanceLifecycle"] == "spot"
     # An instance corral did not make is never listed.
-    ec2.run_instances(ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1)
+    (stranger,) = ec2.run_instances(ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1)[
+        "Instances"
+    ]
 
     every = aws.list()
     assert [(i.pool, i.node_name, i.spot) for i in every] == [
@@ -119,6 +121,9 @@ def test_spot_list_and_terminate(moto_url: str, ec2: Any) -> None:
     assert [i.node_name for i in aws.list("cheap")] == ["s-1"]
     assert aws.list("nothing-here") == []
 
+    # Never an instance corral did not make, even named by its id.
+    aws.terminate([stranger["InstanceId"]])
+    assert described(ec2, stranger["InstanceId"])["State"]["Name"] in ("pending", "running")
     # Unknown ids (never made, malformed-looking) are no error; nor is terminating twice.
     aws.terminate([spot[0].provider_id, "i-00000000000000000"])
     aws.terminate([spot[0].provider_id])
@@ -127,6 +132,38 @@ def test_spot_list_and_terminate(moto_url: str, ec2: Any) -> None:
     assert states["s-1"] == InstanceState.TERMINATED
     assert states["o-1"] in (InstanceState.PENDING, InstanceState.RUNNING)
     assert ondemand[0].provider_id in {i.provider_id for i in aws.list("gpu")}
+
+
+def test_two_clusters_on_one_account_see_only_their_own(moto_url: str, ec2: Any) -> None:
+    """Staging and prod sharing an AWS account: each control plane's list (and so its sweep
+    of strays) sees only the instances it launched, and cannot terminate the other's."""
+    staging = AwsProvider(endpoint_url=moto_url, cluster="staging-id")
+    prod = AwsProvider(endpoint_url=moto_url, cluster="prod-id")
+    (ours,) = staging.launch(request("s-1"))
+    (theirs,) = prod.launch(request("p-1"))
+    tags = {t["Key"]: t["Value"] for t in described(ec2, ours.provider_id)["Tags"]}
+    assert tags["corral:cluster"] == "staging-id" and tags["corral:managed"] == "true"
+    # An instance of no cluster (launched unscoped) and one corral did not make at all.
+    (unscoped,) = AwsProvider(endpoint_url=moto_url).launch(request("u-1"))
+    (foreign,) = ec2.run_instances(ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1)[
+        "Instances"
+    ]
+
+    assert [i.provider_id for i in staging.list()] == [ours.provider_id]
+    assert [i.provider_id for i in prod.list("gpu")] == [theirs.provider_id]
+
+    # Each asks to terminate every id it could name: only its own goes.
+    every = [ours.provider_id, theirs.provider_id, unscoped.provider_id, foreign["InstanceId"]]
+    prod.terminate(every)
+    state = {i: described(ec2, i)["State"]["Name"] for i in every}
+    assert state[theirs.provider_id] in ("shutting-down", "terminated")
+    assert all(state[i] in ("pending", "running") for i in every if i != theirs.provider_id)
+    assert [i.provider_id for i in prod.list()] == [theirs.provider_id]  # still its own
+    staging.terminate([theirs.provider_id, unscoped.provider_id, foreign["InstanceId"]])
+    assert all(
+        described(ec2, i)["State"]["Name"] in ("pending", "running")
+        for i in (ours.provider_id, unscoped.provider_id, foreign["InstanceId"])
+    )
 
 
 def test_a_new_provider_object_lists_by_region(moto_url: str) -> None:

@@ -6,11 +6,16 @@
    ├─ per JoinInfo: run_instances(1, UserData = install.user_data(join, ...), tags,
    │                spot market options, zone), ClientToken = hash(node, token)
    └─ any failure: terminate what this call started, raise ProviderError (one line)
- list(pool)       describe_instances tag:corral:managed=true (+ tag:corral:pool), every
-                  region this provider knows; spot requests marked for termination ->
-                  Instance.interruption_at
- terminate(ids)   the ids that exist (looked up by filter: an unknown id is no error)
+ list(pool)       describe_instances tag:corral:managed=true (+ tag:corral:pool,
+                  + tag:corral:cluster), every region this provider knows; spot requests
+                  marked for termination -> Instance.interruption_at
+ terminate(ids)   the ids that exist (looked up by filter, with the cluster's tag: an
+                  unknown id, or another cluster's, is no error and is left alone)
 ```
+
+`cluster`: the control plane's id (server/services/cluster.py). Two control planes sharing
+an AWS account (staging and prod) each see only their own instances, so neither's sweep of
+strays terminates the other's nodes.
 
 Credentials come only from boto3's standard chain (environment, profile, instance role):
 corral stores none. One instance per run_instances call: each has its own user data (its
@@ -40,6 +45,7 @@ if TYPE_CHECKING:
 TAG_POOL = "corral:pool"
 TAG_NODE = "corral:node"
 TAG_MANAGED = "corral:managed"
+TAG_CLUSTER = "corral:cluster"
 # Where AWS publishes the current Deep Learning AMI (NVIDIA driver, Ubuntu 22.04).
 DLAMI_PARAMETER = (
     "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
@@ -237,7 +243,9 @@ class AwsProvider:
     regions this object launched in (after a restart: the aws pools' regions) and the
     session's own region. `endpoint_url`: an EC2-compatible endpoint (tests: moto's server);
     boto3 also honours AWS_ENDPOINT_URL. `agent_args`: more `corral agent` flags for the
-    user data (after `--interruption-notices aws`)."""
+    user data (after `--interruption-notices aws`). `cluster`: when set, launches tag it
+    and `list`/`terminate` see only instances tagged with it (another control plane's are
+    invisible); empty: every corral-managed instance (one control plane per account)."""
 
     name = "aws"
     static = False
@@ -251,6 +259,7 @@ class AwsProvider:
         install_dir: str = DEFAULT_INSTALL_DIR,
         image_owners: Sequence[str] = ("amazon",),
         agent_args: Sequence[str] = (),
+        cluster: str = "",
     ) -> None:
         import boto3
 
@@ -259,6 +268,7 @@ class AwsProvider:
         self._install_dir = install_dir
         self._image_owners = list(image_owners)
         self._agent_args = (*AGENT_ARGS, *agent_args)
+        self._cluster = cluster
         self._regions: set[str] = set(regions)
         if self._session.region_name:
             self._regions.add(self._session.region_name)
@@ -351,6 +361,8 @@ class AwsProvider:
             {"Key": TAG_POOL, "Value": request.pool},
             {"Key": TAG_NODE, "Value": join.node_name},
         ]
+        if self._cluster:
+            tags.append({"Key": TAG_CLUSTER, "Value": self._cluster})
         script = user_data(labelled, self._install_dir, self._agent_args)
         if len(script.encode()) > USER_DATA_LIMIT:
             raise ProviderError(
@@ -413,8 +425,15 @@ class AwsProvider:
         )
         return {r["SpotInstanceRequestId"]: r for r in reply.get("SpotInstanceRequests", ())}
 
-    def list(self, pool: str | None = None) -> list[Instance]:
+    def _mine(self) -> list[dict[str, Any]]:
+        """The filters every lookup carries: corral's instances, of this cluster when set."""
         filters: list[dict[str, Any]] = [{"Name": f"tag:{TAG_MANAGED}", "Values": ["true"]}]
+        if self._cluster:
+            filters.append({"Name": f"tag:{TAG_CLUSTER}", "Values": [self._cluster]})
+        return filters
+
+    def list(self, pool: str | None = None) -> list[Instance]:
+        filters = self._mine()
         if pool is not None:
             filters.append({"Name": f"tag:{TAG_POOL}", "Values": [pool]})
         found: list[Instance] = []
@@ -436,11 +455,14 @@ class AwsProvider:
         wanted = sorted(set(provider_ids))
         if not wanted:
             return
+        # Only ids that are corral's (and this cluster's): a stray id never ends an instance
+        # someone else owns.
+        filters = [*self._mine(), {"Name": "instance-id", "Values": wanted}]
         for region in sorted(self._regions):
             try:
                 live = [
                     str(d["InstanceId"])
-                    for d in self._described(region, [{"Name": "instance-id", "Values": wanted}])
+                    for d in self._described(region, filters)
                     if (d.get("State") or {}).get("Name") != "terminated"
                 ]
                 if live:

@@ -25,6 +25,10 @@ class ProviderSettings:
     aws_regions: tuple[str, ...] = ()
     # Whether local pools may start agents (server option allow_local_pools).
     allow_local: bool = False
+    # The control plane's id (server/services/cluster.py): cloud instances are tagged with
+    # it and only those are listed or terminated, so control planes sharing an account
+    # never end each other's. Empty: no scoping (a provider used outside a control plane).
+    cluster: str = ""
 
 
 def is_static(name: str) -> bool:
@@ -48,7 +52,11 @@ def provider_for(name: str, settings: ProviderSettings) -> Provider:
                 LaunchErrorKind.INVALID,
                 f"aws: the AWS provider cannot be loaded ({exc}); install corral with boto3",
             ) from exc
-        return AwsProvider(endpoint_url=settings.aws_endpoint_url, regions=settings.aws_regions)
+        return AwsProvider(
+            endpoint_url=settings.aws_endpoint_url,
+            regions=settings.aws_regions,
+            cluster=settings.cluster,
+        )
     if name in STATIC:
         raise ProviderError(
             LaunchErrorKind.INVALID,

@@ -29,7 +29,7 @@ from corral.providers.base import Provider
 from corral.providers.registry import ProviderSettings, provider_for
 from corral.server.controllers import runner
 from corral.server.runtime import ControlPlane
-from corral.server.services import pool_actions, pool_fleet
+from corral.server.services import cluster, pool_actions, pool_fleet
 from corral.server.services.effects import Effects
 from corral.server.services.pools import add_event, pool_spec
 from corral.server.store.tables import Pool
@@ -61,6 +61,8 @@ class PoolController:
     pending: tuple[dict[str, str], dict[str, str]] | None = None
     # Between act() passes: the stray-instance sweep and terminations' backoff.
     memory: pool_actions.Memory = field(default_factory=pool_actions.Memory)
+    # This control plane's id (services/cluster.py), read once: it never changes.
+    cluster_id: str | None = None
 
     def period_s(self, cp: ControlPlane) -> float:
         return cp.options.pool_interval_s
@@ -119,9 +121,20 @@ class PoolController:
                 catalog=self.cp.catalog,
                 aws_regions=self._regions("aws"),
                 allow_local=self.cp.options.allow_local_pools,
+                cluster=self._cluster(),
             )
             found = self.providers[name] = provider_for(name, settings)
         return found
+
+    def _cluster(self) -> str:
+        if self.cluster_id is None:
+            with self.cp.store.read() as session:
+                found = cluster.stored_cluster_id(session)
+            if found is None:  # the first server to need it makes it (a write, once)
+                with self.cp.store.transaction() as session:
+                    found = cluster.cluster_id(session)
+            self.cluster_id = found
+        return self.cluster_id
 
     def _regions(self, provider: str) -> tuple[str, ...]:
         with self.cp.store.read() as session:

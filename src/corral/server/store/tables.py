@@ -515,3 +515,13 @@ class PoolEvent(Base):
     at: Mapped[float] = mapped_column(Float)
     kind: Mapped[str] = mapped_column(String(16))
     text: Mapped[str] = mapped_column(Text)
+
+
+class ClusterSetting(Base):
+    """One value that belongs to this control plane as a whole, the same for every server
+    on the store (services/cluster.py: its id, which scopes the cloud instances it owns)."""
+
+    __tablename__ = "cluster_settings"
+
+    key: Mapped[str] = mapped_column(String(63), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

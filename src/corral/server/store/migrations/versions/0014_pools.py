@@ -1,4 +1,5 @@
-"""pools: node pools, the instances they launched, why they grew or shrank; join tokens' labels
+"""pools: node pools, the instances they launched, why they grew or shrank; join tokens'
+labels; cluster settings (the control plane's id, which scopes its cloud instances)
 
 Revision ID: 0014
 Revises: 0013
@@ -56,9 +57,15 @@ def upgrade() -> None:
     )
     op.create_index("ix_pool_events_pool_at", "pool_events", ["pool", "at"])
     op.add_column("join_tokens", sa.Column("labels", sa.JSON(), nullable=True))
+    op.create_table(
+        "cluster_settings",
+        sa.Column("key", sa.String(63), primary_key=True),
+        sa.Column("value", sa.Text(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("cluster_settings")
     with op.batch_alter_table("join_tokens") as batch:
         batch.drop_column("labels")
     op.drop_index("ix_pool_events_pool_at", table_name="pool_events")
