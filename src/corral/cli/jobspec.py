@@ -108,6 +108,22 @@ RequirementsOpt = Annotated[
         show_default=False,
     ),
 ]
+# The code flags `job run` and `pod create` share (spec/code.py's fields), and what they set.
+CODE_FLAG_FOR_PATH = {
+    "workdir": "--workdir",
+    "setup": "--setup",
+    "image": "--image",
+    "environment.python": "--python",
+    "environment.requirements": "--requirements",
+}
+
+
+def code_environment(python: str | None, requirements: str | None) -> dict[str, Any]:
+    """The `environment` keys --python and --requirements set."""
+    env = {"python": python, "requirements": requirements}
+    return {k: v for k, v in env.items() if v is not None}
+
+
 SecretOpt = Annotated[
     list[str],
     typer.Option(
@@ -137,11 +153,7 @@ class RunFlags(SpecFlags):
         "node_selector": "--selector",
         "env": "--env",
         "secrets": "--secret",
-        "workdir": "--workdir",
-        "setup": "--setup",
-        "image": "--image",
-        "environment.python": "--python",
-        "environment.requirements": "--requirements",
+        **CODE_FLAG_FOR_PATH,
     }
 
     name: NameOpt = None
@@ -184,8 +196,7 @@ class RunFlags(SpecFlags):
     def sections(self) -> dict[str, dict[str, Any]]:
         # Secrets add to the file's, as --env does.
         secrets = parse_secrets(self.secret) if self.secret else {}
-        env = {"python": self.python, "requirements": self.requirements}
-        environment = {k: v for k, v in env.items() if v is not None}
+        environment = code_environment(self.python, self.requirements)
         return {**super().sections(), "secrets": secrets, "environment": environment}
 
 

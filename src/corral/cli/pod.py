@@ -14,12 +14,14 @@ from corral.cli import podssh, sshfiles
 from corral.cli.config import state
 from corral.cli.inline import InlineCommand
 from corral.cli.jobspec import (
+    CODE_FLAG_FOR_PATH,
     ImageOpt,
     NoWorkdirOpt,
     PythonOpt,
     RequirementsOpt,
     SetupOpt,
     WorkdirOpt,
+    code_environment,
 )
 from corral.cli.light import LightGroup
 from corral.cli.options import CpusOpt, EnvOpt, GpusOpt, JsonOpt, MemoryOpt, WorkspaceOpt
@@ -91,11 +93,7 @@ class PodFlags(SpecFlags):
         "volumes": "--volume",
         "idle_stop": "--idle-stop",
         "jupyter": "--jupyter",
-        "workdir": "--workdir",
-        "setup": "--setup",
-        "image": "--image",
-        "environment.python": "--python",
-        "environment.requirements": "--requirements",
+        **CODE_FLAG_FOR_PATH,
     }
 
     gpus: GpusOpt = None
@@ -123,12 +121,10 @@ class PodFlags(SpecFlags):
         return {k: v for k, v in values.items() if v is not None}
 
     def sections(self) -> dict[str, dict[str, Any]]:
-        env = {"python": self.python, "requirements": self.requirements}
-        environment = {k: v for k, v in env.items() if v is not None}
         return {
             **super().sections(),
             "volumes": parse_volumes(self.volume),
-            "environment": environment,
+            "environment": code_environment(self.python, self.requirements),
         }
 
     def paths(self) -> set[str]:
