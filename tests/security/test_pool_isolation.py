@@ -12,8 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from corral.core.states import JobState
-from corral.server.services.pool_fleet import FLEET_EVENTS
-from corral.server.services.pools import add_event, instance_view
+from corral.server.services.pools import FLEET, add_event, instance_view
 from corral.server.store.tables import Job, Node, PoolInstance, Replica, Workspace
 from support.app import in_process
 from support.store import register_node
@@ -132,7 +131,7 @@ def test_no_pool_route_shows_another_workspace_its_job_names(api: TestClient) ->
     now = api.app.state.cp.clock.now()  # type: ignore[attr-defined]
     with store.transaction() as session:
         add_event(session, "h100", now, "grow", f"1 x p5.48xlarge ($98.32/h) for job '{SECRET}'")
-        add_event(session, FLEET_EVENTS, now, "unmet", f"job '{SECRET}': no pool can hold it")
+        add_event(session, FLEET, now, "unmet", f"job '{SECRET}': no pool can hold it")
         session.add(
             PoolInstance(
                 id="i1",

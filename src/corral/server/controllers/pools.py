@@ -31,7 +31,7 @@ from corral.server.controllers import runner
 from corral.server.runtime import ControlPlane
 from corral.server.services import cluster, pool_actions, pool_fleet
 from corral.server.services.effects import Effects
-from corral.server.services.pools import add_event, pool_spec
+from corral.server.services.pools import FLEET, add_event, pool_spec
 from corral.server.store.tables import Pool
 from corral.timeouts import wait_event
 
@@ -108,7 +108,7 @@ class PoolController:
             self.cp.wake_scheduler()  # its reasons carry them
 
     def failed(self, session: Session, key: str, reason: str) -> None:
-        add_event(session, pool_fleet.FLEET_EVENTS, self.cp.clock.now(), "error", reason)
+        add_event(session, FLEET, self.cp.clock.now(), "error", reason)
 
     def reset(self) -> None:
         self.unmet_said.clear()

@@ -39,10 +39,14 @@ def draining(node: Node) -> str | None:
     return reason if reason.startswith((DRAINED_BY, SPOT_INTERRUPTION)) else None
 
 
+def node_named(session: Session, name: str) -> Node | None:
+    return session.scalars(select(Node).where(Node.name == name)).first()
+
+
 def _admin_node(session: Session, caller: Principal, name: str, verb: str) -> Node:
     if not caller.cluster_admin:
         raise Forbidden(f"only a cluster admin can {verb} a node")
-    node = session.scalars(select(Node).where(Node.name == name)).first()
+    node = node_named(session, name)
     if node is None:
         raise NotFound.of(f"node '{name}'")
     return node

@@ -33,14 +33,14 @@ from corral.providers.registry import is_static
 from corral.server.errors import DomainError
 from corral.server.services import node_ops
 from corral.server.services.join_tokens import create_join_token
-from corral.server.services.pool_fleet import (
-    BLOCK_S,
-    CONTROLLER,
-    FLEET_EVENTS,
-    node_named,
-    pool_facts,
+from corral.server.services.pool_fleet import BLOCK_S, CONTROLLER, pool_facts
+from corral.server.services.pools import (
+    FLEET,
+    InstanceState,
+    add_event,
+    live_instances,
+    pool_spec,
 )
-from corral.server.services.pools import InstanceState, add_event, live_instances, pool_spec
 from corral.server.store.db import Store
 from corral.server.store.tables import JoinToken, Pool, PoolInstance, Replica
 
@@ -180,7 +180,7 @@ def _sweep(
                     f"terminated {inst.provider_id} ({inst.node_name}): {provider_name} had it "
                     f"for {now() - first:.0f} s with no live instance of the pool"
                 )
-                pool = inst.pool if spec is not None else FLEET_EVENTS
+                pool = inst.pool if spec is not None else FLEET
                 add_event(session, pool, now(), "stray", text)
     memory.strays = {k: t for k, t in memory.strays.items() if k in seen}
 
@@ -341,7 +341,7 @@ def _releasable(session: Session) -> list[tuple[str, str, str | None, str]]:
         select(PoolInstance).where(PoolInstance.state == InstanceState.RELEASING)
     ).all()
     for inst in rows:
-        node = node_named(session, inst.node_name)
+        node = node_ops.node_named(session, inst.node_name)
         if node is not None:
             busy = session.scalars(
                 select(Replica.id).where(
@@ -382,7 +382,7 @@ def _terminate(
             inst.state = InstanceState.TERMINATED
             inst.released_at = now()
             _revoke(session, inst, now())
-            node = node_named(session, name)
+            node = node_ops.node_named(session, name)
             if node is not None:
                 acted.hang_up.append(node_ops.delete_node(session, CONTROLLER, name))
             add_event(session, pool, now(), "terminate", f"{name} terminated: {inst.reason or ''}")

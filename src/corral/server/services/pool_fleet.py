@@ -21,12 +21,13 @@ from corral.providers.catalog import Catalog
 from corral.providers.registry import is_static
 from corral.server.auth import Principal
 from corral.server.services import node_ops
+from corral.server.services.costs import node_price
 from corral.server.services.effects import Effects
 from corral.server.services.pools import (
+    FLEET,
     InstanceState,
     add_event,
     live_instances,
-    node_price,
     pool_spec,
     static_nodes,
 )
@@ -43,7 +44,6 @@ CONTROLLER = Principal(
     workspace=None,
 )
 BLOCK_S = 300.0  # a pool whose provider refused (or whose node never joined) rests this long
-FLEET_EVENTS = ""  # the pool name of fleet-wide events (work no pool can hold)
 # A pending job waiting on its workspace's quota gains nothing from more nodes.
 _QUOTA_WAIT = reasons.QUOTA_BLOCKED.split(": ")[-1]
 
@@ -59,10 +59,6 @@ class FleetLoad:
     joined: Mapping[str, str] = field(default_factory=dict)
     gone: tuple[str, ...] = ()  # deleting pools with no node left: remove them
     job_names: Mapping[str, str] = field(default_factory=dict)
-
-
-def node_named(session: Session, name: str) -> Node | None:
-    return session.scalars(select(Node).where(Node.name == name)).first()
 
 
 def pool_facts(row: Pool, catalog: Catalog, now: float) -> core.PoolFacts | None:
@@ -347,7 +343,7 @@ def apply_fleet(
             continue
         inst.state = InstanceState.RELEASING
         inst.reason = release.reason
-        node = node_named(session, inst.node_name)
+        node = node_ops.node_named(session, inst.node_name)
         if node is not None:
             why = f"released by pool {release.pool}: {release.reason}"
             node_ops.cordon(session, CONTROLLER, node.name, now, why)
@@ -377,9 +373,9 @@ def _record_unmet(
         if said.get(job_id) == why:
             continue
         name = names.get(job_id, job_id)
-        add_event(session, FLEET_EVENTS, now, "unmet", f"job '{name}': {why}")
+        add_event(session, FLEET, now, "unmet", f"job '{name}': {why}")
 
 
 def fleet_events(session: Session, limit: int = 20) -> list[PoolEvent]:
-    query = select(PoolEvent).where(PoolEvent.pool == FLEET_EVENTS)
+    query = select(PoolEvent).where(PoolEvent.pool == FLEET)
     return list(session.scalars(query.order_by(PoolEvent.id.desc()).limit(limit)))

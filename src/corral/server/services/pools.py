@@ -17,7 +17,7 @@ from corral.server.auth import Principal
 from corral.server.config import ALLOW_LOCAL_POOLS_ENV
 from corral.server.errors import Conflict, Forbidden, Invalid, NotFound
 from corral.server.services import node_ops
-from corral.server.services.costs import node_price as node_price  # pool_fleet's import
+from corral.server.services.costs import node_price
 from corral.server.services.effects import Effects
 from corral.server.store.tables import RETIRED_PREFIX, Node, Pool, PoolEvent, PoolInstance
 from corral.spec.errors import field_errors
@@ -26,7 +26,7 @@ from corral.wire.pools import InstanceView, PoolEventView, PoolView
 
 EVENTS_KEPT = 50  # per pool: `pool get` shows the newest; older ones are dropped
 EVENTS_SHOWN = 20
-FLEET = ""  # the pool of events about the whole fleet (pool_fleet.FLEET_EVENTS)
+FLEET = ""  # the pool of events about the whole fleet (work no pool can hold)
 # "for job 'train-1'", "job 3f2a...": which jobs a pool grew for is the business of their
 # workspace; a reader who is not a cluster admin sees "a job".
 _JOB_REF = re.compile(r"\bjob (?:'[^']*'|[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)")
@@ -223,7 +223,7 @@ def delete_pool(
             f"or delete it with --force (drains and releases them)"
         )
     for member in members:
-        node = session.scalars(select(Node).where(Node.name == member)).first()
+        node = node_ops.node_named(session, member)
         if node is not None:
             _, drained, _ = node_ops.drain(session, caller, member, now)
             effects.merge(drained)
