@@ -12,12 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from corral.core.states import JobState
-from corral.server.store.tables import Job, Node, PoolInstance, Replica
+from corral.server.store.tables import Node, PoolInstance
 from support.app import in_process
 from support.cli import Cli
 from support.cluster import wait_for
-from support.store import register_node
+from support.store import add_run, register_node
 
 ADMIN = {"Authorization": "Bearer crl_admin"}
 AWS = {"name": "p5", "provider": "aws", "type": "p5.48xlarge", "region": "us-east-1", "max": 8}
@@ -233,44 +232,7 @@ def test_job_get_shows_cost(cli: Cli) -> None:
     )
     assert r.status_code == 201
     node_id = _member(server, "racks", "racks-a")  # 8 GPUs at $16/h: $2 per GPU-hour
-    store = server.app.state.cp.store  # type: ignore[attr-defined]
-    with store.transaction() as session:
-        from corral.server.store.tables import Workspace
-
-        ws = session.scalars(select(Workspace).where(Workspace.name == "default")).one()
-        session.add(
-            Job(
-                id="j",
-                workspace_id=ws.id,
-                name="train",
-                spec={"name": "train", "command": "true"},
-                state=JobState.SUCCEEDED,
-                priority=0,
-                attempt=1,
-                submitted_at=0.0,
-                started_at=0.0,
-                finished_at=3600.0,
-            )
-        )
-        session.flush()
-        session.add(
-            Replica(
-                id="r",
-                job_id="j",
-                attempt=1,
-                rank=0,
-                node_id=node_id,
-                gpus=[0, 1, 2, 3],
-                cpus=1,
-                memory_mb=0,
-                disk_mb=0,
-                state="succeeded",
-                desired="run",
-                created_at=0.0,
-                started_at=0.0,
-                finished_at=5580.0,  # 1.55 h x 4 GPUs = 6.2 GPU-hours
-            )
-        )
+    _job_on(server, node_id, 0.0)
     result = cli("job", "get", "train")
     assert result.exit_code == 0, result.output
     assert "$12.40 (6.2 GPU-hours)" in result.output
@@ -287,37 +249,7 @@ def test_cli_workspace_usage(cli: Cli) -> None:
         from corral.server.store.tables import Workspace
 
         ws = session.scalars(select(Workspace).where(Workspace.name == "default")).one()
-        session.add(
-            Job(
-                id="j",
-                workspace_id=ws.id,
-                name="train",
-                spec={"name": "train", "command": "true"},
-                state=JobState.RUNNING,
-                priority=0,
-                attempt=1,
-                submitted_at=now - 7200,
-                started_at=now - 7200,
-            )
-        )
-        session.flush()
-        session.add(
-            Replica(
-                id="r",
-                job_id="j",
-                attempt=1,
-                rank=0,
-                node_id=node_id,
-                gpus=[0, 1],
-                cpus=1,
-                memory_mb=0,
-                disk_mb=0,
-                state="running",
-                desired="run",
-                created_at=now - 7200,
-                started_at=now - 7200,
-            )
-        )
+        add_run(session, ws.id, node_id, 2, now - 7200)
     # Running for 2 h on 2 GPUs at $2/GPU-hour; the last hour only with --since 1h.
     result = cli("workspace", "usage", "--since", "1h", "--json")
     assert result.exit_code == 0, result.output
@@ -339,39 +271,7 @@ def _job_on(api: TestClient, node_id: str, started: float) -> None:
         from corral.server.store.tables import Workspace
 
         ws = session.scalars(select(Workspace).where(Workspace.name == "default")).one()
-        session.add(
-            Job(
-                id="j",
-                workspace_id=ws.id,
-                name="train",
-                spec={"name": "train", "command": "true"},
-                state=JobState.SUCCEEDED,
-                priority=0,
-                attempt=1,
-                submitted_at=started,
-                started_at=started,
-                finished_at=started + 5580.0,
-            )
-        )
-        session.flush()
-        session.add(
-            Replica(
-                id="r",
-                job_id="j",
-                attempt=1,
-                rank=0,
-                node_id=node_id,
-                gpus=[0, 1, 2, 3],
-                cpus=1,
-                memory_mb=0,
-                disk_mb=0,
-                state="succeeded",
-                desired="run",
-                created_at=started,
-                started_at=started,
-                finished_at=started + 5580.0,
-            )
-        )
+        add_run(session, ws.id, node_id, 4, started, started + 5580.0)
 
 
 def test_cost_survives_the_node_and_the_pool_being_deleted(api: TestClient) -> None:

@@ -11,11 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from corral.core.states import JobState
 from corral.server.services.pools import FLEET, add_event, instance_view
-from corral.server.store.tables import Job, Node, PoolInstance, Replica, Workspace
+from corral.server.store.tables import Node, PoolInstance, Workspace
 from support.app import in_process
-from support.store import register_node
+from support.store import add_run, register_node
 
 ADMIN = {"Authorization": "Bearer crl_admin"}
 POOL = {"name": "h100", "provider": "aws", "type": "p5.48xlarge", "region": "us-east-1"}
@@ -67,36 +66,8 @@ def _ran(api: TestClient, workspace: str, name: str, gpus: int) -> None:
     now = api.app.state.cp.clock.now()  # type: ignore[attr-defined]
     with store.transaction() as session:
         ws = session.scalars(select(Workspace).where(Workspace.name == workspace)).one()
-        session.add(
-            Job(
-                id=name,
-                workspace_id=ws.id,
-                name=name,
-                spec={"name": name, "command": "true"},
-                state=JobState.SUCCEEDED,
-                priority=0,
-                attempt=1,
-                submitted_at=now - 3600,
-            )
-        )
-        session.flush()
-        session.add(
-            Replica(
-                id=name,
-                job_id=name,
-                attempt=1,
-                rank=0,
-                node_id=node,
-                gpus=list(range(gpus)),
-                cpus=1,
-                memory_mb=0,
-                disk_mb=0,
-                state="succeeded",
-                desired="run",
-                created_at=now - 3600,
-                started_at=now - 3600,
-                finished_at=now,
-            )
+        add_run(
+            session, ws.id, node, gpus, now - 3600, now, name=name, job_id=name, replica_id=name
         )
 
 

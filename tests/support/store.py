@@ -1,12 +1,15 @@
-"""Store-level test helpers: a node registered and connected through the services."""
+"""Store-level test helpers: a node registered and connected through the services, and a
+job's run on a node as the cost and pool tests need it."""
 
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
 from corral.core import liveness as core_liveness
+from corral.core.states import JobState
 from corral.server.services import liveness, nodes
 from corral.server.store.db import Store
+from corral.server.store.tables import Job, Replica
 from corral.wire import agent as wire
 
 
@@ -40,6 +43,56 @@ def register_node(
         )
         nodes.connect(session, node.id, wire.Hello(inventory=inventory, address=name), 2.0)
         return node.id
+
+
+def add_run(
+    session: Session,
+    workspace_id: str,
+    node_id: str,
+    gpus: int,
+    started: float,
+    finished: float | None = None,
+    *,
+    name: str = "train",
+    job_id: str = "j",
+    replica_id: str = "r",
+) -> None:
+    """Job `name` whose one replica held GPUs 0..gpus-1 of `node_id` from `started`:
+    running still, or succeeded at `finished`."""
+    done = finished is not None
+    session.add(
+        Job(
+            id=job_id,
+            workspace_id=workspace_id,
+            name=name,
+            spec={"name": name, "command": "true"},
+            state=JobState.SUCCEEDED if done else JobState.RUNNING,
+            priority=0,
+            attempt=1,
+            submitted_at=started,
+            started_at=started,
+            finished_at=finished,
+        )
+    )
+    session.flush()
+    session.add(
+        Replica(
+            id=replica_id,
+            job_id=job_id,
+            attempt=1,
+            rank=0,
+            node_id=node_id,
+            gpus=list(range(gpus)),
+            cpus=1,
+            memory_mb=0,
+            disk_mb=0,
+            state="succeeded" if done else "running",
+            desired="run",
+            created_at=started,
+            started_at=started,
+            finished_at=finished,
+        )
+    )
 
 
 def check_liveness(session: Session, now: float, lost_after_s: float, alive_since: float) -> None:

@@ -49,7 +49,7 @@ from corral.server.store.tables import (
     Workspace,
 )
 from corral.spec.pool import NodePoolSpec
-from support.store import register_node
+from support.store import add_run, register_node
 
 NOW = 1000.0
 URL = "http://control-plane:7390"
@@ -212,35 +212,7 @@ def test_a_released_node_is_cordoned_and_terminated_once_its_work_is_gone(
     with store.transaction() as session:
         ws = session.scalars(select(Workspace)).first()
         assert ws is not None
-        job = Job(
-            id="j",
-            workspace_id=ws.id,
-            name="train",
-            spec={"name": "train", "command": "true"},
-            state=JobState.RUNNING,
-            priority=0,
-            attempt=1,
-            submitted_at=NOW,
-        )
-        session.add(job)
-        session.flush()
-        session.add(
-            Replica(
-                id="r",
-                job_id="j",
-                attempt=1,
-                rank=0,
-                node_id=node_id,
-                gpus=[0, 1],
-                cpus=1,
-                memory_mb=0,
-                disk_mb=0,
-                state="running",
-                desired="run",
-                created_at=NOW,
-                started_at=NOW,
-            )
-        )
+        add_run(session, ws.id, node_id, 2, NOW)
     _apply(store, catalog, FleetPlan(release=(Release("gpu", row.node_name, "idle for 700 s"),)))
     with store.read() as session:
         node = session.get(Node, node_id)
