@@ -19,10 +19,10 @@ from corral.providers.aws import (
     AwsProvider,
     client_token,
     interruption_at,
-    map_error,
     node_labels,
     to_instance,
 )
+from corral.providers.aws_errors import map_error
 from corral.providers.base import (
     InstanceState,
     JoinInfo,
