@@ -118,17 +118,22 @@ def _node(api: TestClient, name: str, bound: dict[str, str]) -> str:
     """Node `name` (8 GPUs) with the labels a join token bound to it: its agent cannot set
     these keys itself (wire.api.BOUND_LABELS)."""
     store = api.app.state.cp.store  # type: ignore[attr-defined]
+    now = api.app.state.cp.clock.now()  # type: ignore[attr-defined]
     node_id = register_node(store, name, gpus=8)
     with store.transaction() as session:
         node = session.get(Node, node_id)
         assert node is not None
         node.labels = {**(node.labels or {}), **bound}
+        # Alive and just joined on the running server's clock: its controllers must not
+        # find it silent (lost) or idle since 1970 before the test acts on it.
+        node.registered_at = node.last_heartbeat_at = now
     return node_id
 
 
 def _member(api: TestClient, pool: str, name: str) -> str:
     """A node of `pool` that joined, as the controller's rows would say."""
     store = api.app.state.cp.store  # type: ignore[attr-defined]
+    now = api.app.state.cp.clock.now()  # type: ignore[attr-defined]
     node_id = _node(api, name, {"pool": pool})
     with store.transaction() as session:
         session.add(
@@ -138,8 +143,8 @@ def _member(api: TestClient, pool: str, name: str) -> str:
                 node_name=name,
                 node_id=node_id,
                 state="joined",
-                launched_at=1.0,
-                joined_at=2.0,
+                launched_at=now,
+                joined_at=now,
                 price_per_hour=16.0,
             )
         )
