@@ -33,7 +33,6 @@ from corral.server.services import cluster, pool_actions, pool_fleet
 from corral.server.services.effects import Effects
 from corral.server.services.pools import FLEET, add_event, pool_spec
 from corral.server.store.tables import Pool
-from corral.timeouts import wait_event
 
 log = logging.getLogger("corral.server.pools")
 
@@ -158,35 +157,16 @@ class PoolController:
 async def run(cp: ControlPlane) -> None:
     """runner's loop, with the provider calls after each round's commit."""
     controller = PoolController(cp)
-    rounds = runner.Runner(controller)
-    wakeup = controller.wakeup(cp)
-    assert wakeup is not None
-    again = False
-    while True:
-        if not again:
-            if await wait_event(wakeup, controller.period_s(cp)):
-                await asyncio.sleep(controller.batch_s(cp))
-            wakeup.clear()
-        again = False
-        if not cp.leads():
-            continue
-        try:
-            done = await asyncio.to_thread(rounds.round, cp)
-            controller.committed(done)
-            cp.apply(done.effects)
-            again = done.again
-            # Every pass, not only after a plan: a released node's work may have just ended.
-            acted = (
-                await asyncio.to_thread(controller.act)
-                if controller.has_pools
-                else pool_actions.Acted()
-            )
-        except Exception:
-            log.exception("pools: round failed; retrying")
-            controller.reset()
-            await asyncio.sleep(runner.ROUND_FAILED_PAUSE_S)
-            continue
+
+    async def after(done: runner.Round) -> None:
+        controller.committed(done)
+        if not controller.has_pools:
+            return
+        # Every pass, not only after a plan: a released node's work may have just ended.
+        acted = await asyncio.to_thread(controller.act)
         for node_id in acted.hang_up:
             await cp.hub.hang_up(node_id)
         if acted.launched or acted.failed or acted.terminated:
             cp.wake_scheduler()  # new room is coming, or a choice failed: decide again
+
+    await runner.run(cp, controller, after)

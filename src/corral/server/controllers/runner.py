@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -194,9 +194,15 @@ class Runner(Generic[FactsT, PlanT]):
             log.warning("%s: could not record why %s failed", self.controller.name, key)
 
 
-async def run(cp: ControlPlane, controller: Controller[FactsT, PlanT]) -> None:
+async def run(
+    cp: ControlPlane,
+    controller: Controller[FactsT, PlanT],
+    after: Callable[[Round], Awaitable[None]] | None = None,
+) -> None:
     """The controller's loop, until cancelled. Every wait is cancellable (timeouts.py):
-    shutdown never waits for a period to pass."""
+    shutdown never waits for a period to pass. `after`: what the controller does once a
+    round's transactions are over (the pool controller's provider calls); a failure there
+    is treated as a failed round."""
     runner = Runner(controller)
     wakeup = controller.wakeup(cp)
     again = False
@@ -218,10 +224,12 @@ async def run(cp: ControlPlane, controller: Controller[FactsT, PlanT]) -> None:
         try:
             with ROUND_SECONDS.labels(controller.name).time():
                 done = await asyncio.to_thread(runner.round, cp)
+            cp.apply(done.effects)
+            again = done.again
+            if after is not None:
+                await after(done)
         except Exception:
             log.exception("%s: round failed; retrying", controller.name)
             controller.reset()
             await asyncio.sleep(ROUND_FAILED_PAUSE_S)
             continue
-        cp.apply(done.effects)
-        again = done.again
