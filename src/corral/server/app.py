@@ -54,6 +54,7 @@ from corral.server.services.sessions import close_dangling
 from corral.server.store.db import Store
 from corral.server.store.migrate import upgrade
 from corral.server.store.tables import Node
+from corral.web import install as install_console
 from corral.wire.artifacts import MAX_UPLOAD_BYTES
 
 log = logging.getLogger("corral.server")
@@ -364,6 +365,7 @@ def create_app(
     app.include_router(artifacts.agent_router)
     app.include_router(jobs.every_router)
     app.include_router(endpoints.gateway_router)
+    install_console(app)  # the web console: /ui, same port, same tokens
     return app
 
 

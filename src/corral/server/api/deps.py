@@ -52,7 +52,13 @@ async def _principal(request: Request, cp: ControlPlane) -> Principal:
 
 async def token_principal(request: Request, cp: ControlPlane) -> Principal:
     """Whoever the token is, a metrics-only token included (for /metrics alone)."""
-    digest = hash_token(bearer(request))
+    return await principal_of_token(cp, bearer(request))
+
+
+async def principal_of_token(cp: ControlPlane, token: str) -> Principal:
+    """Whoever `token` is (a bearer header's or the console's cookie's); a 401 ApiError
+    when it is not valid here."""
+    digest = hash_token(token)
     found = cp.principals.get(digest)
     if found is None:
         found = await asyncio.to_thread(_authenticate, cp, digest)

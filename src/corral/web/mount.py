@@ -1,0 +1,75 @@
+"""Put the console on the API's app: its routers, its static files, and how its errors
+read (HTML for a person; the API's JSON stays as it is for every other path)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from corral.server.api.errors import ApiError, domain_status
+from corral.server.errors import DomainError
+from corral.web.pages import endpoint, fleet, job, login, node, queue, sim, workloads
+from corral.web.render import STATIC, html
+from corral.web.session import PREFIX, LoginNeeded, login_url
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+ApiHandler = Callable[[Request, Any], Response | Awaitable[Response]]
+
+TITLES = {401: "log in", 403: "not allowed", 404: "not found", 409: "conflict", 422: "bad input"}
+
+
+def install(app: FastAPI) -> None:
+    for module in (login, fleet, node, workloads, job, endpoint, queue, sim):
+        app.include_router(module.router)
+    app.mount(PREFIX + "/static", StaticFiles(directory=STATIC), name="console-static")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse(PREFIX + "/", status_code=307)
+
+    app.add_exception_handler(LoginNeeded, _login_needed)
+    for kind in (DomainError, ApiError, HTTPException):
+        app.add_exception_handler(kind, _for_people(app.exception_handlers.get(kind)))
+
+
+async def _login_needed(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LoginNeeded)
+    target = login_url(exc.next_path)
+    if request.headers.get("hx-request"):
+        # A fragment's poll: htmx follows HX-Redirect to the login page.
+        return Response(status_code=401, headers={"hx-redirect": target, "x-login": target})
+    return RedirectResponse(target, status_code=303)
+
+
+def _for_people(api_handler: ApiHandler | None) -> Handler:
+    async def handle(request: Request, exc: Exception) -> Response:
+        if not request.url.path.startswith(PREFIX + "/") or request.url.path.startswith(
+            PREFIX + "/static/"
+        ):
+            if api_handler is None:
+                raise exc
+            answer = api_handler(request, exc)
+            return await answer if inspect.isawaitable(answer) else answer
+        status, message = _status_message(exc)
+        if request.headers.get("hx-request"):
+            return html(request, "_error.html", {"message": message}, status=status)
+        title = TITLES.get(status, "error")
+        return html(request, "error.html", {"title": title, "message": message}, status=status)
+
+    return handle
+
+
+def _status_message(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, DomainError):
+        return domain_status(exc), exc.message
+    if isinstance(exc, ApiError):
+        return exc.status, exc.message
+    if isinstance(exc, HTTPException):
+        return exc.status_code, str(exc.detail)
+    return 500, "something went wrong"
