@@ -1,21 +1,12 @@
-"""The console in-process: the real app (SQLite) and a browser-like client with cookies."""
+"""The console in-process: `server` (tests/support/cli.py: the real app on SQLite, as a
+TestClient that keeps cookies like a browser) and `admin`, the same logged in."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from support.app import in_process
 from support.console import log_in
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[TestClient]:
-    with in_process(f"sqlite:///{tmp_path / 'corral.db'}", tmp_path / "home") as client:
-        yield client
 
 
 @pytest.fixture

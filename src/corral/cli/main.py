@@ -13,6 +13,7 @@ import typer
 
 from corral.cli import (
     agent,
+    console,
     endpoint,
     gateway,
     job,
@@ -131,6 +132,7 @@ def build_app(deps: CliDeps | None = None) -> typer.Typer:
     app.add_typer(sshkey.app, name="ssh-key", rich_help_panel="Cluster")
     app.command("status", rich_help_panel="Cluster")(status.status)
     app.command("whoami", rich_help_panel="Cluster")(whoami.whoami)
+    app.command("console", rich_help_panel="Cluster")(console.console)
     app.command("up", rich_help_panel="Run corral")(up.up)
     app.command("down", rich_help_panel="Run corral")(up.down)
     app.command("server", rich_help_panel="Run corral")(server.server)

@@ -227,6 +227,7 @@ def _save(plane: LocalPlane, tokens: Tokens, detached: bool) -> None:
 
 
 def _print_ready(plane: LocalPlane, node: NodeView, home: Path, detach: bool) -> None:
+    from corral.cli.console import console_url
     from corral.cli.node import gpu_summary
 
     console = out()
@@ -234,6 +235,11 @@ def _print_ready(plane: LocalPlane, node: NodeView, home: Path, detach: bool) ->
     mode = "in the background" if detach else "in the foreground"
     console.print(f"[bold green]corral is up[/] ({mode})")
     console.print(f"  API     {plane.url}")
+    console.print(
+        f"  console {console_url(plane.url)} (log in with the admin token: "
+        "corral console --show-token)",
+        highlight=False,
+    )
     if plane.gateway_url is not None:
         console.print(f"  gateway {plane.gateway_url} (endpoints at /ep/NAME/)")
     console.print(
