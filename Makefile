@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up down test lint bench clean
+.PHONY: install up down test lint bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,8 +22,8 @@ down: install
 	$(BIN)/corral down
 
 lint: install
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples scripts
+	$(BIN)/ruff format --check src tests bench examples scripts
 	$(BIN)/mypy
 
 ## Install what the tests need (PostgreSQL from Debian's packages) and run the whole suite.
@@ -31,6 +31,10 @@ test: install
 	bash scripts/test-deps.sh
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
+
+## The web console's main pages as PNGs under docs/screenshots/ (Debian's chromium: apt-get install chromium).
+screenshots: install
+	$(BIN)/python scripts/screenshots.py
 
 bench: install
 	@rm -f bench/results.jsonl
