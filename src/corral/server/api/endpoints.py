@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from corral.server.api.deps import CP, Caller, ReadableWorkspace, WritableWorkspace, retry_stale
 from corral.server.api.paging import Paging
+from corral.server.loads import desired_replicas
 from corral.server.runtime import ControlPlane
 from corral.server.services import endpoints as service
 from corral.server.services.fleet_models import resource_warnings
@@ -135,7 +136,8 @@ def wake(body: Wake, caller: Caller, cp: CP) -> dict[str, bool]:
 
 @gateway_router.post("/load", status_code=202)
 def load(body: GatewayLoad, caller: Caller, cp: CP) -> dict[str, bool]:
-    """A gateway's load report (each second): what the autoscaler scales on."""
+    """A gateway's load report (each second): what the autoscaler scales on, and the
+    endpoint page charts (its history reads the desired replicas at most once a second)."""
     service.check_gateway_caller(caller)
-    cp.loads.report(body, cp.clock.now())
+    cp.loads.report(body, cp.clock.now(), desired=lambda: desired_replicas(cp.store))
     return {"ok": True}
