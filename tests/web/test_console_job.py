@@ -4,6 +4,7 @@ page, its fragment, its series and its log stream through the real app."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from corral.spec.job import JobSpec
 from corral.web.views import job as views
 from corral.wire.api import AttemptView, GoodputView, JobView
 from corral.wire.pools import CostView
-from support.cli import ADMIN, UNPLACEABLE, finish_job, submit_job
+from support.cli import ADMIN, JOBS, UNPLACEABLE, finish_job, submit_job
 from support.console import log_in
 from support.store import register_node
 
@@ -366,3 +367,18 @@ def test_a_viewer_sees_no_cancel_and_cannot_cancel_a_member_can(server: TestClie
     assert "hx-trigger" not in done.text
     job = server.get("/v1/workspaces/default/jobs/queued", headers=ADMIN).json()
     assert job["state"] == "cancelled" and job["reason"] == "cancelled by user"
+
+
+def test_an_endpoints_replica_job_links_to_its_endpoint(admin: TestClient) -> None:
+    body = {"name": "serve", "command": "python -m http.server $PORT"}
+    assert (
+        admin.post("/v1/workspaces/default/endpoints", json=body, headers=ADMIN).status_code == 201
+    )
+    deadline = time.monotonic() + 10
+    while not (jobs := admin.get(JOBS + "?kind=endpoint-replica", headers=ADMIN).json()["jobs"]):
+        assert time.monotonic() < deadline, "the endpoint controller made no replica job"
+        time.sleep(0.05)
+    page = admin.get(PAGE.format(jobs[0]["name"]))
+    assert (
+        '<a href="/ui/endpoints/default/serve" data-testid="endpoint-link">serve</a>' in page.text
+    )

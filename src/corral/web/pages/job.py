@@ -16,13 +16,14 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from sqlalchemy.orm import Session
 
 from corral.core.states import TERMINAL_JOB_STATES
 from corral.server.api.deps import control_plane, retry_stale
 from corral.server.auth import Principal, check_workspace_access
 from corral.server.errors import NotFound
 from corral.server.runtime import ControlPlane
-from corral.server.services import job_history, job_logs
+from corral.server.services import job_history, job_logs, recovery
 from corral.server.services import jobs as service
 from corral.server.services.effects import Effects
 from corral.server.services.identity import workspace_by_name
@@ -41,10 +42,11 @@ KEEPALIVE_S = 15.0  # a comment line when quiet, so proxies and dead peers show
 STREAM_S = 15 * 60.0  # then the browser reconnects (Last-Event-ID): auth checked again
 
 
-def _workspace(session_ws: Workspace | None, name: str) -> Workspace:
-    if session_ws is None:
+def _workspace(session: Session, name: str) -> Workspace:
+    found = workspace_by_name(session, name)
+    if found is None:
         raise NotFound.of(f"workspace '{name}'")
-    return session_ws
+    return found
 
 
 def _load(
@@ -53,7 +55,7 @@ def _load(
     check_workspace_access(principal, workspace, "viewer")
     now = cp.clock.now()
     with cp.store.read() as session:
-        ws = _workspace(workspace_by_name(session, workspace), workspace)
+        ws = _workspace(session, workspace)
         job = service.get_job(session, ws, name)
         view = service.job_view(session, job, ws.name, now=now, catalog=cp.catalog)
         return view, job_history.attempt_runs(session, job), now
@@ -101,12 +103,12 @@ def job_progress(request: Request, workspace: str, name: str, who: Viewer) -> JS
     check_workspace_access(who.principal, workspace, "viewer")
     now = cp.clock.now()
     with cp.store.read() as session:
-        ws = _workspace(workspace_by_name(session, workspace), workspace)
+        ws = _workspace(session, workspace)
         job = service.get_job(session, ws, name)
-        view = service.job_view(session, job, ws.name, now=now)
+        attempts, _ = recovery.attempt_views(session, job, now)  # as job_view reads them
         runs = job_history.attempt_runs(session, job)
         marks = job_history.attempt_marks(session, job)
-    series = views.progress_series(view.attempts, runs, marks, now)
+    series = views.progress_series(attempts[-job_history.MAX_ATTEMPTS :], runs, marks, now)
     return JSONResponse(series, headers={"cache-control": "no-store"})
 
 
@@ -119,7 +121,7 @@ def cancel(request: Request, workspace: str, name: str, who: Actor) -> HTMLRespo
 
     def run() -> Effects:
         with cp.store.transaction() as session:
-            ws = _workspace(workspace_by_name(session, workspace), workspace)
+            ws = _workspace(session, workspace)
             job = service.get_job(session, ws, name)
             return service.cancel_job(session, job, cp.clock.now())
 
@@ -159,7 +161,7 @@ async def log_stream(
 
 def _open(cp: ControlPlane, workspace: str, name: str, rank: int) -> str:
     with cp.store.read() as session:
-        ws = _workspace(workspace_by_name(session, workspace), workspace)
+        ws = _workspace(session, workspace)
         job = service.get_job(session, ws, name)
         if rank >= max(job_spec(job).replicas, job.next_replicas or 0):
             raise NotFound(f"job '{name}' has no replica {rank}")
