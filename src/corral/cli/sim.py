@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from corral.cli.config import state
 from corral.cli.output import CliError, err, out
 
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress as Bar
     from rich.progress import TaskID
 
+    from corral.sim import SimOptions, SimReport
     from corral.sim.engine import Progress
 
 FORMATS = ("synthetic", "openb", "philly-csv", "bursty")
@@ -23,6 +25,7 @@ POLICIES = ("corral", "fifo", "fifo-backfill")
 
 
 def sim(
+    ctx: typer.Context,
     trace: Annotated[
         Path | None,
         typer.Option(
@@ -111,6 +114,13 @@ def sim(
     json_: Annotated[
         bool, typer.Option("--json", help="One JSON line per policy (avg_jct_s, utilization …).")
     ] = False,
+    no_save: Annotated[
+        bool,
+        typer.Option(
+            "--no-save",
+            help="Do not keep this run for the console's Simulation page ($CORRAL_HOME/sim-runs).",
+        ),
+    ] = False,
 ) -> None:
     """Simulate a fleet: the real scheduler on a virtual clock, over a trace or synthetic load.
 
@@ -143,6 +153,7 @@ def sim(
     if plot is not None and len(runs) > 1:
         raise CliError("--plot draws one run: leave out --fixed-pools", code=2)
     reports = []
+    first: SimOptions | None = None
     for name, fixed in runs:
         options = SimOptions(
             trace=trace,
@@ -160,6 +171,7 @@ def sim(
             bill_until_s=None if bill_until is None else bill_until * 3600,
         )
         options.check()
+        first = first or options
         with ProgressView("fixed pools" if fixed else name) as view:
             try:
                 reports.append(run(options, view.update))
@@ -168,11 +180,26 @@ def sim(
     if json_:
         for report in reports:
             print(report.to_json())
+    else:
+        # soft_wrap: long notes stay one line each, as a script or a wide terminal reads them.
+        out().print(format_table(reports), highlight=False, markup=False, soft_wrap=True)
+        if plot is not None:
+            out().print(f"plot written to {plot}", highlight=False, markup=False)
+    if not no_save and first is not None:
+        _save(state(ctx).home(), first, reports)
+
+
+def _save(home: Path, options: SimOptions, reports: list[SimReport]) -> None:
+    """Keep the run for the console (sim/saved.py); a run that cannot be saved still
+    printed its report, so this only warns."""
+    from corral.sim.saved import RunInputs, save_run
+
+    try:
+        path = save_run(home, RunInputs.of(options), reports, time.time())
+    except OSError as exc:
+        err().print(f"note: run not saved ({exc})", highlight=False, markup=False)
         return
-    # soft_wrap: long notes stay one line each, as a script or a wide terminal reads them.
-    out().print(format_table(reports), highlight=False, markup=False, soft_wrap=True)
-    if plot is not None:
-        out().print(f"plot written to {plot}", highlight=False, markup=False)
+    err().print(f"run saved: {path} (console: /ui/sim/{path.stem})", highlight=False, markup=False)
 
 
 PLAIN_EVERY_S = 10.0  # without a terminal: one line this often, none for a quick run
