@@ -64,12 +64,13 @@ class EndpointController:
         return 0.0
 
     def prepare(self, cp: ControlPlane) -> None:
-        """Take the loads on the loop's thread, where the gateways' reports are written:
-        taking is destructive (arrivals are counted once)."""
+        """Take the loads once a round: taking is destructive (arrivals are counted once).
+        The gateways' reports are written from the API's worker threads meanwhile: read the
+        board through copies (list() of a dict is one step under the GIL)."""
         now = cp.clock.now()
         held, cp.held = cp.held, {}
         names = set(self.names.values()) | set(held)
-        for _, report in cp.loads.reports.values():
+        for _, report in list(cp.loads.reports.values()):
             names.update((e.workspace, e.name) for e in report.endpoints)
         for name in names:
             load = cp.loads.take(name[0], name[1], now)
