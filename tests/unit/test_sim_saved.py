@@ -170,7 +170,9 @@ def test_a_file_too_large_to_be_a_run_is_not_read(
 
 
 def test_figures_of_another_version_read_back_where_they_can() -> None:
-    figures = {f: 0 for f in ("nodes", "gpus", "jobs", "completed", "unfinished", "dropped")}
+    figures: dict[str, object] = {
+        f: 0 for f in ("nodes", "gpus", "jobs", "completed", "unfinished", "dropped")
+    }
     figures |= {"policy": "corral", "seed": 1, "from_the_future": [1, 2]}
     for name in SimReport.__dataclass_fields__:
         if name.endswith("_s") or name in ("utilization", "utilization_makespan", "goodput"):

@@ -12,12 +12,26 @@ from typer.testing import CliRunner
 from corral.cli.config import CliDeps
 from corral.cli.main import build_app
 from corral.sim import SyntheticWorkload, synthetic_jobs
-from corral.sim.saved import list_runs, runs_dir
+from corral.sim.metrics import Series
+from corral.sim.saved import RunInputs, SavedRun, list_runs, report_from_dict, runs_dir
 from corral.sim.traces import write_philly_csv
+from corral.web.views.sim import merge_steps, time_unit
 from support.app import ADMIN_TOKEN
 from support.console import log_in
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+# The figures a report must have (the rest take their defaults).
+FIGURES = {
+    **{name: 0 for name in ("seed", "nodes", "gpus", "jobs", "completed", "unfinished")},
+    **{name: 0 for name in ("dropped", "preemptions", "node_failures", "interrupted_attempts")},
+    **{name: 0.0 for name in ("avg_jct_s", "p50_jct_s", "p99_jct_s", "avg_queue_s")},
+    **{name: 0.0 for name in ("p50_queue_s", "p99_queue_s", "utilization", "fragmentation")},
+    **{name: 0.0 for name in ("utilization_makespan", "fragmented_gpus", "goodput")},
+    **{name: 0.0 for name in ("allocated_gpu_hours", "lost_gpu_hours", "makespan_s")},
+    "policy": "corral",
+    "allocated_cost": None,
+    "rounds": 0,
+}
 
 
 def home_of(server: TestClient) -> Path:
@@ -165,3 +179,24 @@ def test_without_a_session_the_series_route_asks_to_log_in(server: TestClient) -
 def test_no_save_keeps_nothing(server: TestClient) -> None:
     corral_sim(home_of(server), "--gpus", "16", "--max-jobs", "20", "--no-save", "--json")
     assert list_runs(home_of(server)).runs == ()
+
+
+def test_step_lines_sampled_at_different_instants_share_one_axis() -> None:
+    x, (a, b) = merge_steps([([0.0, 10.0, 30.0], [1.0, 2.0, 3.0]), ([5.0, 20.0], [7.0, 8.0])])
+    assert x == [0.0, 5.0, 10.0, 20.0, 30.0]
+    assert a == [1.0, 1.0, 2.0, 2.0, 3.0]  # each value holds until the next sample
+    assert b == [None, 7.0, 7.0, 8.0, None]  # nothing before its first sample or after its last
+
+
+def test_simulated_time_reads_in_the_unit_that_fits() -> None:
+    def lasting(seconds: float) -> SavedRun:
+        s = Series()
+        s.add(0.0, 0, 8, 0, 0, 0.0)
+        s.add(seconds, 0, 8, 0, 0, 0.0)
+        report = report_from_dict(FIGURES, s)
+        return SavedRun("r", 0.0, RunInputs(format="synthetic"), (report,), (2,))
+
+    assert time_unit(lasting(60)) == ("s", 1.0)
+    assert time_unit(lasting(1800)) == ("min", 60.0)
+    assert time_unit(lasting(40 * 3600)) == ("h", 3600.0)
+    assert time_unit(lasting(149 * 86400)) == ("days", 86400.0)
