@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,10 @@ def _cwd_outside_the_repository(
     # `job run` and `pod create` send the current directory when it is a project (issue 14):
     # run from the repository, every test's CLI call would upload the repository.
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    # Nor in the home of whoever runs the tests: a command that keeps something under
+    # $CORRAL_HOME (`corral sim` keeps its runs) keeps it in a directory of this test's.
+    if not os.environ.get("CORRAL_HOME"):
+        monkeypatch.setenv("CORRAL_HOME", str(tmp_path_factory.mktemp("home")))
 
 
 @pytest.fixture(scope="session")

@@ -90,3 +90,13 @@ def test_static_files_are_served_from_the_package(server: TestClient) -> None:
     for path in ("console.css", "console.js", "vendor/htmx.min.js", "vendor/uPlot.iife.min.js"):
         answer = server.get(f"/ui/static/{path}")
         assert answer.status_code == 200, path
+
+
+def test_a_bad_query_value_reads_as_a_page_naming_the_field(server: TestClient) -> None:
+    log_in(server)
+    answer = server.get("/ui/jobs/default/nothing/logs/stream?replica=-1")
+    assert answer.status_code == 422
+    assert "text/html" in answer.headers["content-type"]
+    assert "replica" in answer.text
+    api = server.get("/v1/nodes?limit=0", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert api.status_code == 422 and api.headers["content-type"].startswith("application/json")

@@ -15,7 +15,8 @@ ALLOW_LOCAL_POOLS_ENV = "CORRAL_ALLOW_LOCAL_POOLS"  # `corral up` sets it (cli/u
 
 
 def default_home() -> Path:
-    return Path(os.environ.get("CORRAL_HOME") or Path.home() / ".corral")
+    # Expanded as the CLI's home is (client/config.py): both must name one directory.
+    return Path(os.environ.get("CORRAL_HOME") or Path.home() / ".corral").expanduser()
 
 
 class SettingError(ValueError):

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
@@ -21,11 +22,14 @@ from corral.web.session import PREFIX, LoginNeeded, login_url
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 ApiHandler = Callable[[Request, Any], Response | Awaitable[Response]]
 
+# Every router of the console (tests/security reads its routes off these).
+PAGES = (login, fleet, node, workloads, job, endpoint, queue, sim)
+
 TITLES = {401: "log in", 403: "not allowed", 404: "not found", 409: "conflict", 422: "bad input"}
 
 
 def install(app: FastAPI) -> None:
-    for module in (login, fleet, node, workloads, job, endpoint, queue, sim):
+    for module in PAGES:
         app.include_router(module.router)
     app.mount(PREFIX + "/static", StaticFiles(directory=STATIC), name="console-static")
 
@@ -34,7 +38,7 @@ def install(app: FastAPI) -> None:
         return RedirectResponse(PREFIX + "/", status_code=307)
 
     app.add_exception_handler(LoginNeeded, _login_needed)
-    for kind in (DomainError, ApiError, HTTPException):
+    for kind in (DomainError, ApiError, HTTPException, RequestValidationError):
         app.add_exception_handler(kind, _for_people(app.exception_handlers.get(kind)))
 
 
@@ -72,4 +76,12 @@ def _status_message(exc: Exception) -> tuple[int, str]:
         return exc.status, exc.message
     if isinstance(exc, HTTPException):
         return exc.status_code, str(exc.detail)
+    if isinstance(exc, RequestValidationError):
+        return 422, "; ".join(_field_error(e) for e in exc.errors()[:5])
     return 500, "something went wrong"
+
+
+def _field_error(error: Any) -> str:
+    # FastAPI's loc starts with where (query, path): "replica: must be >= 0".
+    loc = [str(p) for p in error.get("loc", ()) if p not in ("query", "path", "body")]
+    return f"{'.'.join(loc) or 'input'}: {error.get('msg', 'invalid')}"
