@@ -114,6 +114,10 @@ class Provider:
     racks: list[Rack]
 
     @property
+    def title(self) -> str:
+        return "no provider label" if self.name == MISSING else self.name
+
+    @property
     def gpus(self) -> int:
         return sum(len(n.cells) for r in self.racks for n in r.nodes)
 
@@ -211,19 +215,28 @@ def group(cards: Iterable[NodeCard]) -> list[Provider]:
 
 
 def cell_state(node: NodeView, gpu: GpuView) -> CellState:
+    return _gpu_state(_node_floor(node), gpu)
+
+
+def _node_floor(node: NodeView) -> CellState | None:
+    """What the node makes of all its GPUs, where it decides alone (None: each GPU says)."""
     if node.condition == NodeCondition.LOST:
         return CellState.LOST
-    if (
-        node.condition == NodeCondition.UNHEALTHY
-        or gpu.health == Health.UNHEALTHY
-        or not gpu.healthy
-    ):
+    if node.condition == NodeCondition.UNHEALTHY:
         return CellState.UNHEALTHY
     if node.condition == NodeCondition.CORDONED or node.cordon_reason is not None:
         return CellState.CORDONED
-    if gpu.allocated:
-        return CellState.ALLOCATED
-    return CellState.IDLE
+    return None
+
+
+def _gpu_state(floor: CellState | None, gpu: GpuView) -> CellState:
+    if floor is CellState.LOST or floor is CellState.UNHEALTHY:
+        return floor
+    if gpu.health == Health.UNHEALTHY or not gpu.healthy:
+        return CellState.UNHEALTHY
+    if floor is not None:
+        return floor
+    return CellState.ALLOCATED if gpu.allocated else CellState.IDLE
 
 
 def shade(utilization: float | None) -> int | None:
@@ -246,7 +259,9 @@ def node_card(f: NodeFacts) -> NodeCard:
     for r in f.running:
         for i in r.gpus:
             on_gpu.setdefault(i, []).append(f"{r.workspace}/{r.name} #{r.rank}")
-    cells = [_cell(v, g, on_gpu.get(g.index, []), f.utilization.get(g.index)) for g in v.gpus]
+    floor = _node_floor(v)
+    use = f.utilization
+    cells = [_cell(floor, g, on_gpu.get(g.index, []), use.get(g.index)) for g in v.gpus]
     seen: dict[str, Workload] = {}
     for r in f.running:
         label = f"{r.workspace}/{r.name}"
@@ -285,25 +300,27 @@ def shape(gpus: Sequence[GpuView]) -> str:
     return " + ".join(f"{n}x {m} ({gb} GB)" for (m, gb), n in counts.items())
 
 
-def _cell(node: NodeView, gpu: GpuView, holders: list[str], use: float | None) -> Cell:
-    state = cell_state(node, gpu)
+_QUIET_HEALTH = frozenset({Health.HEALTHY, Health.UNKNOWN})
+
+
+def _cell(floor: CellState | None, gpu: GpuView, holders: list[str], use: float | None) -> Cell:
+    # Made 8,000 times a page: plain string building, no enum .value lookups.
+    state = _gpu_state(floor, gpu)
     pct = shade(use)
-    words = [f"GPU {gpu.index}", gpu.model, state.value]
-    if gpu.health not in (Health.HEALTHY, Health.UNKNOWN):
-        words.append(gpu.sentence or gpu.health)
+    title = f"GPU {gpu.index} · {gpu.model} · {state}"
+    if gpu.health not in _QUIET_HEALTH:
+        title += f" · {gpu.sentence or gpu.health}"
     if gpu.allocated:
-        words.append(", ".join(holders) if holders else "a job of another workspace")
+        title += " · " + (", ".join(holders) if holders else "a job of another workspace")
     if pct is not None:
-        words.append(f"{pct}% utilized")
+        title += f" · {pct}% utilized"
     degraded = gpu.health == Health.DEGRADED
-    classes = "gpu " + state.value
+    classes = f"gpu {state}"
     if degraded:
         classes += " degraded"
-    if gpu.allocated and state != CellState.ALLOCATED:
+    if gpu.allocated and state is not CellState.ALLOCATED:
         classes += " busy"
-    return Cell(
-        gpu.index, gpu.model, state, gpu.allocated, degraded, pct, " · ".join(words), classes
-    )
+    return Cell(gpu.index, gpu.model, state, gpu.allocated, degraded, pct, title, classes)
 
 
 def totals(cards: Sequence[NodeCard]) -> Totals:
