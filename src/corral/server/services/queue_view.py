@@ -17,14 +17,15 @@ leaves this module — and quota rows are the visible workspaces' only.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from itertools import islice
 
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
-from corral.core.placement import Outcome
-from corral.core.scheduler import Round
+from corral.core.placement import Outcome, Snapshot
+from corral.core.scheduler import Round, Scheduler
 from corral.server.services.snapshot import SnapshotLoader
 from corral.server.store.db import in_chunks
 from corral.server.store.tables import Endpoint, Job, Pod
@@ -79,10 +80,37 @@ class QueueFacts:
     quotas_set: bool  # False: no quota anywhere, nothing is checked and nothing borrowed
 
 
+class QueueReader:
+    """Reads the queue round after round at the cost of what changed, as the scheduler
+    controller does: it keeps a SnapshotLoader and a Scheduler (whose index a round starts
+    from) between reads. One read at a time (the pages' polls come from many threads);
+    a read that fails starts the next from fresh ones, which give the same answer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loader = SnapshotLoader()
+        self._scheduler = Scheduler()
+
+    def read(self, session: Session, now: float, visible: frozenset[str] | None) -> QueueFacts:
+        with self._lock:
+            try:
+                snapshot = self._loader.load(session, now).snapshot
+                return _facts(session, snapshot, self._scheduler.round(snapshot, now), visible)
+            except BaseException:
+                self._loader = SnapshotLoader()
+                self._scheduler = Scheduler()
+                raise
+
+
 def queue(session: Session, now: float, visible: frozenset[str] | None) -> QueueFacts:
-    loaded = SnapshotLoader().load(session, now)
-    snapshot = loaded.snapshot
-    dry = Round(snapshot, now)
+    """The queue from a fresh snapshot (a QueueReader keeps one between reads)."""
+    snapshot = SnapshotLoader().load(session, now).snapshot
+    return _facts(session, snapshot, Round(snapshot, now), visible)
+
+
+def _facts(
+    session: Session, snapshot: Snapshot, dry: Round, visible: frozenset[str] | None
+) -> QueueFacts:
     quotas = _quota_use(dry, visible)  # before the dry run charges what it would place
     decisions = list(islice(dry.decisions(), SHOWN))
     rows = _job_rows(session, [d.job_id for d in decisions])
