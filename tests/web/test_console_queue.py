@@ -96,6 +96,9 @@ def test_quota_rows_name_the_guarantee_and_draw_borrowing() -> None:
     assert any_model.what == "any model"
     assert (b.what, b.used_pct, b.borrowed_pct) == ("no guarantee (H100)", 0.0, 100.0)
     assert "4 borrowed" in b.title
+    assert a.bar and any_model.bar and b.bar
+    (plain,) = view.quota_rows([QuotaUse("team-b", UNGUARANTEED, 0, 3, 0, ("H100",))], False)
+    assert (plain.what, plain.bar) == ("H100", False)  # no guarantees anywhere: no bar
 
 
 def test_the_page_counts_what_it_does_not_show() -> None:

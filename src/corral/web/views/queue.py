@@ -104,13 +104,19 @@ class QuotaRow:
     borrowed_pct: float
     title: str
 
+    @property
+    def bar(self) -> bool:
+        """Whether a bar says anything: against a guarantee, or borrowed GPUs."""
+        return self.guaranteed > 0 or self.borrowed > 0
 
-def quota_rows(quotas: Sequence[QuotaUse]) -> list[QuotaRow]:
+
+def quota_rows(quotas: Sequence[QuotaUse], quotas_set: bool = True) -> list[QuotaRow]:
+    """quotas_set False: no workspace has a guarantee, so a row is just GPUs in use."""
     out = []
     for q in quotas:
         if q.key == UNGUARANTEED:
             models = ", ".join(q.models) or "GPUs"
-            what = f"no guarantee ({models})"
+            what = f"no guarantee ({models})" if quotas_set else models
         elif q.key == ANY_MODEL:
             what = "any model"
         else:
@@ -152,7 +158,7 @@ def page(facts: QueueFacts, now: float, cluster_wide: bool) -> QueuePage:
         pending=facts.pending,
         mine=facts.mine,
         further=max(0, facts.pending - len(facts.waiting)),
-        quotas=quota_rows(facts.quotas),
+        quotas=quota_rows(facts.quotas, facts.quotas_set),
         quotas_set=facts.quotas_set,
         cluster_wide=cluster_wide,
     )
