@@ -17,7 +17,7 @@ from corral.providers.catalog import Catalog
 from corral.server.auth import Principal
 from corral.server.runtime import ControlPlane
 from corral.server.services import health
-from corral.server.services.fleet_view import NodeFacts, Running, fleet
+from corral.server.services.fleet_view import PATH_GPUS, NodeFacts, Running, fleet
 from corral.server.services.identity import bootstrap, workspace_by_name
 from corral.server.store.db import Store
 from corral.server.store.migrate import upgrade
@@ -420,3 +420,13 @@ def test_a_workspace_token_sees_no_other_workspaces_job_names(admin: TestClient)
     card = card_of(admin.get("/ui/fleet").text, "gpu-1")
     assert "1 replica of another workspace" in card
     assert "a job of another workspace" in card  # the cells it holds say so, unnamed
+
+
+def test_utilization_of_a_node_with_more_gpus_than_sql_picks_is_read_too(store: Store) -> None:
+    big = register_node(store, "big", gpus=PATH_GPUS + 2)
+    with store.transaction() as session:
+        reported = [float(i) for i in range(PATH_GPUS + 2)]
+        health.record_health(session, big, report("big", reported), 5.0)
+    with store.read() as session:
+        (found,) = fleet(session, ADMIN_P, 10.0, Catalog())
+    assert found.utilization == {i: float(i) for i in range(PATH_GPUS + 2)}
