@@ -17,7 +17,7 @@ from corral.server.api.deps import CP
 from corral.server.auth import check_workspace_access
 from corral.server.errors import NotFound
 from corral.server.services.identity import workspace_by_name
-from corral.server.services.pages import PageRequest
+from corral.server.services.pages import DEFAULT_LIMIT, PageRequest
 from corral.server.services.workloads_view import WorkloadFilter, list_workloads
 from corral.server.store.tables import Workspace
 from corral.web.render import html
@@ -66,5 +66,6 @@ def workloads_page(
         "filters": view.filters(query, choices, principal.cluster_admin),
         "next_url": query.url(page.next_cursor) if page.next_cursor else None,
         "first_url": query.url() if query.cursor else None,
+        "default_limit": DEFAULT_LIMIT,
     }
     return html(request, "workloads.html", context, visitor=who, started=started)
