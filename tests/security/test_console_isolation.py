@@ -75,9 +75,8 @@ def _console_gets() -> list[str]:
     paths = []
     for module in PAGES:
         for route in module.router.routes:
-            if isinstance(route, APIRoute) and "GET" in route.methods:
-                if route.path != "/ui/login":
-                    paths.append(route.path)
+            if isinstance(route, APIRoute) and "GET" in route.methods and route.path != "/ui/login":
+                paths.append(route.path)
     assert "/ui/fleet" in paths and len(paths) >= 8, paths  # the pages exist
     return paths
 

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from corral.cli.config import state
-from corral.cli.errors import CliError
-from corral.cli.output import esc, out
+from corral.cli.output import CliError, esc, out
 
 CONSOLE_PATH = "/ui/"
 

@@ -138,7 +138,11 @@ class Node(Base):
     cordon_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # core.health's judgement of its last report (Assessment.to_json), and the report.
     health: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    health_signals: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Loaded only where read (the node page, idle pods): every other load of a node, the
+    # fleet's 1,000 at once included, would parse each node's whole last report.
+    health_signals: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, nullable=True, deferred=True
+    )
     health_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     boot_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Xids before this are history an operator closed (`corral node set-healthy`).
