@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import Select, bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -238,6 +239,14 @@ class JobFilter:
     kind: JobKind = "all"
 
 
+def submitted_only(query: Select[Any]) -> Select[Any]:
+    """`query` narrowed to jobs someone submitted: not an endpoint's replicas, not a pod's
+    runs. One expression, so that no planner takes ix_jobs_endpoint_id or ix_jobs_pod_id for
+    it: nearly every job matches, and SQLite then sorted them all (~200 ms at 100,000 jobs
+    where walking ix_jobs_submitted takes ~5)."""
+    return query.where(func.coalesce(Job.endpoint_id, Job.pod_id).is_(None))
+
+
 def list_jobs(
     session: Session, which: JobFilter, page: PageRequest
 ) -> tuple[list[JobView], str | None]:
@@ -251,7 +260,7 @@ def list_jobs(
     if which.states:
         query = query.where(Job.state.in_(sorted(which.states)))
     if which.kind == "job":  # a pod's runs are its own business (`corral pod get`)
-        query = query.where(Job.endpoint_id.is_(None), Job.pod_id.is_(None))
+        query = submitted_only(query)
     elif which.kind == "endpoint-replica":
         query = query.where(Job.endpoint_id.is_not(None))
     found = keyset_page(session, query, [Job.submitted_at, Job.id], page, descending=True)

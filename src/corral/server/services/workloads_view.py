@@ -144,9 +144,7 @@ def _jobs(
 ) -> tuple[list[_Candidate], bool]:
     # JobKind "job": an endpoint's replicas and a pod's runs are listed as their endpoint
     # and pod, not again as jobs (as `GET /v1/jobs?kind=job`).
-    # Spelled as one expression so that no planner takes ix_jobs_endpoint_id or
-    # ix_jobs_pod_id for it (nearly every job matches; SQLite then sorted them all).
-    query = select(Job).where(func.coalesce(Job.endpoint_id, Job.pod_id).is_(None))
+    query = job_service.submitted_only(select(Job))
     query = _scoped(query, Job.workspace_id, which)
     if which.state in LIVE_JOB_STATES:
         # Few rows (bounded by the fleet and its queue): ix_jobs_state, then sorted.
