@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 from fastapi.testclient import TestClient
 
 from corral.web.session import COOKIE, csrf_for, safe_next
@@ -100,3 +102,22 @@ def test_a_bad_query_value_reads_as_a_page_naming_the_field(server: TestClient) 
     assert "replica" in answer.text
     api = server.get("/v1/nodes?limit=0", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert api.status_code == 422 and api.headers["content-type"].startswith("application/json")
+
+
+def test_a_big_page_goes_gzipped_to_a_browser_that_takes_it(server: TestClient) -> None:
+    from starlette.requests import Request
+
+    from corral.web.render import GZIP_OVER, html
+
+    def request(encoding: str) -> Request:
+        headers = [(b"accept-encoding", encoding.encode())] if encoding else []
+        return Request({"type": "http", "path": "/ui/x", "headers": headers, "query_string": b""})
+
+    big = {"title": "x" * (GZIP_OVER + 1), "message": "m"}
+    zipped = html(request("gzip, br"), "error.html", big)
+    assert zipped.headers["content-encoding"] == "gzip"
+    plain = html(request(""), "error.html", big)
+    assert "content-encoding" not in plain.headers
+    assert gzip.decompress(zipped.body) == plain.body
+    small = html(request("gzip"), "error.html", {"title": "t", "message": "m"})
+    assert "content-encoding" not in small.headers

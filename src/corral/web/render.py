@@ -8,6 +8,7 @@ handler took, so `bench/console.py` and a browser's devtools read the server's s
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import math
 import time
 from collections.abc import Mapping
@@ -85,6 +86,9 @@ def _environment() -> jinja2.Environment:
 
 
 ENV = _environment()
+# A page bigger than this goes gzipped to a browser that takes it: the fleet of 1,000 nodes
+# is ~1.9 MB of HTML, polled every 10 s by every open tab (~10 ms to compress at level 4).
+GZIP_OVER = 16 * 1024
 
 
 def html(
@@ -107,10 +111,16 @@ def html(
         path=request.url.path,
         csrf=visitor.csrf if visitor else "",
     )
+    rendered = time.perf_counter()
+    extra = {**SECURITY_HEADERS, **(headers or {})}
+    payload = body.encode()
+    if len(payload) > GZIP_OVER and "gzip" in request.headers.get("accept-encoding", ""):
+        payload = gzip.compress(payload, compresslevel=4)
+        extra.update({"content-encoding": "gzip", "vary": "accept-encoding"})
     end = time.perf_counter()
-    timing = f"render;dur={(end - begin) * 1000:.1f}"
+    timing = f"render;dur={(rendered - begin) * 1000:.1f}, gzip;dur={(end - rendered) * 1000:.1f}"
     if started is not None:
         timing += f", total;dur={(end - started) * 1000:.1f}"
-    out = HTMLResponse(body, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})})
+    out = HTMLResponse(payload, status_code=status, headers=extra)
     out.headers["server-timing"] = timing
     return out
