@@ -182,7 +182,8 @@ def give_work(url: str, gateway: str, env: dict[str, str]) -> None:
             "name": "llama-8b-finetune",
             "replicas": 2,
             "priority": "train",
-            "entrypoint": [PY, "-c", TRAIN],
+            "command": f"{PY} train.py",
+            "files": {"train.py": TRAIN},
             "resources": {"gpus": "H100:4"},
         },
     )
@@ -190,7 +191,8 @@ def give_work(url: str, gateway: str, env: dict[str, str]) -> None:
         "research",
         {
             "name": "vit-sweep-lr3e-4",
-            "entrypoint": [PY, "-c", TRAIN],
+            "command": f"{PY} train.py",
+            "files": {"train.py": TRAIN},
             "resources": {"gpus": "A100:2"},
         },
     )
@@ -209,13 +211,18 @@ def give_work(url: str, gateway: str, env: dict[str, str]) -> None:
             "name": "embed",
             "command": f"{PY} -m http.server $PORT",
             "auth": "public",
-            "readiness_path": "/",
+            "readiness": {"path": "/"},
             "min_replicas": 2,
             "max_replicas": 4,
             "resources": {"gpus": "A100:1"},
         },
     ).raise_for_status()
     api.post("/v1/nodes/lab-a100-2/cordon")
+    api.put("/v1/workspaces/default/quota", json={"gpus": {"H100": 8}})
+    api.put("/v1/workspaces/research/quota", json={"gpus": {"H100": 4, "A100": 2}})
+    # A GPU that overheats and one with an uncorrectable ECC error, on the idle node.
+    api.post("/v1/nodes/gpu-us-2/faults", json={"kind": "thermal", "gpu": 5})
+    api.post("/v1/nodes/gpu-us-2/faults", json={"kind": "ecc_uncorrected", "gpu": 2})
     wait_for(
         "the endpoint to serve",
         lambda: api.get("/v1/workspaces/default/endpoints/embed").json()["ready_replicas"] >= 1,
@@ -269,7 +276,7 @@ def shoot(url: str) -> list[Path]:
             page.wait_for_load_state("networkidle")
             time.sleep(2.5)  # a poll and a chart redraw: what a person sees after a moment
             target = OUT / f"{name}.png"
-            page.screenshot(path=str(target), full_page=name not in ("job", "endpoint"))
+            page.screenshot(path=str(target), full_page=True)
             saved.append(target)
         browser.close()
     return saved
