@@ -21,7 +21,9 @@ CHROMIUM = "/usr/bin/chromium"
 expect.set_options(timeout=20_000)
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running on this
+# thread while it is started, and every later test calling asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: run scripts/test-deps.sh (Debian's chromium)")

@@ -11,8 +11,12 @@ from corral.spec.job import JobSpec
 from support.cluster import Cluster
 from support.console import LogIn
 
-# A numbered line every 0.3 s for about 18 s.
-COUNTER = "import time\nfor i in range(60): print('line', i, flush=True); time.sleep(0.3)"
+# A numbered line every 0.3 s for about 18 s, then quiet but running (the cluster's teardown
+# ends it): the checks on its running state never race its end on a loaded machine.
+COUNTER = (
+    "import time\nfor i in range(60): print('line', i, flush=True); time.sleep(0.3)\n"
+    "time.sleep(600)"
+)
 
 
 def test_a_running_jobs_log_grows_on_its_page(cluster: Cluster, log_in: LogIn) -> None:

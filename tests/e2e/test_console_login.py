@@ -14,7 +14,7 @@ def test_log_in_with_a_token_and_out_again(cluster: Cluster, log_in: LogIn) -> N
     expect(page.get_by_test_id("who")).to_contain_text("admin")
     cookies = page.context.cookies()
     (session,) = [c for c in cookies if c["name"] == "corral_console"]
-    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert session["httpOnly"] and session["sameSite"] == "Lax"
     # The cookie is out of reach of the page's scripts.
     assert page.evaluate("document.cookie") == ""
     page.get_by_role("button", name="log out").click()

@@ -382,3 +382,23 @@ def test_an_endpoints_replica_job_links_to_its_endpoint(admin: TestClient) -> No
     assert (
         '<a href="/ui/endpoints/default/serve" data-testid="endpoint-link">serve</a>' in page.text
     )
+
+
+def test_a_stream_ends_when_its_session_does(
+    admin: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiting job's stream would run for minutes; the session is checked again on the
+    way, and a token revoked meanwhile ends it."""
+    from corral.web.pages import job as job_page
+    from corral.web.session import LoginNeeded
+
+    pending = {"name": "waits", "command": "true", "resources": {"gpus": "H100:64"}}
+    assert admin.post(JOBS, json=pending, headers=ADMIN).status_code == 201
+
+    async def revoked(_: object) -> None:
+        raise LoginNeeded("/ui/", refused=True)
+
+    monkeypatch.setattr(job_page, "RECHECK_S", 0.0)
+    monkeypatch.setattr(job_page, "visitor", revoked)
+    answer = admin.get(PAGE.format("waits") + "/logs/stream?replica=0")
+    assert events(answer.text)[-1] == ("end", "the session has ended: log in again")

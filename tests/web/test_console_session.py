@@ -6,6 +6,7 @@ import gzip
 
 from fastapi.testclient import TestClient
 
+from corral.server.auth import AuthFailures
 from corral.web.session import COOKIE, csrf_for, safe_next
 from support.app import ADMIN_TOKEN
 from support.console import log_in
@@ -31,7 +32,7 @@ def test_login_sets_an_httponly_strict_cookie_and_lands_on_next(server: TestClie
     assert answer.headers["location"] == "/ui/fleet"
     cookie = answer.headers["set-cookie"]
     assert cookie.startswith(f"{COOKIE}=")
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/ui" in cookie
     page = server.get("/ui/fleet")
     assert page.status_code == 200
     assert "admin" in page.text
@@ -121,3 +122,50 @@ def test_a_big_page_goes_gzipped_to_a_browser_that_takes_it(server: TestClient) 
     assert gzip.decompress(zipped.body) == plain.body
     small = html(request("gzip"), "error.html", {"title": "t", "message": "m"})
     assert "content-encoding" not in small.headers
+
+
+def test_a_refused_session_cookie_counts_as_a_failed_authentication(server: TestClient) -> None:
+    limit = AuthFailures().limit
+    server.cookies.set(COOKIE, "crl_guess", path="/ui")
+    for _ in range(limit):
+        answer = server.get("/ui/fleet", follow_redirects=False)
+        assert answer.status_code == 401
+        assert "your session has ended" in answer.text
+        assert f'{COOKIE}=""' in answer.headers["set-cookie"]  # deleted
+        server.cookies.set(COOKIE, "crl_guess", path="/ui")
+    blocked = server.get("/ui/fleet", follow_redirects=False)
+    assert blocked.status_code == 429
+    assert blocked.headers["content-type"].startswith("text/html")
+    api = server.get("/v1/whoami", headers={"Authorization": "Bearer crl_guess2"})
+    assert api.status_code == 429 and api.json()["error"]["code"] == "too_many_requests"
+
+
+def test_a_live_session_still_works_from_a_blocked_address(server: TestClient) -> None:
+    log_in(server)
+    for n in range(AuthFailures().limit):
+        guess = {"Authorization": f"Bearer crl_guess{n}"}
+        assert server.get("/v1/whoami", headers=guess).status_code == 401
+    assert server.get("/v1/whoami", headers={"Authorization": "Bearer x"}).status_code == 429
+    # The console's own cookie was accepted moments ago: its pages still answer.
+    assert server.get("/ui/fleet", follow_redirects=False).status_code == 200
+
+
+def test_another_site_cannot_log_this_browser_in(server: TestClient) -> None:
+    answer = server.post(
+        "/ui/login",
+        data={"token": ADMIN_TOKEN},
+        headers={"origin": "https://evil.example"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 403
+    assert "set-cookie" not in answer.headers
+
+
+def test_digits_that_are_not_ascii_are_bad_input_not_a_crash(server: TestClient) -> None:
+    log_in(server)
+    assert server.get("/ui/workloads?limit=%C2%B2").status_code == 422
+    # A log stream resumed with such an event id starts over instead of failing.
+    from corral.web.pages.job import _resume
+
+    assert _resume("²:0") is None and _resume("3:¹") is None
+    assert _resume("3:120") == (3, 120)

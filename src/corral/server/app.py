@@ -10,10 +10,12 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from html import escape as html_escape
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
@@ -55,6 +57,8 @@ from corral.server.store.db import Store
 from corral.server.store.migrate import upgrade
 from corral.server.store.tables import Node
 from corral.web import install as install_console
+from corral.web.session import COOKIE as CONSOLE_COOKIE
+from corral.web.session import PREFIX as CONSOLE_PREFIX
 from corral.wire.artifacts import MAX_UPLOAD_BYTES
 
 log = logging.getLogger("corral.server")
@@ -81,6 +85,21 @@ async def _respond(
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         *((k.encode(), v.encode()) for k, v in (headers or {}).items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _respond_page(send: Send, status: int, message: str, headers: dict[str, str]) -> None:
+    # The console's person reads this one (a browser), not a client: a page, not JSON.
+    body = (
+        "<!doctype html><meta charset=utf-8><title>corral</title>"
+        f"<p style='font:15px system-ui;margin:40px'>{html_escape(message)}</p>"
+    ).encode()
+    raw = [
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.encode(), v.encode()) for k, v in headers.items()),
     ]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
@@ -212,13 +231,13 @@ class AuthFailureLimit:
         wait = self.failures.retry_after(address, self.monotonic())
         if wait > 0 and not _recently_valid(scope):
             seconds = max(1, math.ceil(wait))
-            await _respond(
-                send,
-                429,
-                "too_many_requests",
-                f"too many failed authentications from this address; try again in {seconds} s",
-                {"retry-after": str(seconds)},
-            )
+            message = f"too many failed authentications from this address; try again in {seconds} s"
+            if str(scope.get("path", "")).startswith(CONSOLE_PREFIX + "/"):
+                await _respond_page(send, 429, message, {"retry-after": str(seconds)})
+            else:
+                await _respond(
+                    send, 429, "too_many_requests", message, {"retry-after": str(seconds)}
+                )
             return
 
         async def watch(message: Message) -> None:
@@ -243,6 +262,10 @@ def _recently_valid(scope: Scope) -> bool:
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return cp.principals.get(hash_token(token.strip())) is not None
+        if name == b"cookie":  # the console's session carries the same tokens
+            token = cookie_parser(value.decode("latin-1")).get(CONSOLE_COOKIE, "")
+            if token and cp.principals.get(hash_token(token)) is not None:
+                return True
     return False
 
 

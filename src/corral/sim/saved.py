@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import threading
 from array import array
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -266,8 +267,14 @@ class RunCache:
     def __init__(self, size: int = 2 * KEEP) -> None:
         self.size = size
         self._runs: dict[Path, tuple[tuple[int, int], SavedRun | BadRun]] = {}
+        # The console's routes run in worker threads, several at once.
+        self._lock = threading.Lock()
 
     def read(self, folder: Path, name: str) -> SavedRun:
+        with self._lock:
+            return self._read(folder, name)
+
+    def _read(self, folder: Path, name: str) -> SavedRun:
         path = folder / f"{name}.json"
         try:
             info = path.stat()
@@ -284,7 +291,7 @@ class RunCache:
                 self._runs.pop(next(iter(self._runs)))  # the oldest entry
             kept = self._runs[path] = (key, found)
         if isinstance(kept[1], BadRun):
-            raise kept[1]
+            raise BadRun(str(kept[1]))  # a fresh exception per raise: threads share none
         return kept[1]
 
 

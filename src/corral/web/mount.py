@@ -17,7 +17,7 @@ from corral.server.api.errors import ApiError, domain_status
 from corral.server.errors import DomainError
 from corral.web.pages import endpoint, fleet, job, login, node, queue, sim, workloads
 from corral.web.render import STATIC, html
-from corral.web.session import PREFIX, LoginNeeded, login_url
+from corral.web.session import COOKIE, PREFIX, LoginNeeded, login_url, safe_next
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 ApiHandler = Callable[[Request, Any], Response | Awaitable[Response]]
@@ -45,10 +45,19 @@ def install(app: FastAPI) -> None:
 async def _login_needed(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoginNeeded)
     target = login_url(exc.next_path)
+    answer: Response
     if request.headers.get("hx-request"):
         # A fragment's poll: htmx follows HX-Redirect to the login page.
-        return Response(status_code=401, headers={"hx-redirect": target, "x-login": target})
-    return RedirectResponse(target, status_code=303)
+        answer = Response(status_code=401, headers={"hx-redirect": target, "x-login": target})
+    elif exc.refused:
+        message = "your session has ended (the token is no longer valid here): log in again"
+        context = {"error": message, "next": safe_next(exc.next_path)}
+        answer = html(request, "login.html", context, status=401)
+    else:
+        return RedirectResponse(target, status_code=303)
+    if exc.refused:
+        answer.delete_cookie(COOKIE, path=PREFIX)
+    return answer
 
 
 def _for_people(api_handler: ApiHandler | None) -> Handler:

@@ -35,11 +35,15 @@ def csrf_for(token: str) -> str:
 
 
 class LoginNeeded(Exception):
-    """No valid session: a page redirects to the login page, a fragment answers 401."""
+    """No valid session: a page redirects to the login page, a fragment answers 401.
+    `refused`: a cookie came with a token this server does not take (revoked, or a guess):
+    answered 401, so that it counts toward the address's failed authentications as a bad
+    bearer token does (app.AuthFailureLimit), and the cookie is deleted."""
 
-    def __init__(self, next_path: str) -> None:
+    def __init__(self, next_path: str, *, refused: bool = False) -> None:
         super().__init__(next_path)
         self.next_path = next_path
+        self.refused = refused
 
 
 @dataclass(frozen=True)
@@ -82,22 +86,27 @@ async def visitor(request: Request) -> Visitor:
     try:
         principal = refuse_metrics_only(await principal_of_token(cp, token))
     except (ApiError, Forbidden):
-        raise LoginNeeded(here) from None
+        raise LoginNeeded(here, refused=True) from None
     return Visitor(principal=principal, csrf=csrf_for(token))
 
 
 async def actor(request: Request, who: Annotated[Visitor, Depends(visitor)]) -> Visitor:
     """A visitor whose request carries the session's CSRF token (every POST of the console)
     and, when the browser names one, comes from this server's own origin."""
-    origin = request.headers.get("origin")
-    if origin is not None and origin != _own_origin(request):
-        raise Forbidden("this request came from another site's page")
+    check_origin(request)
     sent = request.headers.get(CSRF_HEADER)
     if sent is None:
         sent = (await read_form(request)).get(CSRF_FIELD)
     if sent is None or not hmac.compare_digest(sent, who.csrf):
         raise Forbidden("the page's CSRF token is missing or stale: reload the page")
     return who
+
+
+def check_origin(request: Request) -> None:
+    """Refuse a request a browser says came from another site's page."""
+    origin = request.headers.get("origin")
+    if origin is not None and origin != _own_origin(request):
+        raise Forbidden("this request came from another site's page")
 
 
 def _own_origin(request: Request) -> str:

@@ -30,7 +30,7 @@ from corral.server.services.identity import workspace_by_name
 from corral.server.services.specs import job_spec
 from corral.server.store.tables import Job, Workspace
 from corral.web.render import SECURITY_HEADERS, html
-from corral.web.session import PREFIX, Actor, Viewer, Visitor
+from corral.web.session import PREFIX, Actor, LoginNeeded, Viewer, Visitor, visitor
 from corral.web.views import job as views
 from corral.wire.api import JobView
 
@@ -40,6 +40,7 @@ POLL_S = 0.7  # how often a log stream looks for more in the store
 FIRST_BYTES = 256 * 1024  # a stream starts at most this far from a log's end
 KEEPALIVE_S = 15.0  # a comment line when quiet, so proxies and dead peers show
 STREAM_S = 15 * 60.0  # then the browser reconnects (Last-Event-ID): auth checked again
+RECHECK_S = 10.0  # a revoked token's stream ends within this (the principal cache's cost)
 
 
 def _workspace(session: Session, name: str) -> Workspace:
@@ -171,7 +172,7 @@ def _open(cp: ControlPlane, workspace: str, name: str, rank: int) -> str:
 def _resume(last_event_id: str | None) -> tuple[int, int] | None:
     """(attempt, offset) from an event id this stream sent; None for anything else."""
     attempt, _, offset = (last_event_id or "").partition(":")
-    if not (attempt.isdigit() and offset.isdigit()):
+    if not (f"{attempt}{offset}".isascii() and attempt.isdigit() and offset.isdigit()):
         return None
     return int(attempt), int(offset)
 
@@ -222,10 +223,17 @@ async def _follow(
     request: Request, cp: ControlPlane, job_id: str, rank: int, cursor: tuple[int, int] | None
 ) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
-    began = quiet = time.monotonic()
+    began = quiet = checked = time.monotonic()
     while time.monotonic() - began < STREAM_S:
         if await request.is_disconnected():
             return
+        if time.monotonic() - checked > RECHECK_S:
+            checked = time.monotonic()
+            try:
+                await visitor(request)
+            except LoginNeeded:
+                yield _event(json.dumps("the session has ended: log in again"), kind="end")
+                return
         got = await asyncio.to_thread(_read, cp, job_id, rank, cursor)
         if got.attempt:
             if cursor is None and got.start > 0:

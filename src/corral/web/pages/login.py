@@ -10,7 +10,7 @@ from corral.server.api.errors import ApiError
 from corral.server.auth import refuse_metrics_only
 from corral.server.errors import Forbidden
 from corral.web.render import SECURITY_HEADERS, html
-from corral.web.session import COOKIE, PREFIX, Actor, read_form, safe_next
+from corral.web.session import COOKIE, PREFIX, Actor, check_origin, read_form, safe_next
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -30,6 +30,8 @@ def login_page(request: Request, next: str | None = None) -> Response:
 
 @router.post("/login")
 async def login(request: Request) -> Response:
+    # Another site's page must not log this browser in with a token of its choosing.
+    check_origin(request)
     form = await read_form(request)
     target = safe_next(form.get("next"))
     token = form.get("token", "").strip()
@@ -53,7 +55,9 @@ async def login(request: Request) -> Response:
         COOKIE,
         token,
         httponly=True,
-        samesite="strict",
+        # Lax, not Strict: a link to a console page from a chat or a ticket opens it logged
+        # in. Every change is a POST (never sent cross-site under Lax) with a CSRF token.
+        samesite="lax",
         secure=request.url.scheme == "https",
         path=PREFIX,
     )

@@ -97,7 +97,7 @@ def read_query(
             raise _invalid("state", f"{what} are never {state!r}; their states: {choices}")
     rows = DEFAULT_LIMIT
     if limit:
-        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+        if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_LIMIT:
             raise _invalid("limit", f"rows per page, 1..{MAX_LIMIT}; got {limit!r}")
         rows = int(limit)
     if cursor is not None and len(cursor) > CURSOR_CHARS:
