@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from support.cluster import ADMIN_TOKEN, Cluster
+from support.cluster import ADMIN_TOKEN, Cluster, report_cluster_logs
 from support.console import LogIn
 
 CHROMIUM = "/usr/bin/chromium"
@@ -68,12 +68,4 @@ def log_in(browser: Browser, cluster: Cluster) -> Iterator[LogIn]:
 
 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-    # On failure, the server's and agents' logs say why.
-    if call.when != "call" or call.excinfo is None:
-        return
-    c = item.funcargs.get("cluster") if hasattr(item, "funcargs") else None
-    if isinstance(c, Cluster):
-        parts = [f"--- server log ---\n{c.server.output()[-4000:]}"]
-        for name, proc in c.agents.items():
-            parts.append(f"--- agent {name} log ---\n{proc.output()[-3000:]}")
-        item.add_report_section("call", "cluster logs", "\n".join(parts))
+    report_cluster_logs(item, call)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support.cluster import Cluster
+from support.cluster import Cluster, report_cluster_logs
 
 
 @pytest.fixture(autouse=True)
@@ -44,12 +44,4 @@ def one_node(cluster: Cluster) -> Cluster:
 
 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-    # On failure, show the server's and agents' logs: they say why.
-    if call.when != "call" or call.excinfo is None:
-        return
-    c = item.funcargs.get("cluster") if hasattr(item, "funcargs") else None
-    if isinstance(c, Cluster):
-        parts = [f"--- server log ---\n{c.server.output()[-4000:]}"]
-        for name, proc in c.agents.items():
-            parts.append(f"--- agent {name} log ---\n{proc.output()[-4000:]}")
-        item.add_report_section("call", "cluster logs", "\n".join(parts))
+    report_cluster_logs(item, call)

@@ -11,9 +11,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
+
+if TYPE_CHECKING:
+    import pytest
 
 T = TypeVar("T")
 ADMIN_TOKEN = "crl_integration-admin"
@@ -200,3 +203,16 @@ def _kill_replicas(agents_dir: Path) -> None:
             if isinstance(pid, int) and pid > 1:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
+
+
+def report_cluster_logs(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    """A failed test's report gets its cluster's server and agent logs: they say why
+    (a conftest's pytest_runtest_makereport calls this)."""
+    if call.when != "call" or call.excinfo is None:
+        return
+    c = item.funcargs.get("cluster") if hasattr(item, "funcargs") else None
+    if isinstance(c, Cluster):
+        parts = [f"--- server log ---\n{c.server.output()[-4000:]}"]
+        for name, proc in c.agents.items():
+            parts.append(f"--- agent {name} log ---\n{proc.output()[-4000:]}")
+        item.add_report_section("call", "cluster logs", "\n".join(parts))

@@ -69,6 +69,15 @@ def refuse_metrics_only(principal: Principal) -> Principal:
     return principal
 
 
+def may_act_in(principal: Principal, workspace: str, role: str) -> bool:
+    """Whether check_workspace_access would let `principal` act (a page's buttons)."""
+    try:
+        check_workspace_access(principal, workspace, role)
+    except Forbidden:
+        return False
+    return True
+
+
 def check_workspace_access(principal: Principal, workspace: str, role: str) -> None:
     """Raise Forbidden unless `principal` may act in `workspace` with at least `role`."""
     if principal.cluster_admin:

@@ -28,14 +28,15 @@ class LoadBoard:
     _seen: dict[tuple[str, str, str], int] = field(default_factory=dict)
     # The charts' history keeps its own counters: taking (the autoscaler's) never moves it.
     history: LoadHistory = field(default_factory=lambda: LoadHistory(stale_after_s=STALE_AFTER_S))
-    # Reports arrive on the API's worker threads and the console reads from others.
+    # Reports arrive on the API's worker threads, the console reads from others, and the
+    # autoscaler's take forgets stale gateways on the loop: `reports` changes under it.
     _history_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def report(self, load: GatewayLoad, now: float, desired: DesiredSource | None = None) -> None:
         """Keep a gateway's report; `desired` reads every endpoint's desired replicas from
         the store, called at most once a second for the history."""
-        self.reports[load.gateway] = (now, load)
         with self._history_lock:
+            self.reports[load.gateway] = (now, load)
             due = desired is not None and self.history.wants_desired(now)
         counts = desired() if desired is not None and due else None  # outside the lock
         with self._history_lock:
@@ -53,7 +54,9 @@ class LoadBoard:
         total = Load()
         for gateway, (at, report) in list(self.reports.items()):
             if now - at > STALE_AFTER_S:
-                del self.reports[gateway]
+                with self._history_lock:  # not a report that came since it was read
+                    if self.reports.get(gateway, (None,))[0] == at:
+                        del self.reports[gateway]
                 continue
             total.known = True
             for e in report.endpoints:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from corral.core.states import TERMINAL_JOB_STATES
 from corral.server.api.deps import control_plane, retry_stale
-from corral.server.auth import Principal, check_workspace_access
+from corral.server.auth import Principal, check_workspace_access, may_act_in
 from corral.server.errors import NotFound
 from corral.server.runtime import ControlPlane
 from corral.server.services import job_history, job_logs, recovery
@@ -68,8 +68,8 @@ def _page(request: Request, who: Visitor, workspace: str, name: str) -> views.Jo
 
 
 def _may_act(who: Visitor, workspace: str) -> bool:
-    p = who.principal
-    return p.cluster_admin or (p.workspace == workspace and p.at_least("member"))
+    # The cancel button shows exactly where the POST's own check would let it through.
+    return may_act_in(who.principal, workspace, "member")
 
 
 @router.get("/jobs/{workspace}/{name}")
