@@ -16,14 +16,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm.exc import StaleDataError
 from typer.testing import CliRunner, Result
 
 from corral.cli.config import CliDeps
 from corral.cli.main import build_app
 from corral.client import Client, Settings
-from corral.server.store.tables import Job, LogChunk, Replica
+from corral.server.store.tables import Job, LogChunk, Node, Replica
 from support.app import ADMIN_TOKEN, AppTransport, in_process
 from support.store import register_node
 
@@ -139,6 +139,13 @@ def finish_job(
     store = server.app.state.cp.store  # type: ignore[attr-defined]
     names = nodes or [f"node-{name}"] * len(logs)
     node_ids = {n: register_node(store, n, gpus=0) for n in dict.fromkeys(names)}
+    # Heard from now by the server's clock: registered at t=2 s, the live liveness
+    # controller would find them silent since 1970 and end a "running" job's attempt once
+    # the server has been up longer than its grace (a slow machine's CI run did).
+    now = server.app.state.cp.clock.now()  # type: ignore[attr-defined]
+    with store.transaction() as session:
+        for node_id in node_ids.values():
+            session.execute(update(Node).where(Node.id == node_id).values(last_heartbeat_at=now))
     for _ in range(20):  # the scheduler may touch the pending job meanwhile: read it again
         try:
             with store.transaction() as session:
