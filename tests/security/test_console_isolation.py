@@ -17,7 +17,7 @@ from corral.server.runtime import ControlPlane
 from corral.server.services.identity import workspace_by_name
 from corral.web.mount import PAGES
 from support.app import ADMIN_TOKEN
-from support.console import log_in
+from support.console import log_in, new_token
 from support.store import add_run, register_node
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -27,12 +27,6 @@ SECRET_ENDPOINT = "secret-serve-a"
 NODE = "gpu-node-1"
 # What no page shown to team-b's token may contain.
 SECRETS = (SECRET_JOB, SECRET_RUNNING, SECRET_ENDPOINT)
-
-
-def _token(server: TestClient, role: str, workspace: str) -> str:
-    r = server.post("/v1/tokens", json={"role": role, "workspace": workspace}, headers=ADMIN)
-    assert r.status_code == 201, r.text
-    return str(r.json()["token"])
 
 
 @pytest.fixture
@@ -54,8 +48,8 @@ def two_teams(server: TestClient) -> dict[str, str]:
         # A job of team-a running on the node every workspace's fleet page shows.
         add_run(session, team_a.id, node_id, 2, cp.clock.now(), name=SECRET_RUNNING)
     return {
-        "member-b": _token(server, "member", "team-b"),
-        "viewer-b": _token(server, "viewer", "team-b"),
+        "member-b": new_token(server, "member", "team-b"),
+        "viewer-b": new_token(server, "viewer", "team-b"),
     }
 
 

@@ -8,7 +8,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from corral.wire.api import GpuView
 from support.app import ADMIN_TOKEN
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 # `log_in(token=ADMIN, start="/ui/fleet")` in tests/e2e: a logged-in Playwright page.
 LogIn = Callable[..., Any]
@@ -25,3 +28,25 @@ def csrf_of(page: str) -> str:
     found = re.search(r'"X-CSRF-Token": "([0-9a-f]+)"', page)
     assert found, "the page carries no CSRF token"
     return found.group(1)
+
+
+def new_token(client: TestClient, role: str, workspace: str) -> str:
+    """A new API token of `role` in `workspace`, made by the cluster admin."""
+    r = client.post("/v1/tokens", json={"role": role, "workspace": workspace}, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    return str(r.json()["token"])
+
+
+def gpu_view(index: int, **fields: Any) -> GpuView:
+    """A healthy, unallocated H100 as the API shows it; `fields` override."""
+    values: dict[str, Any] = {
+        "index": index,
+        "model": "H100",
+        "memory_mb": 81920,
+        "uuid": f"GPU-{index}",
+        "healthy": True,
+        "allocated": False,
+        "health": "healthy",
+        **fields,
+    }
+    return GpuView(**values)

@@ -27,26 +27,12 @@ from corral.web.views.fleet import CellState
 from corral.wire.api import GpuView, NodeView
 from corral.wire.health import GpuSignals, HealthReport
 from support.app import ADMIN_TOKEN
-from support.console import log_in
+from support.console import gpu_view, log_in, new_token
 from support.store import add_run, register_node
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 # -- the view model -------------------------------------------------------------------------
-
-
-def gpu(index: int, **fields: Any) -> GpuView:
-    values: dict[str, Any] = {
-        "index": index,
-        "model": "H100",
-        "memory_mb": 81920,
-        "uuid": f"GPU-{index}",
-        "healthy": True,
-        "allocated": False,
-        "health": "healthy",
-        **fields,
-    }
-    return GpuView(**values)
 
 
 def node(
@@ -58,7 +44,7 @@ def node(
         "address": None,
         "condition": NodeCondition.READY,
         "gpu_backend": "fake",
-        "gpus": [gpu(i) for i in range(gpus)] if isinstance(gpus, int) else gpus,
+        "gpus": [gpu_view(i) for i in range(gpus)] if isinstance(gpus, int) else gpus,
         "cpus": 8,
         "memory_mb": 16000,
         "disk_mb": 100000,
@@ -130,7 +116,7 @@ def test_a_cells_state_is_the_first_that_holds_lost_unhealthy_cordoned_allocated
     node_fields: dict[str, Any], gpu_fields: dict[str, Any], expected: CellState
 ) -> None:
     view = node("n", gpus=0, **node_fields)
-    assert views.cell_state(view, gpu(0, **gpu_fields)) == expected
+    assert views.cell_state(view, gpu_view(0, **gpu_fields)) == expected
 
 
 def test_a_cell_keeps_what_its_state_hides_in_its_classes_and_title() -> None:
@@ -138,7 +124,10 @@ def test_a_cell_keeps_what_its_state_hides_in_its_classes_and_title() -> None:
         "n",
         condition=NodeCondition.CORDONED,
         cordon_reason="cordoned by ops",
-        gpus=[gpu(0, allocated=True, health="degraded", sentence="GPU 0 runs hot"), gpu(1)],
+        gpus=[
+            gpu_view(0, allocated=True, health="degraded", sentence="GPU 0 runs hot"),
+            gpu_view(1),
+        ],
     )
     running = [Running("default", "train", "job", "train", 0, (0,), "running")]
     card = views.node_card(facts(view, running=running, utilization={0: 87.4}))
@@ -158,7 +147,7 @@ def test_a_cell_keeps_what_its_state_hides_in_its_classes_and_title() -> None:
 
 
 def test_a_gpu_held_by_another_workspace_is_not_named() -> None:
-    view = node("n", gpus=[gpu(0, allocated=True)])
+    view = node("n", gpus=[gpu_view(0, allocated=True)])
     card = views.node_card(facts(view, hidden=1))
     assert card.cells[0].title == "GPU 0 · H100 · allocated · a job of another workspace"
     assert card.hidden == 1 and card.workloads == []
@@ -177,13 +166,13 @@ def test_utilization_shades_a_cell_in_whole_percent(
 def test_totals_count_gpus_by_model_and_state_and_add_up_known_prices() -> None:
     cards = [
         views.node_card(
-            facts(node("a", gpus=[gpu(0, allocated=True), gpu(1)]), price_per_hour=10.0)
+            facts(node("a", gpus=[gpu_view(0, allocated=True), gpu_view(1)]), price_per_hour=10.0)
         ),
         views.node_card(
-            facts(node("b", gpus=[gpu(0, model="A100")], condition=NodeCondition.LOST))
+            facts(node("b", gpus=[gpu_view(0, model="A100")], condition=NodeCondition.LOST))
         ),
         views.node_card(
-            facts(node("c", gpus=[gpu(0), gpu(1)], cordon_reason="x"), price_per_hour=2.5)
+            facts(node("c", gpus=[gpu_view(0), gpu_view(1)], cordon_reason="x"), price_per_hour=2.5)
         ),
     ]
     t = views.totals(cards)
@@ -208,7 +197,7 @@ def test_totals_count_gpus_by_model_and_state_and_add_up_known_prices() -> None:
 def test_filters_keep_nodes_of_a_gpu_model_or_a_condition_and_say_so_in_the_url() -> None:
     nodes = [
         facts(node("a")),
-        facts(node("b", gpus=[gpu(0, model="A100")], condition=NodeCondition.CORDONED)),
+        facts(node("b", gpus=[gpu_view(0, model="A100")], condition=NodeCondition.CORDONED)),
     ]
     by_model = views.fleet(nodes, views.Filters(model="A100"), can_act=False)
     assert [n.name for p in by_model.providers for r in p.racks for n in r.nodes] == ["b"]
@@ -221,8 +210,8 @@ def test_filters_keep_nodes_of_a_gpu_model_or_a_condition_and_say_so_in_the_url(
 
 def test_shape_says_how_many_gpus_of_which_model() -> None:
     assert views.shape([]) == "no GPUs"
-    assert views.shape([gpu(0), gpu(1)]) == "2x H100 (80 GB)"
-    mixed = [gpu(0), gpu(1, model="T4", memory_mb=16384)]
+    assert views.shape([gpu_view(0), gpu_view(1)]) == "2x H100 (80 GB)"
+    mixed = [gpu_view(0), gpu_view(1, model="T4", memory_mb=16384)]
     assert views.shape(mixed) == "1x H100 (80 GB) + 1x T4 (16 GB)"
 
 
@@ -289,12 +278,6 @@ def card_of(page: str, name: str) -> str:
     found = re.search(rf'<article class="([^"]*)"[^>]*data-node="{name}".*?</article>', page, re.S)
     assert found, f"no card for {name}"
     return found.group(0)
-
-
-def token(client: TestClient, role: str, workspace: str) -> str:
-    r = client.post("/v1/tokens", json={"role": role, "workspace": workspace}, headers=ADMIN)
-    assert r.status_code == 201, r.text
-    return str(r.json()["token"])
 
 
 def test_a_node_cordoned_through_the_api_shows_cordoned_with_its_reason(
@@ -373,7 +356,7 @@ def test_only_a_cluster_admin_sees_buttons_and_may_act(admin: TestClient, role: 
     """A workspace's admin is no cluster admin: nodes are the operator's."""
     register_node(cp_of(admin).store, "gpu-1", gpus=2)
     assert admin.post("/v1/workspaces", json={"name": "team"}, headers=ADMIN).status_code == 201
-    csrf = log_in(admin, token(admin, role, "team"))
+    csrf = log_in(admin, new_token(admin, role, "team"))
     for url in ("/ui/fleet", "/ui/nodes/gpu-1", "/ui/fleet/grid", "/ui/nodes/gpu-1/card"):
         page = admin.get(url)
         assert page.status_code == 200, url
@@ -405,7 +388,7 @@ def test_a_workspace_token_sees_no_other_workspaces_job_names(admin: TestClient)
         assert row is not None
         health.event(session, row, cp.clock.now(), "action", "moved", workloads=["team-a/secret-a"])
     assert "team-a/secret-a" in admin.get("/ui/fleet").text  # the admin sees it: data exists
-    log_in(admin, token(admin, "member", "team-b"))
+    log_in(admin, new_token(admin, "member", "team-b"))
     for url in (
         "/ui/fleet",
         "/ui/fleet/grid",

@@ -19,7 +19,7 @@ from corral.web.views import job as views
 from corral.wire.api import AttemptView, GoodputView, JobView
 from corral.wire.pools import CostView
 from support.cli import ADMIN, JOBS, UNPLACEABLE, finish_job, submit_job
-from support.console import log_in
+from support.console import log_in, new_token
 from support.store import register_node
 
 # -- the view model -------------------------------------------------------------------------
@@ -190,10 +190,7 @@ PAGE = "/ui/jobs/default/{}"
 def token(server: TestClient, role: str, workspace: str) -> str:
     if workspace != "default":
         server.post("/v1/workspaces", json={"name": workspace}, headers=ADMIN)
-    made = server.post("/v1/tokens", json={"role": role, "workspace": workspace}, headers=ADMIN)
-    assert made.status_code == 201, made.text
-    secret: str = made.json()["token"]
-    return secret
+    return new_token(server, role, workspace)
 
 
 def events(body: str) -> list[tuple[str, str]]:

@@ -15,30 +15,16 @@ from corral.server.services.fleet_view import NodeFacts, Running
 from corral.server.services.identity import workspace_by_name
 from corral.server.store.tables import Node
 from corral.web.views import node as views
-from corral.wire.api import GpuView, NodeView
+from corral.wire.api import NodeView
 from corral.wire.health import GpuSignals, HealthReport
 from corral.wire.nodes import HealthEventView, NodeDetail
 from support.app import ADMIN_TOKEN
-from support.console import log_in
+from support.console import gpu_view, log_in, new_token
 from support.store import add_run, register_node
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 # -- the view model -------------------------------------------------------------------------
-
-
-def gpu(index: int, **fields: Any) -> GpuView:
-    values: dict[str, Any] = {
-        "index": index,
-        "model": "H100",
-        "memory_mb": 81920,
-        "uuid": f"GPU-{index}",
-        "healthy": True,
-        "allocated": False,
-        "health": "healthy",
-        **fields,
-    }
-    return GpuView(**values)
 
 
 def view(**fields: Any) -> NodeView:
@@ -48,7 +34,7 @@ def view(**fields: Any) -> NodeView:
         "address": None,
         "condition": NodeCondition.READY,
         "gpu_backend": "nvml",
-        "gpus": [gpu(0, allocated=True), gpu(1, allocated=True), gpu(2)],
+        "gpus": [gpu_view(0, allocated=True), gpu_view(1, allocated=True), gpu_view(2)],
         "cpus": 8,
         "memory_mb": 16000,
         "disk_mb": 100000,
@@ -142,12 +128,6 @@ def cp_of(client: TestClient) -> ControlPlane:
     return client.app.state.cp  # type: ignore[attr-defined,no-any-return]
 
 
-def token(client: TestClient, role: str, workspace: str) -> str:
-    r = client.post("/v1/tokens", json={"role": role, "workspace": workspace}, headers=ADMIN)
-    assert r.status_code == 201, r.text
-    return str(r.json()["token"])
-
-
 def reported_node(client: TestClient) -> str:
     """gpu-1: two GPUs, a health report, a job of `default` on GPU 0."""
     cp = cp_of(client)
@@ -204,7 +184,7 @@ def test_a_workspace_token_sees_its_own_work_and_no_signals(admin: TestClient) -
         row = session.get(Node, node_id)
         assert row is not None
         health.event(session, row, 9.0, "action", "moved 1 job", workloads=["default/train"])
-    log_in(admin, token(admin, "viewer", "team"))
+    log_in(admin, new_token(admin, "viewer", "team"))
     text = admin.get("/ui/nodes/gpu-1").text
     assert "default/train" not in text and 'href="/ui/jobs/default/train"' not in text
     assert "1 replica of another workspace" in text

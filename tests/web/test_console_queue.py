@@ -18,7 +18,7 @@ from corral.server.store.tables import Job, Replica
 from corral.web.views import queue as view
 from corral.web.views.workloads import clip
 from support.app import ADMIN_TOKEN
-from support.console import log_in
+from support.console import log_in, new_token
 from support.store import add_run, register_node
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -136,12 +136,6 @@ def _rows(page: str) -> list[str]:
     return re.findall(r'data-testid="queue-row" data-name="([^"]+)"', page)
 
 
-def _token(server: TestClient, role: str, workspace: str) -> str:
-    r = server.post("/v1/tokens", json={"role": role, "workspace": workspace}, headers=ADMIN)
-    assert r.status_code == 201, r.text
-    return str(r.json()["token"])
-
-
 @pytest.fixture
 def queued(server: TestClient) -> TestClient:
     """A node of 4 H100s; team-a guaranteed 2 H100 and holding 2; team-b borrowing 1 with a
@@ -229,7 +223,7 @@ def test_the_reason_shown_is_the_schedulers(queued: TestClient) -> None:
 
 @pytest.mark.parametrize("role", ["member", "viewer"])
 def test_a_workspace_token_sees_its_own_and_counts_the_rest(queued: TestClient, role: str) -> None:
-    log_in(queued, _token(queued, role, "team-b"))
+    log_in(queued, new_token(queued, role, "team-b"))
     for url in ("/ui/queue", "/ui/queue/live", "/ui/queue?workspace=team-a"):
         for headers in ({}, {"HX-Request": "true"}):
             page = queued.get(url, headers=headers)

@@ -23,7 +23,7 @@ from corral.web.views import workloads as view
 from corral.wire.api import EndpointReplicaView, EndpointView, JobView, ReplicaView
 from corral.wire.pods import PodView
 from support.app import ADMIN_TOKEN
-from support.console import log_in
+from support.console import log_in, new_token
 from support.store import add_run, register_node
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -181,12 +181,6 @@ def _cp(server: TestClient) -> ControlPlane:
     return cp
 
 
-def _token(server: TestClient, role: str, workspace: str) -> str:
-    r = server.post("/v1/tokens", json={"role": role, "workspace": workspace}, headers=ADMIN)
-    assert r.status_code == 201, r.text
-    return str(r.json()["token"])
-
-
 def _names(page: str) -> list[str]:
     return re.findall(r'data-testid="workload-row" data-kind="[a-z]+" data-name="([^"]+)"', page)
 
@@ -308,7 +302,7 @@ def test_pages_are_disjoint_and_cover_every_row(server: TestClient) -> None:
 
 @pytest.mark.parametrize("role", ["member", "viewer"])
 def test_a_workspace_token_never_sees_another_workspace(teams: TestClient, role: str) -> None:
-    log_in(teams, _token(teams, role, "team-b"))
+    log_in(teams, new_token(teams, role, "team-b"))
     own = teams.get("/ui/workloads")
     assert own.status_code == 200
     assert _names(own.text) == ["b-job"]
