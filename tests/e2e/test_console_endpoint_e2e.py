@@ -4,11 +4,7 @@ serving `python -m http.server`; load sent through the gateway moves the page's 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import re
-import signal
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from support.cluster import ADMIN_TOKEN, Cluster, Proc, free_port, wait_for
+from support.cluster import ADMIN_TOKEN, Cluster, wait_for
 from support.console import LogIn
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -29,27 +25,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     """The e2e cluster with a gateway (as tests/integration/test_endpoints.py starts it) and
     one agent; the server knows the gateway's address, so the page shows the full URL."""
     c = Cluster(tmp_path)
-    port = free_port()
-    c.env["CORRAL_GATEWAY_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
-    gateway = Proc(
-        [
-            sys.executable,
-            "-m",
-            "corral.gateway",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--server",
-            c.url,
-            "--token",
-            ADMIN_TOKEN,
-            "--id",
-            "gw-e2e",
-        ],
-        c.env,
-        tmp_path / "gateway.log",
-    )
+    gateway = c.gateway("gw-e2e")
     c.start_server()
     gateway.start()
     try:
@@ -58,10 +34,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         gateway.stop()
-        c.close()
-        for found in tmp_path.glob("**/lifeline.json"):
-            with contextlib.suppress(OSError, ValueError, TypeError):
-                os.kill(int(json.loads(found.read_text())["pid"]), signal.SIGKILL)
+        c.close()  # its agents' replicas and lifelines too
 
 
 def test_load_through_the_gateway_moves_the_endpoint_pages_chart(

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from support.cluster import ADMIN_TOKEN, Cluster, Proc, free_port, wait_for
+from support.cluster import ADMIN_TOKEN, Cluster, wait_for
 
 MOCK = Path(__file__).resolve().parents[1] / "support" / "mock_openai.py"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -24,9 +24,9 @@ EP = "/v1/workspaces/default/endpoints"
 
 
 class Fleet:
-    def __init__(self, cluster: Cluster, gateway_port: int) -> None:
+    def __init__(self, cluster: Cluster, gateway: str) -> None:
         self.cluster = cluster
-        self.gateway = f"http://127.0.0.1:{gateway_port}"
+        self.gateway = gateway
         self.api = httpx.Client(base_url=cluster.url, headers=ADMIN, timeout=30)
         self.http = httpx.Client(base_url=self.gateway, timeout=60)
 
@@ -75,42 +75,18 @@ def mock_command(*args: str) -> str:
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     cluster = Cluster(tmp_path)
-    gateway_port = free_port()
-    cluster.env["CORRAL_GATEWAY_PUBLIC_URL"] = f"http://127.0.0.1:{gateway_port}"
+    gateway = cluster.gateway("gw-test")
+    url = cluster.env["CORRAL_GATEWAY_PUBLIC_URL"]
     cluster.start_server()
-    gateway = Proc(
-        [
-            sys.executable,
-            "-m",
-            "corral.gateway",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(gateway_port),
-            "--server",
-            cluster.url,
-            "--token",
-            ADMIN_TOKEN,
-            "--id",
-            "gw-test",
-        ],
-        cluster.env,
-        tmp_path / "gateway.log",
-    )
     gateway.start()
     try:
         cluster.agent("node-a")
         cluster.wait_node_ready("node-a")
         wait_for(
             "the gateway to answer",
-            lambda: (
-                httpx.get(
-                    f"http://127.0.0.1:{gateway_port}/_corral/load", headers=ADMIN
-                ).status_code
-                == 200
-            ),
+            lambda: httpx.get(f"{url}/_corral/load", headers=ADMIN).status_code == 200,
         )
-        yield Fleet(cluster, gateway_port)
+        yield Fleet(cluster, url)
     finally:
         gateway.stop()
         cluster.close()

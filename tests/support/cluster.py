@@ -150,6 +150,16 @@ class Cluster:
         proc.start()
         return proc
 
+    def gateway(self, gateway_id: str) -> Proc:
+        """A gateway for this control plane on a free port, not yet started (start it once
+        the server answers). Call it before start_server: the server learns the gateway's
+        address (CORRAL_GATEWAY_PUBLIC_URL, where endpoints' URLs point) from its env."""
+        port = free_port()
+        self.env["CORRAL_GATEWAY_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "corral.gateway", "--host", "127.0.0.1"]
+        argv += ["--port", str(port), "--server", self.url, "--token", ADMIN_TOKEN]
+        return Proc([*argv, "--id", gateway_id], self.env, self.root / f"{gateway_id}.log")
+
     def client(self, token: str = ADMIN_TOKEN, workspace: str = "default"):  # type: ignore[no-untyped-def]
         from corral.client import Client
 
