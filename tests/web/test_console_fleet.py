@@ -143,7 +143,7 @@ def test_a_cell_keeps_what_its_state_hides_in_its_classes_and_title() -> None:
         "GPU 1 · H100 · cordoned",
     )
     assert card.cordoned and card.classes == "node cordoned"
-    assert [w.href for w in card.workloads] == ["/jobs/default/train"]
+    assert [w.href for w in card.workloads] == ["/ui/jobs/default/train"]
 
 
 def test_a_gpu_held_by_another_workspace_is_not_named() -> None:

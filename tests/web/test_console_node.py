@@ -115,8 +115,8 @@ def test_a_gpu_row_carries_its_last_reported_signals() -> None:
 def test_workloads_link_to_their_own_page_and_endpoints_by_the_endpoints_name() -> None:
     page = views.node_page(detail(None), NodeFacts(view(), RUNNING), 100.0, False)
     assert [(w.href, w.job) for w in page.workloads] == [
-        ("/jobs/default/train", "train"),
-        ("/endpoints/default/chat", "chat-r2-0"),
+        ("/ui/jobs/default/train", "train"),
+        ("/ui/endpoints/default/chat", "chat-r2-0"),
     ]
     assert not page.signals_shown and page.gpus[0].utilization is None
 

@@ -20,6 +20,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from corral import __version__
+from corral.web.links import endpoint_page, job_page, node_page
 from corral.web.session import CSRF_FIELD, PREFIX, Visitor
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -82,6 +83,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters.update(age=age, stamp=stamp, money=money, pct=pct)
     env.globals.update(prefix=PREFIX, version=__version__, csrf_field=CSRF_FIELD)
+    env.globals.update(node_page=node_page, job_page=job_page, endpoint_page=endpoint_page)
     return env
 
 

@@ -14,11 +14,10 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from corral.core.states import EndpointReplicaState
 from corral.server.load_history import Sample
-from corral.web.session import PREFIX
+from corral.web import links
 from corral.wire.api import EndpointReplicaView, EndpointView
 
 # The charts the page draws from the series URL (?chart=...), each one unit; no chart:
@@ -108,10 +107,6 @@ class EndpointPage:
     base: str  # this page's path: the fragment and series URLs hang off it
 
 
-def page_path(workspace: str, name: str) -> str:
-    return f"{PREFIX}/endpoints/{quote(workspace, safe='')}/{quote(name, safe='')}"
-
-
 def curl_line(url: str, public: bool, url_known: bool) -> str:
     """A curl line that works as pasted: the token from $CORRAL_TOKEN unless the endpoint
     is public; the gateway from $GATEWAY when this server does not know its address."""
@@ -138,12 +133,11 @@ def scale_rule(view: EndpointView) -> str:
 
 
 def replica_row(r: EndpointReplicaView, view: EndpointView, now: float) -> ReplicaRow:
-    ws = quote(view.workspace, safe="")
     return ReplicaRow(
         job=r.job,
-        job_href=f"{PREFIX}/jobs/{ws}/{quote(r.job, safe='')}",
+        job_href=links.job_page(view.workspace, r.job),
         node=r.node,
-        node_href=None if r.node is None else f"{PREFIX}/nodes/{quote(r.node, safe='')}",
+        node_href=None if r.node is None else links.node_page(r.node),
         revision=r.revision,
         current=r.revision == view.revision,
         state=str(r.state),
@@ -236,7 +230,7 @@ def endpoint_page(
         load=load_now(samples, now),
         created_s_ago=max(0.0, now - view.created_at),
         updated_s_ago=max(0.0, now - view.updated_at),
-        base=page_path(view.workspace, view.name),
+        base=links.endpoint_page(view.workspace, view.name),
     )
 
 

@@ -20,11 +20,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from corral.core.health import Health
 from corral.core.states import NodeCondition
 from corral.server.services.fleet_view import NodeFacts
+from corral.web.links import workload_page
 from corral.wire.api import GpuView, NodeView
 
 MISSING = "—"
@@ -246,13 +247,6 @@ def shade(utilization: float | None) -> int | None:
     return max(0, min(100, round(utilization)))
 
 
-def workload_href(workspace: str, name: str, kind: str) -> str | None:
-    pages = {"job": "jobs", "endpoint": "endpoints"}
-    if kind not in pages:
-        return None
-    return f"/{pages[kind]}/{quote(workspace, safe='')}/{quote(name, safe='')}"
-
-
 def node_card(f: NodeFacts) -> NodeCard:
     v = f.view
     on_gpu: dict[int, list[str]] = {}
@@ -265,7 +259,7 @@ def node_card(f: NodeFacts) -> NodeCard:
     seen: dict[str, Workload] = {}
     for r in f.running:
         label = f"{r.workspace}/{r.name}"
-        seen.setdefault(label, Workload(label, workload_href(r.workspace, r.name, r.kind), r.kind))
+        seen.setdefault(label, Workload(label, workload_page(r.kind, r.workspace, r.name), r.kind))
     workloads = list(seen.values())
     labels = v.labels or {}
     path = (labels.get(k) or MISSING for k in TOPOLOGY)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.server.services.fleet_view import NodeFacts
-from corral.web.views.fleet import Cell, NodeCard, node_card, workload_href
+from corral.web.links import workload_page
+from corral.web.views.fleet import Cell, NodeCard, node_card
 from corral.wire.nodes import HealthEventView, NodeDetail
 
 
@@ -156,7 +157,7 @@ def node_page(detail: NodeDetail, facts: NodeFacts, now: float, can_act: bool) -
                 name=r.name,
                 kind=r.kind,
                 job=r.job,
-                href=workload_href(r.workspace, r.name, r.kind),
+                href=workload_page(r.kind, r.workspace, r.name),
                 rank=r.rank,
                 gpus=list(r.gpus),
                 state=r.state,

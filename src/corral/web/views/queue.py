@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import quote
 
 from corral.core.priorities import class_name
 from corral.server.services.queue_view import UNGUARANTEED, QueueFacts, QuotaUse, Waiting
-from corral.web.session import PREFIX
+from corral.web.links import workload_page
 from corral.web.views.workloads import clip
 
 REASON_CHARS = 160
@@ -60,11 +59,7 @@ def lines(waiting: Sequence[Waiting], now: float) -> list[Line]:
 
 
 def _line(w: Waiting, now: float) -> Line:
-    ws = quote(w.workspace)
-    href = {
-        "job": f"{PREFIX}/jobs/{ws}/{quote(w.workload)}",
-        "endpoint": f"{PREFIX}/endpoints/{ws}/{quote(w.workload)}",
-    }.get(w.kind)
+    href = workload_page(w.kind, w.workspace, w.workload)
     if w.gpus:
         total = w.gpus * w.replicas
         gpus = f"{total} × {w.gpu_type or 'any GPU'}"

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from corral.server.errors import Invalid
 from corral.server.services.pages import DEFAULT_LIMIT
 from corral.server.services.workloads_view import KINDS, STATES, Listed, WorkloadKind
 from corral.spec.resources import GpuRequest
+from corral.web.links import endpoint_page, job_page
 from corral.web.session import PREFIX
 from corral.wire.api import EndpointView, JobView
 from corral.wire.pods import PodView
@@ -140,7 +141,7 @@ def _row(item: Listed, now: float) -> Row:
             "job",
             view.name,
             view.workspace,
-            f"{PREFIX}/jobs/{quote(view.workspace)}/{quote(view.name)}",
+            job_page(view.workspace, view.name),
             view.state,
             view.spec.resources.gpus,
             replicas,
@@ -154,7 +155,7 @@ def _row(item: Listed, now: float) -> Row:
             "endpoint",
             view.name,
             view.workspace,
-            f"{PREFIX}/endpoints/{quote(view.workspace)}/{quote(view.name)}",
+            endpoint_page(view.workspace, view.name),
             view.state,
             view.spec.resources.gpus,
             view.desired_replicas,
